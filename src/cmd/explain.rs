@@ -1,0 +1,95 @@
+//! `oppsync explain OPPORTUNITY_ID [--json]`: prints `explain::Explanation`.
+
+use anyhow::Result;
+
+use super::Context;
+use crate::exit::Outcome;
+use crate::explain::{self, Explanation};
+
+pub(crate) fn run(ctx: &mut Context, opportunity_id: &str, json: bool) -> Result<Outcome> {
+    let explanation = explain::explain(&ctx.conn, opportunity_id)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&explanation)?);
+    } else {
+        print_human(&explanation);
+    }
+    Ok(Outcome::Done)
+}
+
+fn or_none(value: Option<&str>) -> &str {
+    value.unwrap_or("(none)")
+}
+
+fn print_human(e: &Explanation) {
+    let s = &e.staged;
+    println!(
+        "opportunity {} \"{}\"",
+        e.opportunityid,
+        or_none(s.name.as_deref())
+    );
+    println!("  staged from {} (run {})", s.source_file, s.staged_run);
+    println!(
+        "  customerid {} ({}), parentaccountid {}, parentcontactid {}",
+        or_none(s.customerid.as_deref()),
+        s.customerid_type
+            .as_deref()
+            .map_or("no annotation".to_string(), |t| format!("annotated {t}")),
+        or_none(s.parentaccountid.as_deref()),
+        or_none(s.parentcontactid.as_deref())
+    );
+    if let Some(reason) = &e.out_of_views {
+        println!("  not synced: {reason}");
+        return;
+    }
+    if let Some(c) = &e.customer {
+        println!(
+            "customer: {} {} - {}",
+            or_none(c.customer_type.as_deref()),
+            or_none(c.customer_id.as_deref()),
+            explain::describe_resolution(&c.resolved_by)
+        );
+    }
+    if let Some(a) = &e.account {
+        let state = a
+            .account_state
+            .as_deref()
+            .map(|st| format!(", account {st}"))
+            .unwrap_or_default();
+        let name = a
+            .name
+            .as_deref()
+            .map(|n| format!(" \"{n}\""))
+            .unwrap_or_default();
+        println!(
+            "account: {}{name} (rule {}{state})",
+            or_none(a.accountid.as_deref()),
+            a.rule
+        );
+    }
+    if e.roles.is_empty() {
+        println!("roles: none");
+    }
+    for r in &e.roles {
+        println!(
+            "role: {} for contact {} {} <{}>{} (rule {}, from {})",
+            or_none(r.role.as_deref()),
+            r.contactid,
+            or_none(r.contact_name.as_deref()),
+            or_none(r.email.as_deref()),
+            if r.is_primary { ", primary" } else { "" },
+            r.rule,
+            r.source_id
+        );
+    }
+    for l in &e.left_out {
+        println!(
+            "left out: {} contact {} role {} from {}: {}",
+            l.rule,
+            or_none(l.contactid.as_deref()),
+            or_none(l.role.as_deref()),
+            l.source_id,
+            l.reason
+        );
+    }
+    println!("last push: none recorded (push is not available in this build)");
+}

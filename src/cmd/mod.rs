@@ -1,0 +1,159 @@
+//! One file per subcommand, glue only: they call the library and print; SQL lives in `sql/` and
+//! the modules that own it, HTTP in the clients.
+//!
+//! `run` opens the database, records the command in the `run` table, dispatches, and closes the
+//! run with its outcome, so every command leaves a trace `status` can show.
+
+mod explain;
+mod init;
+mod pull;
+mod status;
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use crate::cli::{Cli, Command, PullArgs};
+use crate::config::Config;
+use crate::db::{self, WriterLock};
+use crate::exit::{Outcome, usage};
+use crate::{rules, run};
+
+/// What every command gets: the open database, the configuration and how much to say.
+pub(crate) struct Context {
+    pub conn: Connection,
+    pub config: Config,
+    pub run_id: i64,
+    pub verbosity: Verbosity,
+    /// Counters the command reports; stored with its run.
+    pub counts: Value,
+}
+
+/// How much a command prints besides errors and warnings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+impl Context {
+    /// Prints a line of progress unless `-q` was given.
+    pub(crate) fn say(&self, line: impl AsRef<str>) {
+        if self.verbosity >= Verbosity::Normal {
+            println!("{}", line.as_ref());
+        }
+    }
+
+    /// Prints a line only with `-v`.
+    pub(crate) fn detail(&self, line: impl AsRef<str>) {
+        if self.verbosity >= Verbosity::Verbose {
+            println!("{}", line.as_ref());
+        }
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<Outcome> {
+    let (name, args, writes) = describe(&cli.command);
+    // Refused before the database is opened, so that trying them creates no file.
+    if let Some(what) = not_yet_available(&cli.command) {
+        return Err(unavailable(what));
+    }
+    // Commands that change staged or pushed state hold the writer lock for their whole run.
+    let _lock = if writes {
+        Some(WriterLock::acquire(&cli.db)?)
+    } else {
+        None
+    };
+    let conn = db::open(&cli.db)?;
+    let run_id = run::start(&conn, name, &args).context("recording the run")?;
+    let verbosity = match (cli.quiet, cli.verbose) {
+        (true, _) => Verbosity::Quiet,
+        (false, 0) => Verbosity::Normal,
+        (false, _) => Verbosity::Verbose,
+    };
+    let mut ctx = Context {
+        conn,
+        config: Config::default(),
+        run_id,
+        verbosity,
+        counts: json!({}),
+    };
+    let result =
+        configure(&mut ctx, cli.config.as_deref()).and_then(|()| dispatch(&mut ctx, &cli.command));
+    run::finish(&ctx.conn, run_id, &result, &ctx.counts).context("recording the run's outcome")?;
+    result
+}
+
+fn configure(ctx: &mut Context, explicit: Option<&Path>) -> Result<()> {
+    let (config, _source) = Config::load(explicit)?;
+    ctx.config = config;
+    rules::install(&mut ctx.conn, &ctx.config.rules)?;
+    Ok(())
+}
+
+fn dispatch(ctx: &mut Context, command: &Command) -> Result<Outcome> {
+    match command {
+        Command::Init => init::run(ctx),
+        Command::Pull(PullArgs {
+            fixtures: Some(dir),
+            full,
+        }) => pull::run(ctx, dir, *full),
+        Command::Status { json } => status::run(ctx, *json),
+        Command::Explain {
+            opportunity_id,
+            json,
+        } => explain::run(ctx, opportunity_id, *json),
+        other => Err(unavailable(
+            not_yet_available(other).unwrap_or("this command"),
+        )),
+    }
+}
+
+fn unavailable(what: &str) -> anyhow::Error {
+    usage(format!(
+        "`oppsync {what}` is not available yet in this build"
+    ))
+}
+
+/// The commands later work builds; they exit 2 without touching the database.
+fn not_yet_available(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Plan { .. } => Some("plan"),
+        Command::Push { .. } => Some("push"),
+        Command::Sync { .. } => Some("sync"),
+        Command::Sim { .. } => Some("sim"),
+        Command::Demo => Some("demo"),
+        Command::Pull(args) if args.fixtures.is_none() => {
+            Some("pull (live Web API; use --fixtures DIR)")
+        }
+        _ => None,
+    }
+}
+
+/// The command's name, its arguments as recorded in `run.args`, and whether it writes.
+fn describe(command: &Command) -> (&'static str, Vec<String>, bool) {
+    match command {
+        Command::Init => ("init", vec![], true),
+        Command::Pull(args) => {
+            let mut recorded = Vec::new();
+            if let Some(dir) = &args.fixtures {
+                recorded.extend(["--fixtures".to_string(), dir.display().to_string()]);
+            }
+            if args.full {
+                recorded.push("--full".to_string());
+            }
+            ("pull", recorded, true)
+        }
+        Command::Plan { .. } => ("plan", vec![], false),
+        Command::Push { .. } => ("push", vec![], true),
+        Command::Sync { .. } => ("sync", vec![], true),
+        Command::Status { .. } => ("status", vec![], false),
+        Command::Explain { opportunity_id, .. } => ("explain", vec![opportunity_id.clone()], false),
+        Command::Sim { .. } => ("sim", vec![], false),
+        Command::Demo => ("demo", vec![], true),
+    }
+}

@@ -1,0 +1,68 @@
+//! `oppsync status [--json]`: prints `status::Status`.
+
+use anyhow::Result;
+
+use super::Context;
+use crate::exit::Outcome;
+use crate::status::{self, Status};
+
+pub(crate) fn run(ctx: &mut Context, json: bool) -> Result<Outcome> {
+    let status = status::read(&ctx.conn, ctx.run_id)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print_human(&status);
+    }
+    Ok(Outcome::Done)
+}
+
+fn print_human(s: &Status) {
+    println!("schema version {}", s.schema_version);
+    println!("staged (live / deleted):");
+    for c in &s.staged {
+        println!("  {:<16} {:>8} / {}", c.entity_set, c.live, c.deleted);
+    }
+    let d = &s.derived;
+    println!(
+        "derived: {} opportunities in scope ({} with an account), {} contact roles",
+        d.opportunities, d.opportunities_with_account, d.contact_roles
+    );
+    println!("recent runs:");
+    for r in &s.runs {
+        let args = r
+            .args
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let counts = if r.counts.as_object().is_some_and(|o| !o.is_empty()) {
+            format!(" {}", r.counts)
+        } else {
+            String::new()
+        };
+        let message = r
+            .message
+            .as_deref()
+            .map(|m| format!(" - {m}"))
+            .unwrap_or_default();
+        println!(
+            "  #{} {} {} {} {}{counts}{message}",
+            r.run_id, r.started_at, r.command, args, r.outcome
+        );
+    }
+    println!("rejected records: {}", s.rejected_total);
+    for r in &s.rejected_recent {
+        println!(
+            "  run {} {} record {} ({}): {}",
+            r.run_id,
+            r.source,
+            r.position,
+            r.entity_set.as_deref().unwrap_or("?"),
+            r.reason
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! `oppsync.toml` and its environment overrides (PRODUCT.md section 5).
+//!
+//! Unknown keys and bad values are usage errors naming the file and the setting. Secrets are
+//! held in `Secret`, whose `Debug` never shows the value; nothing here writes them anywhere.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Deserialize;
+
+use crate::exit::usage;
+
+/// The whole configuration, defaults filled in.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub marketo: MarketoConfig,
+    pub dynamics: DynamicsConfig,
+    pub rules: RulesConfig,
+}
+
+/// `[marketo]`: where and how to push.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarketoConfig {
+    pub base_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub rate_limit_calls: u32,
+    pub rate_limit_window_secs: u64,
+    pub on_opportunity_delete: OnOpportunityDelete,
+}
+
+impl Default for MarketoConfig {
+    fn default() -> Self {
+        MarketoConfig {
+            base_url: None,
+            client_id: None,
+            client_secret: None,
+            rate_limit_calls: 100,
+            rate_limit_window_secs: 20,
+            on_opportunity_delete: OnOpportunityDelete::Delete,
+        }
+    }
+}
+
+/// What push does in Marketo when an opportunity is deleted in Dynamics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOpportunityDelete {
+    Delete,
+    Keep,
+}
+
+/// `[dynamics]`: where and how to pull.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DynamicsConfig {
+    pub url: Option<String>,
+    pub tenant: Option<String>,
+    pub auth: DynamicsAuth,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub token_url: Option<String>,
+    pub page_size: u32,
+}
+
+impl Default for DynamicsConfig {
+    fn default() -> Self {
+        DynamicsConfig {
+            url: None,
+            tenant: None,
+            auth: DynamicsAuth::ClientCredentials,
+            client_id: None,
+            client_secret: None,
+            username: None,
+            password: None,
+            token_url: None,
+            page_size: 5000,
+        }
+    }
+}
+
+/// The Entra ID grant used to reach Dynamics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DynamicsAuth {
+    ClientCredentials,
+    Ropc,
+}
+
+/// `[rules]`: the names and categories the association rules use.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    pub customer_contact_role: String,
+    pub stakeholder_default_role: String,
+    pub stakeholder_categories: Vec<i64>,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            customer_contact_role: "Customer".to_string(),
+            stakeholder_default_role: "Stakeholder".to_string(),
+            stakeholder_categories: vec![1000],
+        }
+    }
+}
+
+/// A secret value: shown as `<redacted>` by `Debug`, read only through `expose`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where the configuration came from, for messages.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Defaults,
+}
+
+impl Config {
+    /// Loads `explicit` (which must exist), else `./oppsync.toml` when present, else defaults;
+    /// then applies environment overrides and validates.
+    pub fn load(explicit: Option<&Path>) -> Result<(Config, ConfigSource)> {
+        Self::load_with_env(explicit, &|name| std::env::var(name).ok())
+    }
+
+    pub(crate) fn load_with_env(
+        explicit: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Config, ConfigSource)> {
+        let path = match explicit {
+            Some(path) if !path.is_file() => {
+                return Err(usage(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            Some(path) => Some(path.to_path_buf()),
+            None => Some(PathBuf::from("oppsync.toml")).filter(|p| p.is_file()),
+        };
+        let (mut config, source) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|err| {
+                    usage(format!("cannot read config file {}: {err}", path.display()))
+                })?;
+                (parse(&path, &text)?, ConfigSource::File(path))
+            }
+            None => (Config::default(), ConfigSource::Defaults),
+        };
+        config.apply_env(env);
+        config.validate(&source)?;
+        Ok((config, source))
+    }
+
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        let set = |target: &mut Option<String>, name: &str| {
+            if let Some(value) = env(name).filter(|v| !v.is_empty()) {
+                *target = Some(value);
+            }
+        };
+        let set_secret = |target: &mut Option<Secret>, name: &str| {
+            if let Some(value) = env(name).filter(|v| !v.is_empty()) {
+                *target = Some(Secret(value));
+            }
+        };
+        set(&mut self.marketo.base_url, "MARKETO_BASE_URL");
+        set(&mut self.marketo.client_id, "MARKETO_CLIENT_ID");
+        set_secret(&mut self.marketo.client_secret, "MARKETO_CLIENT_SECRET");
+        set(&mut self.dynamics.url, "DYNAMICS_URL");
+        set(&mut self.dynamics.tenant, "DYNAMICS_TENANT");
+        set(&mut self.dynamics.client_id, "DYNAMICS_CLIENT_ID");
+        set_secret(&mut self.dynamics.client_secret, "DYNAMICS_CLIENT_SECRET");
+        set(&mut self.dynamics.username, "DYNAMICS_USERNAME");
+        set_secret(&mut self.dynamics.password, "DYNAMICS_PASSWORD");
+        set(&mut self.dynamics.token_url, "DYNAMICS_TOKEN_URL");
+    }
+
+    fn validate(&self, source: &ConfigSource) -> Result<()> {
+        let origin = match source {
+            ConfigSource::File(path) => format!("config {}", path.display()),
+            ConfigSource::Defaults => "configuration".to_string(),
+        };
+        let bad = |setting: &str, why: &str| Err(usage(format!("{origin}: {setting} {why}")));
+        if self.rules.customer_contact_role.trim().is_empty() {
+            return bad("rules.customer_contact_role", "must not be empty");
+        }
+        if self.rules.stakeholder_default_role.trim().is_empty() {
+            return bad("rules.stakeholder_default_role", "must not be empty");
+        }
+        if self.rules.stakeholder_categories.is_empty() {
+            return bad(
+                "rules.stakeholder_categories",
+                "must list at least one category",
+            );
+        }
+        if self.marketo.rate_limit_calls == 0 {
+            return bad("marketo.rate_limit_calls", "must be at least 1");
+        }
+        if self.marketo.rate_limit_window_secs == 0 {
+            return bad("marketo.rate_limit_window_secs", "must be at least 1");
+        }
+        if !(1..=5000).contains(&self.dynamics.page_size) {
+            return bad(
+                "dynamics.page_size",
+                "must be between 1 and 5000 (the Web API maximum)",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Parses TOML into a `Config`, turning errors into one line that names file, line and column.
+fn parse(path: &Path, text: &str) -> Result<Config> {
+    toml::from_str(text).map_err(|err| {
+        let place = err
+            .span()
+            .map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!(" at line {line}, column {column}")
+            })
+            .unwrap_or_default();
+        let message = err.message().trim().replace('\n', " ");
+        usage(format!("config {}{place}: {message}", path.display()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oppsync.toml");
+        std::fs::write(&path, text).unwrap();
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        Config::load_with_env(Some(&path), &lookup).map(|(c, _)| c)
+    }
+
+    #[test]
+    fn defaults_match_the_product_spec() {
+        let config = load_text("", &[]).unwrap();
+        assert_eq!(config.rules.customer_contact_role, "Customer");
+        assert_eq!(config.rules.stakeholder_default_role, "Stakeholder");
+        assert_eq!(config.rules.stakeholder_categories, vec![1000]);
+        assert_eq!(config.marketo.rate_limit_calls, 100);
+        assert_eq!(config.marketo.rate_limit_window_secs, 20);
+        assert_eq!(config.dynamics.page_size, 5000);
+        assert_eq!(
+            config.marketo.on_opportunity_delete,
+            OnOpportunityDelete::Delete
+        );
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let config = load_text(
+            "[marketo]\nbase_url = \"https://file.example\"\nclient_secret = \"from-file\"\n",
+            &[
+                ("MARKETO_BASE_URL", "http://127.0.0.1:1"),
+                ("MARKETO_CLIENT_SECRET", "s3cret"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config.marketo.base_url.as_deref(),
+            Some("http://127.0.0.1:1")
+        );
+        assert_eq!(
+            config.marketo.client_secret.as_ref().unwrap().expose(),
+            "s3cret"
+        );
+        assert!(
+            !format!("{config:?}").contains("s3cret"),
+            "Debug must not show secrets"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_a_usage_error_naming_it_and_its_line() {
+        let err = load_text("[rules]\ncustomer_role = \"Buyer\"\n", &[]).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(crate::exit::is_usage(&err));
+        assert!(message.contains("customer_role"), "{message}");
+        assert!(message.contains("line 2"), "{message}");
+        assert!(!message.contains('\n'), "one line: {message}");
+    }
+
+    #[test]
+    fn a_bad_value_is_a_usage_error_naming_the_setting() {
+        let err = load_text("[dynamics]\npage_size = 9000\n", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("dynamics.page_size"));
+        let err = load_text("[rules]\nstakeholder_categories = []\n", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("rules.stakeholder_categories"));
+        let err = load_text("[marketo]\non_opportunity_delete = \"archive\"\n", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("archive"));
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_a_usage_error() {
+        let err = Config::load_with_env(Some(Path::new("/nonexistent/oppsync.toml")), &|_| None)
+            .unwrap_err();
+        assert!(crate::exit::is_usage(&err));
+        assert!(format!("{err:#}").contains("/nonexistent/oppsync.toml"));
+    }
+}

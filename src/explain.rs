@@ -1,0 +1,218 @@
+//! Why an opportunity got the account and contact roles it got: the staged record, the rule
+//! views' rows for it, and every candidate contact that was left out with its reason.
+//!
+//! Reads only; the answers come from the same views push will read, never from a second copy of
+//! the rules.
+
+use anyhow::{Result, bail};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// Everything `explain` reports about one opportunity. Serialized as the `--json` contract.
+#[derive(Debug, Serialize)]
+pub(crate) struct Explanation {
+    pub opportunityid: String,
+    pub staged: Staged,
+    /// Why the opportunity is not in the rule views, or `None` when it is.
+    pub out_of_views: Option<String>,
+    pub customer: Option<Customer>,
+    pub account: Option<Account>,
+    pub roles: Vec<Role>,
+    pub left_out: Vec<LeftOut>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Staged {
+    pub name: Option<String>,
+    pub statecode: Option<i64>,
+    pub new_synctomkto: Option<bool>,
+    pub customerid: Option<String>,
+    pub customerid_type: Option<String>,
+    pub parentaccountid: Option<String>,
+    pub parentcontactid: Option<String>,
+    pub source_file: String,
+    pub staged_run: i64,
+    pub deleted_run: Option<i64>,
+    pub deleted_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Customer {
+    pub customer_type: Option<String>,
+    pub customer_id: Option<String>,
+    pub resolved_by: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Account {
+    pub accountid: Option<String>,
+    pub rule: String,
+    pub name: Option<String>,
+    /// `staged`, `not staged`, `deleted` or `filtered out`; only a staged account becomes a company.
+    pub account_state: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Role {
+    pub contactid: String,
+    pub contact_name: Option<String>,
+    pub email: Option<String>,
+    pub role: Option<String>,
+    pub is_primary: bool,
+    pub rule: String,
+    pub source_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct LeftOut {
+    pub contactid: Option<String>,
+    pub role: Option<String>,
+    pub rule: String,
+    pub source_id: String,
+    pub reason: String,
+}
+
+/// Normalises a user-typed GUID the way staging does: trimmed, braces removed, lower-case.
+pub(crate) fn normalise_id(id: &str) -> String {
+    id.trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .to_ascii_lowercase()
+}
+
+/// Builds the explanation, or fails when the opportunity was never staged.
+pub(crate) fn explain(conn: &Connection, opportunity_id: &str) -> Result<Explanation> {
+    let id = normalise_id(opportunity_id);
+    let staged = conn
+        .query_row(
+            "SELECT name, statecode, new_synctomkto, customerid, customerid_type, parentaccountid,
+                    parentcontactid, source_file, staged_run, deleted_run, deleted_reason
+             FROM opportunity WHERE opportunityid = ?1",
+            params![id],
+            |r| {
+                Ok(Staged {
+                    name: r.get(0)?,
+                    statecode: r.get(1)?,
+                    new_synctomkto: r.get::<_, Option<i64>>(2)?.map(|v| v != 0),
+                    customerid: r.get(3)?,
+                    customerid_type: r.get(4)?,
+                    parentaccountid: r.get(5)?,
+                    parentcontactid: r.get(6)?,
+                    source_file: r.get(7)?,
+                    staged_run: r.get(8)?,
+                    deleted_run: r.get(9)?,
+                    deleted_reason: r.get(10)?,
+                })
+            },
+        )
+        .optional()?;
+    let Some(staged) = staged else {
+        bail!("opportunity {id} is not staged; pull it first (see `oppsync status`)");
+    };
+    let out_of_views = match (&staged.deleted_run, staged.new_synctomkto) {
+        (Some(run), _) => Some(format!(
+            "deleted in Dynamics ({}, seen by run {run})",
+            staged.deleted_reason.as_deref().unwrap_or("deleted")
+        )),
+        (None, Some(false)) => Some("filtered out: new_synctomkto is false".to_string()),
+        _ => None,
+    };
+    let mut explanation = Explanation {
+        opportunityid: id.clone(),
+        staged,
+        out_of_views,
+        customer: None,
+        account: None,
+        roles: Vec::new(),
+        left_out: Vec::new(),
+    };
+    if explanation.out_of_views.is_some() {
+        return Ok(explanation);
+    }
+    explanation.customer = conn
+        .query_row(
+            "SELECT customer_type, customer_id, resolved_by FROM opportunity_customer WHERE opportunityid = ?1",
+            params![id],
+            |r| Ok(Customer { customer_type: r.get(0)?, customer_id: r.get(1)?, resolved_by: r.get(2)? }),
+        )
+        .optional()?;
+    explanation.account = conn
+        .query_row(
+            "SELECT oa.accountid, oa.rule, a.name,
+                    CASE WHEN oa.accountid IS NULL THEN NULL
+                         WHEN a.accountid IS NULL THEN 'not staged'
+                         WHEN a.deleted_run IS NOT NULL THEN 'deleted'
+                         WHEN a.new_synctomkto = 0 THEN 'filtered out'
+                         ELSE 'staged' END
+             FROM opportunity_account oa LEFT JOIN account a ON a.accountid = oa.accountid
+             WHERE oa.opportunityid = ?1",
+            params![id],
+            |r| {
+                Ok(Account {
+                    accountid: r.get(0)?,
+                    rule: r.get(1)?,
+                    name: r.get(2)?,
+                    account_state: r.get(3)?,
+                })
+            },
+        )
+        .optional()?;
+    let mut roles = conn.prepare(
+        "SELECT r.contactid, c.fullname, c.emailaddress1, r.role, r.is_primary, r.rule, r.source_id
+         FROM opportunity_contact_role r LEFT JOIN contact c ON c.contactid = r.contactid
+         WHERE r.opportunityid = ?1 ORDER BY r.is_primary DESC, r.contactid, r.role",
+    )?;
+    explanation.roles = roles
+        .query_map(params![id], |r| {
+            Ok(Role {
+                contactid: r.get(0)?,
+                contact_name: r.get(1)?,
+                email: r.get(2)?,
+                role: r.get(3)?,
+                is_primary: r.get::<_, i64>(4)? != 0,
+                rule: r.get(5)?,
+                source_id: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut left_out = conn.prepare(
+        "SELECT contactid, role, rule, source_id, left_out_reason FROM opportunity_role_candidate
+         WHERE opportunityid = ?1 AND left_out_reason IS NOT NULL ORDER BY rule, source_id",
+    )?;
+    explanation.left_out = left_out
+        .query_map(params![id], |r| {
+            Ok(LeftOut {
+                contactid: r.get(0)?,
+                role: r.get(1)?,
+                rule: r.get(2)?,
+                source_id: r.get(3)?,
+                reason: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(explanation)
+}
+
+/// What each `resolved_by` value of `opportunity_customer` means, for people.
+pub(crate) fn describe_resolution(resolved_by: &str) -> &'static str {
+    match resolved_by {
+        "annotation" => "customerid, typed by its lookuplogicalname annotation",
+        "staged_account" => "customerid, typed as an account because a staged account has that id",
+        "staged_contact" => "customerid, typed as a contact because a staged contact has that id",
+        "equals_parentaccountid" => {
+            "customerid, typed as an account because it equals parentaccountid"
+        }
+        "equals_parentcontactid" => {
+            "customerid, typed as a contact because it equals parentcontactid"
+        }
+        "fallback_parentaccountid" => {
+            "customerid is empty; parentaccountid used (the account wins)"
+        }
+        "fallback_parentcontactid" => "customerid is empty; parentcontactid used",
+        "no_customer" => "customerid, parentaccountid and parentcontactid are all empty",
+        "unresolved" => {
+            "customerid has no annotation and matches no staged record or parent field; its type is unknown"
+        }
+        _ => "unknown resolution",
+    }
+}

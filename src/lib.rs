@@ -1,0 +1,19 @@
+//! oppsync keeps Marketo Engage opportunities in step with Dynamics 365, one way and auditably.
+//!
+//! The pipeline is visible in the module list: `source` reads Web API pages (fixture folders
+//! today), `stage` writes them into SQLite, `rules` installs the SQL views that apply Marketo's
+//! association rules, and `explain` / `status` read the result back. `cmd` holds one file of
+//! glue per subcommand; `db` and `sql` own the database file and the embedded SQL.
+
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod db;
+pub mod exit;
+pub(crate) mod explain;
+pub(crate) mod rules;
+pub(crate) mod run;
+pub(crate) mod source;
+pub(crate) mod sql;
+pub(crate) mod stage;
+pub(crate) mod status;

@@ -1,0 +1,84 @@
+//! The catalogue of every `.sql` file under `sql/`, embedded at compile time.
+//!
+//! Schema migrations are append-only and applied in order (their position is the
+//! `PRAGMA user_version` they lead to); views are dropped and re-created on every run. A test
+//! checks that this catalogue and the `sql/` folder list the same files.
+
+/// One embedded SQL file: its path under `sql/` (for error messages) and its text.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SqlFile {
+    pub path: &'static str,
+    pub text: &'static str,
+}
+
+macro_rules! sql_file {
+    ($path:literal) => {
+        SqlFile {
+            path: $path,
+            text: include_str!(concat!("../", $path)),
+        }
+    };
+}
+
+/// Schema migrations, oldest first; never edit one that has landed, add a new one.
+pub(crate) const MIGRATIONS: &[SqlFile] = &[sql_file!("sql/schema/0001_staging.sql")];
+
+/// Rule views in creation order; each file creates the view its name ends with.
+pub(crate) const VIEWS: &[SqlFile] = &[
+    sql_file!("sql/views/01_opportunity_customer.sql"),
+    sql_file!("sql/views/02_contact_account.sql"),
+    sql_file!("sql/views/03_opportunity_account.sql"),
+    sql_file!("sql/views/04_opportunity_connection.sql"),
+    sql_file!("sql/views/05_opportunity_role_candidate.sql"),
+    sql_file!("sql/views/06_opportunity_contact_role.sql"),
+];
+
+impl SqlFile {
+    /// The view name a `sql/views/NN_name.sql` file creates.
+    pub(crate) fn view_name(&self) -> &'static str {
+        let file = self.path.rsplit('/').next().unwrap_or(self.path);
+        let stem = file.strip_suffix(".sql").unwrap_or(file);
+        stem.split_once('_').map_or(stem, |(_, name)| name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn files_in(dir: &str) -> Vec<String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut names: Vec<String> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| format!("{dir}/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn catalogue_matches_sql_folder() {
+        let migrations: Vec<String> = MIGRATIONS.iter().map(|f| f.path.to_string()).collect();
+        assert_eq!(migrations, files_in("sql/schema"));
+        let views: Vec<String> = VIEWS.iter().map(|f| f.path.to_string()).collect();
+        assert_eq!(views, files_in("sql/views"));
+    }
+
+    #[test]
+    fn each_view_file_creates_the_view_it_is_named_after() {
+        for file in VIEWS {
+            let create = format!("CREATE VIEW {} AS", file.view_name());
+            assert!(
+                file.text.contains(&create),
+                "{} must contain `{create}`",
+                file.path
+            );
+            assert!(
+                file.text.starts_with("-- rule:"),
+                "{} must open with a `-- rule:` line",
+                file.path
+            );
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The state of a database at a glance: recent runs, staged records per entity set, what the
+//! rule views derive, and rejected records. Reads only.
+
+use anyhow::Result;
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::stage::SPECS;
+
+/// How many runs `status` lists.
+const RECENT_RUNS: usize = 10;
+/// How many rejected records `status` lists.
+const RECENT_REJECTS: usize = 10;
+
+/// Serialized as the `status --json` contract.
+#[derive(Debug, Serialize)]
+pub(crate) struct Status {
+    pub schema_version: i64,
+    pub runs: Vec<RunRow>,
+    pub staged: Vec<StagedCount>,
+    pub derived: Derived,
+    pub rejected_total: i64,
+    pub rejected_recent: Vec<RejectedRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct RunRow {
+    pub run_id: i64,
+    pub command: String,
+    pub args: Value,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// `running` for the current run, `interrupted` for an older run that never finished.
+    pub outcome: String,
+    pub exit_code: Option<i64>,
+    pub counts: Value,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct StagedCount {
+    pub entity_set: String,
+    pub live: i64,
+    pub deleted: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Derived {
+    pub opportunities: i64,
+    pub opportunities_with_account: i64,
+    pub contact_roles: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct RejectedRow {
+    pub run_id: i64,
+    pub source: String,
+    pub position: i64,
+    pub entity_set: Option<String>,
+    pub reason: String,
+}
+
+/// Reads the status; `current_run` is the run of the command asking, shown as `running`.
+pub(crate) fn read(conn: &Connection, current_run: i64) -> Result<Status> {
+    let schema_version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let mut stmt = conn.prepare(
+        "SELECT run_id, command, args, started_at, finished_at, outcome, exit_code, counts, message
+         FROM run ORDER BY run_id DESC LIMIT ?1",
+    )?;
+    let runs = stmt
+        .query_map([RECENT_RUNS as i64], |r| {
+            let run_id: i64 = r.get(0)?;
+            let outcome: String = r.get(5)?;
+            let parse = |text: Option<String>| {
+                text.and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or(Value::Null)
+            };
+            Ok(RunRow {
+                run_id,
+                command: r.get(1)?,
+                args: parse(r.get(2)?),
+                started_at: r.get(3)?,
+                finished_at: r.get(4)?,
+                outcome: if outcome == "running" && run_id != current_run {
+                    "interrupted".into()
+                } else {
+                    outcome
+                },
+                exit_code: r.get(6)?,
+                counts: parse(r.get(7)?),
+                message: r.get(8)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut staged = Vec::new();
+    for spec in SPECS {
+        let (live, deleted) = conn.query_row(
+            &format!(
+                "SELECT count(*) FILTER (WHERE deleted_run IS NULL), count(*) FILTER (WHERE deleted_run IS NOT NULL) FROM {}",
+                spec.table
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        staged.push(StagedCount {
+            entity_set: spec.entity_set.to_string(),
+            live,
+            deleted,
+        });
+    }
+    let derived = conn.query_row(
+        "SELECT (SELECT count(*) FROM opportunity_account),
+                (SELECT count(*) FROM opportunity_account WHERE accountid IS NOT NULL),
+                (SELECT count(*) FROM opportunity_contact_role)",
+        [],
+        |r| {
+            Ok(Derived {
+                opportunities: r.get(0)?,
+                opportunities_with_account: r.get(1)?,
+                contact_roles: r.get(2)?,
+            })
+        },
+    )?;
+    let rejected_total =
+        conn.query_row("SELECT count(*) FROM rejected_record", [], |r| r.get(0))?;
+    let mut stmt = conn.prepare(
+        "SELECT run_id, source, position, entity_set, reason FROM rejected_record
+         ORDER BY rejected_id DESC LIMIT ?1",
+    )?;
+    let rejected_recent = stmt
+        .query_map([RECENT_REJECTS as i64], |r| {
+            Ok(RejectedRow {
+                run_id: r.get(0)?,
+                source: r.get(1)?,
+                position: r.get(2)?,
+                entity_set: r.get(3)?,
+                reason: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Status {
+        schema_version,
+        runs,
+        staged,
+        derived,
+        rejected_total,
+        rejected_recent,
+    })
+}

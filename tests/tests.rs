@@ -1,1 +1,11 @@
-fn main() {}
+//! The integration tests: one binary that runs the real `oppsync` against fixture folders.
+//!
+//! - `scenarios`: every `fixtures/*/expected/` folder, data-driven (see that module).
+//! - `cli`: behaviour that is about the command line rather than a data set: locking, usage
+//!   errors, explain, status, reruns.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod scenarios;
+mod util;

@@ -1,1 +1,279 @@
-//! Unit tests for the rule views.
+//! One test per rule view, each inserting the fewest staged rows that show its rule.
+
+use rusqlite::{Connection, params};
+
+use super::install;
+use crate::config::RulesConfig;
+
+fn db() -> Connection {
+    let mut conn = Connection::open_in_memory().unwrap();
+    crate::db::configure(&conn).unwrap();
+    crate::db::migrate(&mut conn).unwrap();
+    install(&mut conn, &RulesConfig::default()).unwrap();
+    conn.execute(
+        "INSERT INTO run (run_id, command, args, started_at) VALUES (1, 'test', '[]', 'now')",
+        [],
+    )
+    .unwrap();
+    conn
+}
+
+fn opportunity(
+    conn: &Connection,
+    id: &str,
+    customer: Option<&str>,
+    kind: Option<&str>,
+    account: Option<&str>,
+    contact: Option<&str>,
+) {
+    conn.execute(
+        "INSERT INTO opportunity (opportunityid, customerid, customerid_type, parentaccountid, parentcontactid,
+                                  raw, source_file, staged_run, seen_run)
+         VALUES (?1, ?2, ?3, ?4, ?5, '{}', 'test', 1, 1)",
+        params![id, customer, kind, account, contact],
+    )
+    .unwrap();
+}
+
+fn account(conn: &Connection, id: &str) {
+    conn.execute(
+        "INSERT INTO account (accountid, raw, source_file, staged_run, seen_run) VALUES (?1, '{}', 'test', 1, 1)",
+        params![id],
+    )
+    .unwrap();
+}
+
+fn contact(conn: &Connection, id: &str, parent: Option<&str>, parent_kind: Option<&str>) {
+    conn.execute(
+        "INSERT INTO contact (contactid, parentcustomerid, parentcustomerid_type, raw, source_file, staged_run, seen_run)
+         VALUES (?1, ?2, ?3, '{}', 'test', 1, 1)",
+        params![id, parent, parent_kind],
+    )
+    .unwrap();
+}
+
+/// A connection from `record1` (typed by objecttypecode) to `record2` with the contact-side role.
+fn connection(
+    conn: &Connection,
+    id: &str,
+    record1: (&str, i64, Option<&str>),
+    record2: (&str, i64, Option<&str>),
+    statecode: i64,
+) {
+    conn.execute(
+        "INSERT INTO connection (connectionid, record1id, record1objecttypecode, record1roleid,
+                                 record2id, record2objecttypecode, record2roleid, statecode,
+                                 raw, source_file, staged_run, seen_run)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '{}', 'test', 1, 1)",
+        params![
+            id, record1.0, record1.1, record1.2, record2.0, record2.1, record2.2, statecode
+        ],
+    )
+    .unwrap();
+}
+
+fn role(conn: &Connection, id: &str, name: &str, category: i64, statecode: i64) {
+    conn.execute(
+        "INSERT INTO connectionrole (connectionroleid, name, category, statecode, raw, source_file, staged_run, seen_run)
+         VALUES (?1, ?2, ?3, ?4, '{}', 'test', 1, 1)",
+        params![id, name, category, statecode],
+    )
+    .unwrap();
+}
+
+fn rows(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |row| {
+        Ok((0..n)
+            .map(|i| match row.get::<_, rusqlite::types::Value>(i).unwrap() {
+                rusqlite::types::Value::Null => "NULL".to_string(),
+                rusqlite::types::Value::Integer(n) => n.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+#[test]
+fn opportunity_customer_types_the_customer_and_falls_back_to_the_account() {
+    let conn = db();
+    opportunity(&conn, "o1", Some("x"), Some("contact"), None, None);
+    opportunity(&conn, "o2", None, None, Some("a"), Some("c"));
+    opportunity(&conn, "o3", Some("p"), None, None, Some("p"));
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT opportunityid, customer_type, customer_id, resolved_by FROM opportunity_customer ORDER BY 1"
+        ),
+        [
+            "o1 contact x annotation",
+            "o2 account a fallback_parentaccountid",
+            "o3 contact p equals_parentcontactid"
+        ]
+    );
+}
+
+#[test]
+fn opportunity_customer_leaves_out_deleted_and_filtered_opportunities() {
+    let conn = db();
+    opportunity(&conn, "o1", Some("a"), Some("account"), None, None);
+    opportunity(&conn, "o2", Some("a"), Some("account"), None, None);
+    opportunity(&conn, "o3", Some("a"), Some("account"), None, None);
+    conn.execute(
+        "UPDATE opportunity SET deleted_run = 1 WHERE opportunityid = 'o2'",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE opportunity SET new_synctomkto = 0 WHERE opportunityid = 'o3'",
+        [],
+    )
+    .unwrap();
+    assert_eq!(
+        rows(&conn, "SELECT opportunityid FROM opportunity_customer"),
+        ["o1"]
+    );
+}
+
+#[test]
+fn contact_account_is_the_parent_only_when_it_is_an_account() {
+    let conn = db();
+    account(&conn, "a");
+    contact(&conn, "c1", Some("a"), None);
+    contact(&conn, "c2", Some("c1"), Some("contact"));
+    contact(&conn, "c3", Some("unknown"), None);
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT contactid, accountid, resolved_by FROM contact_account ORDER BY 1"
+        ),
+        [
+            "c1 a staged_account",
+            "c2 NULL annotation",
+            "c3 NULL unresolved"
+        ]
+    );
+}
+
+#[test]
+fn opportunity_account_follows_the_customer_contact_to_its_account() {
+    let conn = db();
+    contact(&conn, "c1", Some("a"), Some("account"));
+    contact(&conn, "c2", None, None);
+    opportunity(&conn, "o1", Some("c1"), Some("contact"), None, None);
+    opportunity(&conn, "o2", Some("c2"), Some("contact"), None, None);
+    opportunity(&conn, "o3", Some("a"), Some("account"), None, Some("c1"));
+    opportunity(&conn, "o4", None, None, None, None);
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT opportunityid, accountid, rule FROM opportunity_account ORDER BY 1"
+        ),
+        [
+            "o1 a customer_contact_account",
+            "o2 NULL customer_contact_no_account",
+            "o3 a customer_account",
+            "o4 NULL no_customer"
+        ]
+    );
+}
+
+#[test]
+fn opportunity_connection_orients_each_row_from_the_opportunity_side() {
+    let conn = db();
+    connection(&conn, "k1", ("o", 3, None), ("c", 2, Some("r")), 0);
+    connection(&conn, "k2", ("c", 2, Some("r")), ("o", 3, None), 0);
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT connectionid, opportunityid, other_id, other_kind, role_id FROM opportunity_connection ORDER BY 1"
+        ),
+        ["k1 o c contact r", "k2 o c contact r"]
+    );
+}
+
+#[test]
+fn opportunity_role_candidate_gives_a_reciprocal_pair_one_role_and_says_why_others_are_out() {
+    let conn = db();
+    opportunity(&conn, "o", Some("a"), Some("account"), None, None);
+    contact(&conn, "c", None, None);
+    role(&conn, "tech", "Technical Buyer", 1000, 0);
+    role(&conn, "am", "Account Manager", 1001, 0);
+    connection(&conn, "k1", ("o", 3, None), ("c", 2, Some("tech")), 0);
+    connection(&conn, "k2", ("c", 2, Some("tech")), ("o", 3, None), 0);
+    connection(&conn, "k3", ("o", 3, None), ("c", 2, Some("am")), 0);
+    connection(&conn, "k4", ("o", 3, None), ("c", 2, None), 1);
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT source_id, role, left_out_reason FROM opportunity_role_candidate ORDER BY 1"
+        ),
+        [
+            "k1 Technical Buyer NULL",
+            "k2 Technical Buyer same role already derived from k1",
+            "k3 Account Manager role not a stakeholder category (category 1001)",
+            "k4 Stakeholder connection inactive"
+        ]
+    );
+}
+
+#[test]
+fn opportunity_contact_role_holds_the_customer_and_stakeholder_roles() {
+    let conn = db();
+    opportunity(&conn, "o", Some("c"), Some("contact"), None, None);
+    contact(&conn, "c", None, None);
+    connection(&conn, "k", ("o", 3, None), ("c", 2, None), 0);
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT contactid, role, is_primary, rule, source_id FROM opportunity_contact_role ORDER BY 2"
+        ),
+        [
+            "c Customer 1 customer_contact o",
+            "c Stakeholder 0 stakeholder k"
+        ]
+    );
+}
+
+#[test]
+fn rule_settings_rename_roles_and_widen_categories() {
+    let mut conn = db();
+    let rules = RulesConfig {
+        customer_contact_role: "Buyer".into(),
+        stakeholder_default_role: "Influencer".into(),
+        stakeholder_categories: vec![1000, 1001],
+    };
+    install(&mut conn, &rules).unwrap();
+    opportunity(&conn, "o", Some("c"), Some("contact"), None, None);
+    contact(&conn, "c", None, None);
+    role(&conn, "am", "Account Manager", 1001, 0);
+    connection(&conn, "k1", ("o", 3, None), ("c", 2, None), 0);
+    connection(&conn, "k2", ("o", 3, None), ("c", 2, Some("am")), 0);
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT role FROM opportunity_contact_role ORDER BY 1"
+        ),
+        ["Account Manager", "Buyer", "Influencer"]
+    );
+}
+
+#[test]
+fn installing_twice_replaces_the_views_without_error() {
+    let mut conn = db();
+    install(&mut conn, &RulesConfig::default()).unwrap();
+    let views: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'view'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(views as usize, crate::sql::VIEWS.len());
+}

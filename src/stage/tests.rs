@@ -1,1 +1,242 @@
-//! Unit tests for staging.
+//! Staging: merge semantics, tombstones, rejects and the `--full` sweep.
+
+use std::collections::BTreeSet;
+
+use rusqlite::Connection;
+
+use super::*;
+use crate::source::page;
+
+fn db() -> Connection {
+    let mut conn = Connection::open_in_memory().unwrap();
+    crate::db::configure(&conn).unwrap();
+    crate::db::migrate(&mut conn).unwrap();
+    for run in 1..=3 {
+        conn.execute(
+            "INSERT INTO run (run_id, command, args, started_at) VALUES (?1, 'test', '[]', 'now')",
+            [run],
+        )
+        .unwrap();
+    }
+    conn
+}
+
+fn stage(conn: &mut Connection, run: i64, file: &str, text: &str) -> PageReport {
+    let parsed = page::parse(file, text, Some(file)).unwrap();
+    stage_page(conn, run, file, &parsed).unwrap()
+}
+
+fn one(conn: &Connection, sql: &str) -> Option<String> {
+    let value: rusqlite::types::Value = conn.query_row(sql, [], |r| r.get(0)).unwrap();
+    match value {
+        rusqlite::types::Value::Null => None,
+        rusqlite::types::Value::Integer(n) => Some(n.to_string()),
+        rusqlite::types::Value::Text(t) => Some(t),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+#[test]
+fn a_narrower_page_keeps_the_columns_it_does_not_carry() {
+    let mut conn = db();
+    stage(
+        &mut conn,
+        1,
+        "opportunities.json",
+        r#"{"value": [{"opportunityid": "O", "name": "A", "_customerid_value": "C",
+        "_customerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "contact"}]}"#,
+    );
+    stage(
+        &mut conn,
+        2,
+        "opportunities.json",
+        r#"{"value": [{"opportunityid": "o", "name": "B"}]}"#,
+    );
+    assert_eq!(
+        one(
+            &conn,
+            "SELECT name || ' ' || customerid || ' ' || customerid_type FROM opportunity"
+        )
+        .unwrap(),
+        "B c contact"
+    );
+    assert_eq!(
+        one(&conn, "SELECT raw FROM opportunity").unwrap(),
+        r#"{"opportunityid": "o", "name": "B"}"#
+    );
+}
+
+#[test]
+fn a_null_value_clears_the_column_and_its_annotation() {
+    let mut conn = db();
+    stage(
+        &mut conn,
+        1,
+        "opportunities.json",
+        r#"{"value": [{"opportunityid": "o", "_customerid_value": "c",
+        "_customerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "contact"}]}"#,
+    );
+    stage(
+        &mut conn,
+        2,
+        "opportunities.json",
+        r#"{"value": [{"opportunityid": "o", "_customerid_value": null}]}"#,
+    );
+    assert_eq!(
+        one(
+            &conn,
+            "SELECT coalesce(customerid, customerid_type, 'cleared') FROM opportunity"
+        )
+        .unwrap(),
+        "cleared"
+    );
+}
+
+#[test]
+fn a_delete_tombstones_and_a_later_upsert_revives() {
+    let mut conn = db();
+    stage(
+        &mut conn,
+        1,
+        "accounts.json",
+        r#"{"value": [{"accountid": "a", "name": "Kept"}]}"#,
+    );
+    let report = stage(
+        &mut conn,
+        2,
+        "accounts.json",
+        r#"{"value": [{"@odata.context": "https://x/$metadata#accounts/$deletedEntity", "id": "a", "reason": "deleted"}]}"#,
+    );
+    assert_eq!(report.counts.deleted, 1);
+    assert_eq!(
+        one(
+            &conn,
+            "SELECT name || ' ' || deleted_run || ' ' || deleted_reason FROM account"
+        )
+        .unwrap(),
+        "Kept 2 deleted"
+    );
+    stage(
+        &mut conn,
+        3,
+        "accounts.json",
+        r#"{"value": [{"accountid": "a", "name": "Back"}]}"#,
+    );
+    assert_eq!(
+        one(
+            &conn,
+            "SELECT name || ' ' || coalesce(deleted_run, 'live') FROM account"
+        )
+        .unwrap(),
+        "Back live"
+    );
+}
+
+#[test]
+fn dates_accept_a_date_or_a_timestamp_and_keep_the_date() {
+    let mut conn = db();
+    stage(
+        &mut conn,
+        1,
+        "opportunities.json",
+        r#"{"value": [
+        {"opportunityid": "o1", "estimatedclosedate": "2025-06-30"},
+        {"opportunityid": "o2", "estimatedclosedate": "2025-06-30T00:00:00Z"},
+        {"opportunityid": "o3", "estimatedclosedate": "2025-02-30"}]}"#,
+    );
+    assert_eq!(
+        one(
+            &conn,
+            "SELECT group_concat(estimatedclosedate, ',') FROM opportunity"
+        )
+        .unwrap(),
+        "2025-06-30,2025-06-30"
+    );
+    assert_eq!(
+        one(&conn, "SELECT reason FROM rejected_record").unwrap(),
+        r#"estimatedclosedate: expected a date (YYYY-MM-DD or an ISO 8601 timestamp), got string "2025-02-30""#
+    );
+}
+
+#[test]
+fn integers_sent_as_whole_floats_are_accepted_and_fractions_rejected() {
+    let mut conn = db();
+    let report = stage(
+        &mut conn,
+        1,
+        "opportunities.json",
+        r#"{"value": [
+        {"opportunityid": "o1", "closeprobability": 60.0}, {"opportunityid": "o2", "closeprobability": 60.5}]}"#,
+    );
+    assert_eq!((report.counts.upserted, report.counts.rejected), (1, 1));
+    assert_eq!(
+        one(&conn, "SELECT closeprobability FROM opportunity").unwrap(),
+        "60"
+    );
+}
+
+#[test]
+fn full_sweep_tombstones_only_unseen_records_of_pulled_sets() {
+    let mut conn = db();
+    stage(
+        &mut conn,
+        1,
+        "accounts.json",
+        r#"{"value": [{"accountid": "a1"}, {"accountid": "a2"}]}"#,
+    );
+    stage(
+        &mut conn,
+        1,
+        "contacts.json",
+        r#"{"value": [{"contactid": "c1"}]}"#,
+    );
+    stage(
+        &mut conn,
+        2,
+        "accounts.json",
+        r#"{"value": [{"accountid": "a1"}]}"#,
+    );
+    let swept = sweep_missing(&mut conn, 2, &BTreeSet::from(["accounts"])).unwrap();
+    assert_eq!(swept, [("accounts", 1)]);
+    assert_eq!(
+        one(
+            &conn,
+            "SELECT accountid FROM account WHERE deleted_reason = 'missing from full pull'"
+        )
+        .unwrap(),
+        "a2"
+    );
+    assert_eq!(
+        one(
+            &conn,
+            "SELECT count(*) FROM contact WHERE deleted_run IS NULL"
+        )
+        .unwrap(),
+        "1"
+    );
+}
+
+#[test]
+fn every_spec_column_exists_in_its_table() {
+    let conn = db();
+    for spec in SPECS {
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT name FROM pragma_table_info('{}')",
+                spec.table
+            ))
+            .unwrap();
+        let columns: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for column in spec.columns.iter().map(|c| c.column).chain([spec.key]) {
+            assert!(
+                columns.iter().any(|c| c == column),
+                "{}.{column} is missing from the schema",
+                spec.table
+            );
+        }
+    }
+}

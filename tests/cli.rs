@@ -1,0 +1,263 @@
+//! Command-line behaviour that is not tied to one data set: locking, usage errors, explain,
+//! status, reruns and what a failed pull leaves behind.
+
+use std::fs::OpenOptions;
+
+use serde_json::Value;
+
+use crate::util::{BIN, TestDb, fixtures};
+
+fn scenario(name: &str) -> String {
+    fixtures().join(name).display().to_string()
+}
+
+#[test]
+fn a_second_writer_exits_1_while_another_holds_the_database() {
+    let db = TestDb::new();
+    let lock_path = format!("{}.lock", db.path().display());
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    lock.try_lock().unwrap();
+    let run = db.run(&["pull", "--fixtures", &scenario("customer-contact")]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("another oppsync process is writing"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !db.path().exists(),
+        "the refused process must not touch the database"
+    );
+    drop(lock);
+    db.run(&["pull", "--fixtures", &scenario("customer-contact")])
+        .expect_code(0);
+}
+
+#[test]
+fn a_bad_config_exits_2_naming_the_setting_and_is_recorded() {
+    let db = TestDb::new();
+    let config = db.dir.path().join("bad.toml");
+    std::fs::write(&config, "[rules]\nstakeholder_categorys = [1000]\n").unwrap();
+    let run = db.run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "pull",
+        "--fixtures",
+        &scenario("customer-contact"),
+    ]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("stakeholder_categorys"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "one line: {}", run.stderr);
+    assert_eq!(
+        db.count("SELECT count(*) FROM run WHERE outcome = 'usage_error' AND exit_code = 2"),
+        1
+    );
+    assert_eq!(db.count("SELECT count(*) FROM opportunity"), 0);
+}
+
+#[test]
+fn commands_not_built_yet_exit_2_without_creating_a_database() {
+    let db = TestDb::new();
+    for args in [
+        &["push"][..],
+        &["plan"],
+        &["demo"],
+        &["pull"],
+        &["sim", "marketo"],
+    ] {
+        let run = db.run(args);
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains("not available yet"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert!(!db.path().exists());
+}
+
+#[test]
+fn a_missing_fixture_folder_exits_2_naming_it() {
+    let db = TestDb::new();
+    let run = db.run(&["pull", "--fixtures", "no/such/folder"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("no/such/folder"), "{}", run.stderr);
+}
+
+#[test]
+fn a_bad_page_leaves_what_earlier_pulls_staged_untouched() {
+    let db = TestDb::new();
+    db.run(&["pull", "--fixtures", &scenario("customer-contact")])
+        .expect_code(0);
+    let before = db.rows(
+        "opportunity_contact_role",
+        &["opportunityid".into(), "contactid".into(), "role".into()],
+    );
+    assert_eq!(before.len(), 3);
+    db.run(&["pull", "--fixtures", &scenario("bad-json")])
+        .expect_code(1);
+    let after = db.rows(
+        "opportunity_contact_role",
+        &["opportunityid".into(), "contactid".into(), "role".into()],
+    );
+    assert_eq!(before, after);
+    assert_eq!(
+        db.count("SELECT count(*) FROM opportunity WHERE name = 'Broken'"),
+        0
+    );
+}
+
+#[test]
+fn pulling_the_same_folder_twice_changes_nothing_derived() {
+    let db = TestDb::new();
+    let columns: Vec<String> = [
+        "opportunityid",
+        "contactid",
+        "role",
+        "is_primary",
+        "rule",
+        "source_id",
+    ]
+    .map(String::from)
+    .into();
+    db.run(&["pull", "--fixtures", &scenario("stakeholders")])
+        .expect_code(0);
+    let first = db.rows("opportunity_contact_role", &columns);
+    db.run(&["pull", "--fixtures", &scenario("stakeholders")])
+        .expect_code(0);
+    assert_eq!(first, db.rows("opportunity_contact_role", &columns));
+    assert_eq!(db.count("SELECT count(*) FROM connection"), 16);
+}
+
+#[test]
+fn explain_shows_roles_sources_and_left_out_contacts() {
+    let db = TestDb::new();
+    db.run(&["pull", "--fixtures", &scenario("stakeholders")])
+        .expect_code(0);
+    let opp = "a7d3c2b1-2c44-ef11-a316-000d3a5c0001";
+    let run = db.run(&["explain", opp]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("rule customer_account"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("role: Technical Buyer for contact"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("connection inactive"), "{}", run.stdout);
+
+    let run = db.run(&["explain", &format!("{{{}}}", opp.to_uppercase()), "--json"]);
+    run.expect_code(0);
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["opportunityid"], opp);
+    assert_eq!(json["account"]["rule"], "customer_account");
+    assert_eq!(json["customer"]["resolved_by"], "annotation");
+    assert_eq!(json["roles"].as_array().unwrap().len(), 5);
+    let reasons: Vec<&str> = json["left_out"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "connection inactive",
+        "role inactive",
+        "contact not staged",
+        "role not a stakeholder category (category 1001)",
+    ] {
+        assert!(
+            reasons.contains(&wanted),
+            "{wanted} missing from {reasons:?}"
+        );
+    }
+}
+
+#[test]
+fn explain_says_why_a_deleted_or_unknown_opportunity_has_no_rows() {
+    let db = TestDb::new();
+    db.run_in(&fixtures().join("deletes"), &["pull", "--fixtures", "."])
+        .expect_code(0);
+    let run = db.run(&["explain", "a7d3c2b1-2c44-ef11-a316-000d3a5c0002", "--json"]);
+    run.expect_code(0);
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(
+        json["out_of_views"]
+            .as_str()
+            .unwrap()
+            .starts_with("deleted in Dynamics"),
+        "{json}"
+    );
+    assert!(json["roles"].as_array().unwrap().is_empty());
+
+    let run = db.run(&["explain", "00000000-0000-0000-0000-000000000000"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("is not staged"), "{}", run.stderr);
+}
+
+#[test]
+fn status_reports_runs_staged_counts_and_rejects() {
+    let db = TestDb::new();
+    db.run(&["pull", "--fixtures", &scenario("customer-contact")])
+        .expect_code(0);
+    db.run(&["pull", "--fixtures", &scenario("bad-records")])
+        .expect_code(3);
+    let run = db.run(&["status", "--json"]);
+    run.expect_code(0);
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs[0]["command"], "status");
+    assert_eq!(runs[0]["outcome"], "running");
+    assert_eq!(runs[1]["outcome"], "done_with_rejects");
+    assert_eq!(runs[1]["counts"]["rejected"], 6);
+    assert_eq!(runs[2]["outcome"], "done");
+    let opportunities = json["staged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["entity_set"] == "opportunities")
+        .unwrap();
+    // bad-records' one good opportunity has the id of customer-contact's first: still 3.
+    assert_eq!(opportunities["live"], 3);
+    // ...and made its customer an account, so its Customer role is no longer derived.
+    assert_eq!(json["derived"]["contact_roles"], 2);
+    assert_eq!(json["rejected_total"], 6);
+}
+
+#[test]
+fn quiet_prints_nothing_on_success_and_verbose_lists_pages() {
+    let db = TestDb::new();
+    let run = db.run(&["-q", "pull", "--fixtures", &scenario("customer-account")]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "");
+    let run = db.run(&["-v", "pull", "--fixtures", &scenario("customer-account")]);
+    assert!(
+        run.stdout.contains("accounts.json: accounts 1 staged"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn the_database_path_can_come_from_the_environment() {
+    let db = TestDb::new();
+    let status = std::process::Command::new(BIN)
+        .current_dir(db.dir.path())
+        .env("OPPSYNC_DB", db.path())
+        .args(["init"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(db.path().exists());
+}

@@ -1,0 +1,106 @@
+//! Running the real binary in a throwaway directory, and reading its database back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rusqlite::types::ValueRef;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_oppsync");
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// A temporary directory with a database path in it.
+pub struct TestDb {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        TestDb {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("oppsync.db")
+    }
+
+    /// Runs `oppsync --db <this db> ARGS` with `cwd` as working directory.
+    pub fn run_in(&self, cwd: &Path, args: &[&str]) -> Run {
+        let output = Command::new(BIN)
+            .current_dir(cwd)
+            .arg("--db")
+            .arg(self.path())
+            .args(args)
+            .env_remove("OPPSYNC_DB")
+            .output()
+            .unwrap();
+        Run::from(output)
+    }
+
+    /// Runs in the database's own directory (so no stray oppsync.toml is picked up).
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_in(self.dir.path(), args)
+    }
+
+    /// The rows of `SELECT columns FROM relation`, as text, sorted.
+    pub fn rows(&self, relation: &str, columns: &[String]) -> Vec<Vec<String>> {
+        let conn = rusqlite::Connection::open(self.path()).unwrap();
+        let sql = format!("SELECT {} FROM {relation}", columns.join(", "));
+        let mut stmt = conn.prepare(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let n = columns.len();
+        let mut rows: Vec<Vec<String>> = stmt
+            .query_map([], |row| (0..n).map(|i| row.get_ref(i).map(show)).collect())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rows.sort();
+        rows
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        let conn = rusqlite::Connection::open(self.path()).unwrap();
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+}
+
+fn show(value: ValueRef<'_>) -> String {
+    match value {
+        ValueRef::Null => "NULL".to_string(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(f) => format!("{f:?}"),
+        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        ValueRef::Blob(b) => format!("<{} bytes>", b.len()),
+    }
+}
+
+/// What a run of the binary did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Asserts the exit code, showing the output when it differs.
+    pub fn expect_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}

@@ -50,7 +50,7 @@ stakeholder AS (
             WHEN x.deleted_run IS NOT NULL THEN 'connection deleted'
             WHEN coalesce(x.statecode, 0) <> 0 THEN 'connection inactive'
             WHEN x.other_kind IS NOT 'contact'
-                THEN 'other side is ' || coalesce('a ' || x.other_kind, 'of unknown type') || ', not a contact'
+                THEN 'other side is not a contact (' || coalesce(x.other_kind, 'unknown type') || ')'
             WHEN c.contactid IS NULL THEN 'contact not staged'
             WHEN c.deleted_run IS NOT NULL THEN 'contact deleted'
             WHEN c.new_synctomkto = 0 THEN 'contact filtered out (new_synctomkto = false)'

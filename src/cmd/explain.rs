@@ -83,7 +83,7 @@ fn print_human(e: &Explanation) {
     }
     for l in &e.left_out {
         println!(
-            "left out: {} contact {} role {} from {}: {}",
+            "left out: {} {} role {} from {}: {}",
             l.rule,
             or_none(l.contactid.as_deref()),
             or_none(l.role.as_deref()),

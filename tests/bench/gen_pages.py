@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Writes a synthetic Dynamics export as Web API pages, for the pull benchmark.
+
+usage: gen_pages.py OUT_DIR OPPORTUNITIES [PAGE_SIZE]
+
+Per opportunity: one contact (half of them the customer, with an account parent), one
+stakeholder connection pair; one account per ten opportunities. Pages hold PAGE_SIZE records
+(default 5000, the Web API maximum), with the annotations the real service sends.
+"""
+import json
+import os
+import sys
+
+ORG = "https://bench.crm.dynamics.com/api/data/v9.2/"
+FV = "@OData.Community.Display.V1.FormattedValue"
+LT = "@Microsoft.Dynamics.CRM.lookuplogicalname"
+
+
+def guid(kind, n):
+    return f"{kind:08x}-0000-4000-8000-{n:012x}"
+
+
+def pages(out, entity_set, records, size):
+    batch, index = [], 0
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            write(out, entity_set, index, batch)
+            batch, index = [], index + 1
+    if batch:
+        write(out, entity_set, index, batch)
+
+
+def write(out, entity_set, index, batch):
+    path = os.path.join(out, f"{entity_set}-{index:05d}.json")
+    with open(path, "w") as f:
+        json.dump({"@odata.context": f"{ORG}$metadata#{entity_set}", "value": batch}, f)
+
+
+def main():
+    out, n = sys.argv[1], int(sys.argv[2])
+    size = int(sys.argv[3]) if len(sys.argv) > 3 else 5000
+    os.makedirs(out, exist_ok=True)
+    accounts = max(1, n // 10)
+    pages(out, "accounts", ({
+        "name": f"Account {i}", "websiteurl": f"https://a{i}.example", "industrycode": 7,
+        "industrycode" + FV: "Consulting", "numberofemployees": 100 + i % 900, "revenue": 1e6 + i,
+        "address1_city": "Redmond", "statecode": 0, "modifiedon": "2025-05-01T10:00:00Z",
+        "accountid": guid(1, i)} for i in range(accounts)), size)
+    pages(out, "contacts", ({
+        "firstname": f"First{i}", "lastname": f"Last{i}", "fullname": f"First{i} Last{i}",
+        "emailaddress1": f"person{i}@example.com", "jobtitle": "Director", "telephone1": None,
+        "_parentcustomerid_value" + LT: "account", "_parentcustomerid_value": guid(1, i % accounts),
+        "statecode": 0, "modifiedon": "2025-05-01T16:10:02Z", "contactid": guid(2, i)} for i in range(n)), size)
+    def opportunity(i):
+        contact = i % 2 == 0
+        return {"name": f"Opportunity {i}", "description": None, "estimatedvalue": 25000.0 + i,
+                "estimatedclosedate": "2025-06-30", "closeprobability": 40, "statecode": 0,
+                "statecode" + FV: "Open", "stepname": "1-Qualify", "createdon": "2025-04-01T09:00:00Z",
+                "modifiedon": "2025-05-02T14:03:11Z",
+                "_customerid_value" + LT: "contact" if contact else "account",
+                "_customerid_value": guid(2, i) if contact else guid(1, i % accounts),
+                "_parentaccountid_value": None if contact else guid(1, i % accounts),
+                "_parentcontactid_value": guid(2, i) if contact else None,
+                "opportunityid": guid(3, i)}
+    pages(out, "opportunities", (opportunity(i) for i in range(n)), size)
+    def connections():
+        for i in range(n):
+            a, b = guid(4, 2 * i), guid(4, 2 * i + 1)
+            yield {"_record1id_value" + LT: "opportunity", "_record1id_value": guid(3, i), "record1objecttypecode": 3,
+                   "_record1roleid_value": None, "_record2id_value" + LT: "contact", "_record2id_value": guid(2, (i + 1) % n),
+                   "record2objecttypecode": 2, "_record2roleid_value": None, "_relatedconnectionid_value": b,
+                   "ismaster": True, "statecode": 0, "connectionid": a}
+            yield {"_record1id_value" + LT: "contact", "_record1id_value": guid(2, (i + 1) % n), "record1objecttypecode": 2,
+                   "_record1roleid_value": None, "_record2id_value" + LT: "opportunity", "_record2id_value": guid(3, i),
+                   "record2objecttypecode": 3, "_record2roleid_value": None, "_relatedconnectionid_value": a,
+                   "ismaster": False, "statecode": 0, "connectionid": b}
+    pages(out, "connections", connections(), size)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,9 +8,10 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "oppsync", version, about, propagate_version = true)]
 pub struct Cli {
-    /// The SQLite database holding staged records, rule views and push history.
-    #[arg(long, global = true, env = "OPPSYNC_DB", default_value = "oppsync.db")]
-    pub db: PathBuf,
+    /// The SQLite database holding staged records, rule views and push history
+    /// [default: ./oppsync.db; ./oppsync-demo.db for `demo`].
+    #[arg(long, global = true, env = "OPPSYNC_DB")]
+    pub db: Option<PathBuf>,
 
     /// The configuration file (default: ./oppsync.toml when present).
     #[arg(long, global = true)]
@@ -75,6 +76,17 @@ pub enum Command {
     Demo,
 }
 
+impl Cli {
+    /// The database path: `--db`, else `OPPSYNC_DB`, else the command's default.
+    pub fn db_path(&self) -> PathBuf {
+        match (&self.db, &self.command) {
+            (Some(path), _) => path.clone(),
+            (None, Command::Demo) => PathBuf::from("oppsync-demo.db"),
+            (None, _) => PathBuf::from("oppsync.db"),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PullArgs {
     /// Stage every *.json page below DIR, in path order, instead of calling the Web API.
@@ -87,8 +99,45 @@ pub struct PullArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum SimTarget {
-    /// The Marketo REST API simulator.
-    Marketo,
+    /// The Marketo REST API simulator, on 127.0.0.1.
+    Marketo(SimMarketoArgs),
     /// The Dataverse Web API simulator.
     Dynamics,
+}
+
+#[derive(Debug, Args)]
+pub struct SimMarketoArgs {
+    /// Port on 127.0.0.1 (0 picks a free one; the URL is printed).
+    #[arg(long, default_value_t = 8470)]
+    pub port: u16,
+    /// The client id the identity endpoint accepts.
+    #[arg(long, default_value = "oppsync-sim")]
+    pub client_id: String,
+    /// The client secret the identity endpoint accepts.
+    #[arg(long, default_value = "oppsync-sim-secret")]
+    pub client_secret: String,
+    /// Token lifetime in seconds (Marketo: 3600).
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl: u64,
+    /// REST calls allowed per window before 606 (Marketo: 100).
+    #[arg(long, default_value_t = 100)]
+    pub rate_limit_calls: usize,
+    /// The rate window in seconds (Marketo: 20).
+    #[arg(long, default_value_t = 20)]
+    pub rate_limit_window: u64,
+    /// Calls in flight before 615 (Marketo: 10).
+    #[arg(long, default_value_t = 10)]
+    pub concurrency: usize,
+    /// REST calls allowed before 607 (Marketo: 50,000 a day on most subscriptions).
+    #[arg(long, default_value_t = 50_000)]
+    pub daily_quota: u64,
+    /// Added latency per REST call, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Probability (0 to 1) that a REST call fails with a transient error (604, 608, 611, 713, HTTP 502).
+    #[arg(long, default_value_t = 0.0)]
+    pub transient_rate: f64,
+    /// Seed for ids and fault injection (0: from the clock).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }

@@ -30,6 +30,10 @@ pub struct MarketoConfig {
     pub rate_limit_calls: u32,
     pub rate_limit_window_secs: u64,
     pub on_opportunity_delete: OnOpportunityDelete,
+    /// First backoff after a transient error; doubles per attempt (with jitter), capped at 30 s.
+    pub retry_base_ms: u64,
+    /// Attempts of one request before push gives up on it.
+    pub max_attempts: u32,
 }
 
 impl Default for MarketoConfig {
@@ -41,6 +45,8 @@ impl Default for MarketoConfig {
             rate_limit_calls: 100,
             rate_limit_window_secs: 20,
             on_opportunity_delete: OnOpportunityDelete::Delete,
+            retry_base_ms: 1000,
+            max_attempts: 6,
         }
     }
 }
@@ -117,6 +123,11 @@ impl Default for RulesConfig {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret (the demo's simulator credentials).
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     /// The secret itself, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -217,6 +228,9 @@ impl Config {
         }
         if self.marketo.rate_limit_window_secs == 0 {
             return bad("marketo.rate_limit_window_secs", "must be at least 1");
+        }
+        if self.marketo.max_attempts == 0 {
+            return bad("marketo.max_attempts", "must be at least 1");
         }
         if !(1..=5000).contains(&self.dynamics.page_size) {
             return bad(

@@ -21,7 +21,10 @@ macro_rules! sql_file {
 }
 
 /// Schema migrations, oldest first; never edit one that has landed, add a new one.
-pub(crate) const MIGRATIONS: &[SqlFile] = &[sql_file!("sql/schema/0001_staging.sql")];
+pub(crate) const MIGRATIONS: &[SqlFile] = &[
+    sql_file!("sql/schema/0001_staging.sql"),
+    sql_file!("sql/schema/0002_push.sql"),
+];
 
 /// Rule views in creation order; each file creates the view its name ends with.
 pub(crate) const VIEWS: &[SqlFile] = &[
@@ -31,6 +34,10 @@ pub(crate) const VIEWS: &[SqlFile] = &[
     sql_file!("sql/views/04_opportunity_connection.sql"),
     sql_file!("sql/views/05_opportunity_role_candidate.sql"),
     sql_file!("sql/views/06_opportunity_contact_role.sql"),
+    sql_file!("sql/views/07_mkto_company.sql"),
+    sql_file!("sql/views/08_mkto_lead.sql"),
+    sql_file!("sql/views/09_mkto_opportunity.sql"),
+    sql_file!("sql/views/10_mkto_opportunity_role.sql"),
 ];
 
 impl SqlFile {

@@ -67,13 +67,7 @@ fn a_bad_config_exits_2_naming_the_setting_and_is_recorded() {
 #[test]
 fn commands_not_built_yet_exit_2_without_creating_a_database() {
     let db = TestDb::new();
-    for args in [
-        &["push"][..],
-        &["plan"],
-        &["demo"],
-        &["pull"],
-        &["sim", "marketo"],
-    ] {
+    for args in [&["sync"][..], &["pull"], &["sim", "dynamics"]] {
         let run = db.run(args);
         run.expect_code(2);
         assert!(
@@ -83,6 +77,38 @@ fn commands_not_built_yet_exit_2_without_creating_a_database() {
         );
     }
     assert!(!db.path().exists());
+}
+
+#[test]
+fn push_without_marketo_settings_exits_2_naming_each_one() {
+    let db = TestDb::new();
+    db.run(&["pull", "--fixtures", &scenario("customer-contact")])
+        .expect_code(0);
+    let run = db.run(&["push"]);
+    run.expect_code(2);
+    for name in [
+        "marketo.base_url",
+        "marketo.client_id",
+        "marketo.client_secret",
+    ] {
+        assert!(run.stderr.contains(name), "{}", run.stderr);
+    }
+    let run = db.run_with_env(
+        &["push"],
+        &[
+            ("MARKETO_BASE_URL", "http://marketo.example.com"),
+            ("MARKETO_CLIENT_ID", "x"),
+            ("MARKETO_CLIENT_SECRET", "y"),
+        ],
+    );
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("plain http is allowed only to 127.0.0.1"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(db.count("SELECT count(*) FROM api_call"), 0);
 }
 
 #[test]

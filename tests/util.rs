@@ -7,6 +7,21 @@ use rusqlite::types::ValueRef;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_oppsync");
 
+/// Every environment variable oppsync reads, removed so that tests are hermetic.
+const SETTINGS: &[&str] = &[
+    "OPPSYNC_DB",
+    "MARKETO_BASE_URL",
+    "MARKETO_CLIENT_ID",
+    "MARKETO_CLIENT_SECRET",
+    "DYNAMICS_URL",
+    "DYNAMICS_TENANT",
+    "DYNAMICS_CLIENT_ID",
+    "DYNAMICS_CLIENT_SECRET",
+    "DYNAMICS_USERNAME",
+    "DYNAMICS_PASSWORD",
+    "DYNAMICS_TOKEN_URL",
+];
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
@@ -29,15 +44,27 @@ impl TestDb {
 
     /// Runs `oppsync --db <this db> ARGS` with `cwd` as working directory.
     pub fn run_in(&self, cwd: &Path, args: &[&str]) -> Run {
-        let output = Command::new(BIN)
+        Run::from(self.command(cwd, args, &[]).output().unwrap())
+    }
+
+    /// Runs with extra environment variables (in the database's directory).
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        Run::from(self.command(self.dir.path(), args, env).output().unwrap())
+    }
+
+    /// The command, with the environment cleared of every setting oppsync reads.
+    pub fn command(&self, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut command = Command::new(BIN);
+        command
             .current_dir(cwd)
             .arg("--db")
             .arg(self.path())
-            .args(args)
-            .env_remove("OPPSYNC_DB")
-            .output()
-            .unwrap();
-        Run::from(output)
+            .args(args);
+        for name in SETTINGS {
+            command.env_remove(name);
+        }
+        command.envs(env.iter().copied());
+        command
     }
 
     /// Runs in the database's own directory (so no stray oppsync.toml is picked up).

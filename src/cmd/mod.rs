@@ -4,9 +4,13 @@
 //! `run` opens the database, records the command in the `run` table, dispatches, and closes the
 //! run with its outcome, so every command leaves a trace `status` can show.
 
+mod demo;
 mod explain;
 mod init;
+mod plan;
 mod pull;
+mod push;
+mod sim;
 mod status;
 
 use std::path::Path;
@@ -57,18 +61,29 @@ impl Context {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<Outcome> {
+    // The simulators serve until stopped and touch no database.
+    if let Command::Sim { target } = &cli.command {
+        return sim::run(target);
+    }
     let (name, args, writes) = describe(&cli.command);
+    let db_path = cli.db_path();
     // Refused before the database is opened, so that trying them creates no file.
     if let Some(what) = not_yet_available(&cli.command) {
         return Err(unavailable(what));
     }
     // Commands that change staged or pushed state hold the writer lock for their whole run.
     let _lock = if writes {
-        Some(WriterLock::acquire(&cli.db)?)
+        Some(WriterLock::acquire(&db_path)?)
     } else {
         None
     };
-    let conn = db::open(&cli.db)?;
+    if matches!(cli.command, Command::Demo) && cli.db.is_none() {
+        // The demo starts afresh in its own default database, never in one given with --db.
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));
+        }
+    }
+    let conn = db::open(&db_path)?;
     let run_id = run::start(&conn, name, &args).context("recording the run")?;
     let verbosity = match (cli.quiet, cli.verbose) {
         (true, _) => Verbosity::Quiet,
@@ -103,6 +118,9 @@ fn dispatch(ctx: &mut Context, command: &Command) -> Result<Outcome> {
             full,
         }) => pull::run(ctx, dir, *full),
         Command::Status { json } => status::run(ctx, *json),
+        Command::Plan { json } => plan::run(ctx, *json),
+        Command::Push { dry_run } => push::run(ctx, *dry_run),
+        Command::Demo => demo::run(ctx),
         Command::Explain {
             opportunity_id,
             json,
@@ -122,11 +140,7 @@ fn unavailable(what: &str) -> anyhow::Error {
 /// The commands later work builds; they exit 2 without touching the database.
 fn not_yet_available(command: &Command) -> Option<&'static str> {
     match command {
-        Command::Plan { .. } => Some("plan"),
-        Command::Push { .. } => Some("push"),
         Command::Sync { .. } => Some("sync"),
-        Command::Sim { .. } => Some("sim"),
-        Command::Demo => Some("demo"),
         Command::Pull(args) if args.fixtures.is_none() => {
             Some("pull (live Web API; use --fixtures DIR)")
         }

@@ -17,17 +17,42 @@ const LISTED_REJECTS: usize = 20;
 
 pub(crate) fn run(ctx: &mut Context, dir: &Path, full: bool) -> Result<Outcome> {
     let files = fixtures::page_files(dir)?;
+    // Read lazily: one page in memory at a time.
+    let pages = files.iter().map(|file| {
+        let source = file.display().to_string();
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading fixture {source}"))?;
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        Ok(PageText { source, name, text })
+    });
+    stage_pages(ctx, pages, full)
+}
+
+/// One page's text and where it came from.
+pub(crate) struct PageText {
+    pub source: String,
+    /// The file name, used for the entity set when the page has no `@odata.context`.
+    pub name: Option<String>,
+    pub text: String,
+}
+
+/// Stages pages in order, one transaction each, and reports; with `full`, tombstones what the
+/// pulled entity sets no longer hold.
+pub(crate) fn stage_pages(
+    ctx: &mut Context,
+    pages: impl Iterator<Item = Result<PageText>>,
+    full: bool,
+) -> Result<Outcome> {
+    let mut page_count = 0;
     let mut total = PageCounts::default();
     let mut per_set: BTreeMap<String, u64> = BTreeMap::new();
     let mut pulled: BTreeSet<&'static str> = BTreeSet::new();
     let mut unknown_pages = Vec::new();
     let mut listed = 0;
 
-    for (index, file) in files.iter().enumerate() {
-        let source = file.display().to_string();
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading fixture {source}"))?;
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+    for page_text in pages {
+        let PageText { source, name, text } = page_text?;
+        page_count += 1;
         let parsed = page::parse(&source, &text, name.as_deref())?;
         let report = stage::stage_page(&mut ctx.conn, ctx.run_id, &source, &parsed)?;
 
@@ -83,7 +108,7 @@ pub(crate) fn run(ctx: &mut Context, dir: &Path, full: bool) -> Result<Outcome> 
         total.rejected += c.rejected;
         total.unknown += c.unknown;
         ctx.counts = json!({
-            "pages": index + 1,
+            "pages": page_count,
             "upserted": total.upserted,
             "deleted": total.deleted,
             "rejected": total.rejected,
@@ -123,7 +148,7 @@ pub(crate) fn run(ctx: &mut Context, dir: &Path, full: bool) -> Result<Outcome> 
     ctx.say(format!(
         "staged {} records from {} pages ({}); {} deleted, {} rejected",
         total.upserted,
-        files.len(),
+        page_count,
         if by_set.is_empty() { "none" } else { &by_set },
         total.deleted + swept_total,
         total.rejected

@@ -1,0 +1,35 @@
+-- rule: the Marketo opportunity roles to send (PRODUCT.md section 3, Role -> opportunity role), one
+-- per derived role whose contact has a lead. Marketo's key is opportunity + lead + role, so two
+-- contacts folded into one lead holding the same role are one role (primary if either is). The
+-- leadId is the Marketo id of the lead, known only once the lead is acknowledged, so push adds it.
+-- key = json_array(externalOpportunityId, lead key, role).
+CREATE VIEW mkto_opportunity_role AS
+WITH role AS (
+    SELECT
+        r.opportunityid,
+        r.role,
+        r.is_primary,
+        r.source_id,
+        nullif(lower(trim(c.emailaddress1)), '') AS lead_key,
+        o.skip_reason AS opportunity_skip_reason
+    FROM opportunity_contact_role r
+    JOIN contact c ON c.contactid = r.contactid
+    JOIN mkto_opportunity o ON o.key = r.opportunityid
+)
+SELECT
+    json_array(opportunityid, lead_key, role) AS key,
+    min(source_id) AS source_id,
+    lead_key,
+    json_object(
+        'externalOpportunityId', opportunityid,
+        'role', role,
+        'isPrimary', json(CASE WHEN max(is_primary) = 1 THEN 'true' ELSE 'false' END)
+    ) AS payload,
+    CASE WHEN opportunity_skip_reason IS NOT NULL THEN 'opportunity not sent: ' || opportunity_skip_reason END AS skip_reason
+FROM role
+WHERE lead_key IS NOT NULL
+GROUP BY opportunityid, lead_key, role
+UNION ALL
+SELECT NULL, source_id, NULL, NULL, 'contact has no email, so it has no lead'
+FROM role
+WHERE lead_key IS NULL;

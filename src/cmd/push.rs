@@ -1,0 +1,106 @@
+//! `oppsync push [--dry-run]`: send the plan to Marketo, or show the batches it would send.
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::Context;
+use crate::exit::Outcome;
+use crate::export::client::MarketoClient;
+use crate::export::push::{self, Summary};
+use crate::plan::{self, Object, Plan};
+
+/// At most this many skipped records are listed on the terminal; all are in `push_outcome`.
+const LISTED_SKIPS: usize = 20;
+
+pub(crate) fn run(ctx: &mut Context, dry_run: bool) -> Result<Outcome> {
+    if dry_run {
+        let plan = plan::load(&ctx.conn, ctx.config.marketo.on_opportunity_delete)?;
+        print_dry_run(&plan);
+        return Ok(Outcome::Done);
+    }
+    let mut client = MarketoClient::new(&ctx.config.marketo)?;
+    let plan = plan::load(&ctx.conn, ctx.config.marketo.on_opportunity_delete)?;
+    send(ctx, &plan, &mut client)
+}
+
+/// Sends the plan, prints what happened, and stores the summary as the run's counts.
+pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -> Result<Outcome> {
+    let verbosity = ctx.verbosity;
+    let say = |line: String| {
+        if verbosity >= super::Verbosity::Normal {
+            println!("{line}");
+        }
+    };
+    let summary = push::push(&mut ctx.conn, ctx.run_id, plan, client, &say)?;
+    ctx.counts = json!(summary);
+    print_summary(ctx, &summary);
+    Ok(if summary.skipped.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::DoneWithRejects
+    })
+}
+
+fn print_summary(ctx: &Context, summary: &Summary) {
+    let total = |map: &std::collections::BTreeMap<&str, usize>| map.values().sum::<usize>();
+    if summary.calls == 0 {
+        ctx.say("nothing to push: Marketo already holds every change (no REST call made)");
+    } else {
+        ctx.say(format!(
+            "pushed with {} REST calls: {} created, {} updated, {} deleted, {} skipped",
+            summary.calls,
+            total(&summary.created),
+            total(&summary.updated),
+            total(&summary.deleted),
+            summary.skipped.len()
+        ));
+    }
+    for skip in summary.skipped.iter().take(LISTED_SKIPS) {
+        eprintln!(
+            "skipped {} {}: {}",
+            skip.object,
+            skip.key
+                .as_deref()
+                .or(skip.source_id.as_deref())
+                .unwrap_or("?"),
+            skip.reason
+        );
+    }
+    if summary.skipped.len() > LISTED_SKIPS {
+        eprintln!(
+            "skipped: {} more; see: sqlite3 {} \"select * from push_outcome where run_id = {} and status <> 'created' and status <> 'updated' and status <> 'deleted'\"",
+            summary.skipped.len() - LISTED_SKIPS,
+            ctx.conn.path().unwrap_or("oppsync.db"),
+            ctx.run_id
+        );
+    }
+}
+
+fn print_dry_run(plan: &Plan) {
+    let mut calls = 0;
+    for (object, deletes) in Object::ALL
+        .iter()
+        .map(|o| (*o, false))
+        .chain([(Object::OpportunityRole, true), (Object::Opportunity, true)])
+    {
+        let sizes: Vec<usize> = plan
+            .of(object, deletes)
+            .iter()
+            .map(|op| op.payload.as_ref().map_or(64, |p| p.len() + 1))
+            .collect();
+        let mut start = 0;
+        for size in plan::batch_sizes(&sizes) {
+            calls += 1;
+            let bytes: usize = sizes[start..start + size].iter().sum();
+            start += size;
+            println!(
+                "would send {} {}{}: {size} records, about {bytes} bytes",
+                object.plural(),
+                if deletes { "delete" } else { "upsert" },
+                if deletes { "" } else { " (createOrUpdate)" }
+            );
+        }
+    }
+    let skipped = plan.skipped().count();
+    println!("{calls} REST calls; {skipped} records would be skipped (see `oppsync plan`)");
+}

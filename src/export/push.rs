@@ -1,0 +1,463 @@
+//! Sends a plan to Marketo and records every per-record outcome.
+//!
+//! Order: companies, leads, opportunities, roles (upserts, `createOrUpdate` by dedupe fields,
+//! leads by email); then role deletes; then opportunity deletes. Batches hold at most 300
+//! records and 1 MB. Results come back in input order; each batch's outcomes and the
+//! acknowledged state they advance are written in one transaction, and only after Marketo
+//! answered, so a crash at any point followed by a rerun converges on the same Marketo state
+//! (createOrUpdate is idempotent, and leads are matched by email, never duplicated).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use rusqlite::{Connection, Transaction, params};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::client::{CallLog, MarketoClient};
+use crate::plan::{self, Action, Object, Operation, Plan};
+use crate::run::now;
+
+/// What a push did, per object; the `push` run's counts.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Summary {
+    pub created: BTreeMap<&'static str, usize>,
+    pub updated: BTreeMap<&'static str, usize>,
+    pub deleted: BTreeMap<&'static str, usize>,
+    pub skipped: Vec<Skipped>,
+    pub calls: usize,
+}
+
+/// A record that was not acknowledged, and why.
+#[derive(Debug, Serialize)]
+pub(crate) struct Skipped {
+    pub object: &'static str,
+    pub key: Option<String>,
+    pub source_id: Option<String>,
+    pub reason: String,
+}
+
+fn path(object: Object, delete: bool) -> &'static str {
+    match (object, delete) {
+        (Object::Company, false) => "/v1/companies.json",
+        (Object::Company, true) => "/v1/companies/delete.json",
+        (Object::Lead, false) => "/v1/leads.json",
+        (Object::Lead, true) => "/v1/leads/delete.json",
+        (Object::Opportunity, false) => "/v1/opportunities.json",
+        (Object::Opportunity, true) => "/v1/opportunities/delete.json",
+        (Object::OpportunityRole, false) => "/v1/opportunities/roles.json",
+        (Object::OpportunityRole, true) => "/v1/opportunities/roles/delete.json",
+    }
+}
+
+/// The field holding the Marketo id in a sync or delete result.
+fn id_field(object: Object) -> &'static str {
+    match object {
+        Object::Company | Object::Lead => "id",
+        Object::Opportunity | Object::OpportunityRole => "marketoGUID",
+    }
+}
+
+/// One record ready to send, with the operation it serves.
+struct Outgoing<'a> {
+    op: &'a Operation,
+    record: Value,
+}
+
+/// Sends `plan`. A plan with nothing to create, update or delete makes no call at all.
+pub(crate) fn push(
+    conn: &mut Connection,
+    run_id: i64,
+    plan: &Plan,
+    client: &mut MarketoClient,
+    say: &dyn Fn(String),
+) -> Result<Summary> {
+    let mut summary = Summary::default();
+    record_plan_skips(conn, run_id, plan, &mut summary)?;
+    for object in Object::ALL {
+        let ops = plan.of(object, false);
+        if ops.is_empty() {
+            continue;
+        }
+        let outgoing = upsert_records(conn, run_id, object, &ops, &mut summary)?;
+        send(conn, run_id, client, object, false, outgoing, &mut summary)?;
+        say(format!(
+            "{}: {} created, {} updated",
+            object.plural(),
+            summary.created.get(object.name()).unwrap_or(&0),
+            summary.updated.get(object.name()).unwrap_or(&0)
+        ));
+    }
+    for object in [Object::OpportunityRole, Object::Opportunity] {
+        let ops = plan.of(object, true);
+        if ops.is_empty() {
+            continue;
+        }
+        let outgoing = delete_records(conn, run_id, object, &ops, &mut summary)?;
+        send(conn, run_id, client, object, true, outgoing, &mut summary)?;
+        say(format!(
+            "{}: {} deleted",
+            object.plural(),
+            summary.deleted.get(object.name()).unwrap_or(&0)
+        ));
+    }
+    Ok(summary)
+}
+
+fn record_plan_skips(
+    conn: &mut Connection,
+    run_id: i64,
+    plan: &Plan,
+    summary: &mut Summary,
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    for op in plan.skipped() {
+        let reason = op.reason.clone().unwrap_or_default();
+        outcome(
+            &tx,
+            run_id,
+            op,
+            "skip",
+            "not_sent",
+            None,
+            &json!([{"message": reason}]).to_string(),
+        )?;
+        summary.skipped.push(Skipped {
+            object: op.object.name(),
+            key: op.key.clone(),
+            source_id: op.source_id.clone(),
+            reason,
+        });
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn acked_ids(conn: &Connection, object: Object) -> Result<BTreeMap<String, String>> {
+    let mut stmt = conn.prepare(
+        "SELECT key, marketo_id FROM mkto_ack WHERE object = ?1 AND marketo_id IS NOT NULL",
+    )?;
+    let rows = stmt
+        .query_map([object.name()], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// Builds the records to create or update; a role whose lead or opportunity Marketo has not
+/// acknowledged cannot be sent and is skipped with the reason.
+fn upsert_records<'a>(
+    conn: &mut Connection,
+    run_id: i64,
+    object: Object,
+    ops: &[&'a Operation],
+    summary: &mut Summary,
+) -> Result<Vec<Outgoing<'a>>> {
+    let (leads, opportunities) = if object == Object::OpportunityRole {
+        (
+            acked_ids(conn, Object::Lead)?,
+            acked_ids(conn, Object::Opportunity)?,
+        )
+    } else {
+        (BTreeMap::new(), BTreeMap::new())
+    };
+    let tx = conn.transaction()?;
+    let mut outgoing = Vec::with_capacity(ops.len());
+    for &op in ops {
+        let mut record: Value = serde_json::from_str(op.payload.as_deref().unwrap_or("{}"))
+            .with_context(|| format!("payload of {} {:?}", object.name(), op.key))?;
+        if object == Object::OpportunityRole {
+            let opportunity = op
+                .key
+                .as_deref()
+                .and_then(plan::role_opportunity)
+                .unwrap_or_default();
+            let lead_id = op.lead_key.as_ref().and_then(|k| leads.get(k));
+            let problem = match (lead_id, opportunities.contains_key(&opportunity)) {
+                (None, _) => Some(format!(
+                    "the lead for {} is not in Marketo",
+                    op.lead_key.as_deref().unwrap_or("?")
+                )),
+                (_, false) => Some(format!("opportunity {opportunity} is not in Marketo")),
+                (Some(id), true) => {
+                    record["leadId"] = json!(id.parse::<i64>().unwrap_or_default());
+                    None
+                }
+            };
+            if let Some(reason) = problem {
+                outcome(
+                    &tx,
+                    run_id,
+                    op,
+                    "skip",
+                    "not_sent",
+                    None,
+                    &json!([{"message": reason}]).to_string(),
+                )?;
+                summary.skipped.push(Skipped {
+                    object: object.name(),
+                    key: op.key.clone(),
+                    source_id: op.source_id.clone(),
+                    reason,
+                });
+                continue;
+            }
+        }
+        outgoing.push(Outgoing { op, record });
+    }
+    tx.commit()?;
+    Ok(outgoing)
+}
+
+/// Builds the delete records: opportunities by externalOpportunityId, roles by their three key
+/// fields (the leadId from the lead's acknowledged id).
+fn delete_records<'a>(
+    conn: &mut Connection,
+    run_id: i64,
+    object: Object,
+    ops: &[&'a Operation],
+    summary: &mut Summary,
+) -> Result<Vec<Outgoing<'a>>> {
+    let leads = acked_ids(conn, Object::Lead)?;
+    let tx = conn.transaction()?;
+    let mut outgoing = Vec::with_capacity(ops.len());
+    for &op in ops {
+        let key = op.key.clone().unwrap_or_default();
+        let record = match object {
+            Object::Opportunity => json!({"externalOpportunityId": key}),
+            _ => {
+                let parts: Vec<String> = serde_json::from_str(&key).unwrap_or_default();
+                let lead_id = parts
+                    .get(1)
+                    .and_then(|email| leads.get(email))
+                    .and_then(|id| id.parse::<i64>().ok());
+                match (parts.first(), lead_id, parts.get(2)) {
+                    (Some(opportunity), Some(lead_id), Some(role)) => {
+                        json!({"externalOpportunityId": opportunity, "leadId": lead_id, "role": role})
+                    }
+                    _ => {
+                        let reason = "cannot form the role's Marketo key (its lead id is unknown)"
+                            .to_string();
+                        outcome(
+                            &tx,
+                            run_id,
+                            op,
+                            "delete",
+                            "not_sent",
+                            None,
+                            &json!([{"message": reason}]).to_string(),
+                        )?;
+                        summary.skipped.push(Skipped {
+                            object: object.name(),
+                            key: op.key.clone(),
+                            source_id: None,
+                            reason,
+                        });
+                        continue;
+                    }
+                }
+            }
+        };
+        outgoing.push(Outgoing { op, record });
+    }
+    tx.commit()?;
+    Ok(outgoing)
+}
+
+fn send(
+    conn: &mut Connection,
+    run_id: i64,
+    client: &mut MarketoClient,
+    object: Object,
+    delete: bool,
+    outgoing: Vec<Outgoing<'_>>,
+    summary: &mut Summary,
+) -> Result<()> {
+    let sizes: Vec<usize> = outgoing
+        .iter()
+        .map(|o| o.record.to_string().len() + 1)
+        .collect();
+    let mut rest = outgoing.as_slice();
+    for size in plan::batch_sizes(&sizes) {
+        let (batch, tail) = rest.split_at(size);
+        rest = tail;
+        let input: Vec<&Value> = batch.iter().map(|o| &o.record).collect();
+        let body = match (object, delete) {
+            (_, true) => json!({"deleteBy": "dedupeFields", "input": input}),
+            (Object::Lead, false) => {
+                json!({"action": "createOrUpdate", "lookupField": "email", "input": input})
+            }
+            (_, false) => {
+                json!({"action": "createOrUpdate", "dedupeBy": "dedupeFields", "input": input})
+            }
+        };
+        let response = client.post(path(object, delete), &body, batch.len());
+        let calls = client.take_calls();
+        summary.calls += calls.iter().filter(|c| c.path.starts_with("/rest")).count();
+        let response = match response {
+            Ok(response) => response,
+            Err(err) => {
+                record_calls(conn, run_id, &calls)?;
+                return Err(err);
+            }
+        };
+        let results = response
+            .get("result")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if results.len() != batch.len() {
+            record_calls(conn, run_id, &calls)?;
+            bail!(
+                "Marketo answered {} results for {} {} sent to {}",
+                results.len(),
+                batch.len(),
+                object.plural(),
+                path(object, delete)
+            );
+        }
+        let tx = conn.transaction()?;
+        insert_calls(&tx, run_id, &calls)?;
+        for (sent, result) in batch.iter().zip(&results) {
+            apply_result(&tx, run_id, object, delete, sent.op, result, summary)?;
+        }
+        tx.commit().context("recording Marketo's answer")?;
+    }
+    Ok(())
+}
+
+/// Records one record's result and advances the acknowledged state when Marketo accepted it.
+fn apply_result(
+    tx: &Transaction<'_>,
+    run_id: i64,
+    object: Object,
+    delete: bool,
+    op: &Operation,
+    result: &Value,
+    summary: &mut Summary,
+) -> Result<()> {
+    let status = result
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
+    let marketo_id = result
+        .get(id_field(object))
+        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
+    let reasons = result.get("reasons").cloned().unwrap_or(Value::Null);
+    let action = match op.action {
+        Action::Create => "create",
+        Action::Update => "update",
+        _ => "delete",
+    };
+    let codes: Vec<&str> = reasons
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|x| x.get("code").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    outcome(
+        tx,
+        run_id,
+        op,
+        action,
+        status,
+        marketo_id.as_deref(),
+        &reasons.to_string(),
+    )?;
+    let key = op.key.clone().unwrap_or_default();
+    match (delete, status) {
+        (false, "created" | "updated") => {
+            tx.execute(
+                "INSERT INTO mkto_ack (object, key, payload, marketo_id, run_id, acked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (object, key) DO UPDATE SET payload = excluded.payload,
+                     marketo_id = coalesce(excluded.marketo_id, mkto_ack.marketo_id),
+                     run_id = excluded.run_id, acked_at = excluded.acked_at",
+                params![object.name(), key, op.payload, marketo_id, run_id, now()],
+            )?;
+            let counter = if status == "created" {
+                &mut summary.created
+            } else {
+                &mut summary.updated
+            };
+            *counter.entry(object.name()).or_default() += 1;
+        }
+        // 1013 on delete: the record is already gone, which is what was asked.
+        (true, "deleted") | (true, "skipped") if status == "deleted" || codes.contains(&"1013") => {
+            tx.execute(
+                "DELETE FROM mkto_ack WHERE object = ?1 AND key = ?2",
+                params![object.name(), key],
+            )?;
+            *summary.deleted.entry(object.name()).or_default() += 1;
+        }
+        _ => {
+            let reason = reasons
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .map(|x| {
+                            format!(
+                                "{} {}",
+                                x.get("code").and_then(Value::as_str).unwrap_or("?"),
+                                x.get("message").and_then(Value::as_str).unwrap_or("")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| format!("Marketo answered status {status}"));
+            summary.skipped.push(Skipped {
+                object: object.name(),
+                key: op.key.clone(),
+                source_id: op.source_id.clone(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn outcome(
+    tx: &Transaction<'_>,
+    run_id: i64,
+    op: &Operation,
+    action: &str,
+    status: &str,
+    marketo_id: Option<&str>,
+    reasons: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO push_outcome (run_id, object, key, action, status, marketo_id, reasons, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![run_id, op.object.name(), op.key.as_deref().or(op.source_id.as_deref()), action, status, marketo_id, reasons, now()],
+    )?;
+    Ok(())
+}
+
+fn record_calls(conn: &mut Connection, run_id: i64, calls: &[CallLog]) -> Result<()> {
+    let tx = conn.transaction()?;
+    insert_calls(&tx, run_id, calls)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn insert_calls(tx: &Transaction<'_>, run_id: i64, calls: &[CallLog]) -> Result<()> {
+    for call in calls {
+        tx.execute(
+            "INSERT INTO api_call (run_id, method, path, records, http_status, error_code, attempt, duration_ms, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                run_id,
+                call.method,
+                call.path,
+                call.records as i64,
+                call.http_status,
+                call.error_code,
+                call.attempt,
+                call.duration.as_millis() as i64,
+                now()
+            ],
+        )?;
+    }
+    Ok(())
+}

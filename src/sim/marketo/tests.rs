@@ -1,0 +1,1 @@
+//! Simulator unit tests.

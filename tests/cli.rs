@@ -287,3 +287,33 @@ fn the_database_path_can_come_from_the_environment() {
     assert!(status.success());
     assert!(db.path().exists());
 }
+
+#[test]
+fn every_view_reads_in_the_sqlite3_cli_that_users_audit_with() {
+    let Ok(version) = std::process::Command::new("sqlite3")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("no sqlite3 on PATH: skipped here; .ci/run installs it so CI always checks");
+        return;
+    };
+    assert!(version.status.success());
+    let db = TestDb::new();
+    db.run(&["pull", "--fixtures", &scenario("stakeholders")])
+        .expect_code(0);
+    let views = db.column("SELECT name FROM sqlite_schema WHERE type = 'view' ORDER BY name");
+    assert!(views.len() >= 10, "{views:?}");
+    for view in views {
+        let output = std::process::Command::new("sqlite3")
+            .arg(db.path())
+            .arg(format!("SELECT count(*) FROM {view}"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{view} fails in {}: {}",
+            String::from_utf8_lossy(&version.stdout).trim(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -87,6 +87,16 @@ impl TestDb {
         rows
     }
 
+    /// The first column of a query, as text, in the query's order.
+    pub fn column(&self, sql: &str) -> Vec<String> {
+        let conn = rusqlite::Connection::open(self.path()).unwrap();
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], |row| row.get_ref(0).map(show))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     pub fn count(&self, sql: &str) -> i64 {
         let conn = rusqlite::Connection::open(self.path()).unwrap();
         conn.query_row(sql, [], |r| r.get(0)).unwrap()

@@ -1,5 +1,7 @@
 //! `oppsync sim marketo ...`: run the Marketo simulator in the foreground.
 
+use std::io::Write;
+
 use anyhow::Result;
 
 use crate::cli::{SimMarketoArgs, SimTarget};
@@ -14,19 +16,22 @@ pub(crate) fn run(target: &SimTarget) -> Result<Outcome> {
     };
     let config = config_from(args)?;
     let sim = MarketoSim::start(args.port, config)?;
-    println!("Marketo simulator listening on {}", sim.url());
-    println!(
-        "client id {}, client secret {}; state at {}/sim/state, faults via POST {}/sim/faults",
-        args.client_id,
-        args.client_secret,
-        sim.url(),
-        sim.url()
+    // The banner is informational: a closed stdout must not stop the simulator.
+    let url = sim.url();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Marketo simulator listening on {url}");
+    let _ = writeln!(
+        out,
+        "client id {}, client secret {}; state at {url}/sim/state, faults via POST {url}/sim/faults",
+        args.client_id, args.client_secret
     );
-    println!(
-        "point oppsync at it: MARKETO_BASE_URL={} MARKETO_CLIENT_ID={} MARKETO_CLIENT_SECRET=...",
-        sim.url(),
+    let _ = writeln!(
+        out,
+        "point oppsync at it: MARKETO_BASE_URL={url} MARKETO_CLIENT_ID={} MARKETO_CLIENT_SECRET=...",
         args.client_id
     );
+    let _ = out.flush();
+    drop(out);
     sim.wait();
     Ok(Outcome::Done)
 }

@@ -96,9 +96,12 @@ impl MarketoSim {
 }
 
 /// A queued fault: the next `count` REST calls fail with `code` in the body, or with HTTP
-/// status `http` when that is set.
+/// status `http` when that is set; or, with `record_code`, succeed but skip their first record
+/// with that record-level code.
 #[derive(Debug, Clone, Deserialize)]
 struct Fault {
+    #[serde(default)]
+    record_code: Option<String>,
     #[serde(default)]
     code: Option<String>,
     #[serde(default)]
@@ -485,6 +488,7 @@ impl Sim {
     /// Every REST call: authentication, injected faults, limits, then the route.
     fn rest(&self, req: Request) -> Response {
         let rng = self.lock().next_random();
+        let mut record_fault: Option<String> = None;
         // Authentication first: 601 and 602 do not count against the rate or the quota.
         let bearer = req
             .header("authorization")
@@ -529,11 +533,12 @@ impl Sim {
                         &format!("<html><body><h1>{status}</h1></body></html>"),
                     );
                 }
-                let code = fault.code.unwrap_or_else(|| "611".into());
-                if code == "607" {
-                    state.daily_calls = self.config.daily_quota;
+                if let Some(code) = fault.record_code {
+                    record_fault = Some(code);
+                } else {
+                    let code = fault.code.unwrap_or_else(|| "611".into());
+                    return failure(rng, &code, fault_message(&code));
                 }
-                return failure(rng, &code, fault_message(&code));
             }
             if self.config.transient_rate > 0.0 {
                 let draw = (state.next_random() >> 11) as f64 / (1u64 << 53) as f64;
@@ -588,24 +593,44 @@ impl Sim {
             if !self.config.latency.is_zero() {
                 std::thread::sleep(self.config.latency);
             }
-            self.route(&req, rng)
+            self.route(&req, rng, record_fault.as_deref())
         };
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         response
     }
 
-    fn route(&self, req: &Request, rng: u64) -> Response {
+    fn route(&self, req: &Request, rng: u64, record_fault: Option<&str>) -> Response {
         let Some((kind, tail)) = Kind::from_path(&req.path) else {
             return failure(rng, "610", "Requested resource not found");
         };
+        let content_type = req.header("content-type").unwrap_or("");
+        let form = if content_type.contains("application/x-www-form-urlencoded") {
+            http::parse_form(&String::from_utf8_lossy(&req.body))
+        } else {
+            Vec::new()
+        };
+        // `_method=GET` comes in the query string, or (as recorded from real clients) in the
+        // form body.
         let method_get = req
-            .param("_method")
-            .is_some_and(|m| m.eq_ignore_ascii_case("GET"));
-        match (req.method.as_str(), tail) {
+            .query
+            .iter()
+            .chain(&form)
+            .any(|(k, v)| k == "_method" && v.eq_ignore_ascii_case("GET"));
+        // `DELETE /rest/v1/leads.json` is what marketorestpython's delete_lead sends; Adobe
+        // documents `POST /rest/v1/leads/delete.json` (third-party evidence, accepted as an alias).
+        let tail = match (req.method.as_str(), kind, tail) {
+            ("DELETE", Kind::Lead, ".json") => "/delete.json",
+            _ => tail,
+        };
+        let method = if req.method == "DELETE" && kind == Kind::Lead {
+            "POST"
+        } else {
+            req.method.as_str()
+        };
+        match (method, tail) {
             ("GET", "/describe.json") => self.describe(kind, rng),
             ("GET", ".json") => self.query(kind, &req.query, None, rng),
             ("POST", ".json") if method_get => {
-                let content_type = req.header("content-type").unwrap_or("");
                 if content_type.contains("application/json") {
                     match serde_json::from_slice::<Value>(&req.body) {
                         Ok(body) => self.query(kind, &req.query, Some(body), rng),
@@ -613,16 +638,12 @@ impl Sim {
                     }
                 } else {
                     let mut params = req.query.clone();
-                    params.extend(http::parse_form(&String::from_utf8_lossy(&req.body)));
+                    params.extend(form);
                     self.query(kind, &params, None, rng)
                 }
             }
             ("POST", ".json") | ("POST", "/delete.json") => {
-                if !req
-                    .header("content-type")
-                    .unwrap_or("")
-                    .contains("application/json")
-                {
+                if !content_type.contains("application/json") {
                     return failure(rng, "612", "Invalid Content Type");
                 }
                 let body: Value = match serde_json::from_slice(&req.body) {
@@ -641,7 +662,7 @@ impl Sim {
                     );
                 }
                 if tail == ".json" {
-                    self.sync(kind, &body, input, rng)
+                    self.sync(kind, &body, input, rng, record_fault)
                 } else {
                     self.delete(kind, &body, input, rng)
                 }
@@ -731,7 +752,14 @@ impl Sim {
         Ok(())
     }
 
-    fn sync(&self, kind: Kind, body: &Value, input: &[Value], rng: u64) -> Response {
+    fn sync(
+        &self,
+        kind: Kind,
+        body: &Value,
+        input: &[Value],
+        rng: u64,
+        record_fault: Option<&str>,
+    ) -> Response {
         let action = body
             .get("action")
             .and_then(Value::as_str)
@@ -751,6 +779,10 @@ impl Sim {
         let mut seen_keys: Vec<String> = Vec::new();
         for (seq, item) in input.iter().enumerate() {
             let seq_field = (kind != Kind::Lead).then_some(seq);
+            if let (0, Some(code)) = (seq, record_fault) {
+                results.push(skipped(seq_field, code, "Injected record-level fault"));
+                continue;
+            }
             let Some(record) = item.as_object() else {
                 results.push(skipped(seq_field, "1003", "Invalid record"));
                 continue;
@@ -1117,7 +1149,14 @@ impl Sim {
                             .any(|v| loose_eq(record.get(&field), Some(&json!(v))))
                     })
                     .collect();
-                (filter_type, get("fields"), matching)
+                // Clients send a list of fields as one comma list or as repeated keys.
+                let fields: Vec<&str> = params
+                    .iter()
+                    .filter(|(k, _)| k == "fields")
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                let fields = (!fields.is_empty()).then(|| fields.join(","));
+                (filter_type, fields, matching)
             };
         let _ = filter_type;
         let default_fields: Vec<String> = match kind {

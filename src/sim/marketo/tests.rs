@@ -1,1 +1,394 @@
-//! Simulator unit tests.
+//! The simulator over real loopback HTTP: envelope, tokens, record results, limits, queries.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{MarketoSim, SimConfig};
+
+struct Client {
+    sim: MarketoSim,
+    agent: ureq::Agent,
+    token: String,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn start(config: SimConfig) -> Client {
+    let sim = MarketoSim::start(0, config).unwrap();
+    let agent = agent();
+    let token = identity(&agent, &sim.url(), "oppsync-sim-secret")["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    Client { sim, agent, token }
+}
+
+fn identity(agent: &ureq::Agent, url: &str, secret: &str) -> Value {
+    let mut response = agent
+        .get(&format!("{url}/identity/oauth/token"))
+        .query("grant_type", "client_credentials")
+        .query("client_id", "oppsync-sim")
+        .query("client_secret", secret)
+        .call()
+        .unwrap();
+    let status = response.status().as_u16();
+    let mut body: Value =
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    body["http_status"] = json!(status);
+    body
+}
+
+impl Client {
+    fn post(&self, path: &str, body: Value) -> Value {
+        let mut response = self
+            .agent
+            .post(&format!("{}{path}", self.sim.url()))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|_| json!({"http_status": status}))
+    }
+
+    fn get(&self, path_and_query: &str) -> Value {
+        let mut response = self
+            .agent
+            .get(&format!("{}{path_and_query}", self.sim.url()))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .call()
+            .unwrap();
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
+    }
+}
+
+fn codes(body: &Value) -> Vec<String> {
+    body["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["reasons"][0]["code"]
+                .as_str()
+                .map_or_else(|| r["status"].as_str().unwrap().to_string(), str::to_string)
+        })
+        .collect()
+}
+
+fn opportunity(id: &str) -> Value {
+    json!({"externalOpportunityId": id, "name": format!("Opp {id}"), "amount": 10.5, "closeDate": "2025-06-30", "isWon": false})
+}
+
+#[test]
+fn identity_reissues_the_same_token_and_refuses_bad_credentials() {
+    let client = start(SimConfig::default());
+    let again = identity(&client.agent, &client.sim.url(), "oppsync-sim-secret");
+    assert_eq!(again["access_token"], json!(client.token));
+    assert_eq!(again["token_type"], "bearer");
+    assert!(again["expires_in"].as_u64().unwrap() <= 3600);
+    let refused = identity(&client.agent, &client.sim.url(), "wrong");
+    assert_eq!(refused["http_status"], 401);
+    assert_eq!(refused["error"], "invalid_client");
+}
+
+#[test]
+fn a_missing_token_gets_601_and_an_expired_one_602() {
+    let client = start(SimConfig {
+        token_ttl: Duration::from_millis(1200),
+        ..SimConfig::default()
+    });
+    let mut response = client
+        .agent
+        .get(&format!(
+            "{}/rest/v1/leads/describe.json?access_token={}",
+            client.sim.url(),
+            client.token
+        ))
+        .call()
+        .unwrap();
+    let body: Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(
+        body["errors"][0]["code"], "601",
+        "the access_token parameter is not accepted"
+    );
+    assert_eq!(client.get("/rest/v1/leads/describe.json")["success"], true);
+    std::thread::sleep(Duration::from_millis(1300));
+    let expired = client.get("/rest/v1/leads/describe.json");
+    assert_eq!(expired["success"], false);
+    assert_eq!(expired["errors"][0]["code"], "602");
+    assert!(expired.get("result").is_none());
+}
+
+#[test]
+fn sync_answers_in_input_order_with_seq_and_record_level_skips() {
+    let client = start(SimConfig::default());
+    let mut unknown = opportunity("o3");
+    unknown["colour"] = json!("red");
+    let mut bad_date = opportunity("o4");
+    bad_date["closeDate"] = json!("30/06/2025");
+    let body = client.post(
+        "/rest/v1/opportunities.json",
+        json!({"action": "createOrUpdate", "dedupeBy": "dedupeFields", "input": [
+            opportunity("o1"), opportunity("o1"), unknown, bad_date, {"externalOpportunityId": "o5", "name": null}
+        ]}),
+    );
+    assert_eq!(body["success"], true);
+    assert!(body.get("errors").is_none(), "no errors key on success");
+    assert!(body["requestId"].as_str().unwrap().contains('#'));
+    assert_eq!(codes(&body), ["created", "1036", "1006", "1003", "1003"]);
+    let results = body["result"].as_array().unwrap();
+    assert_eq!(
+        results
+            .iter()
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+    assert!(results[0]["marketoGUID"].is_string());
+    assert!(
+        results[1].get("marketoGUID").is_none(),
+        "skipped records carry no id"
+    );
+    let again = client.post(
+        "/rest/v1/opportunities.json",
+        json!({"input": [opportunity("o1")]}),
+    );
+    assert_eq!(again["result"][0]["status"], "updated");
+    assert_eq!(again["result"][0]["marketoGUID"], results[0]["marketoGUID"]);
+}
+
+#[test]
+fn leads_match_by_email_whatever_its_case_and_carry_no_seq() {
+    let client = start(SimConfig::default());
+    let first = client.post("/rest/v1/leads.json", json!({"action": "createOrUpdate", "lookupField": "email", "input": [{"email": "Ana@Example.com", "firstName": "Ana"}]}));
+    assert_eq!(first["result"][0]["status"], "created");
+    assert!(first["result"][0].get("seq").is_none());
+    let second = client.post(
+        "/rest/v1/leads.json",
+        json!({"input": [{"email": "ana@example.com", "lastName": "Ruiz"}]}),
+    );
+    assert_eq!(second["result"][0]["status"], "updated");
+    assert_eq!(second["result"][0]["id"], first["result"][0]["id"]);
+    client.post(
+        "/rest/v1/leads.json",
+        json!({"action": "createDuplicate", "input": [{"email": "ana@example.com"}]}),
+    );
+    let ambiguous = client.post(
+        "/rest/v1/leads.json",
+        json!({"input": [{"email": "ana@example.com"}]}),
+    );
+    assert_eq!(codes(&ambiguous), ["1007"]);
+}
+
+#[test]
+fn a_role_needs_an_existing_opportunity_and_lead() {
+    let client = start(SimConfig::default());
+    let role = json!({"externalOpportunityId": "o1", "leadId": 1001, "role": "Customer", "isPrimary": true});
+    assert_eq!(
+        codes(&client.post(
+            "/rest/v1/opportunities/roles.json",
+            json!({"input": [role.clone()]})
+        )),
+        ["1013"]
+    );
+    client.post(
+        "/rest/v1/opportunities.json",
+        json!({"input": [opportunity("o1")]}),
+    );
+    let lead = client.post(
+        "/rest/v1/leads.json",
+        json!({"input": [{"email": "a@example.com"}]}),
+    );
+    let mut role = role;
+    role["leadId"] = lead["result"][0]["id"].clone();
+    assert_eq!(
+        codes(&client.post(
+            "/rest/v1/opportunities/roles.json",
+            json!({"input": [role.clone()]})
+        )),
+        ["created"]
+    );
+    // Compound-key query, as Marketo documents it for roles.
+    let url = format!(
+        "{}/rest/v1/opportunities/roles.json?_method=GET",
+        client.sim.url()
+    );
+    let mut response = client
+        .agent
+        .post(&url)
+        .header("Authorization", &format!("Bearer {}", client.token))
+        .header("Content-Type", "application/json")
+        .send(json!({"filterType": "dedupeFields", "fields": ["marketoGUID", "role", "isPrimary"], "input": [role]}).to_string())
+        .unwrap();
+    let found: Value =
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(found["result"][0]["role"], "Customer");
+    assert_eq!(found["result"][0]["isPrimary"], true);
+    // Deleting the opportunity removes its roles.
+    let deleted = client.post("/rest/v1/opportunities/delete.json", json!({"deleteBy": "dedupeFields", "input": [{"externalOpportunityId": "o1"}, {"externalOpportunityId": "nope"}]}));
+    assert_eq!(codes(&deleted), ["deleted", "1013"]);
+    assert_eq!(client.sim.state()["roles"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn limits_give_the_documented_codes() {
+    let client = start(SimConfig {
+        rate_limit_calls: 3,
+        daily_quota: 5,
+        ..SimConfig::default()
+    });
+    let too_many: Vec<Value> = (0..301).map(|i| opportunity(&format!("o{i}"))).collect();
+    assert_eq!(
+        client.post("/rest/v1/opportunities.json", json!({"input": too_many}))["success"],
+        false
+    );
+    let huge = "x".repeat(1_100_000);
+    assert_eq!(
+        client.post(
+            "/rest/v1/opportunities.json",
+            json!({"input": [{"externalOpportunityId": "o", "name": huge}]})
+        )["http_status"],
+        413
+    );
+    let long_uri = format!(
+        "/rest/v1/leads.json?filterType=email&filterValues={}",
+        "a".repeat(9000)
+    );
+    let mut response = client
+        .agent
+        .get(&format!("{}{long_uri}", client.sim.url()))
+        .header("Authorization", &format!("Bearer {}", client.token))
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 414);
+    let _ = response.body_mut().read_to_string();
+    assert_eq!(client.get("/rest/v1/leads/describe.json")["success"], true);
+    assert_eq!(client.get("/rest/v1/leads/describe.json")["success"], true);
+    let limited = client.get("/rest/v1/leads/describe.json");
+    assert_eq!(limited["errors"][0]["code"], "606");
+    assert_eq!(
+        limited["errors"][0]["message"],
+        "Max rate limit '3' exceeded with in '20' secs"
+    );
+}
+
+#[test]
+fn the_daily_quota_gives_607() {
+    let client = start(SimConfig {
+        daily_quota: 1,
+        ..SimConfig::default()
+    });
+    assert_eq!(client.get("/rest/v1/leads/describe.json")["success"], true);
+    assert_eq!(
+        client.get("/rest/v1/leads/describe.json")["errors"][0]["code"],
+        "607"
+    );
+}
+
+#[test]
+fn more_calls_in_flight_than_allowed_get_615() {
+    let client = start(SimConfig {
+        concurrency: 1,
+        latency: Duration::from_millis(300),
+        ..SimConfig::default()
+    });
+    let url = client.sim.url();
+    let token = client.token.clone();
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, token) = (url.clone(), token.clone());
+            std::thread::spawn(move || {
+                let mut r = agent()
+                    .get(&format!("{url}/rest/v1/leads/describe.json"))
+                    .header("Authorization", &format!("Bearer {token}"))
+                    .call()
+                    .unwrap();
+                let body: Value =
+                    serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+                body["errors"][0]["code"]
+                    .as_str()
+                    .unwrap_or("ok")
+                    .to_string()
+            })
+        })
+        .collect();
+    let outcomes: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(outcomes.iter().any(|c| c == "ok"), "{outcomes:?}");
+    assert!(outcomes.iter().any(|c| c == "615"), "{outcomes:?}");
+}
+
+#[test]
+fn queries_page_with_next_page_token_and_accept_post_method_get() {
+    let client = start(SimConfig::default());
+    let leads: Vec<Value> = (0..3)
+        .map(|i| json!({"email": format!("p{i}@example.com")}))
+        .collect();
+    client.post("/rest/v1/leads.json", json!({"input": leads}));
+    let first = client.get("/rest/v1/leads.json?filterType=email&filterValues=p0@example.com,p1@example.com,p2@example.com&batchSize=2");
+    assert_eq!(first["result"].as_array().unwrap().len(), 2);
+    assert_eq!(first["moreResult"], true);
+    let token = first["nextPageToken"].as_str().unwrap();
+    let rest = client.get(&format!("/rest/v1/leads.json?filterType=email&filterValues=p0@example.com,p1@example.com,p2@example.com&batchSize=2&nextPageToken={token}"));
+    assert_eq!(rest["result"].as_array().unwrap().len(), 1);
+    assert!(rest.get("moreResult").is_none());
+    let mut response = client
+        .agent
+        .post(&format!(
+            "{}/rest/v1/leads.json?_method=GET",
+            client.sim.url()
+        ))
+        .header("Authorization", &format!("Bearer {}", client.token))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send("filterType=email&filterValues=P1%40example.com&fields=email,id")
+        .unwrap();
+    let body: Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["result"][0]["email"], "p1@example.com");
+    assert_eq!(
+        client.get("/rest/v1/opportunities.json?filterType=colour&filterValues=red")["errors"][0]["code"],
+        "1003"
+    );
+}
+
+#[test]
+fn queued_faults_fail_the_next_calls_then_clear() {
+    let client = start(SimConfig::default());
+    let queue = |fault: Value| {
+        client
+            .agent
+            .post(&format!("{}/sim/faults", client.sim.url()))
+            .send(fault.to_string())
+            .unwrap();
+    };
+    queue(
+        json!([{"http": 502}, {"code": "604", "count": 2}, {"record_code": "1003", "path": "leads"}]),
+    );
+    let mut response = client
+        .agent
+        .get(&format!("{}/rest/v1/leads/describe.json", client.sim.url()))
+        .header("Authorization", &format!("Bearer {}", client.token))
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 502);
+    let _ = response.body_mut().read_to_string();
+    assert_eq!(
+        client.get("/rest/v1/leads/describe.json")["errors"][0]["code"],
+        "604"
+    );
+    assert_eq!(
+        client.get("/rest/v1/leads/describe.json")["errors"][0]["code"],
+        "604"
+    );
+    let skipped = client.post(
+        "/rest/v1/leads.json",
+        json!({"input": [{"email": "a@example.com"}, {"email": "b@example.com"}]}),
+    );
+    assert_eq!(codes(&skipped), ["1003", "created"]);
+    assert_eq!(client.get("/rest/v1/leads/describe.json")["success"], true);
+}

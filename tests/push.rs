@@ -1,0 +1,417 @@
+//! push against the Marketo simulator, both run as the real binary over loopback.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::util::{BIN, Run, TestDb, fixtures};
+
+/// `oppsync sim marketo` as a child process; killed when dropped.
+struct Sim {
+    child: Child,
+    url: String,
+}
+
+impl Sim {
+    fn start(extra: &[&str]) -> Sim {
+        let mut child = Command::new(BIN)
+            .args(["sim", "marketo", "--port", "0", "--seed", "7"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        // Keep draining, so the simulator never writes to a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let url = line.trim().rsplit(' ').next().unwrap().to_string();
+        assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+        Sim { child, url }
+    }
+
+    fn state(&self) -> Value {
+        let mut response = ureq::get(&format!("{}/sim/state", self.url))
+            .call()
+            .unwrap();
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
+    }
+
+    fn fault(&self, fault: Value) {
+        ureq::post(&format!("{}/sim/faults", self.url))
+            .send(fault.to_string())
+            .unwrap();
+    }
+
+    fn find<'a>(state: &'a Value, set: &str, field: &str, value: &str) -> Option<&'a Value> {
+        state[set]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r[field].as_str() == Some(value))
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A database with the demo's first snapshot pulled, and a config whose retries are quick.
+fn pulled(phase: &str) -> TestDb {
+    let db = TestDb::new();
+    std::fs::write(
+        db.dir.path().join("oppsync.toml"),
+        "[marketo]\nretry_base_ms = 5\nmax_attempts = 6\nrate_limit_window_secs = 1\n",
+    )
+    .unwrap();
+    let dir = fixtures().join("demo").join(phase);
+    db.run(&["pull", "--fixtures", dir.to_str().unwrap()])
+        .expect_code(0);
+    db
+}
+
+fn push(db: &TestDb, sim: &Sim) -> Run {
+    db.run_with_env(
+        &["push"],
+        &[
+            ("MARKETO_BASE_URL", &sim.url),
+            ("MARKETO_CLIENT_ID", "oppsync-sim"),
+            ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+        ],
+    )
+}
+
+fn opp(n: u32) -> String {
+    format!("a7d3c2b1-2c44-ef11-a316-000d3a5c{n:04x}")
+}
+
+const FABRIKAM: &str = "1a6c0b5e-2c44-ef11-a316-000d3a5c0001";
+
+#[test]
+fn the_default_mappings_reach_marketo() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    let run = push(&db, &sim);
+    run.expect_code(3); // the contact without an email is skipped, and so is its role
+    assert!(
+        run.stderr.contains("contact has no email"),
+        "{}",
+        run.stderr
+    );
+    let state = sim.state();
+
+    let won = Sim::find(&state, "opportunities", "externalOpportunityId", &opp(2)).unwrap();
+    assert_eq!(won["name"], "Ana Ruiz - consulting");
+    assert_eq!(won["amount"], 12500.0, "won: actualvalue");
+    assert_eq!(won["closeDate"], "2025-05-03", "closed: actualclosedate");
+    assert_eq!(
+        (won["isClosed"].clone(), won["isWon"].clone()),
+        (json!(true), json!(true))
+    );
+    assert_eq!(won["stage"], "4-Close");
+    assert_eq!(won["probability"], 100);
+    assert_eq!(
+        won["externalCompanyId"], FABRIKAM,
+        "the customer contact's account"
+    );
+    assert_eq!(won["externalCreatedDate"], "2025-04-01T09:00:00Z");
+
+    let lost = Sim::find(&state, "opportunities", "externalOpportunityId", &opp(5)).unwrap();
+    assert_eq!(lost["stage"], "Lost", "no stepname: the state label");
+    assert_eq!(
+        (lost["isClosed"].clone(), lost["isWon"].clone()),
+        (json!(true), json!(false))
+    );
+    assert_eq!(lost["amount"], 30000.0, "not won: estimatedvalue");
+
+    let open = Sim::find(&state, "opportunities", "externalOpportunityId", &opp(1)).unwrap();
+    assert_eq!(open["closeDate"], "2025-06-30", "open: estimatedclosedate");
+    let filtered = Sim::find(&state, "opportunities", "externalOpportunityId", &opp(4)).unwrap();
+    assert_eq!(
+        filtered["externalCompanyId"],
+        Value::Null,
+        "account filtered out: empty company"
+    );
+    assert!(
+        Sim::find(&state, "opportunities", "externalOpportunityId", &opp(6)).is_none(),
+        "filtered opportunity"
+    );
+
+    let company = Sim::find(&state, "companies", "externalCompanyId", FABRIKAM).unwrap();
+    assert_eq!(company["company"], "Fabrikam Inc");
+    assert_eq!(company["industry"], "Consulting");
+    assert_eq!(company["billingCity"], "Redmond");
+    assert_eq!(company["numberOfEmployees"], 250);
+    assert_eq!(
+        state["companies"].as_array().unwrap().len(),
+        2,
+        "Filtered Co gets no company"
+    );
+
+    let leads = state["leads"].as_array().unwrap();
+    let ana: Vec<&Value> = leads
+        .iter()
+        .filter(|l| {
+            l["email"]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case("ana.ruiz@example.com")
+        })
+        .collect();
+    assert_eq!(
+        ana.len(),
+        1,
+        "two contacts whose emails differ in case are one lead"
+    );
+    assert_eq!(ana[0]["externalCompanyId"], FABRIKAM);
+    assert_eq!(leads.len(), 3);
+
+    let roles = state["roles"].as_array().unwrap();
+    let customer = roles
+        .iter()
+        .find(|r| r["externalOpportunityId"] == json!(opp(2)))
+        .unwrap();
+    assert_eq!(
+        (customer["role"].clone(), customer["isPrimary"].clone()),
+        (json!("Customer"), json!(true))
+    );
+    assert_eq!(customer["leadId"], ana[0]["id"]);
+    assert_eq!(roles.len(), 6);
+    assert_eq!(db.count("SELECT count(*) FROM mkto_ack"), 16);
+}
+
+#[test]
+fn changes_are_sent_in_order_and_a_second_push_makes_no_call() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    push(&db, &sim).expect_code(3);
+    let first_calls = db.count("SELECT count(*) FROM api_call");
+    db.run(&[
+        "pull",
+        "--fixtures",
+        fixtures().join("demo/2-changes").to_str().unwrap(),
+    ])
+    .expect_code(0);
+    push(&db, &sim).expect_code(3);
+    let paths = db.column("SELECT path FROM api_call ORDER BY call_id");
+    let order: Vec<&str> = paths
+        .iter()
+        .skip(first_calls as usize)
+        .map(String::as_str)
+        .filter(|p| p.starts_with("/rest"))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "/rest/v1/leads.json",
+            "/rest/v1/opportunities.json",
+            "/rest/v1/opportunities/roles.json",
+            "/rest/v1/opportunities/roles/delete.json",
+            "/rest/v1/opportunities/delete.json"
+        ]
+    );
+    let state = sim.state();
+    assert!(
+        Sim::find(&state, "opportunities", "externalOpportunityId", &opp(5)).is_none(),
+        "deleted in Dynamics"
+    );
+    assert_eq!(
+        Sim::find(&state, "opportunities", "externalOpportunityId", &opp(1)).unwrap()["amount"],
+        310000.0
+    );
+    let o3_roles: Vec<&str> = state["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["externalOpportunityId"] == json!(opp(3)))
+        .map(|r| r["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        o3_roles,
+        ["Decision Maker"],
+        "a renamed role is created and the old one deleted"
+    );
+    assert!(
+        !state["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["role"] == "Technical Buyer" && r["externalOpportunityId"] == json!(opp(1))),
+        "a removed stakeholder's role is deleted"
+    );
+
+    let rest_calls = state["rest_calls"].as_u64().unwrap();
+    let run = push(&db, &sim);
+    run.expect_code(3);
+    assert!(run.stdout.contains("no REST call made"), "{}", run.stdout);
+    assert_eq!(sim.state()["rest_calls"].as_u64().unwrap(), rest_calls);
+}
+
+#[test]
+fn transient_faults_and_token_expiry_are_retried() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    sim.fault(json!([
+        {"code": "606", "path": "companies"},
+        {"code": "615", "path": "companies"},
+        {"code": "604", "path": "leads"},
+        {"http": 502, "path": "leads"},
+        {"code": "608", "path": "opportunities.json"},
+        {"code": "611", "path": "opportunities.json"},
+        {"code": "602", "path": "roles"},
+        {"code": "713", "path": "roles"},
+        {"code": "502", "path": "roles"},
+        {"http": 503, "path": "roles"}
+    ]));
+    push(&db, &sim).expect_code(3);
+    let codes =
+        db.column("SELECT coalesce(error_code, http_status) FROM api_call ORDER BY call_id");
+    let codes: Vec<&str> = codes.iter().map(String::as_str).collect();
+    for wanted in [
+        "606", "615", "604", "502", "608", "611", "602", "713", "503",
+    ] {
+        assert!(codes.contains(&wanted), "{wanted} missing from {codes:?}");
+    }
+    let identity = db.count("SELECT count(*) FROM api_call WHERE path = '/identity/oauth/token'");
+    assert_eq!(identity, 2, "a 602 fetches a new token once");
+    assert_eq!(sim.state()["roles"].as_array().unwrap().len(), 6);
+    assert_eq!(db.count("SELECT count(*) FROM mkto_ack"), 16);
+}
+
+#[test]
+fn an_unexpected_error_aborts_with_its_code_and_keeps_what_was_acknowledged() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    sim.fault(json!({"code": "603", "path": "opportunities.json"}));
+    let run = push(&db, &sim);
+    run.expect_code(1);
+    assert!(run.stderr.contains("603"), "{}", run.stderr);
+    assert_eq!(
+        db.count("SELECT count(*) FROM mkto_ack WHERE object IN ('company', 'lead')"),
+        5
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM mkto_ack WHERE object = 'opportunity'"),
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM run WHERE command = 'push' AND outcome = 'failed'"),
+        1
+    );
+}
+
+#[test]
+fn the_daily_quota_stops_the_run_and_the_next_run_resumes() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    sim.fault(json!({"code": "607", "path": "opportunities.json"}));
+    let run = push(&db, &sim);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("daily API quota is spent"),
+        "{}",
+        run.stderr
+    );
+    let before = db.count("SELECT count(*) FROM api_call");
+    push(&db, &sim).expect_code(3);
+    let resumed: Vec<String> = db
+        .column("SELECT path FROM api_call ORDER BY call_id")
+        .into_iter()
+        .skip(before as usize)
+        .filter(|p| p.starts_with("/rest"))
+        .collect();
+    assert_eq!(
+        resumed,
+        [
+            "/rest/v1/opportunities.json",
+            "/rest/v1/opportunities/roles.json"
+        ],
+        "companies and leads are not sent again"
+    );
+    assert_eq!(sim.state()["opportunities"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn a_spent_quota_at_marketo_gives_607_too() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&["--daily-quota", "2"]);
+    let run = push(&db, &sim);
+    run.expect_code(1);
+    assert!(run.stderr.contains("607"), "{}", run.stderr);
+}
+
+#[test]
+fn record_level_skips_are_listed_stored_and_exit_3() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    sim.fault(json!({"record_code": "1003", "path": "leads"}));
+    let run = push(&db, &sim);
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains("1003 Injected record-level fault"),
+        "{}",
+        run.stderr
+    );
+    let skipped_lead = db.count("SELECT count(*) FROM push_outcome WHERE object = 'lead' AND status = 'skipped' AND reasons LIKE '%1003%'");
+    assert_eq!(skipped_lead, 1);
+    let unsent_roles = db.count("SELECT count(*) FROM push_outcome WHERE object = 'opportunity_role' AND status = 'not_sent' AND reasons LIKE '%is not in Marketo%'");
+    assert!(unsent_roles >= 1, "the skipped lead's roles cannot be sent");
+    // The next push sends the lead again, then its roles.
+    push(&db, &sim).expect_code(3);
+    assert_eq!(sim.state()["roles"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn a_push_killed_midway_converges_on_rerun_without_duplicate_leads() {
+    for delay_ms in [150, 450] {
+        let db = pulled("1-initial");
+        let sim = Sim::start(&["--latency-ms", "200"]);
+        let mut child = db
+            .command(
+                db.dir.path(),
+                &["push"],
+                &[
+                    ("MARKETO_BASE_URL", &sim.url),
+                    ("MARKETO_CLIENT_ID", "oppsync-sim"),
+                    ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        push(&db, &sim).expect_code(3);
+        let state = sim.state();
+        assert_eq!(
+            state["leads"].as_array().unwrap().len(),
+            3,
+            "killed after {delay_ms} ms"
+        );
+        assert_eq!(state["opportunities"].as_array().unwrap().len(), 5);
+        assert_eq!(state["roles"].as_array().unwrap().len(), 6);
+        let calls = state["rest_calls"].as_u64().unwrap();
+        assert!(push(&db, &sim).stdout.contains("no REST call made"));
+        assert_eq!(sim.state()["rest_calls"].as_u64().unwrap(), calls);
+    }
+}
+
+#[test]
+fn plan_counts_what_push_would_do() {
+    let db = pulled("1-initial");
+    let run = db.run(&["plan", "--json"]);
+    run.expect_code(0);
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(plan["objects"]["opportunity"]["create"], 5);
+    assert_eq!(plan["objects"]["lead"]["skip"], 1);
+    assert_eq!(plan["total_calls"], 4);
+    assert_eq!(plan["skipped"][0]["reason"], "contact has no email");
+}

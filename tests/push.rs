@@ -415,3 +415,36 @@ fn plan_counts_what_push_would_do() {
     assert_eq!(plan["total_calls"], 4);
     assert_eq!(plan["skipped"][0]["reason"], "contact has no email");
 }
+
+#[test]
+fn secrets_reach_neither_the_database_nor_the_output() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    let wrong = "wrong-secret-4f1d9a";
+    let run = db.run_with_env(
+        &["push"],
+        &[
+            ("MARKETO_BASE_URL", &sim.url),
+            ("MARKETO_CLIENT_ID", "oppsync-sim"),
+            ("MARKETO_CLIENT_SECRET", wrong),
+        ],
+    );
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("Marketo refused the credentials"),
+        "{}",
+        run.stderr
+    );
+    push(&db, &sim).expect_code(3);
+    for secret in [wrong, "oppsync-sim-secret"] {
+        assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret));
+        for suffix in ["", "-wal"] {
+            let path = format!("{}{suffix}", db.path().display());
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} found in {path}"
+            );
+        }
+    }
+}

@@ -215,6 +215,7 @@ impl MarketoClient {
         };
         let result = match response {
             Err(err) => {
+                let err = self.redact(&err.to_string());
                 log.error_code = Some(format!("network: {err}"));
                 Attempt::Retry {
                     why: format!("network error: {err}"),
@@ -316,6 +317,7 @@ impl MarketoClient {
         };
         let outcome = match response {
             Err(err) => {
+                let err = self.redact(&err.to_string());
                 log.error_code = Some(format!("network: {err}"));
                 Err(Failure::Fatal(format!("cannot reach Marketo at {}: {err}", self.base)).into())
             }
@@ -365,6 +367,15 @@ impl MarketoClient {
         log.duration = started.elapsed();
         self.calls.push(log);
         outcome
+    }
+
+    /// Error texts from the HTTP layer may quote the identity URL and its query; the secret
+    /// never leaves this module, so it is cut out of anything kept or shown.
+    fn redact(&self, text: &str) -> String {
+        if self.client_secret.is_empty() {
+            return text.to_string();
+        }
+        text.replace(&self.client_secret, "<redacted>")
     }
 
     fn backoff(&mut self, attempt: u32) -> Duration {

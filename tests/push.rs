@@ -448,3 +448,60 @@ fn secrets_reach_neither_the_database_nor_the_output() {
         }
     }
 }
+
+#[test]
+fn keep_leaves_deleted_opportunities_and_their_roles_in_marketo() {
+    let db = pulled("1-initial");
+    std::fs::write(
+        db.dir.path().join("oppsync.toml"),
+        "[marketo]\nretry_base_ms = 5\non_opportunity_delete = \"keep\"\n",
+    )
+    .unwrap();
+    let sim = Sim::start(&[]);
+    push(&db, &sim).expect_code(3);
+    db.run(&[
+        "pull",
+        "--fixtures",
+        fixtures().join("demo/2-changes").to_str().unwrap(),
+    ])
+    .expect_code(0);
+    push(&db, &sim).expect_code(3);
+    let state = sim.state();
+    assert!(
+        Sim::find(&state, "opportunities", "externalOpportunityId", &opp(5)).is_some(),
+        "kept"
+    );
+    assert!(
+        state["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["externalOpportunityId"] == json!(opp(5))),
+        "its role is kept too"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM api_call WHERE path LIKE '%opportunities/delete.json'"),
+        0
+    );
+}
+
+#[test]
+fn dry_run_lists_the_batches_and_sends_nothing() {
+    let db = pulled("1-initial");
+    let run = db.run(&["push", "--dry-run"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("would send opportunities upsert (createOrUpdate): 5 records"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("4 REST calls; 2 records would be skipped"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(db.count("SELECT count(*) FROM api_call"), 0);
+    assert_eq!(db.count("SELECT count(*) FROM mkto_ack"), 0);
+}

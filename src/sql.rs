@@ -24,6 +24,7 @@ macro_rules! sql_file {
 pub(crate) const MIGRATIONS: &[SqlFile] = &[
     sql_file!("sql/schema/0001_staging.sql"),
     sql_file!("sql/schema/0002_push.sql"),
+    sql_file!("sql/schema/0003_pull_state.sql"),
 ];
 
 /// Rule views in creation order; each file creates the view its name ends with.

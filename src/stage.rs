@@ -228,6 +228,15 @@ impl EntitySpec {
     /// Tombstone: a record already staged keeps its last version in `raw`; an unknown one is
     /// inserted with the delete record as `raw` so the audit trail shows what arrived.
     fn delete_sql(&self) -> String {
+        if self.entity_set == "connections" {
+            // A delete carries only the id, and most connections touch no opportunity and were
+            // never staged: only tombstone the ones that were.
+            return format!(
+                "UPDATE connection SET seen_run = ?4, staged_run = ?4, source_file = ?3, \
+                 deleted_run = coalesce(deleted_run, ?4), deleted_reason = 'deleted' \
+                 WHERE connectionid = ?1 AND ?2 IS NOT NULL"
+            );
+        }
         format!(
             "INSERT INTO {table} ({key}, raw, source_file, staged_run, seen_run, deleted_run, deleted_reason) \
              VALUES (?1, ?2, ?3, ?4, ?4, ?4, 'deleted') \
@@ -272,6 +281,26 @@ impl EntitySpec {
         }
         Ok((key, values))
     }
+}
+
+/// Whether a connection row has an opportunity on either side, by the lookuplogicalname
+/// annotation or the objecttypecode (3). A row that carries neither cannot be judged and is
+/// kept, so that the views decide.
+fn touches_opportunity(record: &Map<String, Value>) -> bool {
+    let mut typed = false;
+    for side in ["1", "2"] {
+        let annotation = record
+            .get(&format!("_record{side}id_value{LOOKUP_TYPE}"))
+            .and_then(Value::as_str);
+        let code = record
+            .get(&format!("record{side}objecttypecode"))
+            .and_then(Value::as_i64);
+        if annotation == Some("opportunity") || code == Some(3) {
+            return true;
+        }
+        typed |= annotation.is_some() || code.is_some();
+    }
+    !typed
 }
 
 fn convert(kind: Kind, value: &Value) -> Result<SqlValue, String> {
@@ -349,6 +378,9 @@ pub(crate) struct PageCounts {
     pub rejected: u64,
     /// Records of a page whose entity set oppsync does not stage.
     pub unknown: u64,
+    /// Connections that touch no opportunity (and deletes of connections never staged): change
+    /// tracking allows no `$filter`, so they arrive and are left out here.
+    pub filtered: u64,
 }
 
 /// A rejected record, as reported to the user.
@@ -443,9 +475,14 @@ fn stage_in(
             match record.get("id") {
                 Some(Value::String(id)) if !id.trim().is_empty() => {
                     let id = id.trim().to_ascii_lowercase();
-                    tx.prepare_cached(&spec.delete_sql())?
+                    let changed = tx
+                        .prepare_cached(&spec.delete_sql())?
                         .execute(params![id, raw, source, run_id])?;
-                    counts.deleted += 1;
+                    if changed == 0 {
+                        counts.filtered += 1;
+                    } else {
+                        counts.deleted += 1;
+                    }
                 }
                 _ => {
                     reject(
@@ -464,6 +501,10 @@ fn stage_in(
             continue;
         };
         match spec.extract(&record) {
+            // Validated first, so that a malformed connection is rejected, not filtered.
+            Ok(_) if spec.entity_set == "connections" && !touches_opportunity(&record) => {
+                counts.filtered += 1;
+            }
             Ok((key, values)) => {
                 let mut bound: Vec<SqlValue> = Vec::with_capacity(2 * values.len() + 4);
                 bound.push(SqlValue::Text(key));

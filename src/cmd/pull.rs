@@ -107,12 +107,14 @@ pub(crate) fn stage_pages(
         total.deleted += c.deleted;
         total.rejected += c.rejected;
         total.unknown += c.unknown;
+        total.filtered += c.filtered;
         ctx.counts = json!({
             "pages": page_count,
             "upserted": total.upserted,
             "deleted": total.deleted,
             "rejected": total.rejected,
             "unknown_entity_set_records": total.unknown,
+            "filtered": total.filtered,
         });
     }
     if listed > LISTED_REJECTS {
@@ -153,6 +155,12 @@ pub(crate) fn stage_pages(
         total.deleted + swept_total,
         total.rejected
     ));
+    if total.filtered > 0 {
+        ctx.detail(format!(
+            "{} connections touching no opportunity (or deletes of connections never staged) left out",
+            total.filtered
+        ));
+    }
     if total.rejected > 0 || total.unknown > 0 {
         eprintln!(
             "pull finished with {} rejected and {} skipped records (listed above)",

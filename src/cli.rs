@@ -101,8 +101,55 @@ pub struct PullArgs {
 pub enum SimTarget {
     /// The Marketo REST API simulator, on 127.0.0.1.
     Marketo(SimMarketoArgs),
-    /// The Dataverse Web API simulator.
-    Dynamics,
+    /// The Dataverse Web API simulator, serving a fixture folder on 127.0.0.1.
+    Dynamics(SimDynamicsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimDynamicsArgs {
+    /// The fixture folder to serve (every *.json Web API page below it): version 1.
+    #[arg(long, value_name = "DIR")]
+    pub fixtures: PathBuf,
+    /// A second folder applied on top as version 2 (upserts and deletes), made current by
+    /// `POST /sim/advance`; delta links then return the difference.
+    #[arg(long, value_name = "DIR")]
+    pub next: Option<PathBuf>,
+    /// Port on 127.0.0.1 (0 picks a free one; the URL is printed).
+    #[arg(long, default_value_t = 8471)]
+    pub port: u16,
+    /// Largest page served, whatever `odata.maxpagesize` asks (Dataverse: 5000).
+    #[arg(long, default_value_t = 5000)]
+    pub page_size: usize,
+    /// The client id the token endpoint accepts.
+    #[arg(long, default_value = "oppsync-sim")]
+    pub client_id: String,
+    /// The client secret the token endpoint accepts (client credentials).
+    #[arg(long, default_value = "oppsync-sim-secret")]
+    pub client_secret: String,
+    /// The username the token endpoint accepts (ROPC).
+    #[arg(long, default_value = "sync@oppsync-sim.example")]
+    pub username: String,
+    /// The password the token endpoint accepts (ROPC).
+    #[arg(long, default_value = "oppsync-sim-password")]
+    pub password: String,
+    /// Token lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl: u64,
+    /// Answer `expires_in` as a string, as Entra ID's v1 endpoint does.
+    #[arg(long)]
+    pub expires_in_string: bool,
+    /// Answer every Nth Web API request with 429 (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub throttle_every: u64,
+    /// The Retry-After of a 429, in seconds.
+    #[arg(long, default_value_t = 1)]
+    pub retry_after: u64,
+    /// Entity sets whose table has change tracking off (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub no_change_tracking: Vec<String>,
+    /// Added latency per Web API request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
 }
 
 #[derive(Debug, Args)]

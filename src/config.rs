@@ -72,6 +72,10 @@ pub struct DynamicsConfig {
     pub password: Option<Secret>,
     pub token_url: Option<String>,
     pub page_size: u32,
+    /// First backoff after a 5xx or network error; doubles per attempt, capped at 30 s.
+    pub retry_base_ms: u64,
+    /// Attempts of one request before the pull gives up on it.
+    pub max_attempts: u32,
 }
 
 impl Default for DynamicsConfig {
@@ -86,6 +90,8 @@ impl Default for DynamicsConfig {
             password: None,
             token_url: None,
             page_size: 5000,
+            retry_base_ms: 1000,
+            max_attempts: 6,
         }
     }
 }

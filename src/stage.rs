@@ -185,12 +185,39 @@ pub(crate) const SPECS: &[EntitySpec] = &[
     },
 ];
 
+/// The order a live pull reads entity sets in: roles and parents before what points at them.
+pub(crate) const LIVE_ORDER: &[&str] = &[
+    "connectionroles",
+    "accounts",
+    "contacts",
+    "opportunities",
+    "connections",
+];
+
 /// The spec of a staged entity set, or `None` for one oppsync does not stage.
 pub(crate) fn spec_for(entity_set: &str) -> Option<&'static EntitySpec> {
     SPECS.iter().find(|spec| spec.entity_set == entity_set)
 }
 
 impl EntitySpec {
+    /// The Web API columns to `$select`: the primary key and every typed column's source
+    /// (annotations come with `Prefer: odata.include-annotations`).
+    pub(crate) fn select_columns(&self) -> Vec<&'static str> {
+        let mut columns = vec![self.key];
+        columns.extend(
+            self.columns
+                .iter()
+                .filter(|c| !matches!(c.kind, Kind::Annotation { .. }))
+                .map(|c| c.key),
+        );
+        columns
+    }
+
+    /// Whether the table has `modifiedon`, which a watermark pull needs.
+    pub(crate) fn has_modifiedon(&self) -> bool {
+        self.columns.iter().any(|c| c.column == "modifiedon")
+    }
+
     /// Upsert: every typed column is bound twice, its value and whether the record carried it.
     fn upsert_sql(&self) -> String {
         let n = self.columns.len();
@@ -231,11 +258,10 @@ impl EntitySpec {
         if self.entity_set == "connections" {
             // A delete carries only the id, and most connections touch no opportunity and were
             // never staged: only tombstone the ones that were.
-            return format!(
-                "UPDATE connection SET seen_run = ?4, staged_run = ?4, source_file = ?3, \
+            return "UPDATE connection SET seen_run = ?4, staged_run = ?4, source_file = ?3, \
                  deleted_run = coalesce(deleted_run, ?4), deleted_reason = 'deleted' \
                  WHERE connectionid = ?1 AND ?2 IS NOT NULL"
-            );
+                .to_string();
         }
         format!(
             "INSERT INTO {table} ({key}, raw, source_file, staged_run, seen_run, deleted_run, deleted_reason) \
@@ -578,6 +604,60 @@ pub(crate) fn sweep_missing(
     }
     tx.commit()?;
     Ok(swept)
+}
+
+/// Where the next live pull of an entity set starts (`pull_state`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PullState {
+    pub mode: String,
+    pub delta_link: Option<String>,
+    pub watermark: Option<String>,
+}
+
+pub(crate) fn pull_state(conn: &Connection, entity_set: &str) -> Result<Option<PullState>> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row(
+            "SELECT mode, delta_link, watermark FROM pull_state WHERE entity_set = ?1",
+            [entity_set],
+            |r| {
+                Ok(PullState {
+                    mode: r.get(0)?,
+                    delta_link: r.get(1)?,
+                    watermark: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Records where the next pull starts; called only after the query's last page is staged.
+pub(crate) fn save_pull_state(
+    conn: &Connection,
+    run_id: i64,
+    entity_set: &str,
+    state: &PullState,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO pull_state (entity_set, mode, delta_link, watermark, run_id, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (entity_set) DO UPDATE SET mode = excluded.mode, delta_link = excluded.delta_link,
+             watermark = excluded.watermark, run_id = excluded.run_id, updated_at = excluded.updated_at",
+        params![entity_set, state.mode, state.delta_link, state.watermark, run_id, now()],
+    )?;
+    Ok(())
+}
+
+/// The greatest `modifiedon` staged for an entity set.
+pub(crate) fn max_modifiedon(conn: &Connection, spec: &EntitySpec) -> Result<Option<String>> {
+    if !spec.has_modifiedon() {
+        return Ok(None);
+    }
+    Ok(conn.query_row(
+        &format!("SELECT max(modifiedon) FROM {}", spec.table),
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 #[cfg(test)]

@@ -65,18 +65,12 @@ fn a_bad_config_exits_2_naming_the_setting_and_is_recorded() {
 }
 
 #[test]
-fn commands_not_built_yet_exit_2_without_creating_a_database() {
+fn sync_checks_the_marketo_settings_before_pulling_anything() {
     let db = TestDb::new();
-    for args in [&["sync"][..], &["pull"], &["sim", "dynamics"]] {
-        let run = db.run(args);
-        run.expect_code(2);
-        assert!(
-            run.stderr.contains("not available yet"),
-            "{args:?}: {}",
-            run.stderr
-        );
-    }
-    assert!(!db.path().exists());
+    let run = db.run(&["sync", "--fixtures", &scenario("customer-contact")]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("marketo.base_url"), "{}", run.stderr);
+    assert_eq!(db.count("SELECT count(*) FROM staged_page"), 0);
 }
 
 #[test]

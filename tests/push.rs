@@ -1,49 +1,35 @@
 //! push against the Marketo simulator, both run as the real binary over loopback.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{BIN, Run, TestDb, fixtures};
+use crate::util::{Run, SimProcess, TestDb, fixtures};
 
 /// `oppsync sim marketo` as a child process; killed when dropped.
-struct Sim {
-    child: Child,
-    url: String,
+struct Sim(SimProcess);
+
+impl std::ops::Deref for Sim {
+    type Target = SimProcess;
+    fn deref(&self) -> &SimProcess {
+        &self.0
+    }
 }
 
 impl Sim {
     fn start(extra: &[&str]) -> Sim {
-        let mut child = Command::new(BIN)
-            .args(["sim", "marketo", "--port", "0", "--seed", "7"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        // Keep draining, so the simulator never writes to a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let url = line.trim().rsplit(' ').next().unwrap().to_string();
-        assert!(url.starts_with("http://127.0.0.1:"), "{line}");
-        Sim { child, url }
+        let mut args = vec!["sim", "marketo", "--port", "0", "--seed", "7"];
+        args.extend_from_slice(extra);
+        Sim(SimProcess::start(&args))
     }
 
     fn state(&self) -> Value {
-        let mut response = ureq::get(&format!("{}/sim/state", self.url))
-            .call()
-            .unwrap();
-        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
+        self.get("/sim/state")
     }
 
     fn fault(&self, fault: Value) {
-        ureq::post(&format!("{}/sim/faults", self.url))
-            .send(fault.to_string())
-            .unwrap();
+        self.post("/sim/faults", &fault);
     }
 
     fn find<'a>(state: &'a Value, set: &str, field: &str, value: &str) -> Option<&'a Value> {
@@ -52,13 +38,6 @@ impl Sim {
             .unwrap()
             .iter()
             .find(|r| r[field].as_str() == Some(value))
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

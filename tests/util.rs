@@ -1,7 +1,8 @@
 //! Running the real binary in a throwaway directory, and reading its database back.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use rusqlite::types::ValueRef;
 
@@ -139,5 +140,50 @@ impl Run {
             self.stdout, self.stderr
         );
         self
+    }
+}
+
+/// A simulator (`oppsync sim ...`) as a child process on a free port; killed when dropped.
+pub struct SimProcess {
+    child: Child,
+    pub url: String,
+}
+
+impl SimProcess {
+    /// Starts `oppsync ARGS` and reads the URL from its first line, `... listening on URL`.
+    pub fn start(args: &[&str]) -> SimProcess {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        // Keep draining, so the simulator never writes to a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let url = line.trim().rsplit(' ').next().unwrap().to_string();
+        assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+        SimProcess { child, url }
+    }
+
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        let mut response = ureq::get(&format!("{}{path}", self.url)).call().unwrap();
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
+    }
+
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let mut response = ureq::post(&format!("{}{path}", self.url))
+            .send(body.to_string())
+            .unwrap();
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -12,6 +12,7 @@ mod pull;
 mod push;
 mod sim;
 mod status;
+mod sync;
 
 use std::path::Path;
 
@@ -22,7 +23,7 @@ use serde_json::{Value, json};
 use crate::cli::{Cli, Command, PullArgs};
 use crate::config::Config;
 use crate::db::{self, WriterLock};
-use crate::exit::{Outcome, usage};
+use crate::exit::Outcome;
 use crate::{rules, run};
 
 /// What every command gets: the open database, the configuration and how much to say.
@@ -67,10 +68,6 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     }
     let (name, args, writes) = describe(&cli.command);
     let db_path = cli.db_path();
-    // Refused before the database is opened, so that trying them creates no file.
-    if let Some(what) = not_yet_available(&cli.command) {
-        return Err(unavailable(what));
-    }
     // Commands that change staged or pushed state hold the writer lock for their whole run.
     let _lock = if writes {
         Some(WriterLock::acquire(&db_path)?)
@@ -117,34 +114,20 @@ fn dispatch(ctx: &mut Context, command: &Command) -> Result<Outcome> {
             fixtures: Some(dir),
             full,
         }) => pull::run(ctx, dir, *full),
+        Command::Pull(PullArgs {
+            fixtures: None,
+            full,
+        }) => pull::run_live(ctx, *full),
         Command::Status { json } => status::run(ctx, *json),
         Command::Plan { json } => plan::run(ctx, *json),
         Command::Push { dry_run } => push::run(ctx, *dry_run),
+        Command::Sync { fixtures } => sync::run(ctx, fixtures.as_deref()),
         Command::Demo => demo::run(ctx),
         Command::Explain {
             opportunity_id,
             json,
         } => explain::run(ctx, opportunity_id, *json),
-        other => Err(unavailable(
-            not_yet_available(other).unwrap_or("this command"),
-        )),
-    }
-}
-
-fn unavailable(what: &str) -> anyhow::Error {
-    usage(format!(
-        "`oppsync {what}` is not available yet in this build"
-    ))
-}
-
-/// The commands later work builds; they exit 2 without touching the database.
-fn not_yet_available(command: &Command) -> Option<&'static str> {
-    match command {
-        Command::Sync { .. } => Some("sync"),
-        Command::Pull(args) if args.fixtures.is_none() => {
-            Some("pull (live Web API; use --fixtures DIR)")
-        }
-        _ => None,
+        Command::Sim { target } => sim::run(target),
     }
 }
 

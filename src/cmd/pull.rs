@@ -1,20 +1,183 @@
-//! `oppsync pull --fixtures DIR [--full]`: stage every page of a fixture folder, one page per
-//! transaction, then (with `--full`) tombstone what the snapshot no longer holds.
+//! `oppsync pull`: stage Web API pages, one page per transaction, from a fixture folder
+//! (`--fixtures DIR`) or from the live Web API, then (for full snapshots) tombstone what the
+//! snapshot no longer holds. Both sources go through the same `page::parse` and
+//! `stage::stage_page`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::Context;
 use crate::exit::Outcome;
+use crate::source::webapi::{Links, Rejected, Start, WebApi};
 use crate::source::{fixtures, page};
-use crate::stage::{self, PageCounts};
+use crate::stage::{self, PageCounts, PageReport, PullState};
 
 /// At most this many rejected records are listed on the terminal; all are in `rejected_record`.
 const LISTED_REJECTS: usize = 20;
+/// Overlap for watermark pulls: `modifiedon` has one-second resolution.
+const WATERMARK_OVERLAP_SECS: i64 = 5;
+/// Before every date Dataverse stores: a watermark pull from here reads everything.
+const DATAVERSE_MIN_DATE: &str = "1753-01-01T00:00:00Z";
 
+/// One page's text and where it came from.
+pub(crate) struct PageText {
+    pub source: String,
+    /// The file name, used for the entity set when the page has no `@odata.context`.
+    pub name: Option<String>,
+    pub text: String,
+}
+
+/// What a pull staged so far, and how to report it.
+#[derive(Default)]
+struct Tally {
+    pages: u64,
+    total: PageCounts,
+    per_set: BTreeMap<String, u64>,
+    pulled: BTreeSet<&'static str>,
+    unknown_pages: Vec<Value>,
+    listed: usize,
+    swept: u64,
+}
+
+impl Tally {
+    /// Parses and stages one page and reports on it; returns its links.
+    fn stage(&mut self, ctx: &mut Context, page: PageText) -> Result<Links> {
+        let PageText { source, name, text } = page;
+        let parsed = page::parse(&source, &text, name.as_deref())?;
+        let report = stage::stage_page(&mut ctx.conn, ctx.run_id, &source, &parsed)?;
+        self.record(ctx, &source, &report, parsed.records.is_empty());
+        Ok(Links {
+            next: parsed.next_link,
+            delta: parsed.delta_link,
+        })
+    }
+
+    fn record(&mut self, ctx: &mut Context, source: &str, report: &PageReport, empty: bool) {
+        self.pages += 1;
+        let spec = report.entity_set.as_deref().and_then(stage::spec_for);
+        if let Some(spec) = spec {
+            self.pulled.insert(spec.entity_set);
+        }
+        let c = &report.counts;
+        ctx.detail(format!(
+            "{source}: {} {} staged, {} deleted, {} rejected",
+            report
+                .entity_set
+                .as_deref()
+                .unwrap_or("(unknown entity set)"),
+            c.upserted,
+            c.deleted,
+            c.rejected
+        ));
+        if c.unknown > 0 || (spec.is_none() && empty) {
+            let set = report
+                .entity_set
+                .clone()
+                .unwrap_or_else(|| "(none)".to_string());
+            eprintln!(
+                "warning: {source}: entity set {set} is not one oppsync stages ({}); {} records skipped",
+                page::KNOWN_ENTITY_SETS.join(", "),
+                c.unknown
+            );
+            self.unknown_pages.push(
+                json!({"source": source, "entity_set": report.entity_set, "records": c.unknown}),
+            );
+        }
+        for rejection in &report.rejections {
+            if self.listed < LISTED_REJECTS {
+                eprintln!(
+                    "rejected: {source} record {}: {}",
+                    rejection.position, rejection.reason
+                );
+            }
+            self.listed += 1;
+        }
+        if let Some(set) = &report.entity_set {
+            *self.per_set.entry(set.clone()).or_default() += c.upserted;
+        }
+        self.total.upserted += c.upserted;
+        self.total.deleted += c.deleted;
+        self.total.rejected += c.rejected;
+        self.total.unknown += c.unknown;
+        self.total.filtered += c.filtered;
+        ctx.counts = self.counts();
+    }
+
+    fn counts(&self) -> Value {
+        let mut counts = json!({
+            "pages": self.pages,
+            "upserted": self.total.upserted,
+            "deleted": self.total.deleted,
+            "rejected": self.total.rejected,
+            "unknown_entity_set_records": self.total.unknown,
+            "filtered": self.total.filtered,
+            "missing_from_full_pull": self.swept,
+        });
+        if !self.unknown_pages.is_empty() {
+            counts["unknown_pages"] = json!(self.unknown_pages);
+        }
+        counts
+    }
+
+    /// Tombstones what the given entity sets' complete snapshots no longer hold.
+    fn sweep(&mut self, ctx: &mut Context, sets: &BTreeSet<&'static str>) -> Result<()> {
+        for (set, n) in stage::sweep_missing(&mut ctx.conn, ctx.run_id, sets)? {
+            if n > 0 {
+                ctx.say(format!(
+                    "{set}: {n} records missing from the full snapshot marked deleted"
+                ));
+            }
+            self.swept += n;
+        }
+        ctx.counts = self.counts();
+        Ok(())
+    }
+
+    fn finish(self, ctx: &mut Context) -> Outcome {
+        if self.listed > LISTED_REJECTS {
+            eprintln!(
+                "rejected: {} more; see: sqlite3 {} 'select * from rejected_record where run_id = {}'",
+                self.listed - LISTED_REJECTS,
+                ctx.conn.path().unwrap_or("oppsync.db"),
+                ctx.run_id
+            );
+        }
+        let by_set = self
+            .per_set
+            .iter()
+            .map(|(set, n)| format!("{set} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let t = &self.total;
+        ctx.say(format!(
+            "staged {} records from {} pages ({}); {} deleted, {} rejected",
+            t.upserted,
+            self.pages,
+            if by_set.is_empty() { "none" } else { &by_set },
+            t.deleted + self.swept,
+            t.rejected
+        ));
+        if t.filtered > 0 {
+            ctx.detail(format!(
+                "{} connections touching no opportunity (or deletes of connections never staged) left out",
+                t.filtered
+            ));
+        }
+        if t.rejected > 0 || t.unknown > 0 {
+            eprintln!(
+                "pull finished with {} rejected and {} skipped records (listed above)",
+                t.rejected, t.unknown
+            );
+            return Outcome::DoneWithRejects;
+        }
+        Outcome::Done
+    }
+}
+
+/// `pull --fixtures DIR [--full]`.
 pub(crate) fn run(ctx: &mut Context, dir: &Path, full: bool) -> Result<Outcome> {
     let files = fixtures::page_files(dir)?;
     // Read lazily: one page in memory at a time.
@@ -28,14 +191,6 @@ pub(crate) fn run(ctx: &mut Context, dir: &Path, full: bool) -> Result<Outcome> 
     stage_pages(ctx, pages, full)
 }
 
-/// One page's text and where it came from.
-pub(crate) struct PageText {
-    pub source: String,
-    /// The file name, used for the entity set when the page has no `@odata.context`.
-    pub name: Option<String>,
-    pub text: String,
-}
-
 /// Stages pages in order, one transaction each, and reports; with `full`, tombstones what the
 /// pulled entity sets no longer hold.
 pub(crate) fn stage_pages(
@@ -43,130 +198,167 @@ pub(crate) fn stage_pages(
     pages: impl Iterator<Item = Result<PageText>>,
     full: bool,
 ) -> Result<Outcome> {
-    let mut page_count = 0;
-    let mut total = PageCounts::default();
-    let mut per_set: BTreeMap<String, u64> = BTreeMap::new();
-    let mut pulled: BTreeSet<&'static str> = BTreeSet::new();
-    let mut unknown_pages = Vec::new();
-    let mut listed = 0;
-
-    for page_text in pages {
-        let PageText { source, name, text } = page_text?;
-        page_count += 1;
-        let parsed = page::parse(&source, &text, name.as_deref())?;
-        let report = stage::stage_page(&mut ctx.conn, ctx.run_id, &source, &parsed)?;
-
-        if let Some(spec) = report.entity_set.as_deref().and_then(stage::spec_for) {
-            pulled.insert(spec.entity_set);
-        }
-        let c = &report.counts;
-        ctx.detail(format!(
-            "{source}: {} {} staged, {} deleted, {} rejected",
-            report
-                .entity_set
-                .as_deref()
-                .unwrap_or("(unknown entity set)"),
-            c.upserted,
-            c.deleted,
-            c.rejected
-        ));
-        if c.unknown > 0
-            || (report
-                .entity_set
-                .as_deref()
-                .and_then(stage::spec_for)
-                .is_none()
-                && parsed.records.is_empty())
-        {
-            let set = report
-                .entity_set
-                .clone()
-                .unwrap_or_else(|| "(none)".to_string());
-            eprintln!(
-                "warning: {source}: entity set {set} is not one oppsync stages ({}); {} records skipped",
-                page::KNOWN_ENTITY_SETS.join(", "),
-                c.unknown
-            );
-            unknown_pages.push(
-                json!({"source": source, "entity_set": report.entity_set, "records": c.unknown}),
-            );
-        }
-        for rejection in &report.rejections {
-            if listed < LISTED_REJECTS {
-                eprintln!(
-                    "rejected: {source} record {}: {}",
-                    rejection.position, rejection.reason
-                );
-            }
-            listed += 1;
-        }
-        if let Some(set) = &report.entity_set {
-            *per_set.entry(set.clone()).or_default() += c.upserted;
-        }
-        total.upserted += c.upserted;
-        total.deleted += c.deleted;
-        total.rejected += c.rejected;
-        total.unknown += c.unknown;
-        total.filtered += c.filtered;
-        ctx.counts = json!({
-            "pages": page_count,
-            "upserted": total.upserted,
-            "deleted": total.deleted,
-            "rejected": total.rejected,
-            "unknown_entity_set_records": total.unknown,
-            "filtered": total.filtered,
-        });
+    let mut tally = Tally::default();
+    for page in pages {
+        tally.stage(ctx, page?)?;
     }
-    if listed > LISTED_REJECTS {
-        eprintln!(
-            "rejected: {} more; see: sqlite3 {} 'select * from rejected_record where run_id = {}'",
-            listed - LISTED_REJECTS,
-            ctx.conn.path().unwrap_or("oppsync.db"),
-            ctx.run_id
-        );
-    }
-
-    let mut swept_total = 0;
     if full {
-        for (set, n) in stage::sweep_missing(&mut ctx.conn, ctx.run_id, &pulled)? {
-            if n > 0 {
+        let pulled = tally.pulled.clone();
+        tally.sweep(ctx, &pulled)?;
+    }
+    Ok(tally.finish(ctx))
+}
+
+/// `pull [--full]` from the live Web API.
+pub(crate) fn run_live(ctx: &mut Context, full: bool) -> Result<Outcome> {
+    let mut api = WebApi::new(&ctx.config.dynamics)?;
+    ctx.say(format!("pulling from {}", api.org_url()));
+    let mut tally = Tally::default();
+    for &set in stage::LIVE_ORDER {
+        pull_entity_set(ctx, &mut api, &mut tally, set, full)
+            .with_context(|| format!("pulling {set}"))?;
+    }
+    let mut counts = tally.counts();
+    counts["throttled"] = json!(api.throttled);
+    let outcome = tally.finish(ctx);
+    ctx.counts = counts;
+    Ok(outcome)
+}
+
+fn pull_entity_set(
+    ctx: &mut Context,
+    api: &mut WebApi,
+    tally: &mut Tally,
+    set: &'static str,
+    full: bool,
+) -> Result<()> {
+    let Some(spec) = stage::spec_for(set) else {
+        return Ok(());
+    };
+    let state = stage::pull_state(&ctx.conn, set)?;
+    let mut start = match &state {
+        _ if full => Start::Full,
+        None => Start::Full,
+        Some(PullState {
+            mode,
+            delta_link: Some(link),
+            ..
+        }) if mode == "change_tracking" => Start::Delta(link.clone()),
+        Some(PullState {
+            mode,
+            watermark: Some(mark),
+            ..
+        }) if mode == "watermark" && spec.has_modifiedon() => Start::Since(overlap(mark)),
+        Some(_) => Start::Full,
+    };
+    let mut columns = spec.select_columns();
+    loop {
+        let before = tally.total.clone();
+        let result = api.fetch(set, spec.key, &columns, &start, &mut |url, text| {
+            tally.stage(
+                ctx,
+                PageText {
+                    source: url.to_string(),
+                    name: Some(set.to_string()),
+                    text,
+                },
+            )
+        });
+        let rejected = match result {
+            Ok(delta_link) => {
+                return finish_entity_set(ctx, tally, spec, &start, delta_link, &before);
+            }
+            Err(err) => err.downcast::<Rejected>()?,
+        };
+        if matches!(start, Start::Delta(_)) {
+            ctx.say(format!(
+                "{set}: the stored delta link was refused ({rejected}); pulling {set} in full"
+            ));
+            start = Start::Full;
+        } else if rejected.message.contains("new_synctomkto") && columns.contains(&"new_synctomkto")
+        {
+            ctx.say(format!(
+                "{set}: the org has no new_synctomkto column; every {set} record is in scope"
+            ));
+            columns.retain(|c| *c != "new_synctomkto");
+        } else if matches!(start, Start::Full)
+            && rejected
+                .message
+                .to_ascii_lowercase()
+                .contains("change tracking")
+            && spec.has_modifiedon()
+        {
+            ctx.say(format!(
+                "{set}: change tracking is refused ({rejected}); pulling by modifiedon instead"
+            ));
+            start = Start::Since(DATAVERSE_MIN_DATE.to_string());
+        } else {
+            return Err(rejected.into());
+        }
+    }
+}
+
+/// After the last page: a full pull (or a watermark pull from the beginning) was a complete
+/// snapshot, so what it lacks is deleted; then record where the next pull starts.
+fn finish_entity_set(
+    ctx: &mut Context,
+    tally: &mut Tally,
+    spec: &'static stage::EntitySpec,
+    start: &Start,
+    delta_link: Option<String>,
+    before: &PageCounts,
+) -> Result<()> {
+    let set = spec.entity_set;
+    let complete = match start {
+        Start::Full => true,
+        Start::Since(mark) => mark == DATAVERSE_MIN_DATE,
+        Start::Delta(_) => false,
+    };
+    if complete {
+        tally.sweep(ctx, &BTreeSet::from([set]))?;
+    }
+    let state = match delta_link {
+        Some(link) => PullState {
+            mode: "change_tracking".into(),
+            delta_link: Some(link),
+            watermark: None,
+        },
+        None => {
+            if matches!(start, Start::Full) {
                 ctx.say(format!(
-                    "--full: {n} {set} missing from the snapshot marked deleted"
+                    "{set}: change tracking is off for this table (no delta link); later pulls ask for records by modifiedon, \
+                     and deletes in Dynamics then need `pull --full`"
                 ));
             }
-            swept_total += n;
+            PullState {
+                mode: "watermark".into(),
+                delta_link: None,
+                watermark: stage::max_modifiedon(&ctx.conn, spec)?,
+            }
         }
-        ctx.counts["missing_from_full_pull"] = json!(swept_total);
-    }
-    if !unknown_pages.is_empty() {
-        ctx.counts["unknown_pages"] = json!(unknown_pages);
-    }
-
-    let by_set = per_set
-        .iter()
-        .map(|(set, n)| format!("{set} {n}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    };
+    stage::save_pull_state(&ctx.conn, ctx.run_id, set, &state)?;
+    let how = match start {
+        Start::Full => "full",
+        Start::Delta(_) => "changes since the last pull",
+        Start::Since(_) => "modified since the last pull",
+    };
     ctx.say(format!(
-        "staged {} records from {} pages ({}); {} deleted, {} rejected",
-        total.upserted,
-        page_count,
-        if by_set.is_empty() { "none" } else { &by_set },
-        total.deleted + swept_total,
-        total.rejected
+        "{set}: {} staged, {} deleted ({how})",
+        tally.total.upserted - before.upserted,
+        tally.total.deleted - before.deleted
     ));
-    if total.filtered > 0 {
-        ctx.detail(format!(
-            "{} connections touching no opportunity (or deletes of connections never staged) left out",
-            total.filtered
-        ));
-    }
-    if total.rejected > 0 || total.unknown > 0 {
-        eprintln!(
-            "pull finished with {} rejected and {} skipped records (listed above)",
-            total.rejected, total.unknown
-        );
-        return Ok(Outcome::DoneWithRejects);
-    }
-    Ok(Outcome::Done)
+    Ok(())
+}
+
+/// The watermark minus the overlap, in the form Dataverse filters take.
+fn overlap(mark: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(mark)
+        .map(|t| {
+            (t - chrono::Duration::seconds(WATERMARK_OVERLAP_SECS))
+                .with_timezone(&chrono::Utc)
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+        })
+        .unwrap_or_else(|_| DATAVERSE_MIN_DATE.to_string())
 }

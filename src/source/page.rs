@@ -25,6 +25,10 @@ pub(crate) struct Page<'a> {
     /// From `@odata.context`, else the file name's leading word; `None` when neither says.
     pub entity_set: Option<String>,
     pub records: Vec<&'a RawValue>,
+    /// `@odata.nextLink`: the next page of the same query, to be followed verbatim.
+    pub next_link: Option<String>,
+    /// `@odata.deltaLink`: on the last page of a change-tracking query, where the next one starts.
+    pub delta_link: Option<String>,
 }
 
 /// Parses `text`, the body of `source`. `name_hint` is the file name used when the page has no
@@ -52,6 +56,8 @@ pub(crate) fn parse<'a>(source: &str, text: &'a str, name_hint: Option<&str>) ->
         }
     };
     let context = string("@odata.context")?;
+    let next_link = string("@odata.nextLink")?;
+    let delta_link = string("@odata.deltaLink")?;
     let entity_set = context
         .as_deref()
         .and_then(entity_set_from_context)
@@ -73,6 +79,8 @@ pub(crate) fn parse<'a>(source: &str, text: &'a str, name_hint: Option<&str>) ->
     Ok(Page {
         entity_set,
         records,
+        next_link,
+        delta_link,
     })
 }
 

@@ -1,0 +1,404 @@
+//! Live pulls against the Dataverse simulator (`oppsync sim dynamics`), both as real binaries.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::util::{Run, SimProcess, TestDb, fixtures};
+
+fn dynamics(folder: &str, extra: &[&str]) -> SimProcess {
+    let dir = fixtures().join(folder);
+    let mut args = vec![
+        "sim",
+        "dynamics",
+        "--port",
+        "0",
+        "--fixtures",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    SimProcess::start(&args)
+}
+
+fn env(sim: &SimProcess) -> Vec<(&'static str, String)> {
+    vec![
+        ("DYNAMICS_URL", sim.url.clone()),
+        (
+            "DYNAMICS_TOKEN_URL",
+            format!("{}/oppsync-sim/oauth2/v2.0/token", sim.url),
+        ),
+        ("DYNAMICS_CLIENT_ID", "oppsync-sim".into()),
+        ("DYNAMICS_CLIENT_SECRET", "oppsync-sim-secret".into()),
+    ]
+}
+
+fn quick(db: &TestDb) {
+    std::fs::write(
+        db.dir.path().join("oppsync.toml"),
+        "[dynamics]\nretry_base_ms = 5\n[marketo]\nretry_base_ms = 5\n",
+    )
+    .unwrap();
+}
+
+fn live_pull(db: &TestDb, sim: &SimProcess, extra: &[&str]) -> Run {
+    let env = env(sim);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut args = vec!["pull"];
+    args.extend_from_slice(extra);
+    db.run_with_env(&args, &env)
+}
+
+/// Every staged table's typed columns and whether each record is live, plus the rule views:
+/// what two pulls must agree on (not `raw`, sources or run ids).
+fn snapshot(db: &TestDb) -> BTreeMap<String, Vec<Vec<String>>> {
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    let mut out = BTreeMap::new();
+    for table in [
+        "opportunity",
+        "account",
+        "contact",
+        "connection",
+        "connectionrole",
+    ] {
+        let mut stmt = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .unwrap();
+        let columns: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<Vec<String>, _>>()
+            .unwrap()
+            .into_iter()
+            .filter(|c| {
+                !matches!(
+                    c.as_str(),
+                    "raw"
+                        | "source_file"
+                        | "staged_run"
+                        | "seen_run"
+                        | "deleted_run"
+                        | "deleted_reason"
+                )
+            })
+            .chain(["deleted_run IS NOT NULL".to_string()])
+            .collect();
+        out.insert(table.to_string(), db.rows(table, &columns));
+    }
+    for (view, columns) in [
+        ("opportunity_account", "opportunityid, accountid, rule"),
+        (
+            "opportunity_contact_role",
+            "opportunityid, contactid, role, is_primary, rule, source_id",
+        ),
+    ] {
+        let columns: Vec<String> = columns.split(", ").map(String::from).collect();
+        out.insert(view.to_string(), db.rows(view, &columns));
+    }
+    out
+}
+
+fn fixture_pull(folders: &[&str]) -> TestDb {
+    let db = TestDb::new();
+    for folder in folders {
+        let code = db
+            .run(&[
+                "pull",
+                "--fixtures",
+                fixtures().join(folder).to_str().unwrap(),
+            ])
+            .code;
+        assert!(code == 0 || code == 3, "{folder}: {code}");
+    }
+    db
+}
+
+#[test]
+fn a_pull_through_the_simulator_stages_what_pull_fixtures_stages() {
+    for folder in [
+        "demo/1-initial",
+        "stakeholders",
+        "recorded",
+        "deletes/1-initial",
+    ] {
+        let sim = dynamics(folder, &["--page-size", "2"]);
+        let db = TestDb::new();
+        quick(&db);
+        let run = live_pull(&db, &sim, &[]);
+        run.expect_code(0);
+        let expected = fixture_pull(&[folder]);
+        assert_eq!(snapshot(&db), snapshot(&expected), "{folder}");
+        assert!(
+            db.count("SELECT count(*) FROM staged_page") >= 5,
+            "{folder}: a page or more per entity set"
+        );
+        assert_eq!(db.count("SELECT count(*) FROM pull_state WHERE mode = 'change_tracking' AND delta_link LIKE '%$deltatoken=%'"), 5);
+    }
+}
+
+#[test]
+fn a_second_version_arrives_through_delta_links_as_updates_and_deletes() {
+    let next = fixtures().join("demo/2-changes");
+    let sim = dynamics(
+        "demo/1-initial",
+        &["--next", next.to_str().unwrap(), "--page-size", "3"],
+    );
+    let db = TestDb::new();
+    quick(&db);
+    live_pull(&db, &sim, &[]).expect_code(0);
+    assert_eq!(sim.post("/sim/advance", &json!({}))["version"], 2);
+    let run = live_pull(&db, &sim, &[]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("opportunities: 2 staged, 1 deleted (changes since the last pull)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("connections: 2 staged, 2 deleted (changes since the last pull)"),
+        "{}",
+        run.stdout
+    );
+    let expected = fixture_pull(&["demo/1-initial", "demo/2-changes"]);
+    assert_eq!(snapshot(&db), snapshot(&expected));
+    assert_eq!(
+        db.count("SELECT count(*) FROM opportunity WHERE deleted_reason = 'deleted'"),
+        1
+    );
+    // Nothing changed since: a third pull stages nothing.
+    let run = live_pull(&db, &sim, &[]);
+    assert!(run.stdout.contains("staged 0 records"), "{}", run.stdout);
+}
+
+#[test]
+fn throttling_and_a_revoked_token_mid_pull_are_survived() {
+    let sim = dynamics(
+        "demo/1-initial",
+        &["--throttle-every", "3", "--retry-after", "1"],
+    );
+    sim.post(
+        "/sim/faults",
+        &json!({"status": 401, "path": "opportunities"}),
+    );
+    let db = TestDb::new();
+    quick(&db);
+    let run = live_pull(&db, &sim, &[]);
+    run.expect_code(0);
+    assert!(
+        run.stderr
+            .contains("throttled (429); waiting 1 s as Retry-After asks"),
+        "{}",
+        run.stderr
+    );
+    let state = sim.get("/sim/state");
+    assert!(state["throttled"].as_u64().unwrap() >= 1);
+    assert_eq!(state["token_requests"], 2, "a 401 renews the token once");
+    let throttled: i64 =
+        db.count("SELECT json_extract(counts, '$.throttled') FROM run WHERE command = 'pull'");
+    assert_eq!(throttled as u64, state["throttled"].as_u64().unwrap());
+    assert_eq!(snapshot(&db), snapshot(&fixture_pull(&["demo/1-initial"])));
+}
+
+#[test]
+fn an_interrupted_pull_leaves_no_delta_link_behind_and_the_rerun_loses_nothing() {
+    let next = fixtures().join("demo/2-changes");
+    let sim = dynamics(
+        "demo/1-initial",
+        &[
+            "--next",
+            next.to_str().unwrap(),
+            "--page-size",
+            "1",
+            "--latency-ms",
+            "40",
+        ],
+    );
+    let db = TestDb::new();
+    quick(&db);
+    let env = env(&sim);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut child = db
+        .command(db.dir.path(), &["pull"], &env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let complete = db.count("SELECT count(*) FROM pull_state");
+    assert!(
+        complete < 5,
+        "killed before the end, yet {complete} entity sets have a delta link"
+    );
+    let staged = db.count("SELECT count(*) FROM staged_page");
+    assert!(
+        staged > 0,
+        "killed before anything was staged; lengthen the wait"
+    );
+    live_pull(&db, &sim, &[]).expect_code(0);
+    sim.post("/sim/advance", &json!({}));
+    live_pull(&db, &sim, &[]).expect_code(0);
+    assert_eq!(
+        snapshot(&db),
+        snapshot(&fixture_pull(&["demo/1-initial", "demo/2-changes"]))
+    );
+}
+
+#[test]
+fn an_expired_delta_link_leads_to_a_full_resync() {
+    let next = fixtures().join("demo/2-changes");
+    let sim = dynamics("demo/1-initial", &["--next", next.to_str().unwrap()]);
+    let db = TestDb::new();
+    quick(&db);
+    live_pull(&db, &sim, &[]).expect_code(0);
+    sim.post("/sim/advance", &json!({}));
+    sim.post("/sim/expire-deltas", &json!({}));
+    let run = live_pull(&db, &sim, &[]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("opportunities: the stored delta link was refused"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("pulling opportunities in full"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        snapshot(&db),
+        snapshot(&fixture_pull(&["demo/1-initial", "demo/2-changes"]))
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM opportunity WHERE deleted_reason = 'missing from full pull'"
+        ),
+        1
+    );
+}
+
+#[test]
+fn pull_full_forces_a_full_pull_over_a_delta_link() {
+    let sim = dynamics("demo/1-initial", &[]);
+    let db = TestDb::new();
+    quick(&db);
+    live_pull(&db, &sim, &[]).expect_code(0);
+    let run = live_pull(&db, &sim, &["--full"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("opportunities: 6 staged, 0 deleted (full)"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn without_change_tracking_later_pulls_go_by_modifiedon() {
+    let sim = dynamics(
+        "demo/1-initial",
+        &["--no-change-tracking", "contacts,connectionroles"],
+    );
+    let db = TestDb::new();
+    quick(&db);
+    let run = live_pull(&db, &sim, &[]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("contacts: change tracking is off for this table"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(db.column("SELECT mode || ' ' || coalesce(watermark, '-') FROM pull_state WHERE entity_set = 'contacts'"), ["watermark 2025-05-01T16:10:02Z"]);
+    let run = live_pull(&db, &sim, &[]);
+    run.expect_code(0);
+    // The watermark (16:10:02) minus the overlap re-reads the five contacts modified that
+    // minute; the sixth was modified a month before.
+    assert!(
+        run.stdout
+            .contains("contacts: 5 staged, 0 deleted (modified since the last pull)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("connectionroles: 4 staged, 0 deleted (full)"),
+        "no modifiedon: full each time: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn ropc_and_string_expires_in_work_and_bad_credentials_exit_2() {
+    let sim = dynamics("customer-account", &["--expires-in-string"]);
+    let db = TestDb::new();
+    std::fs::write(
+        db.dir.path().join("oppsync.toml"),
+        "[dynamics]\nauth = \"ropc\"\n",
+    )
+    .unwrap();
+    let mut env = env(&sim);
+    env.retain(|(k, _)| *k != "DYNAMICS_CLIENT_SECRET");
+    env.push(("DYNAMICS_USERNAME", "sync@oppsync-sim.example".into()));
+    env.push(("DYNAMICS_PASSWORD", "oppsync-sim-password".into()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    db.run_with_env(&["pull"], &pairs).expect_code(0);
+    let mut wrong = pairs.clone();
+    wrong.retain(|(k, _)| *k != "DYNAMICS_PASSWORD");
+    wrong.push(("DYNAMICS_PASSWORD", "not-the-password"));
+    let run = db.run_with_env(&["pull"], &wrong);
+    run.expect_code(2);
+    assert!(run.stderr.contains("AADSTS50126"), "{}", run.stderr);
+    assert!(!run.stderr.contains("not-the-password"));
+}
+
+#[test]
+fn a_live_pull_without_settings_exits_2_naming_them() {
+    let db = TestDb::new();
+    let run = db.run(&["pull"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("dynamics.url"), "{}", run.stderr);
+    let run = db.run_with_env(
+        &["pull"],
+        &[("DYNAMICS_URL", "https://contoso.crm.dynamics.com")],
+    );
+    run.expect_code(2);
+    for name in [
+        "dynamics.client_id",
+        "dynamics.tenant",
+        "dynamics.client_secret",
+    ] {
+        assert!(run.stderr.contains(name), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn sync_pulls_live_then_pushes() {
+    let dataverse = dynamics("demo/1-initial", &[]);
+    let marketo = SimProcess::start(&["sim", "marketo", "--port", "0"]);
+    let db = TestDb::new();
+    quick(&db);
+    let mut env = env(&dataverse);
+    env.extend([
+        ("MARKETO_BASE_URL", marketo.url.clone()),
+        ("MARKETO_CLIENT_ID", "oppsync-sim".into()),
+        ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret".into()),
+    ]);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = db.run_with_env(&["sync"], &pairs);
+    run.expect_code(3); // the demo's contact without an email
+    let state: Value = marketo.get("/sim/state");
+    assert_eq!(state["opportunities"].as_array().unwrap().len(), 5);
+    assert_eq!(state["roles"].as_array().unwrap().len(), 6);
+    let second = db.run_with_env(&["sync"], &pairs);
+    assert!(
+        second.stdout.contains("no REST call made"),
+        "{}",
+        second.stdout
+    );
+}

@@ -19,6 +19,20 @@ pub(crate) struct Explanation {
     pub account: Option<Account>,
     pub roles: Vec<Role>,
     pub left_out: Vec<LeftOut>,
+    /// The last push outcome of the opportunity, its company and its roles.
+    pub last_push: Vec<PushOutcome>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct PushOutcome {
+    pub object: String,
+    pub key: String,
+    pub action: String,
+    pub status: String,
+    pub marketo_id: Option<String>,
+    pub reasons: Option<String>,
+    pub run_id: i64,
+    pub at: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,7 +139,9 @@ pub(crate) fn explain(conn: &Connection, opportunity_id: &str) -> Result<Explana
         account: None,
         roles: Vec::new(),
         left_out: Vec::new(),
+        last_push: Vec::new(),
     };
+    explanation.last_push = last_push(conn, &id)?;
     if explanation.out_of_views.is_some() {
         return Ok(explanation);
     }
@@ -191,6 +207,33 @@ pub(crate) fn explain(conn: &Connection, opportunity_id: &str) -> Result<Explana
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(explanation)
+}
+
+/// The latest outcome per record for the opportunity, its roles and the company it points at.
+fn last_push(conn: &Connection, id: &str) -> Result<Vec<PushOutcome>> {
+    let mut stmt = conn.prepare(
+        "SELECT object, key, action, status, marketo_id, reasons, run_id, at FROM push_outcome p
+         WHERE outcome_id = (SELECT max(outcome_id) FROM push_outcome q WHERE q.object = p.object AND q.key = p.key)
+           AND ((object = 'opportunity' AND key = ?1)
+             OR (object = 'opportunity_role' AND key LIKE '[\"' || ?1 || '\",%')
+             OR (object = 'company' AND key = (SELECT accountid FROM opportunity_account WHERE opportunityid = ?1)))
+         ORDER BY object, key",
+    )?;
+    let rows = stmt
+        .query_map(params![id], |r| {
+            Ok(PushOutcome {
+                object: r.get(0)?,
+                key: r.get(1)?,
+                action: r.get(2)?,
+                status: r.get(3)?,
+                marketo_id: r.get(4)?,
+                reasons: r.get(5)?,
+                run_id: r.get(6)?,
+                at: r.get(7)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
 }
 
 /// What each `resolved_by` value of `opportunity_customer` means, for people.

@@ -225,6 +225,28 @@ fn changes_are_sent_in_order_and_a_second_push_makes_no_call() {
         "a removed stakeholder's role is deleted"
     );
 
+    let explained = db.run(&["explain", &opp(5), "--json"]);
+    explained.expect_code(0);
+    let explained: Value = serde_json::from_str(&explained.stdout).unwrap();
+    let last: Vec<(String, String)> = explained["last_push"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["object"].as_str().unwrap().to_string(),
+                p["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        last,
+        [
+            ("opportunity".to_string(), "deleted".to_string()),
+            ("opportunity_role".to_string(), "deleted".to_string())
+        ]
+    );
+
     let rest_calls = state["rest_calls"].as_u64().unwrap();
     let run = push(&db, &sim);
     run.expect_code(3);

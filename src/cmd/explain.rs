@@ -39,6 +39,7 @@ fn print_human(e: &Explanation) {
     );
     if let Some(reason) = &e.out_of_views {
         println!("  not synced: {reason}");
+        print_last_push(e);
         return;
     }
     if let Some(c) = &e.customer {
@@ -91,5 +92,23 @@ fn print_human(e: &Explanation) {
             l.reason
         );
     }
-    println!("last push: none recorded (push is not available in this build)");
+    print_last_push(e);
+}
+
+fn print_last_push(e: &Explanation) {
+    if e.last_push.is_empty() {
+        println!("last push: none recorded");
+    }
+    for p in &e.last_push {
+        let reasons = p
+            .reasons
+            .as_deref()
+            .filter(|r| *r != "null")
+            .map(|r| format!(" {r}"))
+            .unwrap_or_default();
+        println!(
+            "last push: {} {} {} -> {}{} (run {}, {})",
+            p.object, p.key, p.action, p.status, reasons, p.run_id, p.at
+        );
+    }
 }

@@ -446,6 +446,9 @@ fn stage_in(
     page: &Page<'_>,
 ) -> Result<PageReport> {
     let page_spec = page.entity_set.as_deref().and_then(spec_for);
+    // Built once per page: the statement cache is keyed by this text, so it is the same
+    // prepared statement for every record.
+    let upsert_sql = page_spec.map(EntitySpec::upsert_sql).unwrap_or_default();
     let mut counts = PageCounts::default();
     let mut rejections = Vec::new();
     let mut reject =
@@ -543,7 +546,7 @@ fn stage_in(
                 bound.push(SqlValue::Text(raw.to_string()));
                 bound.push(SqlValue::Text(source.to_string()));
                 bound.push(SqlValue::Integer(run_id));
-                tx.prepare_cached(&spec.upsert_sql())?
+                tx.prepare_cached(&upsert_sql)?
                     .execute(params_from_iter(bound))?;
                 counts.upserted += 1;
             }

@@ -13,6 +13,7 @@ pub(crate) mod demo;
 pub mod exit;
 pub(crate) mod explain;
 pub(crate) mod export;
+pub(crate) mod net;
 pub(crate) mod plan;
 pub(crate) mod rules;
 pub(crate) mod run;

@@ -15,13 +15,10 @@ use serde_json::Value;
 use super::limiter::Limiter;
 use crate::config::MarketoConfig;
 use crate::exit::usage;
+use crate::net::{self, Backoff};
 
 /// Renew the token when less than this is left (Adobe recommends renewing before expiry).
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
-/// The longest single backoff.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Sync Leads may take 90 s at Marketo; nothing takes longer.
-const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A failure push cannot retry its way out of.
 #[derive(Debug)]
@@ -79,9 +76,8 @@ pub(crate) struct MarketoClient {
     client_secret: String,
     token: Option<Token>,
     limiter: Limiter,
-    retry_base: Duration,
+    backoff: Backoff,
     max_attempts: u32,
-    rng: u64,
     /// Every call made, for the caller to store; drained with `take_calls`.
     calls: Vec<CallLog>,
 }
@@ -115,16 +111,8 @@ impl MarketoClient {
             .unwrap_or_default()
             .trim_end_matches('/')
             .to_string();
-        check_base_url(&base)?;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(CALL_TIMEOUT))
-            .user_agent(concat!("oppsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(7, |d| d.as_nanos() as u64);
+        net::check_url("marketo.base_url", &base)?;
+        let agent = net::agent();
         Ok(MarketoClient {
             agent,
             base,
@@ -139,9 +127,8 @@ impl MarketoClient {
                 config.rate_limit_calls,
                 Duration::from_secs(config.rate_limit_window_secs),
             ),
-            retry_base: Duration::from_millis(config.retry_base_ms),
+            backoff: Backoff::new(Duration::from_millis(config.retry_base_ms)),
             max_attempts: config.max_attempts,
-            rng: seed | 1,
             calls: Vec::new(),
         })
     }
@@ -219,7 +206,7 @@ impl MarketoClient {
                 log.error_code = Some(format!("network: {err}"));
                 Attempt::Retry {
                     why: format!("network error: {err}"),
-                    wait: self.backoff(attempt),
+                    wait: self.backoff.delay(attempt),
                 }
             }
             Ok(mut response) => {
@@ -245,7 +232,7 @@ impl MarketoClient {
         if status >= 500 {
             return Attempt::Retry {
                 why: format!("HTTP {status}"),
-                wait: self.backoff(attempt),
+                wait: self.backoff.delay(attempt),
             };
         }
         if status != 200 {
@@ -255,7 +242,7 @@ impl MarketoClient {
         let Ok(body) = serde_json::from_str::<Value>(text) else {
             return Attempt::Retry {
                 why: "response is not JSON".into(),
-                wait: self.backoff(attempt),
+                wait: self.backoff.delay(attempt),
             };
         };
         if body.get("success").and_then(Value::as_bool) == Some(true) {
@@ -276,11 +263,11 @@ impl MarketoClient {
             "601" | "602" => Attempt::Reauth(code),
             "606" => Attempt::Retry {
                 why: format!("606 {message}"),
-                wait: self.limiter.window() / 4 + self.jitter(Duration::from_millis(250)),
+                wait: self.limiter.window() / 4 + self.backoff.jitter(Duration::from_millis(250)),
             },
             "615" | "604" | "608" | "611" | "713" | "502" | "614" => Attempt::Retry {
                 why: format!("{code} {message}"),
-                wait: self.backoff(attempt),
+                wait: self.backoff.delay(attempt),
             },
             "607" => Attempt::Fail(Failure::DailyQuota(message)),
             _ => Attempt::Fail(Failure::Fatal(format!(
@@ -377,68 +364,11 @@ impl MarketoClient {
         }
         text.replace(&self.client_secret, "<redacted>")
     }
-
-    fn backoff(&mut self, attempt: u32) -> Duration {
-        let exponential = self
-            .retry_base
-            .saturating_mul(1 << attempt.saturating_sub(1).min(16));
-        let capped = exponential.min(MAX_BACKOFF);
-        capped / 2 + self.jitter(capped / 2)
-    }
-
-    fn jitter(&mut self, up_to: Duration) -> Duration {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let millis = up_to.as_millis() as u64;
-        if millis == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(self.rng % millis)
-        }
-    }
-}
-
-/// Marketo is HTTPS; plain HTTP is allowed only to this machine (the simulator), so that a
-/// secret never crosses a network in clear.
-fn check_base_url(base: &str) -> Result<()> {
-    let Some((scheme, rest)) = base.split_once("://") else {
-        return Err(usage(format!(
-            "marketo.base_url {base} is not a URL (expected https://<munchkin-id>.mktorest.com)"
-        )));
-    };
-    let host = rest.split(['/', ':']).next().unwrap_or("");
-    let host = if rest.starts_with('[') {
-        rest.split(']')
-            .next()
-            .map_or("", |h| h.trim_start_matches('['))
-    } else {
-        host
-    };
-    match scheme {
-        "https" => Ok(()),
-        "http" if host == "127.0.0.1" || host == "localhost" || host == "::1" => Ok(()),
-        "http" => Err(usage(format!(
-            "marketo.base_url {base}: plain http is allowed only to 127.0.0.1; use https"
-        ))),
-        _ => Err(usage(format!(
-            "marketo.base_url {base}: unsupported scheme {scheme}"
-        ))),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base_urls_must_be_https_unless_loopback() {
-        assert!(check_base_url("https://123-ABC-456.mktorest.com").is_ok());
-        assert!(check_base_url("http://127.0.0.1:8080").is_ok());
-        assert!(check_base_url("http://[::1]:8080").is_ok());
-        assert!(check_base_url("http://123-ABC-456.mktorest.com").is_err());
-        assert!(check_base_url("123-ABC-456.mktorest.com").is_err());
-    }
 
     #[test]
     fn missing_settings_are_named() {

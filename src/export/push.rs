@@ -113,21 +113,7 @@ fn record_plan_skips(
     let tx = conn.transaction()?;
     for op in plan.skipped() {
         let reason = op.reason.clone().unwrap_or_default();
-        outcome(
-            &tx,
-            run_id,
-            op,
-            "skip",
-            "not_sent",
-            None,
-            &json!([{"message": reason}]).to_string(),
-        )?;
-        summary.skipped.push(Skipped {
-            object: op.object.name(),
-            key: op.key.clone(),
-            source_id: op.source_id.clone(),
-            reason,
-        });
+        not_sent(&tx, run_id, op, "skip", reason, summary)?;
     }
     tx.commit()?;
     Ok(())
@@ -184,21 +170,7 @@ fn upsert_records<'a>(
                 }
             };
             if let Some(reason) = problem {
-                outcome(
-                    &tx,
-                    run_id,
-                    op,
-                    "skip",
-                    "not_sent",
-                    None,
-                    &json!([{"message": reason}]).to_string(),
-                )?;
-                summary.skipped.push(Skipped {
-                    object: object.name(),
-                    key: op.key.clone(),
-                    source_id: op.source_id.clone(),
-                    reason,
-                });
+                not_sent(&tx, run_id, op, "skip", reason, summary)?;
                 continue;
             }
         }
@@ -237,21 +209,7 @@ fn delete_records<'a>(
                     _ => {
                         let reason = "cannot form the role's Marketo key (its lead id is unknown)"
                             .to_string();
-                        outcome(
-                            &tx,
-                            run_id,
-                            op,
-                            "delete",
-                            "not_sent",
-                            None,
-                            &json!([{"message": reason}]).to_string(),
-                        )?;
-                        summary.skipped.push(Skipped {
-                            object: object.name(),
-                            key: op.key.clone(),
-                            source_id: None,
-                            reason,
-                        });
+                        not_sent(&tx, run_id, op, "delete", reason, summary)?;
                         continue;
                     }
                 }
@@ -415,6 +373,33 @@ fn apply_result(
             });
         }
     }
+    Ok(())
+}
+
+/// Records a record push could not send, and why.
+fn not_sent(
+    tx: &Transaction<'_>,
+    run_id: i64,
+    op: &Operation,
+    action: &str,
+    reason: String,
+    summary: &mut Summary,
+) -> Result<()> {
+    outcome(
+        tx,
+        run_id,
+        op,
+        action,
+        "not_sent",
+        None,
+        &json!([{"message": reason}]).to_string(),
+    )?;
+    summary.skipped.push(Skipped {
+        object: op.object.name(),
+        key: op.key.clone(),
+        source_id: op.source_id.clone(),
+        reason,
+    });
     Ok(())
 }
 

@@ -174,12 +174,8 @@ struct Fault {
     retry_after: Option<u64>,
     #[serde(default)]
     path: Option<String>,
-    #[serde(default = "one")]
+    #[serde(default = "http::one")]
     count: u32,
-}
-
-fn one() -> u32 {
-    1
 }
 
 #[derive(Default)]
@@ -233,16 +229,7 @@ impl Sim {
                 Response::json(200, &json!({"expired_before": state.expired_before}))
             }
             ("POST", "/sim/faults") => {
-                let faults: Vec<Fault> = match serde_json::from_slice::<Value>(&req.body) {
-                    Ok(Value::Array(items)) => items
-                        .into_iter()
-                        .filter_map(|v| serde_json::from_value(v).ok())
-                        .collect(),
-                    Ok(item) => serde_json::from_value(item)
-                        .map(|f| vec![f])
-                        .unwrap_or_default(),
-                    Err(_) => Vec::new(),
-                };
+                let faults: Vec<Fault> = http::json_items(&req.body);
                 let queued = faults.len();
                 self.lock().faults.extend(faults);
                 Response::json(200, &json!({"queued": queued}))

@@ -271,6 +271,26 @@ fn write_response(
     writer.flush()
 }
 
+/// The items of a control request body: one JSON object or an array of them; items that do
+/// not parse as `T` are dropped (both simulators' `POST /sim/faults`).
+pub(crate) fn json_items<T: serde::de::DeserializeOwned>(body: &[u8]) -> Vec<T> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect(),
+        Ok(item) => serde_json::from_value(item)
+            .map(|f| vec![f])
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The default `count` of a queued fault.
+pub(crate) fn one() -> u32 {
+    1
+}
+
 /// Parses `a=1&b=x%20y` (query strings and form bodies): `+` is a space, `%XX` a byte.
 pub(crate) fn parse_form(text: &str) -> Vec<(String, String)> {
     text.split('&')

@@ -106,15 +106,11 @@ struct Fault {
     code: Option<String>,
     #[serde(default)]
     http: Option<u16>,
-    #[serde(default = "one")]
+    #[serde(default = "http::one")]
     count: u32,
     /// Only calls whose path contains this are affected (all when absent).
     #[serde(default)]
     path: Option<String>,
-}
-
-fn one() -> u32 {
-    1
 }
 
 struct Sim {
@@ -456,16 +452,7 @@ impl Sim {
     }
 
     fn queue_faults(&self, req: &Request) -> Response {
-        let faults: Vec<Fault> = match serde_json::from_slice::<Value>(&req.body) {
-            Ok(Value::Array(items)) => items
-                .into_iter()
-                .filter_map(|v| serde_json::from_value(v).ok())
-                .collect(),
-            Ok(item) => serde_json::from_value(item)
-                .map(|f| vec![f])
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
+        let faults: Vec<Fault> = http::json_items(&req.body);
         let queued = faults.len();
         self.lock().faults.extend(faults);
         Response::json(200, &json!({"queued": queued}))

@@ -90,7 +90,7 @@ impl Entra {
         }
         secrets.push(secret);
         secrets.retain(|s| !s.is_empty());
-        super::webapi::check_url("dynamics.token_url", &token_url)?;
+        crate::net::check_url("dynamics.token_url", &token_url)?;
         Ok(Entra {
             agent,
             token_url,

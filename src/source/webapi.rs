@@ -17,11 +17,10 @@ use serde_json::Value;
 use super::entra::Entra;
 use crate::config::DynamicsConfig;
 use crate::exit::usage;
+use crate::net::{self, Backoff};
 
 /// Waits longer than this are capped: a Retry-After of hours means something else is wrong.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where a query starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,9 +61,8 @@ pub(crate) struct WebApi {
     api: String,
     entra: Entra,
     page_size: u32,
-    retry_base: Duration,
+    backoff: Backoff,
     max_attempts: u32,
-    rng: u64,
     /// Requests answered 429, for the run's counts.
     pub throttled: u64,
 }
@@ -83,26 +81,17 @@ impl WebApi {
                 "a live pull needs dynamics.url (DYNAMICS_URL), e.g. https://contoso.crm.dynamics.com; or use pull --fixtures DIR",
             ));
         }
-        check_url("dynamics.url", &org_url)?;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(CALL_TIMEOUT))
-            .user_agent(concat!("oppsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        net::check_url("dynamics.url", &org_url)?;
+        let agent = net::agent();
         let entra = Entra::new(config, &org_url, agent.clone())?;
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(7, |d| d.as_nanos() as u64);
         Ok(WebApi {
             api: format!("{org_url}/api/data/v9.2"),
             org_url,
             agent,
             entra,
             page_size: config.page_size,
-            retry_base: Duration::from_millis(config.retry_base_ms),
+            backoff: Backoff::new(Duration::from_millis(config.retry_base_ms)),
             max_attempts: config.max_attempts,
-            rng: seed | 1,
             throttled: 0,
         })
     }
@@ -169,7 +158,7 @@ impl WebApi {
             let mut response = match response {
                 Ok(response) => response,
                 Err(err) if attempt < self.max_attempts => {
-                    let wait = self.backoff(attempt);
+                    let wait = self.backoff.delay(attempt);
                     eprintln!(
                         "warning: {entity_set}: network error ({err}); retrying in {} ms",
                         wait.as_millis()
@@ -236,7 +225,7 @@ impl WebApi {
                     ));
                 }
                 status if status >= 500 && attempt < self.max_attempts => {
-                    let wait = self.backoff(attempt);
+                    let wait = self.backoff.delay(attempt);
                     eprintln!(
                         "warning: {entity_set}: HTTP {status}; retrying in {} ms",
                         wait.as_millis()
@@ -260,43 +249,5 @@ impl WebApi {
                 }
             }
         }
-    }
-
-    fn backoff(&mut self, attempt: u32) -> Duration {
-        let capped = self
-            .retry_base
-            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-            .min(MAX_BACKOFF);
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let half = capped / 2;
-        let jitter = if half.as_millis() == 0 {
-            0
-        } else {
-            self.rng % half.as_millis() as u64
-        };
-        half + Duration::from_millis(jitter)
-    }
-}
-
-/// Dynamics and Entra ID are HTTPS; plain HTTP is allowed only to this machine (the simulator).
-pub(crate) fn check_url(setting: &str, url: &str) -> Result<()> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(usage(format!("{setting} {url} is not a URL")));
-    };
-    let host = if rest.starts_with('[') {
-        rest.split(']')
-            .next()
-            .map_or("", |h| h.trim_start_matches('['))
-    } else {
-        rest.split(['/', ':']).next().unwrap_or("")
-    };
-    match scheme {
-        "https" => Ok(()),
-        "http" if matches!(host, "127.0.0.1" | "localhost" | "::1") => Ok(()),
-        _ => Err(usage(format!(
-            "{setting} {url}: only https (or http to 127.0.0.1) is allowed"
-        ))),
     }
 }

@@ -146,8 +146,15 @@ fn describe(command: &Command) -> (&'static str, Vec<String>, bool) {
             ("pull", recorded, true)
         }
         Command::Plan { .. } => ("plan", vec![], false),
-        Command::Push { .. } => ("push", vec![], true),
-        Command::Sync { .. } => ("sync", vec![], true),
+        Command::Push { dry_run: true } => ("push", vec!["--dry-run".to_string()], false),
+        Command::Push { dry_run: false } => ("push", vec![], true),
+        Command::Sync { fixtures } => {
+            let recorded = fixtures
+                .iter()
+                .flat_map(|dir| ["--fixtures".to_string(), dir.display().to_string()])
+                .collect();
+            ("sync", recorded, true)
+        }
         Command::Status { .. } => ("status", vec![], false),
         Command::Explain { opportunity_id, .. } => ("explain", vec![opportunity_id.clone()], false),
         Command::Sim { .. } => ("sim", vec![], false),

@@ -6,6 +6,10 @@ use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::Value;
 
+use std::collections::BTreeMap;
+
+use crate::config::OnOpportunityDelete;
+use crate::plan::{self, Counts, Object};
 use crate::stage::SPECS;
 
 /// How many runs `status` lists.
@@ -22,6 +26,10 @@ pub(crate) struct Status {
     pub derived: Derived,
     pub rejected_total: i64,
     pub rejected_recent: Vec<RejectedRow>,
+    /// What a push would do now, per object (as `plan` counts it).
+    pub pending: BTreeMap<&'static str, Counts>,
+    /// The last failed runs, newest first, with their messages.
+    pub last_errors: Vec<RunRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,37 +70,13 @@ pub(crate) struct RejectedRow {
 }
 
 /// Reads the status; `current_run` is the run of the command asking, shown as `running`.
-pub(crate) fn read(conn: &Connection, current_run: i64) -> Result<Status> {
+pub(crate) fn read(
+    conn: &Connection,
+    current_run: i64,
+    on_delete: OnOpportunityDelete,
+) -> Result<Status> {
     let schema_version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let mut stmt = conn.prepare(
-        "SELECT run_id, command, args, started_at, finished_at, outcome, exit_code, counts, message
-         FROM run ORDER BY run_id DESC LIMIT ?1",
-    )?;
-    let runs = stmt
-        .query_map([RECENT_RUNS as i64], |r| {
-            let run_id: i64 = r.get(0)?;
-            let outcome: String = r.get(5)?;
-            let parse = |text: Option<String>| {
-                text.and_then(|t| serde_json::from_str(&t).ok())
-                    .unwrap_or(Value::Null)
-            };
-            Ok(RunRow {
-                run_id,
-                command: r.get(1)?,
-                args: parse(r.get(2)?),
-                started_at: r.get(3)?,
-                finished_at: r.get(4)?,
-                outcome: if outcome == "running" && run_id != current_run {
-                    "interrupted".into()
-                } else {
-                    outcome
-                },
-                exit_code: r.get(6)?,
-                counts: parse(r.get(7)?),
-                message: r.get(8)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    let runs = runs_where(conn, current_run, "1", RECENT_RUNS)?;
     let mut staged = Vec::new();
     for spec in SPECS {
         let (live, deleted) = conn.query_row(
@@ -139,6 +123,12 @@ pub(crate) fn read(conn: &Connection, current_run: i64) -> Result<Status> {
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    let plan = plan::load(conn, on_delete)?;
+    let pending = Object::ALL
+        .iter()
+        .map(|o| (o.name(), plan.counts(*o)))
+        .collect();
+    let last_errors = runs_where(conn, current_run, "outcome IN ('failed', 'usage_error')", 3)?;
     Ok(Status {
         schema_version,
         runs,
@@ -146,5 +136,47 @@ pub(crate) fn read(conn: &Connection, current_run: i64) -> Result<Status> {
         derived,
         rejected_total,
         rejected_recent,
+        pending,
+        last_errors,
     })
+}
+
+/// The newest `limit` runs matching `filter` (a constant condition, never user input).
+fn runs_where(
+    conn: &Connection,
+    current_run: i64,
+    filter: &str,
+    limit: usize,
+) -> Result<Vec<RunRow>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT run_id, command, args, started_at, finished_at, outcome, exit_code, counts, message
+         FROM run WHERE {filter} ORDER BY run_id DESC LIMIT ?1"
+    ))?;
+    let parse = |text: Option<String>| {
+        text.and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    };
+    let runs = stmt
+        .query_map([limit as i64], |r| {
+            let run_id: i64 = r.get(0)?;
+            let outcome: String = r.get(5)?;
+            Ok(RunRow {
+                run_id,
+                command: r.get(1)?,
+                args: parse(r.get(2)?),
+                started_at: r.get(3)?,
+                finished_at: r.get(4)?,
+                // A run left `running` by another process was killed or lost its machine.
+                outcome: if outcome == "running" && run_id != current_run {
+                    "interrupted".into()
+                } else {
+                    outcome
+                },
+                exit_code: r.get(6)?,
+                counts: parse(r.get(7)?),
+                message: r.get(8)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(runs)
 }

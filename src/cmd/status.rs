@@ -7,7 +7,11 @@ use crate::exit::Outcome;
 use crate::status::{self, Status};
 
 pub(crate) fn run(ctx: &mut Context, json: bool) -> Result<Outcome> {
-    let status = status::read(&ctx.conn, ctx.run_id)?;
+    let status = status::read(
+        &ctx.conn,
+        ctx.run_id,
+        ctx.config.marketo.on_opportunity_delete,
+    )?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -52,6 +56,22 @@ fn print_human(s: &Status) {
         println!(
             "  #{} {} {} {} {}{counts}{message}",
             r.run_id, r.started_at, r.command, args, r.outcome
+        );
+    }
+    println!("pending for Marketo (create / update / delete / skip):");
+    for (object, c) in &s.pending {
+        println!(
+            "  {object:<17} {} / {} / {} / {}",
+            c.create, c.update, c.delete, c.skip
+        );
+    }
+    for r in &s.last_errors {
+        println!(
+            "last error: #{} {} {}: {}",
+            r.run_id,
+            r.started_at,
+            r.command,
+            r.message.as_deref().unwrap_or("")
         );
     }
     println!("rejected records: {}", s.rejected_total);

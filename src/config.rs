@@ -3,6 +3,7 @@
 //! Unknown keys and bad values are usage errors naming the file and the setting. Secrets are
 //! held in `Secret`, whose `Debug` never shows the value; nothing here writes them anywhere.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,55 @@ pub struct Config {
     pub marketo: MarketoConfig,
     pub dynamics: DynamicsConfig,
     pub rules: RulesConfig,
+    pub mapping: MappingConfig,
+}
+
+/// `[mapping.opportunity]`, `[mapping.company]`, `[mapping.lead]`: extra Marketo fields, each
+/// read from a Dynamics column of the staged record (`marketoField = "dynamicscolumn"`, or a
+/// column's annotation such as `"industrycode@OData.Community.Display.V1.FormattedValue"`). A
+/// mapped field replaces a default one of the same name; the dedupe keys cannot be remapped.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MappingConfig {
+    pub opportunity: BTreeMap<String, String>,
+    pub company: BTreeMap<String, String>,
+    pub lead: BTreeMap<String, String>,
+}
+
+impl MappingConfig {
+    /// The mapping of one Marketo object (`opportunity`, `company`, `lead`).
+    pub(crate) fn of(&self, object: &str) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        match object {
+            "opportunity" => &self.opportunity,
+            "company" => &self.company,
+            "lead" => &self.lead,
+            _ => &EMPTY,
+        }
+    }
+}
+
+/// A Marketo API field name: a letter, then letters, digits or underscores.
+fn is_marketo_field(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 80
+}
+
+/// A Web API column (`name`, `_lookup_value`), optionally with an annotation suffix.
+fn is_dynamics_column(name: &str) -> bool {
+    let (column, annotation) = name.split_once('@').unwrap_or((name, ""));
+    let mut chars = column.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && annotation
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+        && name.contains('@') != annotation.is_empty()
+        && name.len() <= 200
 }
 
 /// `[marketo]`: where and how to push.
@@ -229,6 +279,33 @@ impl Config {
                 "must list at least one category",
             );
         }
+        for (object, keys) in [
+            ("opportunity", &["externalOpportunityId"][..]),
+            ("company", &["externalCompanyId"][..]),
+            ("lead", &["email"][..]),
+        ] {
+            for (field, column) in self.mapping.of(object) {
+                let setting = format!("mapping.{object}.{field}");
+                if !is_marketo_field(field) {
+                    return bad(
+                        &setting,
+                        "is not a Marketo field name (letters, digits, underscores)",
+                    );
+                }
+                if keys.contains(&field.as_str()) {
+                    return bad(
+                        &setting,
+                        "is the dedupe key oppsync sets itself and cannot be remapped",
+                    );
+                }
+                if !is_dynamics_column(column) {
+                    return bad(
+                        &setting,
+                        &format!("= \"{column}\" is not a Dynamics column name"),
+                    );
+                }
+            }
+        }
         if self.marketo.rate_limit_calls == 0 {
             return bad("marketo.rate_limit_calls", "must be at least 1");
         }
@@ -338,6 +415,36 @@ mod tests {
         assert!(format!("{err:#}").contains("rules.stakeholder_categories"));
         let err = load_text("[marketo]\non_opportunity_delete = \"archive\"\n", &[]).unwrap_err();
         assert!(format!("{err:#}").contains("archive"));
+    }
+
+    #[test]
+    fn mappings_are_validated_by_name() {
+        let config = load_text(
+            "[mapping.opportunity]\nexpectedRevenue = \"estimatedvalue\"\nforecastCategoryName = \"msdyn_forecastcategory@OData.Community.Display.V1.FormattedValue\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.mapping.of("opportunity").len(), 2);
+        for (text, setting) in [
+            (
+                "[mapping.opportunity]\n\"bad name\" = \"name\"\n",
+                "mapping.opportunity.bad name",
+            ),
+            (
+                "[mapping.company]\nsicCode = \"x'); drop table account; --\"\n",
+                "mapping.company.sicCode",
+            ),
+            (
+                "[mapping.lead]\nemail = \"emailaddress2\"\n",
+                "mapping.lead.email",
+            ),
+        ] {
+            let err = load_text(text, &[]).unwrap_err();
+            assert!(crate::exit::is_usage(&err));
+            assert!(format!("{err:#}").contains(setting), "{err:#}");
+        }
+        let err = load_text("[mapping.role]\nx = \"y\"\n", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("role"), "{err:#}");
     }
 
     #[test]

@@ -13,7 +13,9 @@ use anyhow::{Context, Result};
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::config::OnOpportunityDelete;
+use serde_json::Value;
+
+use crate::config::{Config, OnOpportunityDelete};
 
 /// Marketo's most records per call.
 pub(crate) const MAX_BATCH_RECORDS: usize = 300;
@@ -276,7 +278,8 @@ pub(crate) fn batch_sizes(sizes: &[usize]) -> Vec<usize> {
 }
 
 /// Reads the views and the acknowledged state and builds the plan.
-pub(crate) fn load(conn: &Connection, on_delete: OnOpportunityDelete) -> Result<Plan> {
+pub(crate) fn load(conn: &Connection, config: &Config) -> Result<Plan> {
+    let on_delete = config.marketo.on_opportunity_delete;
     let deleted_opportunities: BTreeSet<String> = strings(
         conn,
         "SELECT opportunityid FROM opportunity WHERE deleted_run IS NOT NULL",
@@ -285,8 +288,9 @@ pub(crate) fn load(conn: &Connection, on_delete: OnOpportunityDelete) -> Result<
     let delete_opportunities = on_delete == OnOpportunityDelete::Delete;
     let mut plan = Plan::default();
     for object in Object::ALL {
+        let mapping = config.mapping.of(object.name());
         let desired =
-            desired(conn, object).with_context(|| format!("reading {}", object.view()))?;
+            desired(conn, object, mapping).with_context(|| format!("reading {}", object.view()))?;
         let acked = acked(conn, object)?;
         let deletable = |key: &str| match object {
             Object::Company | Object::Lead => false,
@@ -317,23 +321,66 @@ fn strings(conn: &Connection, sql: &str) -> Result<BTreeSet<String>> {
     Ok(rows)
 }
 
-fn desired(conn: &Connection, object: Object) -> Result<Vec<Desired>> {
+/// The rows of an export view, with the `[mapping.*]` fields of the object merged into each
+/// payload: read from the staged record's `raw` through a bound JSON path (never pasted into
+/// SQL), sent as null when the record lacks the column. The views hold the default mapping.
+fn desired(
+    conn: &Connection,
+    object: Object,
+    mapping: &BTreeMap<String, String>,
+) -> Result<Vec<Desired>> {
     let lead_key = if object == Object::OpportunityRole {
-        "lead_key"
+        "v.lead_key"
     } else {
         "NULL"
     };
+    let source = match object {
+        Object::Company => Some(("account", "accountid")),
+        Object::Lead => Some(("contact", "contactid")),
+        Object::Opportunity => Some(("opportunity", "opportunityid")),
+        Object::OpportunityRole => None,
+    };
+    let (extra, join) = match source {
+        Some((table, key)) if !mapping.is_empty() => (
+            (1..=mapping.len())
+                .map(|i| format!(", t.raw -> ?{i}"))
+                .collect::<String>(),
+            format!("LEFT JOIN {table} t ON t.{key} = v.source_id"),
+        ),
+        _ => (String::new(), String::new()),
+    };
     let sql = format!(
-        "SELECT key, source_id, payload, skip_reason, {lead_key} FROM {} ORDER BY key, source_id",
+        "SELECT v.key, v.source_id, v.payload, v.skip_reason, {lead_key}{extra} FROM {} v {join} ORDER BY v.key, v.source_id",
         object.view()
     );
+    let paths: Vec<String> = if join.is_empty() {
+        Vec::new()
+    } else {
+        mapping
+            .values()
+            .map(|column| format!("$.\"{column}\""))
+            .collect()
+    };
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt
-        .query_map([], |r| {
+        .query_map(rusqlite::params_from_iter(&paths), |r| {
+            let mut payload: Option<String> = r.get(2)?;
+            if let (Some(text), false) = (&payload, paths.is_empty()) {
+                let mut fields: serde_json::Map<String, Value> =
+                    serde_json::from_str(text).unwrap_or_default();
+                for (i, field) in mapping.keys().enumerate() {
+                    let value: Option<String> = r.get(5 + i)?;
+                    let value = value
+                        .and_then(|v| serde_json::from_str(&v).ok())
+                        .unwrap_or(Value::Null);
+                    fields.insert(field.clone(), value);
+                }
+                payload = Some(Value::Object(fields).to_string());
+            }
             Ok(Desired {
                 key: r.get(0)?,
                 source_id: r.get(1)?,
-                payload: r.get(2)?,
+                payload,
                 skip_reason: r.get(3)?,
                 lead_key: r.get(4)?,
             })

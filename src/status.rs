@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use std::collections::BTreeMap;
 
-use crate::config::OnOpportunityDelete;
+use crate::config::Config;
 use crate::plan::{self, Counts, Object};
 use crate::stage::SPECS;
 
@@ -70,11 +70,7 @@ pub(crate) struct RejectedRow {
 }
 
 /// Reads the status; `current_run` is the run of the command asking, shown as `running`.
-pub(crate) fn read(
-    conn: &Connection,
-    current_run: i64,
-    on_delete: OnOpportunityDelete,
-) -> Result<Status> {
+pub(crate) fn read(conn: &Connection, current_run: i64, config: &Config) -> Result<Status> {
     let schema_version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let runs = runs_where(conn, current_run, "1", RECENT_RUNS)?;
     let mut staged = Vec::new();
@@ -123,7 +119,7 @@ pub(crate) fn read(
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
-    let plan = plan::load(conn, on_delete)?;
+    let plan = plan::load(conn, config)?;
     let pending = Object::ALL
         .iter()
         .map(|o| (o.name(), plan.counts(*o)))

@@ -253,13 +253,20 @@ fn status_reports_runs_staged_counts_and_rejects() {
     // ...and made its customer an account, so its Customer role is no longer derived.
     assert_eq!(json["derived"]["contact_roles"], 2);
     assert_eq!(json["rejected_total"], 6);
-    assert_eq!(json["pending"]["opportunity"]["create"], 3, "nothing pushed yet");
+    assert_eq!(
+        json["pending"]["opportunity"]["create"], 3,
+        "nothing pushed yet"
+    );
     assert!(json["last_errors"].as_array().unwrap().is_empty());
-    db.run(&["pull", "--fixtures", &scenario("bad-json")]).expect_code(1);
+    db.run(&["pull", "--fixtures", &scenario("bad-json")])
+        .expect_code(1);
     let json: Value = serde_json::from_str(&db.run(&["status", "--json"]).stdout).unwrap();
     let error = &json["last_errors"][0];
     assert_eq!(error["command"], "pull");
-    assert!(error["message"].as_str().unwrap().contains("invalid JSON"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("invalid JSON"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -402,3 +402,32 @@ fn sync_pulls_live_then_pushes() {
         second.stdout
     );
 }
+
+#[test]
+fn mapped_columns_are_selected_and_a_column_the_org_lacks_is_named() {
+    let sim = dynamics("demo/1-initial", &[]);
+    let db = TestDb::new();
+    std::fs::write(
+        db.dir.path().join("oppsync.toml"),
+        "[dynamics]\nretry_base_ms = 5\n[mapping.company]\nsicCode = \"accountnumber\"\n",
+    )
+    .unwrap();
+    live_pull(&db, &sim, &[]).expect_code(0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM account WHERE raw -> '$.accountnumber' IS NOT NULL"),
+        3
+    );
+    std::fs::write(
+        db.dir.path().join("oppsync.toml"),
+        "[mapping.opportunity]\nfiscalYear = \"msdyn_fiscalyear\"\n",
+    )
+    .unwrap();
+    let run = live_pull(&db, &sim, &["--full"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("Could not find a property named 'msdyn_fiscalyear'"),
+        "{}",
+        run.stderr
+    );
+}

@@ -506,3 +506,57 @@ fn dry_run_lists_the_batches_and_sends_nothing() {
     assert_eq!(db.count("SELECT count(*) FROM api_call"), 0);
     assert_eq!(db.count("SELECT count(*) FROM mkto_ack"), 0);
 }
+
+#[test]
+fn mapped_fields_are_sent_and_a_new_mapping_updates_marketo() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    push(&db, &sim).expect_code(3);
+    std::fs::write(
+        db.dir.path().join("oppsync.toml"),
+        "[marketo]\nretry_base_ms = 5\n\
+         [mapping.opportunity]\nexpectedRevenue = \"estimatedvalue\"\nnextStep = \"stepname\"\n\
+         [mapping.company]\nsicCode = \"accountnumber\"\n\
+         [mapping.lead]\ncompany = \"fullname\"\n",
+    )
+    .unwrap();
+    let plan: Value = serde_json::from_str(&db.run(&["plan", "--json"]).stdout).unwrap();
+    assert_eq!(plan["objects"]["opportunity"]["update"], 5, "{plan}");
+    assert_eq!(plan["objects"]["company"]["update"], 2, "{plan}");
+    assert_eq!(plan["objects"]["lead"]["update"], 3, "{plan}");
+    push(&db, &sim).expect_code(3);
+    let state = sim.state();
+    let open = Sim::find(&state, "opportunities", "externalOpportunityId", &opp(1)).unwrap();
+    assert_eq!(open["expectedRevenue"], 250000.0);
+    assert_eq!(open["nextStep"], "3-Propose");
+    assert_eq!(
+        open["name"], "Fabrikam - 200 licences",
+        "default fields are still sent"
+    );
+    assert_eq!(
+        Sim::find(&state, "companies", "externalCompanyId", FABRIKAM).unwrap()["sicCode"],
+        "ACC-0001"
+    );
+    assert!(
+        state["leads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["company"] == "Li Wei")
+    );
+    assert!(push(&db, &sim).stdout.contains("no REST call made"));
+
+    // A field the Marketo instance does not have comes back as Marketo's 1006.
+    std::fs::write(
+        db.dir.path().join("oppsync.toml"),
+        "[marketo]\nretry_base_ms = 5\n[mapping.opportunity]\ncolour = \"name\"\n",
+    )
+    .unwrap();
+    let run = push(&db, &sim);
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains("1006 Field 'colour' not found"),
+        "{}",
+        run.stderr
+    );
+}

@@ -36,7 +36,7 @@ pub(crate) fn run(ctx: &mut Context) -> Result<Outcome> {
     sync_round(ctx, &sim, 5)?;
 
     ctx.say("\n== 7. push again: nothing changed since");
-    let plan = plan::load(&ctx.conn, ctx.config.marketo.on_opportunity_delete)?;
+    let plan = plan::load(&ctx.conn, &ctx.config)?;
     let mut client = MarketoClient::new(&ctx.config.marketo)?;
     super::push::send(ctx, &plan, &mut client)?;
 
@@ -74,7 +74,7 @@ fn sync_round(ctx: &mut Context, sim: &MarketoSim, step: usize) -> Result<()> {
     ctx.say(format!(
         "\n== {step}. plan: the rule views against what Marketo acknowledged"
     ));
-    let plan = plan::load(&ctx.conn, ctx.config.marketo.on_opportunity_delete)?;
+    let plan = plan::load(&ctx.conn, &ctx.config)?;
     if ctx.verbosity >= super::Verbosity::Normal {
         super::plan::print_human(&plan);
     }

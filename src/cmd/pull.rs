@@ -252,6 +252,25 @@ fn pull_entity_set(
         Some(_) => Start::Full,
     };
     let mut columns = spec.select_columns();
+    // Columns `[mapping.*]` reads from the staged record must be selected too.
+    let object = match set {
+        "opportunities" => "opportunity",
+        "accounts" => "company",
+        "contacts" => "lead",
+        _ => "",
+    };
+    let mapped: Vec<String> = ctx
+        .config
+        .mapping
+        .of(object)
+        .values()
+        .map(|column| column.split('@').next().unwrap_or(column).to_string())
+        .collect();
+    for base in &mapped {
+        if !columns.contains(&base.as_str()) {
+            columns.push(base);
+        }
+    }
     loop {
         let before = tally.total.clone();
         let result = api.fetch(set, spec.key, &columns, &start, &mut |url, text| {

@@ -14,12 +14,12 @@ const LISTED_SKIPS: usize = 20;
 
 pub(crate) fn run(ctx: &mut Context, dry_run: bool) -> Result<Outcome> {
     if dry_run {
-        let plan = plan::load(&ctx.conn, ctx.config.marketo.on_opportunity_delete)?;
+        let plan = plan::load(&ctx.conn, &ctx.config)?;
         print_dry_run(&plan);
         return Ok(Outcome::Done);
     }
     let mut client = MarketoClient::new(&ctx.config.marketo)?;
-    let plan = plan::load(&ctx.conn, ctx.config.marketo.on_opportunity_delete)?;
+    let plan = plan::load(&ctx.conn, &ctx.config)?;
     send(ctx, &plan, &mut client)
 }
 

@@ -7,11 +7,7 @@ use crate::exit::Outcome;
 use crate::status::{self, Status};
 
 pub(crate) fn run(ctx: &mut Context, json: bool) -> Result<Outcome> {
-    let status = status::read(
-        &ctx.conn,
-        ctx.run_id,
-        ctx.config.marketo.on_opportunity_delete,
-    )?;
+    let status = status::read(&ctx.conn, ctx.run_id, &ctx.config)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

@@ -18,7 +18,7 @@ pub(crate) fn run(ctx: &mut Context, fixtures: Option<&Path>) -> Result<Outcome>
         None => super::pull::run_live(ctx, false)?,
     };
     let pull_counts = std::mem::take(&mut ctx.counts);
-    let plan = plan::load(&ctx.conn, ctx.config.marketo.on_opportunity_delete)?;
+    let plan = plan::load(&ctx.conn, &ctx.config)?;
     let pushed = super::push::send(ctx, &plan, &mut client)?;
     ctx.counts = json!({"pull": pull_counts, "push": std::mem::take(&mut ctx.counts)});
     Ok(if pulled == Outcome::Done && pushed == Outcome::Done {

@@ -326,12 +326,10 @@ fn apply_result(
     let key = op.key.clone().unwrap_or_default();
     match (delete, status) {
         (false, "created" | "updated") => {
-            tx.execute(
-                "INSERT INTO mkto_ack (object, key, payload, marketo_id, run_id, acked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            tx.prepare_cached("INSERT INTO mkto_ack (object, key, payload, marketo_id, run_id, acked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (object, key) DO UPDATE SET payload = excluded.payload,
                      marketo_id = coalesce(excluded.marketo_id, mkto_ack.marketo_id),
-                     run_id = excluded.run_id, acked_at = excluded.acked_at",
-                params![object.name(), key, op.payload, marketo_id, run_id, now()],
+                     run_id = excluded.run_id, acked_at = excluded.acked_at")?.execute(params![object.name(), key, op.payload, marketo_id, run_id, now()],
             )?;
             let counter = if status == "created" {
                 &mut summary.created
@@ -342,10 +340,8 @@ fn apply_result(
         }
         // 1013 on delete: the record is already gone, which is what was asked.
         (true, "deleted") | (true, "skipped") if status == "deleted" || codes.contains(&"1013") => {
-            tx.execute(
-                "DELETE FROM mkto_ack WHERE object = ?1 AND key = ?2",
-                params![object.name(), key],
-            )?;
+            tx.prepare_cached("DELETE FROM mkto_ack WHERE object = ?1 AND key = ?2")?
+                .execute(params![object.name(), key])?;
             *summary.deleted.entry(object.name()).or_default() += 1;
         }
         _ => {
@@ -412,9 +408,7 @@ fn outcome(
     marketo_id: Option<&str>,
     reasons: &str,
 ) -> Result<()> {
-    tx.execute(
-        "INSERT INTO push_outcome (run_id, object, key, action, status, marketo_id, reasons, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![run_id, op.object.name(), op.key.as_deref().or(op.source_id.as_deref()), action, status, marketo_id, reasons, now()],
+    tx.prepare_cached("INSERT INTO push_outcome (run_id, object, key, action, status, marketo_id, reasons, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![run_id, op.object.name(), op.key.as_deref().or(op.source_id.as_deref()), action, status, marketo_id, reasons, now()],
     )?;
     Ok(())
 }
@@ -428,10 +422,8 @@ fn record_calls(conn: &mut Connection, run_id: i64, calls: &[CallLog]) -> Result
 
 fn insert_calls(tx: &Transaction<'_>, run_id: i64, calls: &[CallLog]) -> Result<()> {
     for call in calls {
-        tx.execute(
-            "INSERT INTO api_call (run_id, method, path, records, http_status, error_code, attempt, duration_ms, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
+        tx.prepare_cached("INSERT INTO api_call (run_id, method, path, records, http_status, error_code, attempt, duration_ms, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?.execute(params![
                 run_id,
                 call.method,
                 call.path,

@@ -131,6 +131,9 @@ struct State {
     next_id: i64,
     faults: VecDeque<Fault>,
     leads: BTreeMap<i64, Map<String, Value>>,
+    /// Lead ids by lower-cased email: Marketo matches emails without regard to case, and a
+    /// scan of every lead per record would make large rehearsals quadratic.
+    lead_emails: BTreeMap<String, Vec<i64>>,
     companies: BTreeMap<String, Map<String, Value>>,
     opportunities: BTreeMap<String, Map<String, Value>>,
     roles: BTreeMap<(String, i64, String), Map<String, Value>>,
@@ -312,6 +315,31 @@ fn skipped(seq: Option<usize>, code: &str, message: &str) -> Value {
 }
 
 impl State {
+    fn lead_email(&self, id: i64) -> Option<String> {
+        self.leads
+            .get(&id)?
+            .get("email")?
+            .as_str()
+            .map(str::to_ascii_lowercase)
+    }
+
+    fn index_lead(&mut self, id: i64) {
+        if let Some(email) = self.lead_email(id) {
+            self.lead_emails.entry(email).or_default().push(id);
+        }
+    }
+
+    fn unindex_lead(&mut self, id: i64) {
+        if let Some(email) = self.lead_email(id)
+            && let Some(ids) = self.lead_emails.get_mut(&email)
+        {
+            ids.retain(|other| *other != id);
+            if ids.is_empty() {
+                self.lead_emails.remove(&email);
+            }
+        }
+    }
+
     fn next_random(&mut self) -> u64 {
         // xorshift64*: deterministic for a given seed, good enough for fault injection.
         let mut x = self.rng.max(1);
@@ -811,6 +839,11 @@ impl Sim {
         let wanted = record.get(lookup).filter(|v| !v.is_null());
         let matches: Vec<i64> = match wanted {
             None => Vec::new(),
+            Some(Value::String(email)) if lookup == "email" => state
+                .lead_emails
+                .get(&email.to_ascii_lowercase())
+                .cloned()
+                .unwrap_or_default(),
             Some(value) => state
                 .leads
                 .iter()
@@ -837,6 +870,7 @@ impl Sim {
             (None, "updateOnly") => Err(("1004".into(), "Lead not found".into())),
             (Some(id), _) if action != "createDuplicate" => {
                 let id = *id;
+                state.unindex_lead(id);
                 if let Some(lead) = state.leads.get_mut(&id) {
                     for (k, v) in record {
                         if k != "id" {
@@ -845,6 +879,7 @@ impl Sim {
                     }
                     lead.insert("updatedAt".into(), json!(now));
                 }
+                state.index_lead(id);
                 Ok(json!({"id": id, "status": "updated"}))
             }
             _ => {
@@ -854,6 +889,7 @@ impl Sim {
                 lead.insert("createdAt".into(), json!(now));
                 lead.insert("updatedAt".into(), json!(now));
                 state.leads.insert(id, lead);
+                state.index_lead(id);
                 Ok(json!({"id": id, "status": "created"}))
             }
         }
@@ -962,6 +998,7 @@ impl Sim {
             let removed: Option<Value> = match kind {
                 Kind::Lead => {
                     let id = record.get("id").and_then(Value::as_i64).unwrap_or_default();
+                    state.unindex_lead(id);
                     let removed = state.leads.remove(&id).map(|_| json!(id));
                     state.roles.retain(|(_, lead, _), _| *lead != id);
                     removed

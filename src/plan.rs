@@ -232,29 +232,57 @@ impl Plan {
             .filter(|op| op.action == Action::Skip)
     }
 
+    /// The batches push would send, in push order: upserts by object, then role deletes, then
+    /// opportunity deletes. Sizes are estimated from the payloads (push adds a role's leadId).
+    pub(crate) fn batches(&self) -> Vec<Batch> {
+        let kinds = Object::ALL
+            .iter()
+            .map(|o| (*o, false))
+            .chain([(Object::OpportunityRole, true), (Object::Opportunity, true)]);
+        let mut batches = Vec::new();
+        for (object, deletes) in kinds {
+            let sizes: Vec<usize> = self
+                .of(object, deletes)
+                .iter()
+                .map(|op| op.payload.as_ref().map_or(64, |p| p.len() + 1))
+                .collect();
+            let mut start = 0;
+            for records in batch_sizes(&sizes) {
+                let bytes = sizes[start..start + records].iter().sum();
+                start += records;
+                batches.push(Batch {
+                    object,
+                    deletes,
+                    records,
+                    bytes,
+                });
+            }
+        }
+        batches
+    }
+
     /// REST calls push needs for this plan (the identity call is free and not counted).
     pub(crate) fn calls(&self) -> BTreeMap<String, usize> {
         let mut calls = BTreeMap::new();
-        for object in Object::ALL {
-            for deletes in [false, true] {
-                let sizes: Vec<usize> = self
-                    .of(object, deletes)
-                    .iter()
-                    .map(|op| op.payload.as_ref().map_or(64, |p| p.len() + 1))
-                    .collect();
-                let n = batch_sizes(&sizes).len();
-                if n > 0 {
-                    let name = format!(
-                        "{}{}",
-                        object.plural(),
-                        if deletes { " delete" } else { "" }
-                    );
-                    calls.insert(name, n);
-                }
-            }
+        for batch in self.batches() {
+            let name = format!(
+                "{}{}",
+                batch.object.plural(),
+                if batch.deletes { " delete" } else { "" }
+            );
+            *calls.entry(name).or_default() += 1;
         }
         calls
     }
+}
+
+/// One call's worth of records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Batch {
+    pub object: Object,
+    pub deletes: bool,
+    pub records: usize,
+    pub bytes: usize,
 }
 
 /// Splits records of the given serialized sizes into batches of at most `MAX_BATCH_RECORDS`

@@ -7,7 +7,7 @@ use super::Context;
 use crate::exit::Outcome;
 use crate::export::client::MarketoClient;
 use crate::export::push::{self, Summary};
-use crate::plan::{self, Object, Plan};
+use crate::plan::{self, Plan};
 
 /// At most this many skipped records are listed on the terminal; all are in `push_outcome`.
 const LISTED_SKIPS: usize = 20;
@@ -77,30 +77,24 @@ fn print_summary(ctx: &Context, summary: &Summary) {
 }
 
 fn print_dry_run(plan: &Plan) {
-    let mut calls = 0;
-    for (object, deletes) in Object::ALL
-        .iter()
-        .map(|o| (*o, false))
-        .chain([(Object::OpportunityRole, true), (Object::Opportunity, true)])
-    {
-        let sizes: Vec<usize> = plan
-            .of(object, deletes)
-            .iter()
-            .map(|op| op.payload.as_ref().map_or(64, |p| p.len() + 1))
-            .collect();
-        let mut start = 0;
-        for size in plan::batch_sizes(&sizes) {
-            calls += 1;
-            let bytes: usize = sizes[start..start + size].iter().sum();
-            start += size;
-            println!(
-                "would send {} {}{}: {size} records, about {bytes} bytes",
-                object.plural(),
-                if deletes { "delete" } else { "upsert" },
-                if deletes { "" } else { " (createOrUpdate)" }
-            );
-        }
+    let batches = plan.batches();
+    for batch in &batches {
+        println!(
+            "would send {} {}{}: {} records, about {} bytes",
+            batch.object.plural(),
+            if batch.deletes { "delete" } else { "upsert" },
+            if batch.deletes {
+                ""
+            } else {
+                " (createOrUpdate)"
+            },
+            batch.records,
+            batch.bytes
+        );
     }
     let skipped = plan.skipped().count();
-    println!("{calls} REST calls; {skipped} records would be skipped (see `oppsync plan`)");
+    println!(
+        "{} REST calls; {skipped} records would be skipped (see `oppsync plan`)",
+        batches.len()
+    );
 }

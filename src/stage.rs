@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 use rusqlite::types::Value as SqlValue;
@@ -216,6 +217,24 @@ impl EntitySpec {
     /// Whether the table has `modifiedon`, which a watermark pull needs.
     pub(crate) fn has_modifiedon(&self) -> bool {
         self.columns.iter().any(|c| c.column == "modifiedon")
+    }
+
+    /// The upsert and tombstone statements, built once per process: the statement cache is
+    /// keyed by their text, so every record of every page reuses the same prepared statements.
+    fn statements(&self) -> &'static (String, String) {
+        static BUILT: OnceLock<Vec<(String, String)>> = OnceLock::new();
+        let built = BUILT.get_or_init(|| {
+            SPECS
+                .iter()
+                .map(|spec| (spec.upsert_sql(), spec.delete_sql()))
+                .collect()
+        });
+        let index = SPECS
+            .iter()
+            .position(|spec| spec.entity_set == self.entity_set)
+            // Specs are only ever obtained from SPECS (`spec_for`), so this one is in it.
+            .expect("every EntitySpec is an element of SPECS");
+        &built[index]
     }
 
     /// Upsert: every typed column is bound twice, its value and whether the record carried it.
@@ -446,9 +465,6 @@ fn stage_in(
     page: &Page<'_>,
 ) -> Result<PageReport> {
     let page_spec = page.entity_set.as_deref().and_then(spec_for);
-    // Built once per page: the statement cache is keyed by this text, so it is the same
-    // prepared statement for every record.
-    let upsert_sql = page_spec.map(EntitySpec::upsert_sql).unwrap_or_default();
     let mut counts = PageCounts::default();
     let mut rejections = Vec::new();
     let mut reject =
@@ -505,7 +521,7 @@ fn stage_in(
                 Some(Value::String(id)) if !id.trim().is_empty() => {
                     let id = id.trim().to_ascii_lowercase();
                     let changed = tx
-                        .prepare_cached(&spec.delete_sql())?
+                        .prepare_cached(&spec.statements().1)?
                         .execute(params![id, raw, source, run_id])?;
                     if changed == 0 {
                         counts.filtered += 1;
@@ -546,7 +562,7 @@ fn stage_in(
                 bound.push(SqlValue::Text(raw.to_string()));
                 bound.push(SqlValue::Text(source.to_string()));
                 bound.push(SqlValue::Integer(run_id));
-                tx.prepare_cached(&upsert_sql)?
+                tx.prepare_cached(&spec.statements().0)?
                     .execute(params_from_iter(bound))?;
                 counts.upserted += 1;
             }

@@ -48,6 +48,17 @@ pub(crate) fn check_url(setting: &str, url: &str) -> Result<()> {
     }
 }
 
+/// `text` with every non-empty secret cut out: error texts from the HTTP layer may quote a
+/// URL or a form, and nothing a client keeps or shows may carry a secret.
+pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
+    secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .fold(text.to_string(), |text, secret| {
+            text.replace(secret, "<redacted>")
+        })
+}
+
 /// Exponential backoff from `base`, doubling per attempt up to 30 s, with full jitter over the
 /// upper half so that retries from several clients spread out.
 #[derive(Debug)]
@@ -104,6 +115,14 @@ mod tests {
         assert!(check_url("x", "http://127.0.0.1.example.com").is_err());
         assert!(check_url("x", "123-ABC-456.mktorest.com").is_err());
         assert!(check_url("x", "ftp://127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn redact_cuts_every_secret_and_ignores_empty_ones() {
+        assert_eq!(
+            redact("a=s3cret&b=pw&c=x", &["s3cret", "", "pw"]),
+            "a=<redacted>&b=<redacted>&c=x"
+        );
     }
 
     #[test]

@@ -36,9 +36,7 @@ pub(crate) fn run(ctx: &mut Context) -> Result<Outcome> {
     sync_round(ctx, &sim, 5)?;
 
     ctx.say("\n== 7. push again: nothing changed since");
-    let plan = plan::load(&ctx.conn, &ctx.config)?;
-    let mut client = MarketoClient::new(&ctx.config.marketo)?;
-    super::push::send(ctx, &plan, &mut client)?;
+    super::push::run(ctx, false)?;
 
     let state = sim.state();
     let count = |name: &str| {

@@ -359,10 +359,7 @@ impl MarketoClient {
     /// Error texts from the HTTP layer may quote the identity URL and its query; the secret
     /// never leaves this module, so it is cut out of anything kept or shown.
     fn redact(&self, text: &str) -> String {
-        if self.client_secret.is_empty() {
-            return text.to_string();
-        }
-        text.replace(&self.client_secret, "<redacted>")
+        net::redact(text, &[&self.client_secret])
     }
 }
 

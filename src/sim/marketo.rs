@@ -302,10 +302,6 @@ fn request_id(rng: u64) -> String {
     format!("{:x}#{:x}", rng & 0xffff, ms)
 }
 
-fn now_iso() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 fn skipped(seq: Option<usize>, code: &str, message: &str) -> Value {
     let mut record = json!({"status": "skipped", "reasons": [{"code": code, "message": message}]});
     if let Some(seq) = seq {
@@ -864,7 +860,7 @@ impl Sim {
         if matches.len() > 1 && action != "createDuplicate" {
             return Err(("1007".into(), "Multiple lead match lookup criteria".into()));
         }
-        let now = now_iso();
+        let now = crate::run::now();
         match (matches.first(), action) {
             (Some(_), "createOnly") => Err(("1005".into(), "Lead already exists".into())),
             (None, "updateOnly") => Err(("1004".into(), "Lead not found".into())),
@@ -952,7 +948,7 @@ impl Sim {
             (true, "createOnly") => Err(("1017".into(), "Object already exists".into())),
             (false, "updateOnly") => Err(("1013".into(), "Object not found".into())),
             (exists, _) => {
-                let now = now_iso();
+                let now = crate::run::now();
                 let new_id = if exists {
                     None
                 } else {

@@ -166,8 +166,7 @@ impl Entra {
     }
 
     fn redact(&self, text: &str) -> String {
-        self.secrets.iter().fold(text.to_string(), |text, secret| {
-            text.replace(secret.as_str(), "<redacted>")
-        })
+        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        crate::net::redact(text, &secrets)
     }
 }

@@ -84,6 +84,8 @@ pub struct MarketoConfig {
     pub retry_base_ms: u64,
     /// Attempts of one request before push gives up on it.
     pub max_attempts: u32,
+    /// The longest one call may take, body included.
+    pub http_timeout_secs: u64,
 }
 
 impl Default for MarketoConfig {
@@ -97,6 +99,7 @@ impl Default for MarketoConfig {
             on_opportunity_delete: OnOpportunityDelete::Delete,
             retry_base_ms: 1000,
             max_attempts: 6,
+            http_timeout_secs: 120,
         }
     }
 }
@@ -126,6 +129,11 @@ pub struct DynamicsConfig {
     pub retry_base_ms: u64,
     /// Attempts of one request before the pull gives up on it.
     pub max_attempts: u32,
+    /// The longest one call may take, body included.
+    pub http_timeout_secs: u64,
+    /// Pages one query may take before the pull stops: a server whose next links never end
+    /// must not keep a pull running forever.
+    pub max_pages_per_query: u32,
 }
 
 impl Default for DynamicsConfig {
@@ -142,6 +150,8 @@ impl Default for DynamicsConfig {
             page_size: 5000,
             retry_base_ms: 1000,
             max_attempts: 6,
+            http_timeout_secs: 120,
+            max_pages_per_query: 100_000,
         }
     }
 }
@@ -229,13 +239,32 @@ impl Config {
                 let text = std::fs::read_to_string(&path).map_err(|err| {
                     usage(format!("cannot read config file {}: {err}", path.display()))
                 })?;
-                (parse(&path, &text)?, ConfigSource::File(path))
+                // Editors on Windows may start the file with a byte-order mark; TOML has no use
+                // for it.
+                let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+                (parse(&path, text)?, ConfigSource::File(path))
             }
             None => (Config::default(), ConfigSource::Defaults),
         };
         config.apply_env(env);
         config.validate(&source)?;
+        config.register_secrets();
         Ok((config, source))
+    }
+
+    /// Tells the redactor every configured secret, so that no server can make oppsync print
+    /// or store one by quoting it back.
+    fn register_secrets(&self) {
+        for secret in [
+            &self.marketo.client_secret,
+            &self.dynamics.client_secret,
+            &self.dynamics.password,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            crate::redact::register(secret.expose());
+        }
     }
 
     fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
@@ -306,20 +335,84 @@ impl Config {
                 }
             }
         }
-        if self.marketo.rate_limit_calls == 0 {
-            return bad("marketo.rate_limit_calls", "must be at least 1");
-        }
-        if self.marketo.rate_limit_window_secs == 0 {
-            return bad("marketo.rate_limit_window_secs", "must be at least 1");
-        }
-        if self.marketo.max_attempts == 0 {
-            return bad("marketo.max_attempts", "must be at least 1");
-        }
-        if !(1..=5000).contains(&self.dynamics.page_size) {
-            return bad(
+        let m = &self.marketo;
+        let d = &self.dynamics;
+        // Every number that becomes a duration or a count is bounded here, so that no setting
+        // can overflow the arithmetic that uses it.
+        let bounded: [(&str, u64, u64, u64, &str); 11] = [
+            (
+                "marketo.rate_limit_calls",
+                m.rate_limit_calls.into(),
+                1,
+                1000,
+                "",
+            ),
+            (
+                "marketo.rate_limit_window_secs",
+                m.rate_limit_window_secs,
+                1,
+                3600,
+                " (an hour)",
+            ),
+            (
+                "marketo.retry_base_ms",
+                m.retry_base_ms,
+                1,
+                60_000,
+                " (a minute)",
+            ),
+            ("marketo.max_attempts", m.max_attempts.into(), 1, 20, ""),
+            (
+                "marketo.http_timeout_secs",
+                m.http_timeout_secs,
+                1,
+                600,
+                " (ten minutes)",
+            ),
+            (
                 "dynamics.page_size",
-                "must be between 1 and 5000 (the Web API maximum)",
-            );
+                d.page_size.into(),
+                1,
+                5000,
+                " (the Web API maximum)",
+            ),
+            (
+                "dynamics.retry_base_ms",
+                d.retry_base_ms,
+                1,
+                60_000,
+                " (a minute)",
+            ),
+            ("dynamics.max_attempts", d.max_attempts.into(), 1, 20, ""),
+            (
+                "dynamics.http_timeout_secs",
+                d.http_timeout_secs,
+                1,
+                600,
+                " (ten minutes)",
+            ),
+            (
+                "dynamics.max_pages_per_query",
+                d.max_pages_per_query.into(),
+                1,
+                10_000_000,
+                "",
+            ),
+            (
+                "rules.stakeholder_categories",
+                self.rules.stakeholder_categories.len() as u64,
+                1,
+                1000,
+                " entries",
+            ),
+        ];
+        for (setting, value, low, high, note) in bounded {
+            if !(low..=high).contains(&value) {
+                return bad(
+                    setting,
+                    &format!("must be between {low} and {high}{note}, not {value}"),
+                );
+            }
         }
         Ok(())
     }

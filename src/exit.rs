@@ -47,6 +47,12 @@ pub fn is_usage(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| cause.is::<UsageError>())
 }
 
+/// The one line printed and stored for a failed command: the error chain, with every known
+/// secret cut out (a server may have quoted one back).
+pub fn error_line(err: &anyhow::Error) -> String {
+    crate::redact::redact(&format!("{err:#}")).replace(['\n', '\r'], " ")
+}
+
 /// The exit code for a failed command: 2 for usage errors, 1 otherwise.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     if is_usage(err) { 2 } else { 1 }

@@ -15,6 +15,7 @@ pub(crate) mod explain;
 pub(crate) mod export;
 pub(crate) mod net;
 pub(crate) mod plan;
+pub(crate) mod redact;
 pub(crate) mod rules;
 pub(crate) mod run;
 pub mod sim;

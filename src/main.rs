@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     match oppsync::cmd::run(cli) {
         Ok(outcome) => ExitCode::from(outcome.code()),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", oppsync::exit::error_line(&err));
             ExitCode::from(oppsync::exit::code_for(&err))
         }
     }

@@ -1,62 +1,168 @@
 //! What both HTTP clients (Marketo's REST API, Dataverse's Web API) share: the agent, the rule
-//! that keeps secrets off plain-HTTP networks, and exponential backoff with jitter.
+//! that keeps secrets off plain-HTTP networks and away from hosts named by anyone but the
+//! operator, reading a response body within a size limit, and exponential backoff with jitter.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Result;
+use ureq::http::Uri;
 
 use crate::exit::usage;
 
 /// No single backoff is longer than this.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Sync Leads may take 90 s at Marketo; nothing takes longer.
-const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A blocking agent that returns 4xx and 5xx responses instead of errors, so that callers can
-/// read the body and classify the failure themselves.
-pub(crate) fn agent() -> ureq::Agent {
+/// read the body and classify the failure themselves. It follows no redirect: neither Marketo
+/// nor Dataverse needs one, and a redirect is a server naming a host the operator did not.
+/// `timeout` bounds a whole call, body included, so a server that trickles cannot hold a run.
+pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(CALL_TIMEOUT))
+        .max_redirects(0)
+        .timeout_global(Some(timeout))
         .user_agent(concat!("oppsync/", env!("CARGO_PKG_VERSION")))
         .build()
         .into()
 }
 
-/// Marketo, Dataverse and Entra ID are HTTPS; plain HTTP is allowed only to this machine (the
-/// simulators), so that a secret never crosses a network in clear.
-pub(crate) fn check_url(setting: &str, url: &str) -> Result<()> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(usage(format!("{setting} {url} is not a URL")));
-    };
-    let host = if rest.starts_with('[') {
-        rest.split(']')
-            .next()
-            .map_or("", |h| h.trim_start_matches('['))
-    } else {
-        rest.split(['/', ':']).next().unwrap_or("")
-    };
-    match scheme {
-        "https" => Ok(()),
-        "http" if matches!(host, "127.0.0.1" | "localhost" | "::1") => Ok(()),
-        "http" => Err(usage(format!(
-            "{setting} {url}: plain http is allowed only to 127.0.0.1; use https"
-        ))),
-        _ => Err(usage(format!(
-            "{setting} {url}: unsupported scheme {scheme}"
-        ))),
+/// The origin (scheme, host, port) and path of a URL, parsed by the same parser ureq sends
+/// with, so that what is checked is what is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub scheme: String,
+    /// Lower-cased; IPv6 addresses keep their brackets.
+    pub host: String,
+    /// The explicit port, or the scheme's default.
+    pub port: u16,
+    pub path: String,
+}
+
+impl Target {
+    /// Parses `url`; `None` when it is not an absolute http(s) URL or names user info.
+    pub(crate) fn parse(url: &str) -> Option<Target> {
+        let uri: Uri = url.parse().ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let authority = uri.authority()?;
+        if authority.as_str().contains('@') {
+            return None;
+        }
+        let default_port = match scheme.as_str() {
+            "https" => 443,
+            "http" => 80,
+            _ => return None,
+        };
+        Some(Target {
+            scheme,
+            host: authority.host().to_ascii_lowercase(),
+            port: authority.port_u16().unwrap_or(default_port),
+            path: uri.path().to_string(),
+        })
+    }
+
+    /// Whether the host is this machine: `localhost` or a loopback address (127.0.0.0/8, ::1).
+    pub(crate) fn is_loopback(&self) -> bool {
+        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
+        self.host == "localhost" || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Whether `other` has the same scheme, host and port.
+    pub(crate) fn same_origin(&self, other: &Target) -> bool {
+        self.scheme == other.scheme && self.host == other.host && self.port == other.port
     }
 }
 
-/// `text` with every non-empty secret cut out: error texts from the HTTP layer may quote a
-/// URL or a form, and nothing a client keeps or shows may carry a secret.
-pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
-    secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(text.to_string(), |text, secret| {
-            text.replace(secret, "<redacted>")
+/// Checks a configured URL and returns it without a trailing slash. Marketo, Dataverse and Entra
+/// ID are HTTPS; plain HTTP is allowed only to this machine (the simulators), so that a secret
+/// never crosses a network in clear. User info (`user:pass@host`) is refused outright: it is
+/// how a URL that reads like one host sends to another.
+pub(crate) fn check_url(setting: &str, url: &str) -> Result<String> {
+    let url = url.trim().trim_end_matches('/');
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(usage(format!("{setting} {url} is not a URL")));
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+        return Err(usage(format!(
+            "{setting} {url}: unsupported scheme {scheme}; use https"
+        )));
+    }
+    if url.parse::<Uri>().is_ok_and(|uri| {
+        uri.authority()
+            .is_some_and(|authority| authority.as_str().contains('@'))
+    }) {
+        return Err(usage(format!(
+            "{setting}: user info (user@host) is not allowed in the URL; give the host alone and credentials in their own settings"
+        )));
+    }
+    let Some(target) = Target::parse(url) else {
+        return Err(usage(format!("{setting} {url} is not a valid URL")));
+    };
+    if url.contains(['?', '#']) {
+        return Err(usage(format!(
+            "{setting} {url}: a query or fragment is not allowed in a base URL"
+        )));
+    }
+    if target.scheme == "http" && !target.is_loopback() {
+        return Err(usage(format!(
+            "{setting} {url}: plain http is allowed only to this machine (127.0.0.1, localhost, ::1); use https"
+        )));
+    }
+    Ok(url.to_string())
+}
+
+/// Reads a response body as text, within `limit` bytes. The error says what happened (timed
+/// out after the call's time limit, too large, not UTF-8, connection dropped) in one line.
+pub(crate) fn read_body(
+    response: &mut ureq::http::Response<ureq::Body>,
+    limit: u64,
+    timeout: Duration,
+) -> std::result::Result<String, String> {
+    response
+        .body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_string()
+        .map_err(|err| match err {
+            ureq::Error::Timeout(_) => format!(
+                "timed out reading the response after {} s",
+                timeout.as_secs()
+            ),
+            ureq::Error::BodyExceedsLimit(limit) => {
+                format!("the response is larger than {} MB", limit / 1_000_000)
+            }
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => format!(
+                "timed out reading the response after {} s",
+                timeout.as_secs()
+            ),
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                "the response is not valid UTF-8".to_string()
+            }
+            other => format!("reading the response failed: {other}"),
         })
+}
+
+/// A transport error (no response) in one line, saying a timeout is one.
+pub(crate) fn transport_error(err: &ureq::Error, timeout: Duration) -> String {
+    match err {
+        ureq::Error::Timeout(_) => format!("no complete answer within {} s", timeout.as_secs()),
+        other => other.to_string(),
+    }
+}
+
+/// A few words on a body that could not be used: what it starts with, or that it is empty.
+pub(crate) fn describe_body(text: &str) -> String {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return "the body is empty".to_string();
+    }
+    let shown: String = trimmed.chars().take(120).collect();
+    let shown = shown.replace(['\n', '\r'], " ");
+    if shown.len() < trimmed.len() {
+        format!("the body starts: {shown}…")
+    } else {
+        format!("the body: {shown}")
+    }
 }
 
 /// Exponential backoff from `base`, doubling per attempt up to 30 s, with full jitter over the
@@ -107,22 +213,70 @@ mod tests {
 
     #[test]
     fn urls_must_be_https_unless_loopback() {
-        assert!(check_url("x", "https://123-ABC-456.mktorest.com").is_ok());
-        assert!(check_url("x", "http://127.0.0.1:8080").is_ok());
-        assert!(check_url("x", "http://[::1]:8080/api").is_ok());
-        assert!(check_url("x", "http://localhost").is_ok());
-        assert!(check_url("x", "http://123-ABC-456.mktorest.com").is_err());
-        assert!(check_url("x", "http://127.0.0.1.example.com").is_err());
-        assert!(check_url("x", "123-ABC-456.mktorest.com").is_err());
-        assert!(check_url("x", "ftp://127.0.0.1").is_err());
+        for ok in [
+            "https://123-ABC-456.mktorest.com",
+            "https://123-ABC-456.mktorest.com/",
+            "http://127.0.0.1:8080",
+            "http://127.0.0.2:8080",
+            "http://[::1]:8080/api",
+            "http://localhost",
+            "HTTP://LOCALHOST:1",
+        ] {
+            assert!(check_url("x", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://123-ABC-456.mktorest.com",
+            "http://127.0.0.1.example.invalid",
+            "123-ABC-456.mktorest.com",
+            "ftp://127.0.0.1",
+            "http://10.0.0.1",
+            "http://[::ffff:10.1.2.3]:80",
+            "https://host.invalid/rest?x=1",
+            "http://127.0.0.1\\@host.invalid",
+        ] {
+            let err = check_url("x", bad).unwrap_err();
+            assert!(crate::exit::is_usage(&err), "{bad}");
+        }
+        assert_eq!(
+            check_url("x", "https://h.invalid/").unwrap(),
+            "https://h.invalid"
+        );
     }
 
     #[test]
-    fn redact_cuts_every_secret_and_ignores_empty_ones() {
-        assert_eq!(
-            redact("a=s3cret&b=pw&c=x", &["s3cret", "", "pw"]),
-            "a=<redacted>&b=<redacted>&c=x"
-        );
+    fn user_info_is_refused_even_when_it_reads_like_a_loopback_host() {
+        for url in [
+            "http://127.0.0.1:1@host.invalid:18080",
+            "https://user:pass@host.invalid",
+            "http://127.0.0.1@127.0.0.1",
+        ] {
+            let err = check_url("marketo.base_url", url).unwrap_err();
+            let message = format!("{err:#}");
+            assert!(message.contains("user info"), "{url}: {message}");
+            assert!(!message.contains("pass"), "{message}");
+        }
+    }
+
+    #[test]
+    fn targets_compare_by_scheme_host_and_default_port() {
+        let org = Target::parse("https://Contoso.crm.dynamics.com/api/data/v9.2").unwrap();
+        let same = Target::parse("https://contoso.crm.dynamics.com:443/api/data/v9.2/x").unwrap();
+        assert!(org.same_origin(&same));
+        for other in [
+            "http://contoso.crm.dynamics.com/api/data/v9.2",
+            "https://contoso.crm.dynamics.com:444/api/data/v9.2",
+            "https://contoso.crm.dynamics.com.invalid/api/data/v9.2",
+        ] {
+            assert!(!org.same_origin(&Target::parse(other).unwrap()), "{other}");
+        }
+        assert!(Target::parse("https://u@contoso.crm.dynamics.com/").is_none());
+    }
+
+    #[test]
+    fn describe_body_says_empty_or_shows_the_start() {
+        assert_eq!(describe_body("  \n"), "the body is empty");
+        assert_eq!(describe_body("<html>"), "the body: <html>");
+        assert!(describe_body(&"x".repeat(500)).ends_with('…'));
     }
 
     #[test]

@@ -126,7 +126,13 @@ pub(crate) fn diff(
         if let Some(key) = &row.key {
             seen.insert(key.clone());
         }
-        let action = match (&row.skip_reason, &row.key, &row.payload) {
+        let oversized = row
+            .payload
+            .as_ref()
+            .filter(|p| p.len() + 1 > MAX_BATCH_BYTES)
+            .map(|p| too_large(p.len() + 1));
+        let skip_reason = row.skip_reason.or(oversized);
+        let action = match (&skip_reason, &row.key, &row.payload) {
             (Some(_), _, _) | (None, None, _) | (None, _, None) => Action::Skip,
             (None, Some(key), Some(payload)) => match acked.get(key) {
                 None => Action::Create,
@@ -135,10 +141,7 @@ pub(crate) fn diff(
             },
         };
         let reason = match action {
-            Action::Skip => Some(
-                row.skip_reason
-                    .unwrap_or_else(|| "no key or payload".to_string()),
-            ),
+            Action::Skip => Some(skip_reason.unwrap_or_else(|| "no key or payload".to_string())),
             _ => None,
         };
         operations.push(Operation {
@@ -165,6 +168,13 @@ pub(crate) fn diff(
         }
     }
     operations
+}
+
+/// Why a record of `bytes` bytes is never sent: no batch can carry it.
+pub(crate) fn too_large(bytes: usize) -> String {
+    format!(
+        "the record is {bytes} bytes: alone it is over Marketo's 1 MB request limit (shorten the long fields in Dynamics)"
+    )
 }
 
 /// A role key is `json_array(opportunityid, lead key, role)`; its lead key is the second item.

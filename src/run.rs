@@ -32,8 +32,8 @@ pub(crate) fn finish(
     let (outcome, code, message) = match result {
         Ok(Outcome::Done) => ("done", 0, None),
         Ok(Outcome::DoneWithRejects) => ("done_with_rejects", 3, None),
-        Err(err) if exit::is_usage(err) => ("usage_error", 2, Some(format!("{err:#}"))),
-        Err(err) => ("failed", 1, Some(format!("{err:#}"))),
+        Err(err) if exit::is_usage(err) => ("usage_error", 2, Some(exit::error_line(err))),
+        Err(err) => ("failed", 1, Some(exit::error_line(err))),
     };
     conn.execute(
         "UPDATE run SET finished_at = ?2, outcome = ?3, exit_code = ?4, counts = ?5, message = ?6

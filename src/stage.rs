@@ -16,8 +16,10 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, Transaction, params, params_from_iter};
 use serde_json::{Map, Value};
 
+use crate::redact::redact;
 use crate::run::now;
 use crate::source::page::{self, Page};
+use crate::source::strict;
 
 const LOOKUP_TYPE: &str = "@Microsoft.Dynamics.CRM.lookuplogicalname";
 const FORMATTED: &str = "@OData.Community.Display.V1.FormattedValue";
@@ -300,14 +302,16 @@ impl EntitySpec {
     ) -> Result<(String, Vec<(SqlValue, bool)>), String> {
         let key = match record.get(self.key) {
             None | Some(Value::Null) => return Err(format!("missing primary key {}", self.key)),
-            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_ascii_lowercase(),
-            Some(other) => {
-                return Err(format!(
-                    "{}: expected a GUID string, got {}",
-                    self.key,
-                    describe(other)
-                ));
-            }
+            Some(value) => match value.as_str().and_then(guid) {
+                Some(key) => key,
+                None => {
+                    return Err(format!(
+                        "{}: expected a GUID, got {}",
+                        self.key,
+                        describe(value)
+                    ));
+                }
+            },
         };
         let mut values = Vec::with_capacity(self.columns.len());
         for column in self.columns {
@@ -353,10 +357,11 @@ fn convert(kind: Kind, value: &Value) -> Result<SqlValue, String> {
     match (kind, value) {
         (Kind::Text | Kind::Annotation { .. }, Value::String(s)) => Ok(SqlValue::Text(s.clone())),
         (Kind::Text | Kind::Annotation { .. }, _) => wrong("a string"),
-        (Kind::Guid, Value::String(s)) if !s.trim().is_empty() => {
-            Ok(SqlValue::Text(s.trim().to_ascii_lowercase()))
-        }
-        (Kind::Guid, _) => wrong("a GUID string"),
+        (Kind::Guid, Value::String(s)) => guid(s)
+            .map(SqlValue::Text)
+            .ok_or(())
+            .or_else(|()| wrong("a GUID")),
+        (Kind::Guid, _) => wrong("a GUID"),
         (Kind::Integer, Value::Number(n)) => match n.as_i64() {
             Some(i) => Ok(SqlValue::Integer(i)),
             None => match n.as_f64() {
@@ -383,6 +388,22 @@ fn convert(kind: Kind, value: &Value) -> Result<SqlValue, String> {
         }
         (Kind::DateTime, _) => wrong("an ISO 8601 timestamp"),
     }
+}
+
+/// A Dataverse GUID (`8-4-4-4-12` hex digits, any case, optionally in braces) in the one form
+/// staging keeps: lower case, no braces, so that joins match however it was written. Anything
+/// else is not a key: it could never match a record, and it must not reach Marketo as one.
+pub(crate) fn guid(text: &str) -> Option<String> {
+    let inner = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or(text);
+    let well_formed = inner.len() == 36
+        && inner.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    well_formed.then(|| inner.to_ascii_lowercase())
 }
 
 /// A DateOnly value: the Web API is expected to send `YYYY-MM-DD` (unconfirmed, see the
@@ -472,7 +493,14 @@ fn stage_in(
             tx.execute(
                 "INSERT INTO rejected_record (run_id, source, position, entity_set, reason, raw) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run_id, source, position as i64, entity_set, reason, raw],
+                params![
+                    run_id,
+                    source,
+                    position as i64,
+                    entity_set,
+                    redact(&reason),
+                    raw
+                ],
             )?;
             rejections.push(Rejection { position, reason });
             Ok(())
@@ -480,7 +508,7 @@ fn stage_in(
 
     for (position, raw) in page.records.iter().enumerate() {
         let raw = raw.get();
-        let record = match serde_json::from_str::<Value>(raw) {
+        let record = match strict::value(raw) {
             Ok(Value::Object(map)) => map,
             Ok(other) => {
                 reject(
@@ -496,7 +524,10 @@ fn stage_in(
                 reject(
                     position,
                     page.entity_set.as_deref(),
-                    format!("unreadable record: {err}"),
+                    format!(
+                        "unreadable record: {}",
+                        page::strip_location(&err.to_string())
+                    ),
                     raw,
                 )?;
                 counts.rejected += 1;
@@ -517,9 +548,8 @@ fn stage_in(
                 counts.rejected += 1;
                 continue;
             };
-            match record.get("id") {
-                Some(Value::String(id)) if !id.trim().is_empty() => {
-                    let id = id.trim().to_ascii_lowercase();
+            match record.get("id").and_then(Value::as_str).and_then(guid) {
+                Some(id) => {
                     let changed = tx
                         .prepare_cached(&spec.statements().1)?
                         .execute(params![id, raw, source, run_id])?;
@@ -533,7 +563,12 @@ fn stage_in(
                     reject(
                         position,
                         Some(spec.entity_set),
-                        "deleted entity without a string `id`".to_string(),
+                        format!(
+                            "deleted entity without a GUID `id` (got {})",
+                            record
+                                .get("id")
+                                .map_or_else(|| "none".to_string(), describe)
+                        ),
                         raw,
                     )?;
                     counts.rejected += 1;

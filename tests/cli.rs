@@ -90,15 +90,15 @@ fn push_without_marketo_settings_exits_2_naming_each_one() {
     let run = db.run_with_env(
         &["push"],
         &[
-            ("MARKETO_BASE_URL", "http://marketo.example.com"),
+            ("MARKETO_BASE_URL", "http://marketo.example.invalid"),
             ("MARKETO_CLIENT_ID", "x"),
-            ("MARKETO_CLIENT_SECRET", "y"),
+            ("MARKETO_CLIENT_SECRET", "a-realistic-secret"),
         ],
     );
     run.expect_code(2);
     assert!(
         run.stderr
-            .contains("plain http is allowed only to 127.0.0.1"),
+            .contains("plain http is allowed only to this machine"),
         "{}",
         run.stderr
     );

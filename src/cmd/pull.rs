@@ -11,16 +11,14 @@ use serde_json::{Value, json};
 
 use super::Context;
 use crate::exit::Outcome;
-use crate::source::webapi::{Links, Rejected, Start, WebApi};
-use crate::source::{fixtures, page};
+use crate::source::fixtures;
+use crate::source::page::{self, Page};
+use crate::source::strategy::{Fallback, Start};
+use crate::source::webapi::{Rejected, WebApi};
 use crate::stage::{self, PageCounts, PageReport, PullState};
 
 /// At most this many rejected records are listed on the terminal; all are in `rejected_record`.
 const LISTED_REJECTS: usize = 20;
-/// Overlap for watermark pulls: `modifiedon` has one-second resolution.
-const WATERMARK_OVERLAP_SECS: i64 = 5;
-/// Before every date Dataverse stores: a watermark pull from here reads everything.
-const DATAVERSE_MIN_DATE: &str = "1753-01-01T00:00:00Z";
 
 /// One page's text and where it came from.
 pub(crate) struct PageText {
@@ -43,16 +41,18 @@ struct Tally {
 }
 
 impl Tally {
-    /// Parses and stages one page and reports on it; returns its links.
-    fn stage(&mut self, ctx: &mut Context, page: PageText) -> Result<Links> {
+    /// Parses and stages one page and reports on it.
+    fn stage(&mut self, ctx: &mut Context, page: PageText) -> Result<()> {
         let PageText { source, name, text } = page;
         let parsed = page::parse(&source, &text, name.as_deref())?;
-        let report = stage::stage_page(&mut ctx.conn, ctx.run_id, &source, &parsed)?;
-        self.record(ctx, &source, &report, parsed.records.is_empty());
-        Ok(Links {
-            next: parsed.next_link,
-            delta: parsed.delta_link,
-        })
+        self.stage_parsed(ctx, &source, &parsed)
+    }
+
+    /// Stages one parsed page and reports on it.
+    fn stage_parsed(&mut self, ctx: &mut Context, source: &str, page: &Page<'_>) -> Result<()> {
+        let report = stage::stage_page(&mut ctx.conn, ctx.run_id, source, page)?;
+        self.record(ctx, source, &report, page.records.is_empty());
+        Ok(())
     }
 
     fn record(&mut self, ctx: &mut Context, source: &str, report: &PageReport, empty: bool) {
@@ -90,7 +90,8 @@ impl Tally {
             if self.listed < LISTED_REJECTS {
                 eprintln!(
                     "rejected: {source} record {}: {}",
-                    rejection.position, rejection.reason
+                    rejection.position,
+                    crate::redact::redact(&rejection.reason)
                 );
             }
             self.listed += 1;
@@ -236,21 +237,7 @@ fn pull_entity_set(
         return Ok(());
     };
     let state = stage::pull_state(&ctx.conn, set)?;
-    let mut start = match &state {
-        _ if full => Start::Full,
-        None => Start::Full,
-        Some(PullState {
-            mode,
-            delta_link: Some(link),
-            ..
-        }) if mode == "change_tracking" => Start::Delta(link.clone()),
-        Some(PullState {
-            mode,
-            watermark: Some(mark),
-            ..
-        }) if mode == "watermark" && spec.has_modifiedon() => Start::Since(overlap(mark)),
-        Some(_) => Start::Full,
-    };
+    let mut start = Start::from_state(state.as_ref(), full, spec.has_modifiedon());
     let mut columns = spec.select_columns();
     // Columns `[mapping.*]` reads from the staged record must be selected too.
     let object = match set {
@@ -273,15 +260,8 @@ fn pull_entity_set(
     }
     loop {
         let before = tally.total.clone();
-        let result = api.fetch(set, spec.key, &columns, &start, &mut |url, text| {
-            tally.stage(
-                ctx,
-                PageText {
-                    source: url.to_string(),
-                    name: Some(set.to_string()),
-                    text,
-                },
-            )
+        let result = api.fetch(set, spec.key, &columns, &start, &mut |url, page| {
+            tally.stage_parsed(ctx, url, page)
         });
         let rejected = match result {
             Ok(delta_link) => {
@@ -289,31 +269,25 @@ fn pull_entity_set(
             }
             Err(err) => err.downcast::<Rejected>()?,
         };
-        if matches!(start, Start::Delta(_)) {
-            ctx.say(format!(
-                "{set}: the stored delta link was refused ({rejected}); pulling {set} in full"
-            ));
-            start = Start::Full;
-        } else if rejected.message.contains("new_synctomkto") && columns.contains(&"new_synctomkto")
-        {
-            ctx.say(format!(
-                "{set}: the org has no new_synctomkto column; every {set} record is in scope"
-            ));
-            columns.retain(|c| *c != "new_synctomkto");
-        } else if matches!(start, Start::Full)
-            && rejected
-                .message
-                .to_ascii_lowercase()
-                .contains("change tracking")
-            && spec.has_modifiedon()
-        {
-            ctx.say(format!(
-                "{set}: change tracking is refused ({rejected}); pulling by modifiedon instead"
-            ));
-            start = Start::Since(DATAVERSE_MIN_DATE.to_string());
-        } else {
+        let Some(fallback) = Fallback::after(&rejected, &start, &columns, spec.has_modifiedon())
+        else {
             return Err(rejected.into());
+        };
+        match &fallback {
+            Fallback::Full => ctx.say(format!(
+                "{set}: the stored delta link was refused ({rejected}); pulling {set} in full"
+            )),
+            Fallback::WithoutColumn(column) => {
+                ctx.say(format!(
+                    "{set}: the org has no {column} column; every {set} record is in scope"
+                ));
+                columns.retain(|c| c != column);
+            }
+            Fallback::Watermark => ctx.say(format!(
+                "{set}: change tracking is refused ({rejected}); pulling by modifiedon instead"
+            )),
         }
+        start = fallback.start(&start);
     }
 }
 
@@ -328,11 +302,7 @@ fn finish_entity_set(
     before: &PageCounts,
 ) -> Result<()> {
     let set = spec.entity_set;
-    let complete = match start {
-        Start::Full => true,
-        Start::Since(mark) => mark == DATAVERSE_MIN_DATE,
-        Start::Delta(_) => false,
-    };
+    let complete = start.is_complete();
     if complete {
         tally.sweep(ctx, &BTreeSet::from([set]))?;
     }
@@ -357,27 +327,11 @@ fn finish_entity_set(
         }
     };
     stage::save_pull_state(&ctx.conn, ctx.run_id, set, &state)?;
-    let how = match start {
-        Start::Full => "full",
-        Start::Delta(_) => "changes since the last pull",
-        Start::Since(_) => "modified since the last pull",
-    };
     ctx.say(format!(
-        "{set}: {} staged, {} deleted ({how})",
+        "{set}: {} staged, {} deleted ({})",
         tally.total.upserted - before.upserted,
-        tally.total.deleted - before.deleted
+        tally.total.deleted - before.deleted,
+        start.describe()
     ));
     Ok(())
-}
-
-/// The watermark minus the overlap, in the form Dataverse filters take.
-fn overlap(mark: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(mark)
-        .map(|t| {
-            (t - chrono::Duration::seconds(WATERMARK_OVERLAP_SECS))
-                .with_timezone(&chrono::Utc)
-                .format("%Y-%m-%dT%H:%M:%SZ")
-                .to_string()
-        })
-        .unwrap_or_else(|_| DATAVERSE_MIN_DATE.to_string())
 }

@@ -3,8 +3,11 @@
 //!
 //! Errors are classified here and nowhere else: 606 waits out the rate window, 615 and the
 //! transient codes (604, 608, 611, 713, 502, 614, HTTP 5xx, network) back off exponentially
-//! with jitter up to `max_attempts`; 607 is `Failure::DailyQuota`; anything else aborts with
-//! Marketo's code and message. The token and the client secret never leave this module.
+//! with jitter up to `max_attempts`; 607 is `Failure::DailyQuota`; a refusal of the request
+//! itself (HTTP 413 and other 4xx, 609, 1001, 1003 at request level), or a body that never got
+//! an answer through every retry, is `Failure::Refused`, which push answers by isolating the
+//! record at fault; anything else aborts with Marketo's code and message. The token and the
+//! client secret never leave this module, and are registered with the redactor.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -20,11 +23,21 @@ use crate::net::{self, Backoff};
 /// Renew the token when less than this is left (Adobe recommends renewing before expiry).
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
+/// Tokens live at most this long, whatever `expires_in` says: Marketo's last an hour, and a
+/// huge value from a broken server must not overflow the clock arithmetic.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Marketo answers are small (300 results); anything this big is not Marketo.
+const MAX_RESPONSE_BYTES: u64 = 32_000_000;
+
 /// A failure push cannot retry its way out of.
 #[derive(Debug)]
 pub(crate) enum Failure {
     /// 607: the daily quota is spent; the run stops cleanly and resumes next time.
     DailyQuota(String),
+    /// This request body was refused at request level (HTTP 413 and other 4xx, 609, 1001,
+    /// 1003), or got no usable answer through every retry (`answered` false): the fault may
+    /// lie with one record in it, which push isolates by splitting the batch.
+    Refused { message: String, answered: bool },
     /// Anything else: the message says what Marketo answered.
     Fatal(String),
 }
@@ -37,7 +50,7 @@ impl fmt::Display for Failure {
                 "Marketo's daily API quota is spent (607 {message}); what was acknowledged is recorded, \
                  run push again after the quota resets (midnight US Central)"
             ),
-            Failure::Fatal(message) => f.write_str(message),
+            Failure::Refused { message, .. } | Failure::Fatal(message) => f.write_str(message),
         }
     }
 }
@@ -64,7 +77,15 @@ struct Token {
 /// What one attempt came to.
 enum Attempt {
     Done(Value),
-    Retry { why: String, wait: Duration },
+    /// Worth another try after `wait`. `body_at_fault`: when retries run out, the body may be
+    /// the cause (network errors, HTTP 5xx, unreadable answers), not the quota or Marketo's state.
+    Retry {
+        why: String,
+        wait: Duration,
+        body_at_fault: bool,
+    },
+    /// The request itself was refused: retrying the same body cannot help.
+    Refused(String),
     Reauth(String),
     Fail(Failure),
 }
@@ -78,6 +99,7 @@ pub(crate) struct MarketoClient {
     limiter: Limiter,
     backoff: Backoff,
     max_attempts: u32,
+    timeout: Duration,
     /// Every call made, for the caller to store; drained with `take_calls`.
     calls: Vec<CallLog>,
 }
@@ -105,14 +127,15 @@ impl MarketoClient {
                 missing.join(", ")
             )));
         }
-        let base = config
-            .base_url
-            .clone()
-            .unwrap_or_default()
-            .trim_end_matches('/')
-            .to_string();
-        net::check_url("marketo.base_url", &base)?;
-        let agent = net::agent();
+        let base = net::check_url(
+            "marketo.base_url",
+            config.base_url.as_deref().unwrap_or_default(),
+        )?;
+        let timeout = Duration::from_secs(config.http_timeout_secs);
+        let agent = net::agent(timeout);
+        if let Some(secret) = &config.client_secret {
+            crate::redact::register(secret.expose());
+        }
         Ok(MarketoClient {
             agent,
             base,
@@ -129,6 +152,7 @@ impl MarketoClient {
             ),
             backoff: Backoff::new(Duration::from_millis(config.retry_base_ms)),
             max_attempts: config.max_attempts,
+            timeout,
             calls: Vec::new(),
         })
     }
@@ -138,9 +162,17 @@ impl MarketoClient {
         std::mem::take(&mut self.calls)
     }
 
-    /// POSTs a JSON body of `records` records to `path` (under `/rest`), retrying as classified,
-    /// and returns Marketo's successful response body.
-    pub(crate) fn post(&mut self, path: &str, body: &Value, records: usize) -> Result<Value> {
+    /// POSTs a JSON body of `records` records to `path` (under `/rest`), retrying as classified
+    /// (at most `attempts` tries when given, fewer than configured), and returns Marketo's
+    /// successful response body.
+    pub(crate) fn post(
+        &mut self,
+        path: &str,
+        body: &Value,
+        records: usize,
+        attempts: Option<u32>,
+    ) -> Result<Value> {
+        let max_attempts = attempts.map_or(self.max_attempts, |n| n.min(self.max_attempts));
         let text = body.to_string();
         let mut reauths = 0;
         let mut attempt = 0;
@@ -163,11 +195,28 @@ impl MarketoClient {
                         .into());
                     }
                 }
-                Attempt::Retry { why, wait } => {
-                    if attempt >= self.max_attempts {
-                        return Err(Failure::Fatal(format!(
-                            "{path}: gave up after {attempt} attempts: {why}"
-                        ))
+                Attempt::Refused(message) => {
+                    return Err(Failure::Refused {
+                        message,
+                        answered: true,
+                    }
+                    .into());
+                }
+                Attempt::Retry {
+                    why,
+                    wait,
+                    body_at_fault,
+                } => {
+                    if attempt >= max_attempts {
+                        let message = format!("{path}: gave up after {attempt} attempts: {why}");
+                        return Err(if body_at_fault {
+                            Failure::Refused {
+                                message,
+                                answered: false,
+                            }
+                        } else {
+                            Failure::Fatal(message)
+                        }
                         .into());
                     }
                     std::thread::sleep(wait);
@@ -202,18 +251,28 @@ impl MarketoClient {
         };
         let result = match response {
             Err(err) => {
-                let err = self.redact(&err.to_string());
+                let err = net::transport_error(&err, self.timeout);
                 log.error_code = Some(format!("network: {err}"));
                 Attempt::Retry {
                     why: format!("network error: {err}"),
                     wait: self.backoff.delay(attempt),
+                    body_at_fault: true,
                 }
             }
             Ok(mut response) => {
                 let status = response.status().as_u16();
                 log.http_status = Some(status);
-                let text = response.body_mut().read_to_string().unwrap_or_default();
-                self.classify(path, status, &text, attempt, &mut log)
+                match net::read_body(&mut response, MAX_RESPONSE_BYTES, self.timeout) {
+                    Ok(text) => self.classify(path, status, &text, attempt, &mut log),
+                    Err(why) => {
+                        log.error_code = Some(format!("body: {why}"));
+                        Attempt::Retry {
+                            why: format!("HTTP {status}, but {why}"),
+                            wait: self.backoff.delay(attempt),
+                            body_at_fault: true,
+                        }
+                    }
+                }
             }
         };
         log.duration = started.elapsed();
@@ -231,47 +290,95 @@ impl MarketoClient {
     ) -> Attempt {
         if status >= 500 {
             return Attempt::Retry {
-                why: format!("HTTP {status}"),
+                why: format!("HTTP {status} ({})", net::describe_body(text)),
                 wait: self.backoff.delay(attempt),
+                body_at_fault: true,
             };
+        }
+        if (300..400).contains(&status) {
+            return Attempt::Fail(Failure::Fatal(format!(
+                "{path}: Marketo answered a redirect (HTTP {status}); oppsync follows none, check marketo.base_url"
+            )));
+        }
+        if status == 401 || status == 403 {
+            return Attempt::Fail(Failure::Fatal(format!(
+                "{path}: HTTP {status}: {}",
+                net::describe_body(text)
+            )));
         }
         if status != 200 {
-            let detail: String = text.chars().take(200).collect();
-            return Attempt::Fail(Failure::Fatal(format!("{path}: HTTP {status}: {detail}")));
+            // 413 (body over 1 MB) and any other refusal of this request as sent.
+            return Attempt::Refused(format!(
+                "{path}: HTTP {status}: {}",
+                net::describe_body(text)
+            ));
         }
-        let Ok(body) = serde_json::from_str::<Value>(text) else {
+        let Ok(body) = serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}')) else {
             return Attempt::Retry {
-                why: "response is not JSON".into(),
+                why: format!("the response is not JSON ({})", net::describe_body(text)),
                 wait: self.backoff.delay(attempt),
+                body_at_fault: true,
             };
         };
-        if body.get("success").and_then(Value::as_bool) == Some(true) {
-            return Attempt::Done(body);
+        match body.get("success") {
+            Some(Value::Bool(true)) => return Attempt::Done(body),
+            Some(Value::Bool(false)) => {}
+            Some(_) | None => {
+                return Attempt::Retry {
+                    why: format!(
+                        "the response has no boolean `success` ({})",
+                        net::describe_body(text)
+                    ),
+                    wait: self.backoff.delay(attempt),
+                    body_at_fault: true,
+                };
+            }
         }
-        let error = body.get("errors").and_then(|e| e.get(0));
+        let Some(error) = body
+            .get("errors")
+            .and_then(Value::as_array)
+            .and_then(|errors| errors.first())
+        else {
+            return Attempt::Fail(Failure::Fatal(format!(
+                "{path}: Marketo answered success=false without an errors array ({})",
+                net::describe_body(text)
+            )));
+        };
         let code = error
-            .and_then(|e| e.get("code"))
+            .get("code")
             .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string))
             .unwrap_or_default();
         let message = error
-            .and_then(|e| e.get("message"))
+            .get("message")
             .and_then(Value::as_str)
-            .unwrap_or("")
+            .unwrap_or("(no message)")
             .to_string();
+        let code_shown = if code.is_empty() {
+            "(no code)"
+        } else {
+            code.as_str()
+        };
         log.error_code = Some(code.clone());
         match code.as_str() {
             "601" | "602" => Attempt::Reauth(code),
             "606" => Attempt::Retry {
                 why: format!("606 {message}"),
                 wait: self.limiter.window() / 4 + self.backoff.jitter(Duration::from_millis(250)),
+                body_at_fault: false,
             },
             "615" | "604" | "608" | "611" | "713" | "502" | "614" => Attempt::Retry {
                 why: format!("{code} {message}"),
                 wait: self.backoff.delay(attempt),
+                body_at_fault: false,
             },
             "607" => Attempt::Fail(Failure::DailyQuota(message)),
+            // The body as sent was refused: invalid JSON, or a value Marketo rejects for the
+            // whole request. Another record split apart from it may well go.
+            "609" | "1001" | "1003" => {
+                Attempt::Refused(format!("{path}: Marketo error {code}: {message}"))
+            }
             _ => Attempt::Fail(Failure::Fatal(format!(
-                "{path}: Marketo error {code}: {message}"
+                "{path}: Marketo error {code_shown}: {message}"
             ))),
         }
     }
@@ -304,48 +411,17 @@ impl MarketoClient {
         };
         let outcome = match response {
             Err(err) => {
-                let err = self.redact(&err.to_string());
+                let err = net::transport_error(&err, self.timeout);
                 log.error_code = Some(format!("network: {err}"));
                 Err(Failure::Fatal(format!("cannot reach Marketo at {}: {err}", self.base)).into())
             }
             Ok(mut response) => {
                 let status = response.status().as_u16();
                 log.http_status = Some(status);
-                let body: Value =
-                    serde_json::from_str(&response.body_mut().read_to_string().unwrap_or_default())
-                        .unwrap_or(Value::Null);
-                let description = body
-                    .get("error_description")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                match (status, body.get("access_token").and_then(Value::as_str)) {
-                    (200, Some(token)) => {
-                        let expires_in = match body.get("expires_in") {
-                            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
-                            Some(Value::String(s)) => s.parse().unwrap_or(0),
-                            _ => 0,
-                        };
-                        let lifetime = Duration::from_secs(expires_in);
-                        // Renew a minute early, or halfway through a token that lives shorter.
-                        let margin = TOKEN_MARGIN.min(lifetime / 2);
-                        self.token = Some(Token {
-                            value: token.to_string(),
-                            renew_at: started + lifetime - margin,
-                        });
-                        Ok(())
-                    }
-                    (401, _) => {
-                        log.error_code = body
-                            .get("error")
-                            .and_then(Value::as_str)
-                            .map(str::to_string);
-                        Err(usage(format!(
-                            "Marketo refused the credentials of marketo.client_id {}: {description}",
-                            self.client_id
-                        )))
-                    }
-                    (status, _) => Err(Failure::Fatal(format!(
-                        "Marketo identity endpoint answered HTTP {status}: {description}"
+                match net::read_body(&mut response, MAX_RESPONSE_BYTES, self.timeout) {
+                    Ok(text) => self.accept_token(status, &text, started, &mut log),
+                    Err(why) => Err(Failure::Fatal(format!(
+                        "Marketo's identity endpoint answered HTTP {status}, but {why}"
                     ))
                     .into()),
                 }
@@ -356,10 +432,62 @@ impl MarketoClient {
         outcome
     }
 
-    /// Error texts from the HTTP layer may quote the identity URL and its query; the secret
-    /// never leaves this module, so it is cut out of anything kept or shown.
-    fn redact(&self, text: &str) -> String {
-        net::redact(text, &[&self.client_secret])
+    /// Takes the identity endpoint's answer: a token to use until shortly before it expires,
+    /// or an error that says what came back instead.
+    fn accept_token(
+        &mut self,
+        status: u16,
+        text: &str,
+        started: Instant,
+        log: &mut CallLog,
+    ) -> Result<()> {
+        let body: Value =
+            serde_json::from_str(text.trim_start_matches('\u{feff}')).unwrap_or(Value::Null);
+        let description = body
+            .get("error_description")
+            .and_then(Value::as_str)
+            .map_or_else(|| net::describe_body(text), str::to_string);
+        match (status, body.get("access_token").and_then(Value::as_str)) {
+            (200, Some(token)) if !token.trim().is_empty() => {
+                crate::redact::register(token);
+                let lifetime = match body.get("expires_in") {
+                    Some(Value::Number(n)) => n.as_u64(),
+                    Some(Value::String(s)) => s.trim().parse().ok(),
+                    _ => None,
+                }
+                .map_or(Duration::ZERO, |secs| {
+                    Duration::from_secs(secs.min(MAX_TOKEN_LIFETIME.as_secs()))
+                });
+                // Renew a minute early, or halfway through a token that lives shorter.
+                let margin = TOKEN_MARGIN.min(lifetime / 2);
+                self.token = Some(Token {
+                    value: token.to_string(),
+                    renew_at: started
+                        .checked_add(lifetime - margin)
+                        .unwrap_or_else(Instant::now),
+                });
+                Ok(())
+            }
+            (200, _) => Err(Failure::Fatal(format!(
+                "Marketo's identity endpoint answered HTTP 200 without an access_token ({})",
+                net::describe_body(text)
+            ))
+            .into()),
+            (401, _) => {
+                log.error_code = body
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                Err(usage(format!(
+                    "Marketo refused the credentials of marketo.client_id {}: {description}",
+                    self.client_id
+                )))
+            }
+            (status, _) => Err(Failure::Fatal(format!(
+                "Marketo's identity endpoint answered HTTP {status}: {description}"
+            ))
+            .into()),
+        }
     }
 }
 

@@ -2,10 +2,19 @@
 //!
 //! Order: companies, leads, opportunities, roles (upserts, `createOrUpdate` by dedupe fields,
 //! leads by email); then role deletes; then opportunity deletes. Batches hold at most 300
-//! records and 1 MB. Results come back in input order; each batch's outcomes and the
-//! acknowledged state they advance are written in one transaction, and only after Marketo
-//! answered, so a crash at any point followed by a rerun converges on the same Marketo state
-//! (createOrUpdate is idempotent, and leads are matched by email, never duplicated).
+//! records and 1 MB. Results are matched to records by `seq` (leads, whose results carry none,
+//! by position after checking the count); an answer that cannot be matched acknowledges nothing.
+//! A result without the id its object needs is not acknowledged, so the next push sends the
+//! record again. Each batch's outcomes and the acknowledged state they advance are written in
+//! one transaction, and only after Marketo answered, so a crash at any point followed by a
+//! rerun converges on the same Marketo state (createOrUpdate is idempotent, and leads are
+//! matched by email, never duplicated).
+//!
+//! A batch Marketo refuses at request level (or never answers through every retry) is split in
+//! halves, down to the record at fault, which is recorded as skipped with Marketo's answer;
+//! the rest goes. Isolation is bounded (`ISOLATION_BUDGET` refused calls per push), and a
+//! record is only blamed when Marketo has answered something in this push: when nothing gets
+//! through, Marketo is unreachable and push stops instead.
 
 use std::collections::BTreeMap;
 
@@ -14,9 +23,16 @@ use rusqlite::{Connection, Transaction, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::client::{CallLog, MarketoClient};
+use super::client::{CallLog, Failure, MarketoClient};
 use crate::plan::{self, Action, Object, Operation, Plan};
+use crate::redact::redact;
 use crate::run::now;
+
+/// Refused calls a push may spend isolating records before it stops: about ten records at
+/// fault among 300, so that a refusal of every record does not eat the daily quota.
+const ISOLATION_BUDGET: usize = 150;
+/// Tries per request while isolating: the whole batch already had every retry.
+const ISOLATION_ATTEMPTS: u32 = 2;
 
 /// What a push did, per object; the `push` run's counts.
 #[derive(Debug, Default, Serialize)]
@@ -26,6 +42,13 @@ pub(crate) struct Summary {
     pub deleted: BTreeMap<&'static str, usize>,
     pub skipped: Vec<Skipped>,
     pub calls: usize,
+    /// Whether Marketo accepted any call in this push: a refusal is only blamed on a record
+    /// when Marketo is demonstrably answering.
+    #[serde(skip)]
+    answered: bool,
+    /// Refused calls spent isolating records.
+    #[serde(skip)]
+    isolation_calls: usize,
 }
 
 /// A record that was not acknowledged, and why.
@@ -230,57 +253,180 @@ fn send(
     outgoing: Vec<Outgoing<'_>>,
     summary: &mut Summary,
 ) -> Result<()> {
-    let sizes: Vec<usize> = outgoing
-        .iter()
-        .map(|o| o.record.to_string().len() + 1)
-        .collect();
-    let mut rest = outgoing.as_slice();
+    let mut ready = Vec::with_capacity(outgoing.len());
+    let mut sizes = Vec::with_capacity(outgoing.len());
+    let tx = conn.transaction()?;
+    for sent in outgoing {
+        let size = sent.record.to_string().len() + 1;
+        if size > plan::MAX_BATCH_BYTES {
+            // A role's payload grows by its leadId after planning; still never sent alone.
+            not_sent(&tx, run_id, sent.op, "skip", plan::too_large(size), summary)?;
+            continue;
+        }
+        sizes.push(size);
+        ready.push(sent);
+    }
+    tx.commit()?;
+    let mut rest = ready.as_slice();
     for size in plan::batch_sizes(&sizes) {
         let (batch, tail) = rest.split_at(size);
         rest = tail;
-        let input: Vec<&Value> = batch.iter().map(|o| &o.record).collect();
-        let body = match (object, delete) {
-            (_, true) => json!({"deleteBy": "dedupeFields", "input": input}),
-            (Object::Lead, false) => {
-                json!({"action": "createOrUpdate", "lookupField": "email", "input": input})
-            }
-            (_, false) => {
-                json!({"action": "createOrUpdate", "dedupeBy": "dedupeFields", "input": input})
-            }
-        };
-        let response = client.post(path(object, delete), &body, batch.len());
-        let calls = client.take_calls();
-        summary.calls += calls.iter().filter(|c| c.path.starts_with("/rest")).count();
-        let response = match response {
-            Ok(response) => response,
-            Err(err) => {
-                record_calls(conn, run_id, &calls)?;
-                return Err(err);
-            }
-        };
-        let results = response
-            .get("result")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        if results.len() != batch.len() {
-            record_calls(conn, run_id, &calls)?;
-            bail!(
-                "Marketo answered {} results for {} {} sent to {}",
-                results.len(),
-                batch.len(),
-                object.plural(),
-                path(object, delete)
-            );
-        }
-        let tx = conn.transaction()?;
-        insert_calls(&tx, run_id, &calls)?;
-        for (sent, result) in batch.iter().zip(&results) {
-            apply_result(&tx, run_id, object, delete, sent.op, result, summary)?;
-        }
-        tx.commit().context("recording Marketo's answer")?;
+        send_isolating(conn, run_id, client, object, delete, batch, summary)?;
     }
     Ok(())
+}
+
+/// Sends one batch; when Marketo refuses it at request level, sends its halves instead, down
+/// to the record at fault, which is recorded as skipped.
+fn send_isolating(
+    conn: &mut Connection,
+    run_id: i64,
+    client: &mut MarketoClient,
+    object: Object,
+    delete: bool,
+    batch: &[Outgoing<'_>],
+    summary: &mut Summary,
+) -> Result<()> {
+    // Last in, first out: the first half of a split goes first, keeping Marketo's order.
+    let mut pending = vec![batch];
+    while let Some(part) = pending.pop() {
+        // Parts of a split batch get two tries each: the whole batch already had every retry.
+        let attempts = (part.len() < batch.len()).then_some(ISOLATION_ATTEMPTS);
+        let err = match send_batch(
+            conn, run_id, client, object, delete, part, attempts, summary,
+        ) {
+            Ok(()) => {
+                summary.answered = true;
+                continue;
+            }
+            Err(err) => err,
+        };
+        let Some(Failure::Refused { message, answered }) = err.downcast_ref::<Failure>() else {
+            return Err(err);
+        };
+        if !answered && !summary.answered {
+            // Nothing has got through yet: Marketo is unreachable, not this record at fault.
+            return Err(err);
+        }
+        summary.isolation_calls += 1;
+        if summary.isolation_calls > ISOLATION_BUDGET {
+            return Err(err.context(format!(
+                "Marketo refused {ISOLATION_BUDGET} requests while push looked for the records at fault; stopping"
+            )));
+        }
+        if part.len() > 1 {
+            let (first, second) = part.split_at(part.len() / 2);
+            pending.push(second);
+            pending.push(first);
+            continue;
+        }
+        let reason = format!("Marketo refused this record alone: {}", redact(message));
+        let tx = conn.transaction()?;
+        not_sent(&tx, run_id, part[0].op, "skip", reason, summary)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Sends one request (with at most `attempts` tries, else as configured) and records its
+/// outcome; a refusal is returned for the caller to isolate.
+#[allow(clippy::too_many_arguments)]
+fn send_batch(
+    conn: &mut Connection,
+    run_id: i64,
+    client: &mut MarketoClient,
+    object: Object,
+    delete: bool,
+    batch: &[Outgoing<'_>],
+    attempts: Option<u32>,
+    summary: &mut Summary,
+) -> Result<()> {
+    let input: Vec<&Value> = batch.iter().map(|o| &o.record).collect();
+    let body = match (object, delete) {
+        (_, true) => json!({"deleteBy": "dedupeFields", "input": input}),
+        (Object::Lead, false) => {
+            json!({"action": "createOrUpdate", "lookupField": "email", "input": input})
+        }
+        (_, false) => {
+            json!({"action": "createOrUpdate", "dedupeBy": "dedupeFields", "input": input})
+        }
+    };
+    let path = path(object, delete);
+    let response = client.post(path, &body, batch.len(), attempts);
+    let calls = client.take_calls();
+    summary.calls += calls.iter().filter(|c| c.path.starts_with("/rest")).count();
+    let response = match response {
+        Ok(response) => response,
+        Err(err) => {
+            record_calls(conn, run_id, &calls)?;
+            return Err(err);
+        }
+    };
+    let results = response
+        .get("result")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let paired = match pair_results(object, batch.len(), results) {
+        Ok(paired) => paired,
+        Err(why) => {
+            record_calls(conn, run_id, &calls)?;
+            bail!(
+                "Marketo's answer to {path} ({} {} sent) cannot be matched to the records: {why}; nothing in it was acknowledged",
+                batch.len(),
+                object.plural()
+            );
+        }
+    };
+    let tx = conn.transaction()?;
+    insert_calls(&tx, run_id, &calls)?;
+    for (sent, result) in batch.iter().zip(paired) {
+        apply_result(&tx, run_id, object, delete, sent.op, result, summary)?;
+    }
+    tx.commit().context("recording Marketo's answer")?;
+    Ok(())
+}
+
+/// Each sent record's result, in input order: by `seq` where Marketo returns it (companies,
+/// opportunities, roles), by position for leads (whose results carry no `seq`), after checking
+/// that there is one result per record.
+fn pair_results(object: Object, sent: usize, results: &[Value]) -> Result<Vec<&Value>, String> {
+    if results.len() != sent {
+        return Err(format!("{} results for {sent} records", results.len()));
+    }
+    if object == Object::Lead {
+        return Ok(results.iter().collect());
+    }
+    let mut paired: Vec<Option<&Value>> = vec![None; sent];
+    for result in results {
+        let Some(seq) = result.get("seq").and_then(Value::as_u64) else {
+            return Err("a result has no seq".to_string());
+        };
+        let slot = usize::try_from(seq)
+            .ok()
+            .and_then(|i| paired.get_mut(i))
+            .ok_or_else(|| format!("seq {seq} is out of range"))?;
+        if slot.replace(result).is_some() {
+            return Err(format!("seq {seq} is answered twice"));
+        }
+    }
+    // One result per record and no seq twice: every slot is filled.
+    Ok(paired.into_iter().flatten().collect())
+}
+
+/// The Marketo id in a result, when it has the shape its object needs: a positive integer `id`
+/// for companies and leads, a non-empty `marketoGUID` for opportunities and roles.
+fn marketo_id(object: Object, result: &Value) -> Option<String> {
+    match (object, result.get(id_field(object))) {
+        (Object::Company | Object::Lead, Some(Value::Number(n))) => {
+            n.as_u64().filter(|id| *id > 0).map(|id| id.to_string())
+        }
+        (Object::Opportunity | Object::OpportunityRole, Some(Value::String(guid)))
+            if !guid.trim().is_empty() =>
+        {
+            Some(guid.clone())
+        }
+        _ => None,
+    }
 }
 
 /// Records one record's result and advances the acknowledged state when Marketo accepted it.
@@ -297,10 +443,37 @@ fn apply_result(
         .get("status")
         .and_then(Value::as_str)
         .unwrap_or("unknown");
-    let marketo_id = result
-        .get(id_field(object))
-        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
+    let marketo_id = marketo_id(object, result);
     let reasons = result.get("reasons").cloned().unwrap_or(Value::Null);
+    if !delete && matches!(status, "created" | "updated") && marketo_id.is_none() {
+        // Without its id a lead cannot carry roles, and an acknowledgement would stop the next
+        // push from repairing that: not acknowledged, sent again next time.
+        let reason = format!(
+            "Marketo answered {status} without the {} this {} needs; not acknowledged, sent again by the next push",
+            id_field(object),
+            object.name()
+        );
+        outcome(
+            tx,
+            run_id,
+            op,
+            if op.action == Action::Create {
+                "create"
+            } else {
+                "update"
+            },
+            "failed",
+            None,
+            &json!([{"message": reason}]).to_string(),
+        )?;
+        summary.skipped.push(Skipped {
+            object: object.name(),
+            key: op.key.clone(),
+            source_id: op.source_id.clone(),
+            reason,
+        });
+        return Ok(());
+    }
     let action = match op.action {
         Action::Create => "create",
         Action::Update => "update",
@@ -361,6 +534,7 @@ fn apply_result(
                 })
                 .filter(|r| !r.is_empty())
                 .unwrap_or_else(|| format!("Marketo answered status {status}"));
+            let reason = redact(&reason).into_owned();
             summary.skipped.push(Skipped {
                 object: object.name(),
                 key: op.key.clone(),
@@ -408,7 +582,7 @@ fn outcome(
     marketo_id: Option<&str>,
     reasons: &str,
 ) -> Result<()> {
-    tx.prepare_cached("INSERT INTO push_outcome (run_id, object, key, action, status, marketo_id, reasons, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![run_id, op.object.name(), op.key.as_deref().or(op.source_id.as_deref()), action, status, marketo_id, reasons, now()],
+    tx.prepare_cached("INSERT INTO push_outcome (run_id, object, key, action, status, marketo_id, reasons, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![run_id, op.object.name(), op.key.as_deref().or(op.source_id.as_deref()), action, status, marketo_id, redact(reasons), now()],
     )?;
     Ok(())
 }
@@ -429,7 +603,7 @@ fn insert_calls(tx: &Transaction<'_>, run_id: i64, calls: &[CallLog]) -> Result<
                 call.path,
                 call.records as i64,
                 call.http_status,
-                call.error_code,
+                call.error_code.as_deref().map(redact),
                 call.attempt,
                 call.duration.as_millis() as i64,
                 now()

@@ -3,7 +3,8 @@
 //! `token_url`. `expires_in` is accepted as a number (v2) or a string (v1). Tokens are renewed a
 //! minute before they expire, and on demand after a 401.
 //!
-//! The client secret, password and token never leave this module; error texts are redacted.
+//! The client secret, password and token never leave this module, and all three are registered
+//! with the redactor, so an error text that quotes them is cut before it is shown or stored.
 
 use std::time::{Duration, Instant};
 
@@ -14,18 +15,28 @@ use crate::config::{DynamicsAuth, DynamicsConfig};
 use crate::exit::usage;
 
 const MARGIN: Duration = Duration::from_secs(60);
+/// Tokens live at most this long, whatever `expires_in` says (Entra's live about an hour): a
+/// huge value from a broken server must not overflow the clock arithmetic.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// A token response is a few kilobytes.
+const MAX_RESPONSE_BYTES: u64 = 1_000_000;
 
 pub(crate) struct Entra {
     agent: ureq::Agent,
     token_url: String,
     form: Vec<(&'static str, String)>,
-    secrets: Vec<String>,
     token: Option<(String, Instant)>,
+    timeout: Duration,
 }
 
 impl Entra {
     /// Checks the `[dynamics]` settings the grant needs, naming any that are missing.
-    pub(crate) fn new(config: &DynamicsConfig, org_url: &str, agent: ureq::Agent) -> Result<Entra> {
+    pub(crate) fn new(
+        config: &DynamicsConfig,
+        org_url: &str,
+        agent: ureq::Agent,
+        timeout: Duration,
+    ) -> Result<Entra> {
         let mut missing = Vec::new();
         let client_id = config.client_id.clone().unwrap_or_default();
         if client_id.is_empty() {
@@ -39,6 +50,15 @@ impl Entra {
         let token_url = match (&config.token_url, &config.tenant) {
             (Some(url), _) if !url.is_empty() => url.clone(),
             (_, Some(tenant)) if !tenant.is_empty() => {
+                // A tenant is a GUID or a domain name; anything else would reshape the URL.
+                if !tenant
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                {
+                    return Err(usage(format!(
+                        "dynamics.tenant {tenant:?} is not a tenant id or domain name"
+                    )));
+                }
                 format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token")
             }
             _ => {
@@ -50,7 +70,6 @@ impl Entra {
         };
         let scope = format!("{org_url}/.default");
         let mut form = vec![("client_id", client_id), ("scope", scope)];
-        let mut secrets = Vec::new();
         match config.auth {
             DynamicsAuth::ClientCredentials => {
                 if secret.is_empty() {
@@ -79,7 +98,7 @@ impl Entra {
                 if !secret.is_empty() {
                     form.push(("client_secret", secret.clone()));
                 }
-                secrets.push(password);
+                crate::redact::register(&password);
             }
         }
         if !missing.is_empty() {
@@ -88,15 +107,14 @@ impl Entra {
                 missing.join(", ")
             )));
         }
-        secrets.push(secret);
-        secrets.retain(|s| !s.is_empty());
-        crate::net::check_url("dynamics.token_url", &token_url)?;
+        crate::redact::register(&secret);
+        let token_url = crate::net::check_url("dynamics.token_url", &token_url)?;
         Ok(Entra {
             agent,
             token_url,
             form,
-            secrets,
             token: None,
+            timeout,
         })
     }
 
@@ -117,56 +135,59 @@ impl Entra {
                 anyhow!(
                     "cannot reach the token endpoint {}: {}",
                     self.token_url,
-                    self.redact(&err.to_string())
+                    crate::net::transport_error(&err, self.timeout)
                 )
             })?;
         let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let text = crate::net::read_body(&mut response, MAX_RESPONSE_BYTES, self.timeout)
+            .map_err(|why| anyhow!("the token endpoint answered HTTP {status}, but {why}"))?;
+        let body: Value =
+            serde_json::from_str(text.trim_start_matches('\u{feff}')).unwrap_or(Value::Null);
         let Some(token) = body
             .get("access_token")
             .and_then(Value::as_str)
-            .filter(|_| status == 200)
+            .filter(|t| status == 200 && !t.trim().is_empty())
         else {
-            let error = body
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("no access_token");
-            let description = body
-                .get("error_description")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let description = description.lines().next().unwrap_or("");
-            let message = format!(
-                "Entra ID refused the token request (HTTP {status}, {error}): {}",
-                self.redact(description)
-            );
+            let message = match body.get("error").and_then(Value::as_str) {
+                Some(error) => {
+                    let description = body
+                        .get("error_description")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    format!(
+                        "Entra ID refused the token request (HTTP {status}, {error}): {}",
+                        description.lines().next().unwrap_or("")
+                    )
+                }
+                None => format!(
+                    "the token endpoint answered HTTP {status} without an access_token ({})",
+                    crate::net::describe_body(&text)
+                ),
+            };
             return Err(if (400..500).contains(&status) {
                 usage(message)
             } else {
                 anyhow!(message)
             });
         };
-        let expires_in = match body.get("expires_in") {
-            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
-            Some(Value::String(s)) => s.trim().parse().unwrap_or(0),
-            _ => 0,
-        };
-        let lifetime = Duration::from_secs(expires_in);
-        self.token = Some((
-            token.to_string(),
-            started + lifetime - MARGIN.min(lifetime / 2),
-        ));
+        crate::redact::register(token);
+        let lifetime = match body.get("expires_in") {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        }
+        .map_or(Duration::ZERO, |secs| {
+            Duration::from_secs(secs.min(MAX_LIFETIME.as_secs()))
+        });
+        let renew_at = started
+            .checked_add(lifetime - MARGIN.min(lifetime / 2))
+            .unwrap_or_else(Instant::now);
+        self.token = Some((token.to_string(), renew_at));
         Ok(token.to_string())
     }
 
     /// Forgets the token, so that the next call fetches a new one (after a 401).
     pub(crate) fn invalidate(&mut self) {
         self.token = None;
-    }
-
-    fn redact(&self, text: &str) -> String {
-        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        crate::net::redact(text, &secrets)
     }
 }

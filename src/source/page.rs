@@ -5,10 +5,10 @@
 //! pages with collection annotations) and single-record responses (`.../$entity`), as recorded
 //! from real orgs. Annotations are optional everywhere.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Result, anyhow};
 use serde_json::value::RawValue;
+
+use super::strict;
 
 /// The entity sets oppsync stages.
 pub(crate) const KNOWN_ENTITY_SETS: &[&str] = &[
@@ -33,16 +33,28 @@ pub(crate) struct Page<'a> {
 
 /// Parses `text`, the body of `source`. `name_hint` is the file name used when the page has no
 /// `@odata.context`. Invalid JSON is an error naming the source, line and column.
+/// A UTF-8 byte-order mark at the start of the text is skipped (editors on Windows write one);
+/// a key named twice in the page's top level is an error naming it.
 pub(crate) fn parse<'a>(source: &str, text: &'a str, name_hint: Option<&str>) -> Result<Page<'a>> {
-    let top: BTreeMap<String, &'a RawValue> = serde_json::from_str(text).map_err(|err| {
-        if err.is_data() {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.trim().is_empty() {
+        return Err(anyhow!("{source}: the page is empty"));
+    }
+    let top = strict::object_members(text).map_err(|err| {
+        let message = strip_location(&err.to_string()).to_string();
+        if err.is_data() && message.starts_with("invalid type") {
             anyhow!("{source}: not a Web API page: the top level must be a JSON object")
+        } else if err.is_data() {
+            anyhow!(
+                "{source}: at line {}, column {}: {message}",
+                err.line(),
+                err.column()
+            )
         } else {
             anyhow!(
-                "{source}: invalid JSON at line {}, column {}: {}",
+                "{source}: invalid JSON at line {}, column {}: {message}",
                 err.line(),
-                err.column(),
-                strip_location(&err.to_string())
+                err.column()
             )
         }
     })?;
@@ -112,7 +124,7 @@ pub(crate) fn deleted_entity_set(record_context: &str) -> Option<Option<String>>
 }
 
 /// serde_json appends " at line L column C"; the caller already says where.
-fn strip_location(message: &str) -> &str {
+pub(crate) fn strip_location(message: &str) -> &str {
     message
         .rfind(" at line ")
         .map_or(message, |at| &message[..at])
@@ -175,6 +187,29 @@ mod tests {
         assert!(
             message.starts_with("pages/x.json: invalid JSON at line 3, column 6"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_an_empty_page_is_named() {
+        let page = parse(
+            "f",
+            "\u{feff}{\"value\": [{\"a\": 1}]}",
+            Some("accounts.json"),
+        )
+        .unwrap();
+        assert_eq!(page.records.len(), 1);
+        let err = parse("f", " \n", None).unwrap_err();
+        assert_eq!(format!("{err:#}"), "f: the page is empty");
+    }
+
+    #[test]
+    fn a_link_named_twice_is_refused() {
+        let text = r#"{"value": [], "@odata.nextLink": "https://a/api/data/v9.2/x", "@odata.nextLink": "https://b/"}"#;
+        let err = parse("f", text, Some("accounts.json")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("`@odata.nextLink` appears twice"),
+            "{err:#}"
         );
     }
 

@@ -1,7 +1,8 @@
 //! The Dataverse Web API: `GET /api/data/v9.2/<entityset>` with `$select`, the OData headers and
 //! `Prefer: odata.include-annotations="*",odata.maxpagesize=N` (plus `odata.track-changes`),
-//! following `@odata.nextLink` verbatim. Each page's text goes to the caller before the next is
-//! requested, so a pull holds one page at a time.
+//! following `@odata.nextLink` verbatim once `paging` has checked it. Each page is parsed and its
+//! links checked before it goes to the caller, and handed over before the next is requested,
+//! so a pull holds one page at a time and stages nothing from a page whose links are refused.
 //!
 //! 429 waits `Retry-After` seconds exactly; 5xx and network errors back off (bounded); a 401
 //! renews the token once, then fails; 403 and 404 fail naming the entity set. Other 4xx answers
@@ -15,23 +16,17 @@ use anyhow::{Result, anyhow};
 use serde_json::Value;
 
 use super::entra::Entra;
+use super::page::{self, Page};
+use super::paging::Paging;
+use super::strategy::Start;
 use crate::config::DynamicsConfig;
 use crate::exit::usage;
 use crate::net::{self, Backoff};
 
 /// Waits longer than this are capped: a Retry-After of hours means something else is wrong.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-
-/// Where a query starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Start {
-    /// Every record, with change tracking requested (the last page carries a delta link).
-    Full,
-    /// The changes since a stored `@odata.deltaLink`.
-    Delta(String),
-    /// Records modified after the watermark (change tracking off), oldest first.
-    Since(String),
-}
+/// A page of 5000 records with every annotation stays far below this.
+const MAX_PAGE_BYTES: u64 = 256_000_000;
 
 /// A 4xx answer other than 401, 403, 404 and 429, for the caller to judge.
 #[derive(Debug)]
@@ -49,12 +44,6 @@ impl fmt::Display for Rejected {
 
 impl std::error::Error for Rejected {}
 
-/// What the links of a staged page say.
-pub(crate) struct Links {
-    pub next: Option<String>,
-    pub delta: Option<String>,
-}
-
 pub(crate) struct WebApi {
     agent: ureq::Agent,
     org_url: String,
@@ -63,6 +52,8 @@ pub(crate) struct WebApi {
     page_size: u32,
     backoff: Backoff,
     max_attempts: u32,
+    max_pages: u32,
+    timeout: Duration,
     /// Requests answered 429, for the run's counts.
     pub throttled: u64,
 }
@@ -70,20 +61,16 @@ pub(crate) struct WebApi {
 impl WebApi {
     /// Checks `[dynamics]` (usage errors name what is missing or wrong) and builds the client.
     pub(crate) fn new(config: &DynamicsConfig) -> Result<WebApi> {
-        let org_url = config
-            .url
-            .clone()
-            .unwrap_or_default()
-            .trim_end_matches('/')
-            .to_string();
+        let org_url = config.url.as_deref().unwrap_or_default().trim();
         if org_url.is_empty() {
             return Err(usage(
                 "a live pull needs dynamics.url (DYNAMICS_URL), e.g. https://contoso.crm.dynamics.com; or use pull --fixtures DIR",
             ));
         }
-        net::check_url("dynamics.url", &org_url)?;
-        let agent = net::agent();
-        let entra = Entra::new(config, &org_url, agent.clone())?;
+        let org_url = net::check_url("dynamics.url", org_url)?;
+        let timeout = Duration::from_secs(config.http_timeout_secs);
+        let agent = net::agent(timeout);
+        let entra = Entra::new(config, &org_url, agent.clone(), timeout)?;
         Ok(WebApi {
             api: format!("{org_url}/api/data/v9.2"),
             org_url,
@@ -92,6 +79,8 @@ impl WebApi {
             page_size: config.page_size,
             backoff: Backoff::new(Duration::from_millis(config.retry_base_ms)),
             max_attempts: config.max_attempts,
+            max_pages: config.max_pages_per_query,
+            timeout,
             throttled: 0,
         })
     }
@@ -100,16 +89,20 @@ impl WebApi {
         &self.org_url
     }
 
-    /// Runs a query from `start`, handing each page's URL and text to `on_page`, which stages it
-    /// and returns its links; follows next links until the last page, and returns its delta link.
+    /// Runs a query from `start`, handing each page, parsed and with its links checked, to
+    /// `on_page` (which stages it); follows next links until the last page, and returns its
+    /// delta link. A link that leaves the org, loops, or passes the page limit fails the query
+    /// before its page is handed over and before anything is sent to it.
     pub(crate) fn fetch(
         &mut self,
         entity_set: &str,
         key: &str,
         columns: &[&str],
         start: &Start,
-        on_page: &mut dyn FnMut(&str, String) -> Result<Links>,
+        on_page: &mut dyn FnMut(&str, &Page<'_>) -> Result<()>,
     ) -> Result<Option<String>> {
+        let mut paging = Paging::new(&self.org_url, self.max_pages)
+            .ok_or_else(|| usage(format!("dynamics.url {} is not a URL", self.org_url)))?;
         let select = columns.join(",");
         let (mut url, tracking) = match start {
             Start::Full => (format!("{}/{entity_set}?$select={select}", self.api), true),
@@ -122,12 +115,38 @@ impl WebApi {
                 false,
             ),
         };
+        let first = if matches!(start, Start::Delta(_)) {
+            "the stored delta link (pull --full starts afresh)"
+        } else {
+            "the query"
+        };
+        paging.follow(first, &url)?;
         loop {
             let text = self.get(entity_set, &url, tracking)?;
-            let links = on_page(&url, text)?;
-            match links.next {
+            // A server that quotes the token or a secret back gets it cut before anything is
+            // parsed, staged or pushed on.
+            let text = if crate::redact::holds_secret(&text) {
+                crate::redact::redact(&text).into_owned()
+            } else {
+                text
+            };
+            let page = page::parse(&url, &text, Some(entity_set))?;
+            if page.entity_set.as_deref() != Some(entity_set) {
+                return Err(anyhow!(
+                    "{url}: a page of the {entity_set} query says it holds {}; refusing to stage it",
+                    page.entity_set.as_deref().unwrap_or("no entity set")
+                ));
+            }
+            if let Some(delta) = &page.delta_link {
+                paging.check("@odata.deltaLink", delta)?;
+            }
+            if let Some(next) = &page.next_link {
+                paging.follow("@odata.nextLink", next)?;
+            }
+            on_page(&url, &page)?;
+            match page.next_link {
                 Some(next) => url = next,
-                None => return Ok(links.delta),
+                None => return Ok(page.delta_link),
             }
         }
     }
@@ -159,17 +178,19 @@ impl WebApi {
                 Ok(response) => response,
                 Err(err) if attempt < self.max_attempts => {
                     let wait = self.backoff.delay(attempt);
-                    eprintln!(
-                        "warning: {entity_set}: network error ({err}); retrying in {} ms",
+                    warn(&format!(
+                        "{entity_set}: network error ({}); retrying in {} ms",
+                        net::transport_error(&err, self.timeout),
                         wait.as_millis()
-                    );
+                    ));
                     std::thread::sleep(wait);
                     continue;
                 }
                 Err(err) => {
                     return Err(anyhow!(
-                        "{entity_set}: cannot reach {}: {err}",
-                        self.org_url
+                        "{entity_set}: cannot reach {}: {}",
+                        self.org_url,
+                        net::transport_error(&err, self.timeout)
                     ));
                 }
             };
@@ -179,25 +200,46 @@ impl WebApi {
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok());
-            let text = response.body_mut().read_to_string().unwrap_or_default();
+            let text = match net::read_body(&mut response, MAX_PAGE_BYTES, self.timeout) {
+                Ok(text) => text,
+                Err(why) if attempt < self.max_attempts => {
+                    let wait = self.backoff.delay(attempt);
+                    warn(&format!(
+                        "{entity_set}: HTTP {status}, but {why}; retrying in {} ms",
+                        wait.as_millis()
+                    ));
+                    std::thread::sleep(wait);
+                    continue;
+                }
+                Err(why) => {
+                    return Err(anyhow!(
+                        "{entity_set}: gave up after {attempt} attempts: HTTP {status}, but {why}"
+                    ));
+                }
+            };
             let error = || {
                 let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                 let code = body["error"]["code"].as_str().unwrap_or("").to_string();
                 let message = body["error"]["message"]
                     .as_str()
-                    .map_or_else(|| text.chars().take(200).collect(), str::to_string);
+                    .map_or_else(|| net::describe_body(&text), str::to_string);
                 (code, message)
             };
             match status {
                 200 => return Ok(text),
+                300..=399 => {
+                    return Err(anyhow!(
+                        "{entity_set}: Dynamics answered a redirect (HTTP {status}); oppsync follows none, check dynamics.url"
+                    ));
+                }
                 429 if attempt < self.max_attempts.max(10) => {
                     // Dataverse asks for exactly this long; hammering extends the penalty.
                     let wait = Duration::from_secs(retry_after.unwrap_or(5)).min(MAX_RETRY_AFTER);
                     self.throttled += 1;
-                    eprintln!(
-                        "warning: {entity_set}: throttled (429); waiting {} s as Retry-After asks",
+                    warn(&format!(
+                        "{entity_set}: throttled (429); waiting {} s as Retry-After asks",
                         wait.as_secs()
-                    );
+                    ));
                     std::thread::sleep(wait);
                 }
                 401 if !renewed => {
@@ -226,10 +268,10 @@ impl WebApi {
                 }
                 status if status >= 500 && attempt < self.max_attempts => {
                     let wait = self.backoff.delay(attempt);
-                    eprintln!(
-                        "warning: {entity_set}: HTTP {status}; retrying in {} ms",
+                    warn(&format!(
+                        "{entity_set}: HTTP {status}; retrying in {} ms",
                         wait.as_millis()
-                    );
+                    ));
                     std::thread::sleep(wait);
                 }
                 status if (400..500).contains(&status) => {
@@ -250,4 +292,9 @@ impl WebApi {
             }
         }
     }
+}
+
+/// A warning on the terminal, with every known secret cut out.
+fn warn(line: &str) {
+    eprintln!("warning: {}", crate::redact::redact(line));
 }

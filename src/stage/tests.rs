@@ -43,14 +43,14 @@ fn a_narrower_page_keeps_the_columns_it_does_not_carry() {
         &mut conn,
         1,
         "opportunities.json",
-        r#"{"value": [{"opportunityid": "O", "name": "A", "_customerid_value": "C",
+        r#"{"value": [{"opportunityid": "AB000000-0000-4000-8000-0000000000CD", "name": "A", "_customerid_value": "CD000000-0000-4000-8000-0000000000EF",
         "_customerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "contact"}]}"#,
     );
     stage(
         &mut conn,
         2,
         "opportunities.json",
-        r#"{"value": [{"opportunityid": "o", "name": "B"}]}"#,
+        r#"{"value": [{"opportunityid": "ab000000-0000-4000-8000-0000000000cd", "name": "B"}]}"#,
     );
     assert_eq!(
         one(
@@ -58,11 +58,11 @@ fn a_narrower_page_keeps_the_columns_it_does_not_carry() {
             "SELECT name || ' ' || customerid || ' ' || customerid_type FROM opportunity"
         )
         .unwrap(),
-        "B c contact"
+        "B cd000000-0000-4000-8000-0000000000ef contact"
     );
     assert_eq!(
         one(&conn, "SELECT raw FROM opportunity").unwrap(),
-        r#"{"opportunityid": "o", "name": "B"}"#
+        r#"{"opportunityid": "ab000000-0000-4000-8000-0000000000cd", "name": "B"}"#
     );
 }
 
@@ -73,14 +73,14 @@ fn a_null_value_clears_the_column_and_its_annotation() {
         &mut conn,
         1,
         "opportunities.json",
-        r#"{"value": [{"opportunityid": "o", "_customerid_value": "c",
+        r#"{"value": [{"opportunityid": "ab000000-0000-4000-8000-0000000000cd", "_customerid_value": "cd000000-0000-4000-8000-0000000000ef",
         "_customerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "contact"}]}"#,
     );
     stage(
         &mut conn,
         2,
         "opportunities.json",
-        r#"{"value": [{"opportunityid": "o", "_customerid_value": null}]}"#,
+        r#"{"value": [{"opportunityid": "ab000000-0000-4000-8000-0000000000cd", "_customerid_value": null}]}"#,
     );
     assert_eq!(
         one(
@@ -99,13 +99,13 @@ fn a_delete_tombstones_and_a_later_upsert_revives() {
         &mut conn,
         1,
         "accounts.json",
-        r#"{"value": [{"accountid": "a", "name": "Kept"}]}"#,
+        r#"{"value": [{"accountid": "{aa000000-0000-4000-8000-000000000001}", "name": "Kept"}]}"#,
     );
     let report = stage(
         &mut conn,
         2,
         "accounts.json",
-        r#"{"value": [{"@odata.context": "https://x/$metadata#accounts/$deletedEntity", "id": "a", "reason": "deleted"}]}"#,
+        r#"{"value": [{"@odata.context": "https://x/$metadata#accounts/$deletedEntity", "id": "{aa000000-0000-4000-8000-000000000001}", "reason": "deleted"}]}"#,
     );
     assert_eq!(report.counts.deleted, 1);
     assert_eq!(
@@ -120,7 +120,7 @@ fn a_delete_tombstones_and_a_later_upsert_revives() {
         &mut conn,
         3,
         "accounts.json",
-        r#"{"value": [{"accountid": "a", "name": "Back"}]}"#,
+        r#"{"value": [{"accountid": "{aa000000-0000-4000-8000-000000000001}", "name": "Back"}]}"#,
     );
     assert_eq!(
         one(
@@ -140,9 +140,9 @@ fn dates_accept_a_date_or_a_timestamp_and_keep_the_date() {
         1,
         "opportunities.json",
         r#"{"value": [
-        {"opportunityid": "o1", "estimatedclosedate": "2025-06-30"},
-        {"opportunityid": "o2", "estimatedclosedate": "2025-06-30T00:00:00Z"},
-        {"opportunityid": "o3", "estimatedclosedate": "2025-02-30"}]}"#,
+        {"opportunityid": "0f000000-0000-4000-8000-000000000001", "estimatedclosedate": "2025-06-30"},
+        {"opportunityid": "0f000000-0000-4000-8000-000000000002", "estimatedclosedate": "2025-06-30T00:00:00Z"},
+        {"opportunityid": "0f000000-0000-4000-8000-000000000003", "estimatedclosedate": "2025-02-30"}]}"#,
     );
     assert_eq!(
         one(
@@ -166,7 +166,7 @@ fn integers_sent_as_whole_floats_are_accepted_and_fractions_rejected() {
         1,
         "opportunities.json",
         r#"{"value": [
-        {"opportunityid": "o1", "closeprobability": 60.0}, {"opportunityid": "o2", "closeprobability": 60.5}]}"#,
+        {"opportunityid": "0f000000-0000-4000-8000-000000000001", "closeprobability": 60.0}, {"opportunityid": "0f000000-0000-4000-8000-000000000002", "closeprobability": 60.5}]}"#,
     );
     assert_eq!((report.counts.upserted, report.counts.rejected), (1, 1));
     assert_eq!(
@@ -182,19 +182,19 @@ fn full_sweep_tombstones_only_unseen_records_of_pulled_sets() {
         &mut conn,
         1,
         "accounts.json",
-        r#"{"value": [{"accountid": "a1"}, {"accountid": "a2"}]}"#,
+        r#"{"value": [{"accountid": "0a000000-0000-4000-8000-000000000001"}, {"accountid": "0a000000-0000-4000-8000-000000000002"}]}"#,
     );
     stage(
         &mut conn,
         1,
         "contacts.json",
-        r#"{"value": [{"contactid": "c1"}]}"#,
+        r#"{"value": [{"contactid": "0c000000-0000-4000-8000-000000000001"}]}"#,
     );
     stage(
         &mut conn,
         2,
         "accounts.json",
-        r#"{"value": [{"accountid": "a1"}]}"#,
+        r#"{"value": [{"accountid": "0a000000-0000-4000-8000-000000000001"}]}"#,
     );
     let swept = sweep_missing(&mut conn, 2, &BTreeSet::from(["accounts"])).unwrap();
     assert_eq!(swept, [("accounts", 1)]);
@@ -204,7 +204,7 @@ fn full_sweep_tombstones_only_unseen_records_of_pulled_sets() {
             "SELECT accountid FROM account WHERE deleted_reason = 'missing from full pull'"
         )
         .unwrap(),
-        "a2"
+        "0a000000-0000-4000-8000-000000000002"
     );
     assert_eq!(
         one(
@@ -239,4 +239,61 @@ fn every_spec_column_exists_in_its_table() {
             );
         }
     }
+}
+
+#[test]
+fn keys_and_lookups_must_be_guids_and_are_stored_bare_and_lower_case() {
+    let mut conn = db();
+    let report = stage(
+        &mut conn,
+        1,
+        "opportunities.json",
+        r#"{"value": [
+        {"opportunityid": "{0F000000-0000-4000-8000-00000000000A}", "_parentaccountid_value": "{0A000000-0000-4000-8000-0000000000AB}"},
+        {"opportunityid": "not-a-guid"},
+        {"opportunityid": "x'); DROP TABLE opportunity; --"},
+        {"opportunityid": "0f000000-0000-4000-8000-00000000000\u0000"},
+        {"opportunityid": " 0f000000-0000-4000-8000-00000000000b"},
+        {"opportunityid": "0f000000-0000-4000-8000-00000000000c", "_customerid_value": "C"}]}"#,
+    );
+    assert_eq!((report.counts.upserted, report.counts.rejected), (1, 5));
+    assert_eq!(
+        one(
+            &conn,
+            "SELECT opportunityid || ' ' || parentaccountid FROM opportunity"
+        )
+        .unwrap(),
+        "0f000000-0000-4000-8000-00000000000a 0a000000-0000-4000-8000-0000000000ab"
+    );
+    let reasons = one(
+        &conn,
+        "SELECT group_concat(reason, ' | ') FROM (SELECT reason FROM rejected_record ORDER BY position)",
+    )
+    .unwrap();
+    assert_eq!(
+        reasons.matches("opportunityid: expected a GUID").count(),
+        4,
+        "{reasons}"
+    );
+    assert!(
+        reasons.contains(r#"_customerid_value: expected a GUID, got string "C""#),
+        "{reasons}"
+    );
+}
+
+#[test]
+fn a_record_with_a_duplicate_key_is_rejected_naming_the_key() {
+    let mut conn = db();
+    let report = stage(
+        &mut conn,
+        1,
+        "accounts.json",
+        r#"{"value": [
+        {"accountid": "0a000000-0000-4000-8000-000000000001", "name": "First", "name": "Second"},
+        {"accountid": "0a000000-0000-4000-8000-000000000002", "name": "Fine"}]}"#,
+    );
+    assert_eq!((report.counts.upserted, report.counts.rejected), (1, 1));
+    let reason = one(&conn, "SELECT reason FROM rejected_record").unwrap();
+    assert!(reason.contains("`name` appears twice"), "{reason}");
+    assert_eq!(one(&conn, "SELECT name FROM account").unwrap(), "Fine");
 }

@@ -547,4 +547,102 @@ mod tests {
         assert!(crate::exit::is_usage(&err));
         assert!(format!("{err:#}").contains("/nonexistent/oppsync.toml"));
     }
+
+    mod properties {
+        //! Random `oppsync.toml` files: whatever the file says, loading it never panics, and a
+        //! refusal is a usage error (exit 2) on one line.
+
+        use proptest::prelude::*;
+
+        const TABLES: &[&str] = &[
+            "marketo",
+            "dynamics",
+            "rules",
+            "mapping.opportunity",
+            "mapping.lead",
+            "mapping.company",
+            "mapping.role",
+            "other",
+        ];
+        const KEYS: &[&str] = &[
+            "base_url",
+            "client_id",
+            "client_secret",
+            "rate_limit_calls",
+            "rate_limit_window_secs",
+            "retry_base_ms",
+            "max_attempts",
+            "http_timeout_secs",
+            "on_opportunity_delete",
+            "url",
+            "tenant",
+            "auth",
+            "token_url",
+            "page_size",
+            "max_pages_per_query",
+            "customer_contact_role",
+            "stakeholder_default_role",
+            "stakeholder_categories",
+            "expectedRevenue",
+            "x",
+        ];
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                Just("18446744073709551615".to_string()),
+                Just("0".to_string()),
+                Just("-1".to_string()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                any::<f64>().prop_map(|f| format!("{f:?}")),
+                "[a-zA-Z0-9_@.:/ ']{0,16}".prop_map(|s| format!("{s:?}")),
+                Just("\"delete\"".to_string()),
+                Just("\"ropc\"".to_string()),
+                prop::collection::vec(any::<i32>(), 0..3).prop_map(|v| format!("{v:?}")),
+                Just("{ a = 1 }".to_string()),
+            ]
+        }
+
+        fn file() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                (
+                    prop::sample::select(TABLES),
+                    prop::collection::vec((prop::sample::select(KEYS), value()), 0..4),
+                ),
+                0..4,
+            )
+            .prop_map(|tables| {
+                let mut text = String::new();
+                for (table, entries) in tables {
+                    text.push_str(&format!("[{table}]\n"));
+                    for (key, value) in entries {
+                        text.push_str(&format!("{key} = {value}\n"));
+                    }
+                }
+                text
+            })
+        }
+
+        fn check(text: &str) -> Result<(), TestCaseError> {
+            if let Err(err) = super::load_text(text, &[]) {
+                prop_assert!(crate::exit::is_usage(&err), "{err:#}");
+                prop_assert!(!format!("{err:#}").contains('\n'), "{err:#}");
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+            #[test]
+            fn random_config_files_load_or_are_usage_errors(text in file()) {
+                check(&text)?;
+            }
+
+            #[test]
+            fn random_text_loads_or_is_a_usage_error(text in "\\PC{0,60}") {
+                check(&text)?;
+            }
+        }
+    }
 }

@@ -7,17 +7,93 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
+use crate::exit::usage;
 use crate::sql::MIGRATIONS;
 
 /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
+///
+/// The database holds every contact's name and email: a new one is created readable by its
+/// owner only (SQLite gives its `-wal` and `-shm` files the database's mode), and an existing
+/// one readable by other users draws a warning.
 pub fn open(path: &Path) -> Result<Connection> {
+    create_private(path).with_context(|| format!("creating database {}", path.display()))?;
+    warn_if_shared(path);
     let mut conn =
         Connection::open(path).with_context(|| format!("opening database {}", path.display()))?;
     configure(&conn).with_context(|| format!("configuring database {}", path.display()))?;
     migrate(&mut conn).with_context(|| format!("migrating database {}", path.display()))?;
     Ok(conn)
+}
+
+/// Opens an existing database for reading only: no migration, no pragma that writes, so an
+/// auditor with read access can run `status`, `plan` and `explain`. The schema must be the one
+/// this build knows; an older one is migrated by the next writing command.
+pub fn open_read_only(path: &Path) -> Result<Connection> {
+    if !path.is_file() {
+        return Err(usage(format!(
+            "no database at {}: run `oppsync pull` first, or name one with --db",
+            path.display()
+        )));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening database {} read-only", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let version: usize = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .with_context(|| format!("reading database {}", path.display()))?;
+    if version > MIGRATIONS.len() {
+        bail!(
+            "the database {} is at schema version {version}, newer than this oppsync knows ({}); use a newer oppsync",
+            path.display(),
+            MIGRATIONS.len()
+        );
+    }
+    if version < MIGRATIONS.len() {
+        bail!(
+            "the database {} is at schema version {version}, older than this oppsync's {}; run a writing command (such as `oppsync pull`) once to migrate it",
+            path.display(),
+            MIGRATIONS.len()
+        );
+    }
+    Ok(conn)
+}
+
+/// Creates `path` as an empty file readable and writable by its owner only, if it does not
+/// exist (SQLite takes an empty file as an empty database).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Warns when the database file can be read by users other than its owner.
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o044 != 0 {
+                eprintln!(
+                    "warning: database {} is readable by other users (mode {mode:o}); it holds contact names and emails: chmod 600 {0}",
+                    path.display()
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// Pragmas set on every connection, outside migrations.
@@ -69,10 +145,11 @@ impl WriterLock {
         let mut name = db.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options
             .open(&path)
             .with_context(|| format!("opening lock file {}", path.display()))?;
         match file.try_lock() {
@@ -116,6 +193,52 @@ mod tests {
             .unwrap();
         let err = migrate(&mut conn).unwrap_err();
         assert!(format!("{err:#}").contains("newer than this oppsync knows"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_database_its_wal_and_shm_and_the_lock_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        let _lock = WriterLock::acquire(&db).unwrap();
+        let conn = open(&db).unwrap();
+        conn.execute(
+            "INSERT INTO run (command, args, started_at) VALUES ('t', '[]', 'now')",
+            [],
+        )
+        .unwrap();
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            let path = format!("{}{suffix}", db.display());
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_read_only_connection_refuses_writes_and_an_outdated_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        let err = open_read_only(&db).unwrap_err();
+        assert!(crate::exit::is_usage(&err), "{err:#}");
+        drop(open(&db).unwrap());
+        let conn = open_read_only(&db).unwrap();
+        let err = conn
+            .execute(
+                "INSERT INTO run (command, args, started_at) VALUES ('t', '[]', 'now')",
+                [],
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+        drop(conn);
+        let conn = Connection::open(&db).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        drop(conn);
+        let err = open_read_only(&db).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("older than this oppsync"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Installs the rule views of `sql/views/` and the `[rules]` settings they read.
 //!
 //! Views are code, not data: they are dropped and re-created in file order inside one
-//! transaction on every run, so a rule change never needs a migration. This module writes no
+//! transaction on every writing run, so a rule change never needs a migration; read-only runs
+//! create them as temporary views of their own connection instead. This module writes no
 //! staged data; its only rows are the settings in `rule_setting`.
 
 use anyhow::{Context, Result};
@@ -14,16 +15,47 @@ use crate::sql::VIEWS;
 pub(crate) fn install(conn: &mut Connection, rules: &RulesConfig) -> Result<()> {
     let tx = conn.transaction()?;
     for file in VIEWS.iter().rev() {
-        tx.execute_batch(&format!("DROP VIEW IF EXISTS \"{}\";", file.view_name()))
-            .with_context(|| format!("dropping the view of {}", file.path))?;
+        tx.execute_batch(&format!(
+            "DROP VIEW IF EXISTS main.\"{}\";",
+            file.view_name()
+        ))
+        .with_context(|| format!("dropping the view of {}", file.path))?;
     }
     for file in VIEWS {
         tx.execute_batch(file.text)
             .with_context(|| format!("creating view from {}", file.path))?;
     }
-    tx.execute("DELETE FROM rule_setting", [])?;
+    tx.execute("DELETE FROM main.rule_setting", [])?;
+    store_settings(&tx, "main", rules)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// For a connection that may not write the database (`status`, `plan`, `explain`, `push
+/// --dry-run`): the same views and settings as temporary objects of this connection, which
+/// SQLite resolves before the stored ones, so that a read-only command reflects the current
+/// `[rules]` even when the stored views are older. Nothing is written to the database file.
+pub(crate) fn install_temporary(conn: &mut Connection, rules: &RulesConfig) -> Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS rule_setting (name TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
+         DELETE FROM temp.rule_setting;",
+    )?;
+    for file in VIEWS {
+        let text = file.text.replacen("CREATE VIEW", "CREATE TEMP VIEW", 1);
+        tx.execute_batch(&text)
+            .with_context(|| format!("creating view from {}", file.path))?;
+    }
+    store_settings(&tx, "temp", rules)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn store_settings(tx: &rusqlite::Transaction<'_>, schema: &str, rules: &RulesConfig) -> Result<()> {
     let categories = serde_json::to_string(&rules.stakeholder_categories)?;
-    let mut insert = tx.prepare("INSERT INTO rule_setting (name, value) VALUES (?1, ?2)")?;
+    let mut insert = tx.prepare(&format!(
+        "INSERT INTO {schema}.rule_setting (name, value) VALUES (?1, ?2)"
+    ))?;
     insert.execute(params![
         "customer_contact_role",
         rules.customer_contact_role
@@ -33,8 +65,6 @@ pub(crate) fn install(conn: &mut Connection, rules: &RulesConfig) -> Result<()> 
         rules.stakeholder_default_role
     ])?;
     insert.execute(params!["stakeholder_categories", categories])?;
-    drop(insert);
-    tx.commit()?;
     Ok(())
 }
 

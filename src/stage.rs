@@ -716,3 +716,6 @@ pub(crate) fn max_modifiedon(conn: &Connection, spec: &EntitySpec) -> Result<Opt
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod properties;

@@ -45,22 +45,23 @@ pub(crate) enum Verbosity {
 }
 
 impl Context {
-    /// Prints a line of progress unless `-q` was given.
+    /// Prints a line of progress unless `-q` was given (secrets cut, as everywhere).
     pub(crate) fn say(&self, line: impl AsRef<str>) {
         if self.verbosity >= Verbosity::Normal {
-            println!("{}", line.as_ref());
+            println!("{}", crate::redact::redact(line.as_ref()));
         }
     }
 
     /// Prints a line only with `-v`.
     pub(crate) fn detail(&self, line: impl AsRef<str>) {
         if self.verbosity >= Verbosity::Verbose {
-            println!("{}", line.as_ref());
+            println!("{}", crate::redact::redact(line.as_ref()));
         }
     }
 }
 
-/// Runs the parsed command line.
+/// Runs the parsed command line. Commands that write hold the writer lock, open (creating and
+/// migrating) the database and record their run; read-only ones do neither.
 pub fn run(cli: Cli) -> Result<Outcome> {
     // The simulators serve until stopped and touch no database.
     if let Command::Sim { target } = &cli.command {
@@ -80,13 +81,28 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));
         }
     }
-    let conn = db::open(&db_path)?;
-    let run_id = run::start(&conn, name, &args).context("recording the run")?;
     let verbosity = match (cli.quiet, cli.verbose) {
         (true, _) => Verbosity::Quiet,
         (false, 0) => Verbosity::Normal,
         (false, _) => Verbosity::Verbose,
     };
+    if !writes {
+        // Read-only commands open the database read-only and record no run, so an auditor
+        // with read access can use them and they leave no trace.
+        let mut ctx = Context {
+            conn: db::open_read_only(&db_path)?,
+            config: Config::default(),
+            run_id: 0,
+            verbosity,
+            counts: json!({}),
+        };
+        let (config, _source) = Config::load(cli.config.as_deref())?;
+        ctx.config = config;
+        rules::install_temporary(&mut ctx.conn, &ctx.config.rules)?;
+        return dispatch(&mut ctx, &cli.command);
+    }
+    let conn = db::open(&db_path)?;
+    let run_id = run::start(&conn, name, &args).context("recording the run")?;
     let mut ctx = Context {
         conn,
         config: Config::default(),

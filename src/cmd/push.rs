@@ -28,7 +28,7 @@ pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -
     let verbosity = ctx.verbosity;
     let say = |line: String| {
         if verbosity >= super::Verbosity::Normal {
-            println!("{line}");
+            println!("{}", crate::redact::redact(&line));
         }
     };
     let summary = push::push(&mut ctx.conn, ctx.run_id, plan, client, &say)?;
@@ -63,7 +63,7 @@ fn print_summary(ctx: &Context, summary: &Summary) {
                 .as_deref()
                 .or(skip.source_id.as_deref())
                 .unwrap_or("?"),
-            skip.reason
+            crate::redact::redact(&skip.reason)
         );
     }
     if summary.skipped.len() > LISTED_SKIPS {

@@ -612,3 +612,78 @@ fn insert_calls(tx: &Transaction<'_>, run_id: i64, calls: &[CallLog]) -> Result<
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_pair_by_seq_whatever_their_order() {
+        let results = [
+            json!({"seq": 1, "status": "created", "marketoGUID": "b"}),
+            json!({"seq": 0, "status": "updated", "marketoGUID": "a"}),
+        ];
+        let paired = pair_results(Object::Opportunity, 2, &results).unwrap();
+        assert_eq!(paired[0]["marketoGUID"], "a");
+        assert_eq!(paired[1]["marketoGUID"], "b");
+    }
+
+    #[test]
+    fn results_that_cannot_be_paired_are_refused_with_the_reason() {
+        let one = |seq: Value| json!({"seq": seq, "status": "created"});
+        for (results, why) in [
+            (vec![one(json!(0))], "1 results for 2 records"),
+            (
+                vec![one(json!(0)), one(json!(0))],
+                "seq 0 is answered twice",
+            ),
+            (vec![one(json!(0)), one(json!(7))], "seq 7 is out of range"),
+            (
+                vec![one(json!(0)), json!({"status": "created"})],
+                "a result has no seq",
+            ),
+            (vec![one(json!(0)), one(json!("1"))], "a result has no seq"),
+        ] {
+            let err = pair_results(Object::Company, 2, &results).unwrap_err();
+            assert_eq!(err, why);
+        }
+    }
+
+    #[test]
+    fn lead_results_pair_by_position_after_the_count_is_checked() {
+        let results = [
+            json!({"id": 5, "status": "created"}),
+            json!({"id": 6, "status": "updated"}),
+        ];
+        let paired = pair_results(Object::Lead, 2, &results).unwrap();
+        assert_eq!(paired[1]["id"], 6);
+        assert!(pair_results(Object::Lead, 3, &results).is_err());
+    }
+
+    #[test]
+    fn ids_must_have_the_shape_their_object_needs() {
+        assert_eq!(
+            marketo_id(Object::Lead, &json!({"id": 42})).as_deref(),
+            Some("42")
+        );
+        for result in [
+            json!({}),
+            json!({"id": null}),
+            json!({"id": 0}),
+            json!({"id": -3}),
+            json!({"id": "42"}),
+            json!({"id": 1.5}),
+        ] {
+            assert_eq!(marketo_id(Object::Lead, &result), None, "{result}");
+        }
+        assert_eq!(
+            marketo_id(Object::OpportunityRole, &json!({"marketoGUID": "g-1"})).as_deref(),
+            Some("g-1")
+        );
+        assert_eq!(
+            marketo_id(Object::Opportunity, &json!({"marketoGUID": " "})),
+            None
+        );
+        assert_eq!(marketo_id(Object::Opportunity, &json!({"id": 3})), None);
+    }
+}

@@ -37,15 +37,27 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
             path.display()
         )));
     }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("opening database {} read-only", path.display()))?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let version: usize = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .with_context(|| format!("reading database {}", path.display()))?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let open = |conn: Connection| -> Result<(Connection, usize)> {
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let version = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        Ok((conn, version))
+    };
+    let opened = Connection::open_with_flags(path, flags)
+        .map_err(anyhow::Error::from)
+        .and_then(open);
+    let (conn, version) = match opened {
+        Ok(opened) => opened,
+        // A WAL database whose -wal and -shm files are gone (no writer has it open) cannot
+        // be read by a user who may not create them beside it. With no writer, the file is
+        // not changing, which is what SQLite's `immutable` asks for.
+        Err(_) => {
+            Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+                .map_err(anyhow::Error::from)
+                .and_then(open)
+                .with_context(|| format!("opening database {} read-only", path.display()))?
+        }
+    };
     if version > MIGRATIONS.len() {
         bail!(
             "the database {} is at schema version {version}, newer than this oppsync knows ({}); use a newer oppsync",
@@ -61,6 +73,19 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
         );
     }
     Ok(conn)
+}
+
+/// `file:PATH?immutable=1`, with the characters a URI path cannot hold escaped.
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => uri.push_str(&format!("%{:02X}", c as u32)),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 /// Creates `path` as an empty file readable and writable by its owner only, if it does not

@@ -665,3 +665,55 @@ fn errors_say_what_the_server_did() {
         run.stderr
     );
 }
+
+// Row 12: an auditor with read access only can run the read-only commands.
+
+#[cfg(unix)]
+#[test]
+fn an_auditor_who_can_only_read_the_file_can_run_the_read_only_commands() {
+    use std::os::unix::fs::PermissionsExt;
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let as_nobody = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(crate::util::BIN)
+            .args(args)
+            .current_dir("/")
+            .output()
+    };
+    let can_act = is_root && as_nobody(&["--version".as_ref()]).is_ok_and(|o| o.status.success());
+    if !can_act {
+        eprintln!(
+            "needs root, setpriv and a binary another user may run: skipped here; CI runs as root"
+        );
+        return;
+    }
+    let db = TestDb::new();
+    let dir = fixtures().join("stakeholders");
+    db.run(&["pull", "--fixtures", dir.to_str().unwrap()])
+        .expect_code(0);
+    // The auditor may enter the folder and read the database, and write neither.
+    std::fs::set_permissions(db.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(db.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = std::fs::read(db.path()).unwrap();
+    let path = db.path();
+    for args in [
+        &["status"][..],
+        &["plan", "--json"],
+        &["push", "--dry-run"],
+        &["explain", "a7d3c2b1-2c44-ef11-a316-000d3a5c0001"],
+    ] {
+        let mut argv: Vec<&std::ffi::OsStr> = vec!["--db".as_ref(), path.as_os_str()];
+        argv.extend(args.iter().map(std::ffi::OsStr::new));
+        let output = as_nobody(&argv).unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?} as an unprivileged user: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(std::fs::read(db.path()).unwrap(), before, "nothing written");
+}

@@ -7,6 +7,7 @@ use rusqlite::{Connection, params};
 use serde_json::Value;
 
 use crate::exit::{self, Outcome};
+use crate::redact::redact;
 
 /// Current UTC time as ISO 8601 with seconds, the format of every timestamp oppsync writes.
 pub(crate) fn now() -> String {
@@ -38,7 +39,14 @@ pub(crate) fn finish(
     conn.execute(
         "UPDATE run SET finished_at = ?2, outcome = ?3, exit_code = ?4, counts = ?5, message = ?6
          WHERE run_id = ?1",
-        params![run_id, now(), outcome, code, counts.to_string(), message],
+        params![
+            run_id,
+            now(),
+            outcome,
+            code,
+            redact(&counts.to_string()),
+            message
+        ],
     )?;
     Ok(())
 }

@@ -47,6 +47,8 @@ pub enum Reply {
     Body(u16, String),
     /// A 200 whose body arrives one byte every `every`, for `bytes` bytes.
     Trickle { every: Duration, bytes: usize },
+    /// The connection is closed without an answer (a proxy resetting a request it dislikes).
+    HangUp,
 }
 
 impl Reply {
@@ -171,6 +173,9 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, handler: &Handler, u
                 body.len()
             );
         }
+        Reply::HangUp => {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
         Reply::Trickle { every, bytes } => {
             let _ = write!(
                 stream,
@@ -198,6 +203,8 @@ pub struct MarketoFaults {
     pub short_lead_answer: bool,
     /// A request whose body contains this text is answered HTTP 413.
     pub refuse_marker: Option<&'static str>,
+    /// A request whose body contains this text gets no answer: the connection is closed.
+    pub hang_up_marker: Option<&'static str>,
 }
 
 /// A minimal well-behaved Marketo: identity, and createOrUpdate of every object, answering each
@@ -223,6 +230,11 @@ pub fn marketo(faults: MarketoFaults) -> impl Fn(&Request, &str) -> Reply + Send
                 413,
                 "<html><body>Request Entity Too Large</body></html>".into(),
             );
+        }
+        if let Some(marker) = faults.hang_up_marker
+            && request.body.contains(marker)
+        {
+            return Reply::HangUp;
         }
         let input = request.json()["input"]
             .as_array()

@@ -402,18 +402,22 @@ fn a_record_alone_over_the_request_limit_is_skipped_and_the_rest_goes() {
     );
 }
 
-#[test]
-fn a_record_refused_at_request_level_is_isolated_and_the_rest_goes() {
-    let db = pulled();
-    let poisoned: String = db.column(
+/// The name of one of the demo's opportunities, which a broken Marketo will refuse.
+fn poisoned_name(db: &TestDb) -> &'static str {
+    let name = db.column(
         "SELECT json_extract(payload, '$.name') FROM mkto_opportunity ORDER BY key LIMIT 1 OFFSET 2",
     )[0]
     .clone();
-    let marker: &'static str = Box::leak(poisoned.into_boxed_str());
+    Box::leak(name.into_boxed_str())
+}
+
+#[test]
+fn a_record_refused_at_request_level_is_isolated_and_the_rest_goes() {
+    let db = pulled();
     let server = BrokenServer::start(
         "127.0.0.1",
         marketo(MarketoFaults {
-            refuse_marker: Some(marker),
+            refuse_marker: Some(poisoned_name(&db)),
             ..MarketoFaults::default()
         }),
     );
@@ -434,6 +438,60 @@ fn a_record_refused_at_request_level_is_isolated_and_the_rest_goes() {
         db.count("SELECT count(*) FROM push_outcome WHERE reasons LIKE '%refused this record alone%HTTP 413%'"),
         1
     );
+}
+
+#[test]
+fn a_record_whose_requests_are_never_answered_is_isolated_once_marketo_answers_others() {
+    let db = pulled();
+    let server = BrokenServer::start(
+        "127.0.0.1",
+        marketo(MarketoFaults {
+            hang_up_marker: Some(poisoned_name(&db)),
+            ..MarketoFaults::default()
+        }),
+    );
+    let run = push_to(&db, &server.url);
+    run.expect_code(3);
+    let staged = db.count("SELECT count(*) FROM mkto_opportunity");
+    assert_eq!(
+        db.count("SELECT count(*) FROM mkto_ack WHERE object = 'opportunity'"),
+        staged - 1,
+        "{}\n{:?}",
+        run.stderr,
+        server
+            .requests()
+            .iter()
+            .map(|r| format!("{} {} {}", r.method, r.target, r.body.len()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM push_outcome WHERE reasons LIKE '%refused this record alone%gave up%'"),
+        1
+    );
+}
+
+#[test]
+fn a_marketo_that_answers_nothing_stops_the_push_instead_of_blaming_records() {
+    let db = pulled();
+    let server = BrokenServer::start("127.0.0.1", |request: &Request, url: &str| {
+        if request.path() == "/identity/oauth/token" {
+            return marketo(MarketoFaults::default())(request, url);
+        }
+        Reply::HangUp
+    });
+    let run = push_to(&db, &server.url);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("gave up after 3 attempts"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM push_outcome WHERE reasons LIKE '%refused this record%'"),
+        0,
+        "no record blamed"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM mkto_ack"), 0);
 }
 
 // Row 6: the database and its companions are private.

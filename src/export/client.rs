@@ -4,7 +4,7 @@
 //! Errors are classified here and nowhere else: 606 waits out the rate window, 615 and the
 //! transient codes (604, 608, 611, 713, 502, 614, HTTP 5xx, network) back off exponentially
 //! with jitter up to `max_attempts`; 607 is `Failure::DailyQuota`; a refusal of the request
-//! itself (HTTP 413 and other 4xx, 609, 1001, 1003 at request level), or a body that never got
+//! itself (HTTP 400, 413, 422; 609, 1001, 1003 at request level), or a body that never got
 //! an answer through every retry, is `Failure::Refused`, which push answers by isolating the
 //! record at fault; anything else aborts with Marketo's code and message. The token and the
 //! client secret never leave this module, and are registered with the redactor.
@@ -34,8 +34,8 @@ const MAX_RESPONSE_BYTES: u64 = 32_000_000;
 pub(crate) enum Failure {
     /// 607: the daily quota is spent; the run stops cleanly and resumes next time.
     DailyQuota(String),
-    /// This request body was refused at request level (HTTP 413 and other 4xx, 609, 1001,
-    /// 1003), or got no usable answer through every retry (`answered` false): the fault may
+    /// This request body was refused at request level (HTTP 400, 413, 422; 609, 1001, 1003),
+    /// or got no usable answer through every retry (`answered` false): the fault may
     /// lie with one record in it, which push isolates by splitting the batch.
     Refused { message: String, answered: bool },
     /// Anything else: the message says what Marketo answered.
@@ -300,18 +300,20 @@ impl MarketoClient {
                 "{path}: Marketo answered a redirect (HTTP {status}); oppsync follows none, check marketo.base_url"
             )));
         }
-        if status == 401 || status == 403 {
-            return Attempt::Fail(Failure::Fatal(format!(
-                "{path}: HTTP {status}: {}",
-                net::describe_body(text)
-            )));
-        }
-        if status != 200 {
-            // 413 (body over 1 MB) and any other refusal of this request as sent.
+        if matches!(status, 400 | 413 | 422) {
+            // The body as sent is refused (413: over 1 MB): another split may well go.
             return Attempt::Refused(format!(
                 "{path}: HTTP {status}: {}",
                 net::describe_body(text)
             ));
+        }
+        if status != 200 {
+            // 401, 403, 404 and the like say nothing about the records: splitting the batch
+            // would only spend calls.
+            return Attempt::Fail(Failure::Fatal(format!(
+                "{path}: HTTP {status}: {}",
+                net::describe_body(text)
+            )));
         }
         let Ok(body) = serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}')) else {
             return Attempt::Retry {

@@ -423,7 +423,7 @@ fn marketo_id(object: Object, result: &Value) -> Option<String> {
         (Object::Opportunity | Object::OpportunityRole, Some(Value::String(guid)))
             if !guid.trim().is_empty() =>
         {
-            Some(guid.clone())
+            Some(redact(guid).into_owned())
         }
         _ => None,
     }

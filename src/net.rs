@@ -150,6 +150,21 @@ pub(crate) fn transport_error(err: &ureq::Error, timeout: Duration) -> String {
     }
 }
 
+/// The lifetime a token response gives its token: `expires_in` as a number (OAuth 2, Entra v2,
+/// Marketo) or a string (Entra v1), capped at `max` so that a huge value cannot overflow the
+/// clock arithmetic; zero (renew before every use) when it is missing or unreadable.
+pub(crate) fn token_lifetime(body: &serde_json::Value, max: Duration) -> Duration {
+    use serde_json::Value;
+    let seconds = match body.get("expires_in") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    seconds.map_or(Duration::ZERO, |secs| {
+        Duration::from_secs(secs.min(max.as_secs()))
+    })
+}
+
 /// A few words on a body that could not be used: what it starts with, or that it is empty.
 pub(crate) fn describe_body(text: &str) -> String {
     let trimmed = text.trim();
@@ -270,6 +285,28 @@ mod tests {
             assert!(!org.same_origin(&Target::parse(other).unwrap()), "{other}");
         }
         assert!(Target::parse("https://u@contoso.crm.dynamics.com/").is_none());
+    }
+
+    #[test]
+    fn token_lifetimes_are_read_from_numbers_or_strings_and_capped() {
+        use serde_json::json;
+        let max = Duration::from_secs(86_400);
+        let cases = [
+            (json!({"expires_in": 3599}), 3599),
+            (json!({"expires_in": "3599"}), 3599),
+            (json!({"expires_in": u64::MAX}), 86_400),
+            (json!({"expires_in": "18446744073709551616"}), 0),
+            (json!({"expires_in": -5}), 0),
+            (json!({"expires_in": 1e300}), 0),
+            (json!({}), 0),
+        ];
+        for (body, secs) in cases {
+            assert_eq!(
+                token_lifetime(&body, max),
+                Duration::from_secs(secs),
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -452,14 +452,7 @@ impl MarketoClient {
         match (status, body.get("access_token").and_then(Value::as_str)) {
             (200, Some(token)) if !token.trim().is_empty() => {
                 crate::redact::register(token);
-                let lifetime = match body.get("expires_in") {
-                    Some(Value::Number(n)) => n.as_u64(),
-                    Some(Value::String(s)) => s.trim().parse().ok(),
-                    _ => None,
-                }
-                .map_or(Duration::ZERO, |secs| {
-                    Duration::from_secs(secs.min(MAX_TOKEN_LIFETIME.as_secs()))
-                });
+                let lifetime = net::token_lifetime(&body, MAX_TOKEN_LIFETIME);
                 // Renew a minute early, or halfway through a token that lives shorter.
                 let margin = TOKEN_MARGIN.min(lifetime / 2);
                 self.token = Some(Token {

@@ -171,14 +171,7 @@ impl Entra {
             });
         };
         crate::redact::register(token);
-        let lifetime = match body.get("expires_in") {
-            Some(Value::Number(n)) => n.as_u64(),
-            Some(Value::String(s)) => s.trim().parse().ok(),
-            _ => None,
-        }
-        .map_or(Duration::ZERO, |secs| {
-            Duration::from_secs(secs.min(MAX_LIFETIME.as_secs()))
-        });
+        let lifetime = crate::net::token_lifetime(&body, MAX_LIFETIME);
         let renew_at = started
             .checked_add(lifetime - MARGIN.min(lifetime / 2))
             .unwrap_or_else(Instant::now);

@@ -11,6 +11,7 @@ use anyhow::Result;
 use serde::Deserialize;
 
 use crate::exit::usage;
+use crate::object::Object;
 
 /// The whole configuration, defaults filled in.
 #[derive(Debug, Default, Deserialize)]
@@ -35,14 +36,14 @@ pub struct MappingConfig {
 }
 
 impl MappingConfig {
-    /// The mapping of one Marketo object (`opportunity`, `company`, `lead`).
-    pub(crate) fn of(&self, object: &str) -> &BTreeMap<String, String> {
+    /// The mapping of one Marketo object; empty for objects without a `[mapping.*]` table.
+    pub(crate) fn of(&self, object: Object) -> &BTreeMap<String, String> {
         static EMPTY: BTreeMap<String, String> = BTreeMap::new();
         match object {
-            "opportunity" => &self.opportunity,
-            "company" => &self.company,
-            "lead" => &self.lead,
-            _ => &EMPTY,
+            Object::Opportunity => &self.opportunity,
+            Object::Company => &self.company,
+            Object::Lead => &self.lead,
+            Object::OpportunityRole => &EMPTY,
         }
     }
 }
@@ -308,13 +309,12 @@ impl Config {
                 "must list at least one category",
             );
         }
-        for (object, keys) in [
-            ("opportunity", &["externalOpportunityId"][..]),
-            ("company", &["externalCompanyId"][..]),
-            ("lead", &["email"][..]),
-        ] {
+        for object in Object::ALL {
+            let (Some(table), keys) = (object.mapping_name(), object.dedupe_fields()) else {
+                continue;
+            };
             for (field, column) in self.mapping.of(object) {
-                let setting = format!("mapping.{object}.{field}");
+                let setting = format!("mapping.{table}.{field}");
                 if !is_marketo_field(field) {
                     return bad(
                         &setting,
@@ -517,7 +517,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(config.mapping.of("opportunity").len(), 2);
+        assert_eq!(config.mapping.of(Object::Opportunity).len(), 2);
         for (text, setting) in [
             (
                 "[mapping.opportunity]\n\"bad name\" = \"name\"\n",

@@ -4,6 +4,7 @@
 //! Reads only; the answers come from the same views push will read, never from a second copy of
 //! the rules.
 
+use crate::object::Object;
 use anyhow::{Result, bail};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -214,13 +215,18 @@ fn last_push(conn: &Connection, id: &str) -> Result<Vec<PushOutcome>> {
     let mut stmt = conn.prepare(
         "SELECT object, key, action, status, marketo_id, reasons, run_id, at FROM push_outcome p
          WHERE outcome_id = (SELECT max(outcome_id) FROM push_outcome q WHERE q.object = p.object AND q.key = p.key)
-           AND ((object = 'opportunity' AND key = ?1)
-             OR (object = 'opportunity_role' AND key LIKE '[\"' || ?1 || '\",%')
-             OR (object = 'company' AND key = (SELECT accountid FROM opportunity_account WHERE opportunityid = ?1)))
+           AND ((object = ?2 AND key = ?1)
+             OR (object = ?3 AND key LIKE '[\"' || ?1 || '\",%')
+             OR (object = ?4 AND key = (SELECT accountid FROM opportunity_account WHERE opportunityid = ?1)))
          ORDER BY object, key",
     )?;
+    let objects = [
+        Object::Opportunity.name(),
+        Object::OpportunityRole.name(),
+        Object::Company.name(),
+    ];
     let rows = stmt
-        .query_map(params![id], |r| {
+        .query_map(params![id, objects[0], objects[1], objects[2]], |r| {
             Ok(PushOutcome {
                 object: r.get(0)?,
                 key: r.get(1)?,

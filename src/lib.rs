@@ -14,6 +14,7 @@ pub mod exit;
 pub(crate) mod explain;
 pub(crate) mod export;
 pub(crate) mod net;
+pub(crate) mod object;
 pub(crate) mod plan;
 pub(crate) mod redact;
 pub(crate) mod rules;

@@ -16,59 +16,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::{Config, OnOpportunityDelete};
+pub(crate) use crate::object::Object;
+use crate::object::RoleKey;
 
 /// Marketo's most records per call.
 pub(crate) const MAX_BATCH_RECORDS: usize = 300;
 /// Marketo's largest request body is 1 MB; keep a margin for the envelope.
 pub(crate) const MAX_BATCH_BYTES: usize = 1_000_000 - 4_096;
-
-/// The objects push sends, in the order it sends them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Object {
-    Company,
-    Lead,
-    Opportunity,
-    OpportunityRole,
-}
-
-impl Object {
-    pub(crate) const ALL: [Object; 4] = [
-        Object::Company,
-        Object::Lead,
-        Object::Opportunity,
-        Object::OpportunityRole,
-    ];
-
-    /// The name used in `mkto_ack.object` and `push_outcome.object`.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Object::Company => "company",
-            Object::Lead => "lead",
-            Object::Opportunity => "opportunity",
-            Object::OpportunityRole => "opportunity_role",
-        }
-    }
-
-    fn view(self) -> &'static str {
-        match self {
-            Object::Company => "mkto_company",
-            Object::Lead => "mkto_lead",
-            Object::Opportunity => "mkto_opportunity",
-            Object::OpportunityRole => "mkto_opportunity_role",
-        }
-    }
-
-    /// The plural used in messages.
-    pub(crate) fn plural(self) -> &'static str {
-        match self {
-            Object::Company => "companies",
-            Object::Lead => "leads",
-            Object::Opportunity => "opportunities",
-            Object::OpportunityRole => "roles",
-        }
-    }
-}
 
 /// A row of an export view.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +117,9 @@ pub(crate) fn diff(
                 source_id: None,
                 payload: Some(ack.payload.clone()),
                 reason: None,
-                lead_key: role_lead_key(object, key),
+                lead_key: (object == Object::OpportunityRole)
+                    .then(|| RoleKey::parse(key).map(|k| k.lead))
+                    .flatten(),
             });
         }
     }
@@ -175,21 +131,6 @@ pub(crate) fn too_large(bytes: usize) -> String {
     format!(
         "the record is {bytes} bytes: alone it is over Marketo's 1 MB request limit (shorten the long fields in Dynamics)"
     )
-}
-
-/// A role key is `json_array(opportunityid, lead key, role)`; its lead key is the second item.
-fn role_lead_key(object: Object, key: &str) -> Option<String> {
-    if object != Object::OpportunityRole {
-        return None;
-    }
-    let parts: Vec<String> = serde_json::from_str(key).ok()?;
-    parts.get(1).cloned()
-}
-
-/// A role key's opportunity id, the first item of its JSON array.
-pub(crate) fn role_opportunity(key: &str) -> Option<String> {
-    let parts: Vec<String> = serde_json::from_str(key).ok()?;
-    parts.into_iter().next()
 }
 
 /// Every operation, in push order (companies, leads, opportunities, roles; deletes last).
@@ -326,16 +267,16 @@ pub(crate) fn load(conn: &Connection, config: &Config) -> Result<Plan> {
     let delete_opportunities = on_delete == OnOpportunityDelete::Delete;
     let mut plan = Plan::default();
     for object in Object::ALL {
-        let mapping = config.mapping.of(object.name());
+        let mapping = config.mapping.of(object);
         let desired =
             desired(conn, object, mapping).with_context(|| format!("reading {}", object.view()))?;
         let acked = acked(conn, object)?;
         let deletable = |key: &str| match object {
             Object::Company | Object::Lead => false,
             Object::Opportunity => delete_opportunities && deleted_opportunities.contains(key),
-            Object::OpportunityRole => role_opportunity(key).is_some_and(|opp| {
-                in_scope.contains(&opp)
-                    || (delete_opportunities && deleted_opportunities.contains(&opp))
+            Object::OpportunityRole => RoleKey::parse(key).is_some_and(|role| {
+                in_scope.contains(&role.opportunity)
+                    || (delete_opportunities && deleted_opportunities.contains(&role.opportunity))
             }),
         };
         plan.operations
@@ -372,18 +313,15 @@ fn desired(
     } else {
         "NULL"
     };
-    let source = match object {
-        Object::Company => Some(("account", "accountid")),
-        Object::Lead => Some(("contact", "contactid")),
-        Object::Opportunity => Some(("opportunity", "opportunityid")),
-        Object::OpportunityRole => None,
-    };
-    let (extra, join) = match source {
-        Some((table, key)) if !mapping.is_empty() => (
+    let (extra, join) = match object.source() {
+        Some(source) if !mapping.is_empty() => (
             (1..=mapping.len())
                 .map(|i| format!(", t.raw -> ?{i}"))
                 .collect::<String>(),
-            format!("LEFT JOIN {table} t ON t.{key} = v.source_id"),
+            format!(
+                "LEFT JOIN {} t ON t.{} = v.source_id",
+                source.table, source.key
+            ),
         ),
         _ => (String::new(), String::new()),
     };
@@ -511,7 +449,6 @@ mod tests {
         let acked = BTreeMap::from([ack(key, "{}")]);
         let ops = diff(Object::OpportunityRole, vec![], &acked, &|_| true);
         assert_eq!(ops[0].lead_key.as_deref(), Some("ana@example.com"));
-        assert_eq!(role_opportunity(key).as_deref(), Some("opp"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::Context;
 use crate::exit::Outcome;
+use crate::object::Object;
 use crate::source::fixtures;
 use crate::source::page::{self, Page};
 use crate::source::strategy::{Fallback, Start};
@@ -240,17 +241,10 @@ fn pull_entity_set(
     let mut start = Start::from_state(state.as_ref(), full, spec.has_modifiedon());
     let mut columns = spec.select_columns();
     // Columns `[mapping.*]` reads from the staged record must be selected too.
-    let object = match set {
-        "opportunities" => "opportunity",
-        "accounts" => "company",
-        "contacts" => "lead",
-        _ => "",
-    };
-    let mapped: Vec<String> = ctx
-        .config
-        .mapping
-        .of(object)
-        .values()
+    let mapped: Vec<String> = Object::from_entity_set(set)
+        .map(|object| ctx.config.mapping.of(object))
+        .into_iter()
+        .flat_map(|mapping| mapping.values())
         .map(|column| column.split('@').next().unwrap_or(column).to_string())
         .collect();
     for base in &mapped {

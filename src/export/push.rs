@@ -24,7 +24,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::client::{CallLog, Failure, MarketoClient};
-use crate::plan::{self, Action, Object, Operation, Plan};
+use crate::object::{Object, RoleKey};
+use crate::plan::{self, Action, Operation, Plan};
 use crate::redact::redact;
 use crate::run::now;
 
@@ -58,27 +59,6 @@ pub(crate) struct Skipped {
     pub key: Option<String>,
     pub source_id: Option<String>,
     pub reason: String,
-}
-
-fn path(object: Object, delete: bool) -> &'static str {
-    match (object, delete) {
-        (Object::Company, false) => "/v1/companies.json",
-        (Object::Company, true) => "/v1/companies/delete.json",
-        (Object::Lead, false) => "/v1/leads.json",
-        (Object::Lead, true) => "/v1/leads/delete.json",
-        (Object::Opportunity, false) => "/v1/opportunities.json",
-        (Object::Opportunity, true) => "/v1/opportunities/delete.json",
-        (Object::OpportunityRole, false) => "/v1/opportunities/roles.json",
-        (Object::OpportunityRole, true) => "/v1/opportunities/roles/delete.json",
-    }
-}
-
-/// The field holding the Marketo id in a sync or delete result.
-fn id_field(object: Object) -> &'static str {
-    match object {
-        Object::Company | Object::Lead => "id",
-        Object::Opportunity | Object::OpportunityRole => "marketoGUID",
-    }
 }
 
 /// One record ready to send, with the operation it serves.
@@ -178,7 +158,8 @@ fn upsert_records<'a>(
             let opportunity = op
                 .key
                 .as_deref()
-                .and_then(plan::role_opportunity)
+                .and_then(RoleKey::parse)
+                .map(|key| key.opportunity)
                 .unwrap_or_default();
             let lead_id = op.lead_key.as_ref().and_then(|k| leads.get(k));
             let problem = match (lead_id, opportunities.contains_key(&opportunity)) {
@@ -220,14 +201,14 @@ fn delete_records<'a>(
         let record = match object {
             Object::Opportunity => json!({"externalOpportunityId": key}),
             _ => {
-                let parts: Vec<String> = serde_json::from_str(&key).unwrap_or_default();
-                let lead_id = parts
-                    .get(1)
-                    .and_then(|email| leads.get(email))
+                let role_key = RoleKey::parse(&key);
+                let lead_id = role_key
+                    .as_ref()
+                    .and_then(|k| leads.get(&k.lead))
                     .and_then(|id| id.parse::<i64>().ok());
-                match (parts.first(), lead_id, parts.get(2)) {
-                    (Some(opportunity), Some(lead_id), Some(role)) => {
-                        json!({"externalOpportunityId": opportunity, "leadId": lead_id, "role": role})
+                match (role_key, lead_id) {
+                    (Some(k), Some(lead_id)) => {
+                        json!({"externalOpportunityId": k.opportunity, "leadId": lead_id, "role": k.role})
                     }
                     _ => {
                         let reason = "cannot form the role's Marketo key (its lead id is unknown)"
@@ -351,7 +332,11 @@ fn send_batch(
             json!({"action": "createOrUpdate", "dedupeBy": "dedupeFields", "input": input})
         }
     };
-    let path = path(object, delete);
+    let path = if delete {
+        object.delete_path()
+    } else {
+        object.sync_path()
+    };
     let response = client.post(path, &body, batch.len(), attempts);
     let calls = client.take_calls();
     summary.calls += calls.iter().filter(|c| c.path.starts_with("/rest")).count();
@@ -393,7 +378,7 @@ fn pair_results(object: Object, sent: usize, results: &[Value]) -> Result<Vec<&V
     if results.len() != sent {
         return Err(format!("{} results for {sent} records", results.len()));
     }
-    if object == Object::Lead {
+    if !object.results_carry_seq() {
         return Ok(results.iter().collect());
     }
     let mut paired: Vec<Option<&Value>> = vec![None; sent];
@@ -416,13 +401,11 @@ fn pair_results(object: Object, sent: usize, results: &[Value]) -> Result<Vec<&V
 /// The Marketo id in a result, when it has the shape its object needs: a positive integer `id`
 /// for companies and leads, a non-empty `marketoGUID` for opportunities and roles.
 fn marketo_id(object: Object, result: &Value) -> Option<String> {
-    match (object, result.get(id_field(object))) {
-        (Object::Company | Object::Lead, Some(Value::Number(n))) => {
+    match result.get(object.id_field()) {
+        Some(Value::Number(n)) if object.has_integer_id() => {
             n.as_u64().filter(|id| *id > 0).map(|id| id.to_string())
         }
-        (Object::Opportunity | Object::OpportunityRole, Some(Value::String(guid)))
-            if !guid.trim().is_empty() =>
-        {
+        Some(Value::String(guid)) if !object.has_integer_id() && !guid.trim().is_empty() => {
             Some(redact(guid).into_owned())
         }
         _ => None,
@@ -450,7 +433,7 @@ fn apply_result(
         // push from repairing that: not acknowledged, sent again next time.
         let reason = format!(
             "Marketo answered {status} without the {} this {} needs; not acknowledged, sent again by the next push",
-            id_field(object),
+            object.id_field(),
             object.name()
         );
         outcome(

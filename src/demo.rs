@@ -15,6 +15,7 @@ pub(crate) const INITIAL: &[(&str, &str)] = &[
     demo_page!("1-initial/contacts.json"),
     demo_page!("1-initial/opportunities-1.json"),
     demo_page!("1-initial/opportunities-2.json"),
+    demo_page!("1-initial/systemusers.json"),
 ];
 
 /// A later incremental pull: delta pages with updates, a new record and deletes.

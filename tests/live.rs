@@ -61,6 +61,7 @@ fn snapshot(db: &TestDb) -> BTreeMap<String, Vec<Vec<String>>> {
         "contact",
         "connection",
         "connectionrole",
+        "systemuser",
     ] {
         let mut stmt = conn
             .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
@@ -130,10 +131,10 @@ fn a_pull_through_the_simulator_stages_what_pull_fixtures_stages() {
         let expected = fixture_pull(&[folder]);
         assert_eq!(snapshot(&db), snapshot(&expected), "{folder}");
         assert!(
-            db.count("SELECT count(*) FROM staged_page") >= 5,
+            db.count("SELECT count(*) FROM staged_page") >= 6,
             "{folder}: a page or more per entity set"
         );
-        assert_eq!(db.count("SELECT count(*) FROM pull_state WHERE mode = 'change_tracking' AND delta_link LIKE '%$deltatoken=%'"), 5);
+        assert_eq!(db.count("SELECT count(*) FROM pull_state WHERE mode = 'change_tracking' AND delta_link LIKE '%$deltatoken=%'"), 6);
     }
 }
 

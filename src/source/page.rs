@@ -17,6 +17,7 @@ pub(crate) const KNOWN_ENTITY_SETS: &[&str] = &[
     "contacts",
     "connections",
     "connectionroles",
+    "systemusers",
 ];
 
 /// A parsed page. Records borrow the page text.

@@ -187,4 +187,8 @@ pub struct SimMarketoArgs {
     /// Seed for ids and fault injection (0: from the clock).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Act as an instance that runs Marketo's native CRM sync: the opportunity, company, role
+    /// and sales person APIs answer 1018.
+    #[arg(long)]
+    pub native_crm_sync: bool,
 }

@@ -20,7 +20,80 @@ pub struct Config {
     pub marketo: MarketoConfig,
     pub dynamics: DynamicsConfig,
     pub rules: RulesConfig,
+    pub export: ExportConfig,
     pub mapping: MappingConfig,
+}
+
+/// `[export]`: which records become Marketo records, and in which currency (PRODUCT.md
+/// section 3). The export views read these from `rule_setting`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    pub currency: Currency,
+    pub leads: LeadScope,
+    pub companies: CompanyScope,
+}
+
+/// The currency amounts are sent in: Marketo holds one.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Currency {
+    /// The org's base currency (the `_base` columns Dynamics converts into).
+    #[default]
+    Base,
+    /// Each record's own currency (the plain columns): only right for a one-currency org.
+    Transaction,
+}
+
+/// Which contacts become leads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeadScope {
+    /// Contacts that hold a derived opportunity role.
+    #[default]
+    RoleHolders,
+    /// Every in-scope contact with an email.
+    AllInScope,
+}
+
+/// Which accounts become companies.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompanyScope {
+    /// Accounts an exported opportunity or lead points at.
+    #[default]
+    Referenced,
+    /// Every in-scope account.
+    AllInScope,
+}
+
+impl ExportConfig {
+    /// The settings as the export views read them from `rule_setting`.
+    pub(crate) fn settings(&self) -> [(&'static str, &'static str); 3] {
+        [
+            (
+                "export_currency",
+                match self.currency {
+                    Currency::Base => "base",
+                    Currency::Transaction => "transaction",
+                },
+            ),
+            (
+                "export_leads",
+                match self.leads {
+                    LeadScope::RoleHolders => "role_holders",
+                    LeadScope::AllInScope => "all_in_scope",
+                },
+            ),
+            (
+                "export_companies",
+                match self.companies {
+                    CompanyScope::Referenced => "referenced",
+                    CompanyScope::AllInScope => "all_in_scope",
+                },
+            ),
+        ]
+    }
 }
 
 /// `[mapping.opportunity]`, `[mapping.company]`, `[mapping.lead]`: extra Marketo fields, each
@@ -43,7 +116,7 @@ impl MappingConfig {
             Object::Opportunity => &self.opportunity,
             Object::Company => &self.company,
             Object::Lead => &self.lead,
-            Object::OpportunityRole => &EMPTY,
+            Object::SalesPerson | Object::OpportunityRole => &EMPTY,
         }
     }
 }
@@ -467,6 +540,30 @@ mod tests {
     }
 
     #[test]
+    fn export_settings_default_to_the_product_spec_and_take_their_alternatives() {
+        let config = load_text("", &[]).unwrap();
+        assert_eq!(
+            config.export.settings(),
+            [
+                ("export_currency", "base"),
+                ("export_leads", "role_holders"),
+                ("export_companies", "referenced")
+            ]
+        );
+        let config = load_text(
+            "[export]\ncurrency = \"transaction\"\nleads = \"all_in_scope\"\ncompanies = \"all_in_scope\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.export.currency, Currency::Transaction);
+        assert_eq!(config.export.leads, LeadScope::AllInScope);
+        assert_eq!(config.export.companies, CompanyScope::AllInScope);
+        let err = load_text("[export]\ncurrency = \"yen\"\n", &[]).unwrap_err();
+        assert!(crate::exit::is_usage(&err));
+        assert!(format!("{err:#}").contains("yen"), "{err:#}");
+    }
+
+    #[test]
     fn environment_wins_over_the_file() {
         let config = load_text(
             "[marketo]\nbase_url = \"https://file.example\"\nclient_secret = \"from-file\"\n",
@@ -555,6 +652,7 @@ mod tests {
         use proptest::prelude::*;
 
         const TABLES: &[&str] = &[
+            "export",
             "marketo",
             "dynamics",
             "rules",
@@ -584,6 +682,9 @@ mod tests {
             "stakeholder_default_role",
             "stakeholder_categories",
             "expectedRevenue",
+            "currency",
+            "leads",
+            "companies",
             "x",
         ];
 
@@ -598,6 +699,8 @@ mod tests {
                 "[a-zA-Z0-9_@.:/ ']{0,16}".prop_map(|s| format!("{s:?}")),
                 Just("\"delete\"".to_string()),
                 Just("\"ropc\"".to_string()),
+                Just("\"all_in_scope\"".to_string()),
+                Just("\"transaction\"".to_string()),
                 prop::collection::vec(any::<i32>(), 0..3).prop_map(|v| format!("{v:?}")),
                 Just("{ a = 1 }".to_string()),
             ]

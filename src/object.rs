@@ -7,10 +7,11 @@
 use serde::Serialize;
 
 /// A Marketo object, in the order push sends them (Adobe's recipe for non-native integrations:
-/// companies, then leads, then opportunities, then roles).
+/// sales persons, then companies, leads, opportunities and roles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Object {
+    SalesPerson,
     Company,
     Lead,
     Opportunity,
@@ -27,7 +28,8 @@ pub(crate) struct Source {
 
 impl Object {
     /// Every object, in send order.
-    pub(crate) const ALL: [Object; 4] = [
+    pub(crate) const ALL: [Object; 5] = [
+        Object::SalesPerson,
         Object::Company,
         Object::Lead,
         Object::Opportunity,
@@ -37,6 +39,7 @@ impl Object {
     /// The name used in `mkto_ack.object`, `push_outcome.object` and `--json` output.
     pub(crate) fn name(self) -> &'static str {
         match self {
+            Object::SalesPerson => "sales_person",
             Object::Company => "company",
             Object::Lead => "lead",
             Object::Opportunity => "opportunity",
@@ -47,6 +50,7 @@ impl Object {
     /// The plural used in messages.
     pub(crate) fn plural(self) -> &'static str {
         match self {
+            Object::SalesPerson => "sales persons",
             Object::Company => "companies",
             Object::Lead => "leads",
             Object::Opportunity => "opportunities",
@@ -57,6 +61,7 @@ impl Object {
     /// The export view that holds the rows to send (`sql/views/`).
     pub(crate) fn view(self) -> &'static str {
         match self {
+            Object::SalesPerson => "mkto_sales_person",
             Object::Company => "mkto_company",
             Object::Lead => "mkto_lead",
             Object::Opportunity => "mkto_opportunity",
@@ -67,6 +72,7 @@ impl Object {
     /// The REST path (under `/rest`) that creates or updates records.
     pub(crate) fn sync_path(self) -> &'static str {
         match self {
+            Object::SalesPerson => "/v1/salespersons.json",
             Object::Company => "/v1/companies.json",
             Object::Lead => "/v1/leads.json",
             Object::Opportunity => "/v1/opportunities.json",
@@ -77,6 +83,7 @@ impl Object {
     /// The REST path that deletes records.
     pub(crate) fn delete_path(self) -> &'static str {
         match self {
+            Object::SalesPerson => "/v1/salespersons/delete.json",
             Object::Company => "/v1/companies/delete.json",
             Object::Lead => "/v1/leads/delete.json",
             Object::Opportunity => "/v1/opportunities/delete.json",
@@ -84,11 +91,11 @@ impl Object {
         }
     }
 
-    /// The field holding Marketo's id in a result: an integer `id` for companies and leads,
-    /// a `marketoGUID` string for opportunities and roles.
+    /// The field holding Marketo's id in a result: an integer `id` for sales persons,
+    /// companies and leads, a `marketoGUID` string for opportunities and roles.
     pub(crate) fn id_field(self) -> &'static str {
         match self {
-            Object::Company | Object::Lead => "id",
+            Object::SalesPerson | Object::Company | Object::Lead => "id",
             Object::Opportunity | Object::OpportunityRole => "marketoGUID",
         }
     }
@@ -102,6 +109,7 @@ impl Object {
     /// replace them.
     pub(crate) fn dedupe_fields(self) -> &'static [&'static str] {
         match self {
+            Object::SalesPerson => &["externalSalesPersonId"],
             Object::Company => &["externalCompanyId"],
             Object::Lead => &["email"],
             Object::Opportunity => &["externalOpportunityId"],
@@ -117,6 +125,11 @@ impl Object {
     /// The Dynamics records the object is made from, when it is made from one table.
     pub(crate) fn source(self) -> Option<Source> {
         match self {
+            Object::SalesPerson => Some(Source {
+                entity_set: "systemusers",
+                table: "systemuser",
+                key: "systemuserid",
+            }),
             Object::Company => Some(Source {
                 entity_set: "accounts",
                 table: "account",
@@ -138,7 +151,21 @@ impl Object {
 
     /// The `[mapping.<name>]` table that adds fields to this object, if any.
     pub(crate) fn mapping_name(self) -> Option<&'static str> {
-        self.source().map(|_| self.name())
+        match self {
+            Object::Company | Object::Lead | Object::Opportunity => Some(self.name()),
+            Object::SalesPerson | Object::OpportunityRole => None,
+        }
+    }
+
+    /// The REST path (under `/rest`) that describes the object's fields.
+    pub(crate) fn describe_path(self) -> &'static str {
+        match self {
+            Object::SalesPerson => "/v1/salespersons/describe.json",
+            Object::Company => "/v1/companies/describe.json",
+            Object::Lead => "/v1/leads/describe.json",
+            Object::Opportunity => "/v1/opportunities/describe.json",
+            Object::OpportunityRole => "/v1/opportunities/roles/describe.json",
+        }
     }
 
     /// The object whose records come from `entity_set`.
@@ -186,6 +213,7 @@ mod tests {
                 object.view(),
                 object.sync_path(),
                 object.delete_path(),
+                object.describe_path(),
             ] {
                 assert!(seen.insert(word), "{word} is used twice");
             }
@@ -202,6 +230,11 @@ mod tests {
         assert_eq!(Object::from_entity_set("contacts"), Some(Object::Lead));
         assert_eq!(Object::from_entity_set("connections"), None);
         assert_eq!(Object::OpportunityRole.mapping_name(), None);
+        assert_eq!(Object::SalesPerson.mapping_name(), None);
+        assert_eq!(
+            Object::from_entity_set("systemusers"),
+            Some(Object::SalesPerson)
+        );
         assert_eq!(Object::Company.mapping_name(), Some("company"));
     }
 

@@ -272,7 +272,7 @@ pub(crate) fn load(conn: &Connection, config: &Config) -> Result<Plan> {
             desired(conn, object, mapping).with_context(|| format!("reading {}", object.view()))?;
         let acked = acked(conn, object)?;
         let deletable = |key: &str| match object {
-            Object::Company | Object::Lead => false,
+            Object::SalesPerson | Object::Company | Object::Lead => false,
             Object::Opportunity => delete_opportunities && deleted_opportunities.contains(key),
             Object::OpportunityRole => RoleKey::parse(key).is_some_and(|role| {
                 in_scope.contains(&role.opportunity)

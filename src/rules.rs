@@ -8,11 +8,15 @@
 use anyhow::{Context, Result};
 use rusqlite::{Connection, params};
 
-use crate::config::RulesConfig;
+use crate::config::{ExportConfig, RulesConfig};
 use crate::sql::VIEWS;
 
 /// Re-creates every view and stores the rule settings, atomically.
-pub(crate) fn install(conn: &mut Connection, rules: &RulesConfig) -> Result<()> {
+pub(crate) fn install(
+    conn: &mut Connection,
+    rules: &RulesConfig,
+    export: &ExportConfig,
+) -> Result<()> {
     let tx = conn.transaction()?;
     for file in VIEWS.iter().rev() {
         tx.execute_batch(&format!(
@@ -26,7 +30,7 @@ pub(crate) fn install(conn: &mut Connection, rules: &RulesConfig) -> Result<()> 
             .with_context(|| format!("creating view from {}", file.path))?;
     }
     tx.execute("DELETE FROM main.rule_setting", [])?;
-    store_settings(&tx, "main", rules)?;
+    store_settings(&tx, "main", rules, export)?;
     tx.commit()?;
     Ok(())
 }
@@ -35,7 +39,11 @@ pub(crate) fn install(conn: &mut Connection, rules: &RulesConfig) -> Result<()> 
 /// --dry-run`): the same views and settings as temporary objects of this connection, which
 /// SQLite resolves before the stored ones, so that a read-only command reflects the current
 /// `[rules]` even when the stored views are older. Nothing is written to the database file.
-pub(crate) fn install_temporary(conn: &mut Connection, rules: &RulesConfig) -> Result<()> {
+pub(crate) fn install_temporary(
+    conn: &mut Connection,
+    rules: &RulesConfig,
+    export: &ExportConfig,
+) -> Result<()> {
     let tx = conn.transaction()?;
     tx.execute_batch(
         "CREATE TEMP TABLE IF NOT EXISTS rule_setting (name TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
@@ -46,12 +54,18 @@ pub(crate) fn install_temporary(conn: &mut Connection, rules: &RulesConfig) -> R
         tx.execute_batch(&text)
             .with_context(|| format!("creating view from {}", file.path))?;
     }
-    store_settings(&tx, "temp", rules)?;
+    store_settings(&tx, "temp", rules, export)?;
     tx.commit()?;
     Ok(())
 }
 
-fn store_settings(tx: &rusqlite::Transaction<'_>, schema: &str, rules: &RulesConfig) -> Result<()> {
+/// The `[rules]` and `[export]` settings, as the views read them.
+fn store_settings(
+    tx: &rusqlite::Transaction<'_>,
+    schema: &str,
+    rules: &RulesConfig,
+    export: &ExportConfig,
+) -> Result<()> {
     let categories = serde_json::to_string(&rules.stakeholder_categories)?;
     let mut insert = tx.prepare(&format!(
         "INSERT INTO {schema}.rule_setting (name, value) VALUES (?1, ?2)"
@@ -65,6 +79,9 @@ fn store_settings(tx: &rusqlite::Transaction<'_>, schema: &str, rules: &RulesCon
         rules.stakeholder_default_role
     ])?;
     insert.execute(params!["stakeholder_categories", categories])?;
+    for (name, value) in export.settings() {
+        insert.execute(params![name, value])?;
+    }
     Ok(())
 }
 

@@ -223,6 +223,9 @@ pub fn marketo(faults: MarketoFaults) -> impl Fn(&Request, &str) -> Reply + Send
                 "scope": "x"
             }));
         }
+        if request.path().ends_with("/describe.json") {
+            return Reply::json(describe(request.path()));
+        }
         if let Some(marker) = faults.refuse_marker
             && request.body.contains(marker)
         {
@@ -278,6 +281,59 @@ pub fn marketo(faults: MarketoFaults) -> impl Fn(&Request, &str) -> Reply + Send
         }
         Reply::json(json!({"requestId": "1#1", "success": true, "result": results}))
     }
+}
+
+/// Every field oppsync sends, on every object: the scripted Marketo checks nothing.
+const FIELDS: &[&str] = &[
+    "externalSalesPersonId",
+    "email",
+    "firstName",
+    "lastName",
+    "title",
+    "phone",
+    "mobilePhone",
+    "externalCompanyId",
+    "company",
+    "website",
+    "numberOfEmployees",
+    "annualRevenue",
+    "industry",
+    "mainPhone",
+    "billingStreet",
+    "billingCity",
+    "billingState",
+    "billingPostalCode",
+    "billingCountry",
+    "externalPersonId",
+    "externalOpportunityId",
+    "name",
+    "description",
+    "amount",
+    "closeDate",
+    "stage",
+    "isClosed",
+    "isWon",
+    "probability",
+    "externalCreatedDate",
+    "leadId",
+    "role",
+    "isPrimary",
+];
+
+/// A describe answer in the shape of the object's real one.
+fn describe(path: &str) -> Value {
+    if path.starts_with("/rest/v1/leads") {
+        let fields: Vec<Value> = FIELDS
+            .iter()
+            .map(|f| json!({"displayName": f, "dataType": "string", "rest": {"name": f, "readOnly": false}}))
+            .collect();
+        return json!({"success": true, "result": fields});
+    }
+    let fields: Vec<Value> = FIELDS
+        .iter()
+        .map(|f| json!({"name": f, "dataType": "string", "updateable": true}))
+        .collect();
+    json!({"success": true, "result": [{"name": "object", "fields": fields}]})
 }
 
 /// The id the scripted Marketo gives a company: the last 8 hex digits of its key.

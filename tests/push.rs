@@ -71,6 +71,8 @@ fn opp(n: u32) -> String {
 }
 
 const FABRIKAM: &str = "1a6c0b5e-2c44-ef11-a316-000d3a5c0001";
+const DANA: &str = "8c1f3e7a-2b44-ef11-a316-000d3a5c1e01";
+const MARCO: &str = "8c1f3e7a-2b44-ef11-a316-000d3a5c1e02";
 
 #[test]
 fn the_default_mappings_reach_marketo() {
@@ -162,7 +164,57 @@ fn the_default_mappings_reach_marketo() {
     );
     assert_eq!(customer["leadId"], ana[0]["id"]);
     assert_eq!(roles.len(), 6);
-    assert_eq!(db.count("SELECT count(*) FROM mkto_ack"), 16);
+    assert_eq!(db.count("SELECT count(*) FROM mkto_ack"), 18);
+
+    // Owners, as Adobe's recipe for non-native integrations has them: the users who own an
+    // exported record are sales persons, sent first; each record names its owner.
+    let persons = state["sales_persons"].as_array().unwrap();
+    let mut names: Vec<&str> = persons
+        .iter()
+        .map(|p| p["lastName"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Rossi", "Seller"], "the idle admin owns nothing");
+    let dana = Sim::find(&state, "sales_persons", "externalSalesPersonId", DANA).unwrap();
+    assert_eq!(dana["email"], "dana.seller@contoso.example");
+    assert_eq!(dana["mobilePhone"], "+1 425 555 0101");
+    assert_eq!(won["externalSalesPersonId"], DANA);
+    assert_eq!(company["externalSalesPersonId"], DANA);
+    let northwind = Sim::find(&state, "opportunities", "externalOpportunityId", &opp(3)).unwrap();
+    assert_eq!(
+        northwind["externalSalesPersonId"], MARCO,
+        "a disabled owner still links"
+    );
+    assert_eq!(
+        northwind["amount"], 97200.0,
+        "90,000 EUR in the base currency (USD)"
+    );
+    assert_eq!(
+        lost["externalSalesPersonId"],
+        Value::Null,
+        "a team owner is no sales person"
+    );
+    assert_eq!(ana[0]["externalSalesPersonId"], DANA);
+    assert!(
+        ana[0]["externalPersonId"]
+            .as_str()
+            .unwrap()
+            .starts_with("5d2e9f10-"),
+        "externalPersonId is the contactid"
+    );
+    let sends: Vec<String> =
+        db.column("SELECT path FROM api_call WHERE method = 'POST' ORDER BY call_id");
+    assert_eq!(
+        sends[0], "/rest/v1/salespersons.json",
+        "sales persons go first: {sends:?}"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM api_call WHERE method = 'GET' AND path LIKE '%/describe.json'"
+        ),
+        5,
+        "each object is described once, before anything is sent"
+    );
 }
 
 #[test]
@@ -183,7 +235,7 @@ fn changes_are_sent_in_order_and_a_second_push_makes_no_call() {
         .iter()
         .skip(first_calls as usize)
         .map(String::as_str)
-        .filter(|p| p.starts_with("/rest"))
+        .filter(|p| p.starts_with("/rest") && !p.ends_with("/describe.json"))
         .collect();
     assert_eq!(
         order,
@@ -282,7 +334,7 @@ fn transient_faults_and_token_expiry_are_retried() {
     let identity = db.count("SELECT count(*) FROM api_call WHERE path = '/identity/oauth/token'");
     assert_eq!(identity, 2, "a 602 fetches a new token once");
     assert_eq!(sim.state()["roles"].as_array().unwrap().len(), 6);
-    assert_eq!(db.count("SELECT count(*) FROM mkto_ack"), 16);
+    assert_eq!(db.count("SELECT count(*) FROM mkto_ack"), 18);
 }
 
 #[test]
@@ -325,7 +377,7 @@ fn the_daily_quota_stops_the_run_and_the_next_run_resumes() {
         .column("SELECT path FROM api_call ORDER BY call_id")
         .into_iter()
         .skip(before as usize)
-        .filter(|p| p.starts_with("/rest"))
+        .filter(|p| p.starts_with("/rest") && !p.ends_with("/describe.json"))
         .collect();
     assert_eq!(
         resumed,
@@ -351,7 +403,7 @@ fn a_spent_quota_at_marketo_gives_607_too() {
 fn record_level_skips_are_listed_stored_and_exit_3() {
     let db = pulled("1-initial");
     let sim = Sim::start(&[]);
-    sim.fault(json!({"record_code": "1003", "path": "leads"}));
+    sim.fault(json!({"record_code": "1003", "path": "leads.json"}));
     let run = push(&db, &sim);
     run.expect_code(3);
     assert!(
@@ -413,7 +465,8 @@ fn plan_counts_what_push_would_do() {
     let plan: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(plan["objects"]["opportunity"]["create"], 5);
     assert_eq!(plan["objects"]["lead"]["skip"], 1);
-    assert_eq!(plan["total_calls"], 4);
+    assert_eq!(plan["objects"]["sales_person"]["create"], 2);
+    assert_eq!(plan["total_calls"], 5);
     assert_eq!(plan["skipped"][0]["reason"], "contact has no email");
 }
 
@@ -499,7 +552,7 @@ fn dry_run_lists_the_batches_and_sends_nothing() {
     );
     assert!(
         run.stdout
-            .contains("4 REST calls; 2 records would be skipped"),
+            .contains("5 REST calls; 2 records would be skipped"),
         "{}",
         run.stdout
     );
@@ -546,17 +599,62 @@ fn mapped_fields_are_sent_and_a_new_mapping_updates_marketo() {
     );
     assert!(push(&db, &sim).stdout.contains("no REST call made"));
 
-    // A field the Marketo instance does not have comes back as Marketo's 1006.
+    // A field the Marketo instance does not have is refused before anything is sent: the
+    // describe at the start of the push names it.
     std::fs::write(
         db.dir.path().join("oppsync.toml"),
         "[marketo]\nretry_base_ms = 5\n[mapping.opportunity]\ncolour = \"name\"\n",
     )
     .unwrap();
+    let posts = |db: &TestDb| db.count("SELECT count(*) FROM api_call WHERE method = 'POST'");
+    let before = posts(&db);
     let run = push(&db, &sim);
-    run.expect_code(3);
+    run.expect_code(2);
     assert!(
-        run.stderr.contains("1006 Field 'colour' not found"),
+        run.stderr
+            .contains("Marketo's opportunities have no field colour"),
         "{}",
         run.stderr
     );
+    assert_eq!(posts(&db), before, "nothing sent");
+}
+
+#[test]
+fn a_record_whose_sales_person_marketo_lacks_gets_718_and_the_next_push_repairs_it() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    // Marketo refuses the first sales person, so the records it owns name a stranger.
+    sim.fault(json!({"record_code": "1003", "path": "salespersons.json"}));
+    let run = push(&db, &sim);
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains("718 ExternalSalesPersonID not found"),
+        "{}",
+        run.stderr
+    );
+    assert!(db.count("SELECT count(*) FROM push_outcome WHERE reasons LIKE '%718%'") > 0);
+    assert!(db.count("SELECT count(*) FROM mkto_ack") < 18);
+    let run = push(&db, &sim);
+    run.expect_code(3); // the demo's contact without an email, nothing else
+    assert!(!run.stderr.contains("718"), "{}", run.stderr);
+    assert_eq!(db.count("SELECT count(*) FROM mkto_ack"), 18);
+    assert_eq!(sim.state()["sales_persons"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn an_instance_with_native_crm_sync_stops_the_push_with_exit_2_and_says_so() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&["--native-crm-sync"]);
+    let run = push(&db, &sim);
+    run.expect_code(2);
+    assert!(run.stderr.contains("native CRM sync"), "{}", run.stderr);
+    assert!(run.stderr.contains("1018"), "{}", run.stderr);
+    assert_eq!(
+        db.count("SELECT count(*) FROM api_call WHERE method = 'POST'"),
+        0,
+        "nothing sent"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM mkto_ack"), 0);
+    let state = sim.state();
+    assert!(state["leads"].as_array().unwrap().is_empty());
 }

@@ -40,6 +40,21 @@ CREATE INDEX opportunity_by_owner ON opportunity (ownerid);
 CREATE INDEX account_by_owner ON account (ownerid);
 CREATE INDEX contact_by_owner ON contact (ownerid);
 
+-- Sales persons are acknowledged like every other object: mkto_ack's CHECK widens (SQLite
+-- changes a CHECK only by rebuilding the table).
+CREATE TABLE mkto_ack_new (
+    object      TEXT NOT NULL CHECK (object IN ('sales_person', 'company', 'lead', 'opportunity', 'opportunity_role')),
+    key         TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    marketo_id  TEXT,
+    run_id      INTEGER NOT NULL REFERENCES run (run_id),
+    acked_at    TEXT NOT NULL,
+    PRIMARY KEY (object, key)
+) STRICT;
+INSERT INTO mkto_ack_new SELECT object, key, payload, marketo_id, run_id, acked_at FROM mkto_ack;
+DROP TABLE mkto_ack;
+ALTER TABLE mkto_ack_new RENAME TO mkto_ack;
+
 -- Stored delta links and watermarks select the old columns: the next live pull of every
 -- entity set is a full one, so that existing records get their owners and base amounts.
 DELETE FROM pull_state;

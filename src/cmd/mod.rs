@@ -98,7 +98,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         };
         let (config, _source) = Config::load(cli.config.as_deref())?;
         ctx.config = config;
-        rules::install_temporary(&mut ctx.conn, &ctx.config.rules)?;
+        rules::install_temporary(&mut ctx.conn, &ctx.config.rules, &ctx.config.export)?;
         return dispatch(&mut ctx, &cli.command);
     }
     let conn = db::open(&db_path)?;
@@ -119,7 +119,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
 fn configure(ctx: &mut Context, explicit: Option<&Path>) -> Result<()> {
     let (config, _source) = Config::load(explicit)?;
     ctx.config = config;
-    rules::install(&mut ctx.conn, &ctx.config.rules)?;
+    rules::install(&mut ctx.conn, &ctx.config.rules, &ctx.config.export)?;
     Ok(())
 }
 

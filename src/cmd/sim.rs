@@ -99,6 +99,7 @@ fn config_from(args: &SimMarketoArgs) -> Result<SimConfig> {
         latency: std::time::Duration::from_millis(args.latency_ms),
         transient_rate: args.transient_rate,
         seed: args.seed,
+        native_crm_sync: args.native_crm_sync,
         ..SimConfig::default()
     })
 }

@@ -38,9 +38,15 @@ pub(crate) enum Failure {
     /// or got no usable answer through every retry (`answered` false): the fault may
     /// lie with one record in it, which push isolates by splitting the batch.
     Refused { message: String, answered: bool },
+    /// The instance cannot take what oppsync sends (1018: it runs Marketo's native CRM sync);
+    /// a setup problem, exit 2.
+    Setup(String),
     /// Anything else: the message says what Marketo answered.
     Fatal(String),
 }
+
+/// What 1018 means for oppsync.
+pub(crate) const NATIVE_SYNC: &str = "this Marketo instance runs Marketo's native CRM sync (error 1018 \"CRM Integration enabled\"), which switches off the opportunity, company, role and sales person APIs oppsync writes; point marketo.base_url at an instance without it";
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -50,7 +56,9 @@ impl fmt::Display for Failure {
                 "Marketo's daily API quota is spent (607 {message}); what was acknowledged is recorded, \
                  run push again after the quota resets (midnight US Central)"
             ),
-            Failure::Refused { message, .. } | Failure::Fatal(message) => f.write_str(message),
+            Failure::Refused { message, .. }
+            | Failure::Setup(message)
+            | Failure::Fatal(message) => f.write_str(message),
         }
     }
 }
@@ -172,17 +180,34 @@ impl MarketoClient {
         records: usize,
         attempts: Option<u32>,
     ) -> Result<Value> {
+        self.call("POST", path, Some(&body.to_string()), records, attempts)
+    }
+
+    /// GETs `path` (under `/rest`), retrying as classified, and returns Marketo's successful
+    /// response body.
+    pub(crate) fn get(&mut self, path: &str) -> Result<Value> {
+        self.call("GET", path, None, 0, None)
+    }
+
+    fn call(
+        &mut self,
+        method: &'static str,
+        path: &str,
+        body: Option<&str>,
+        records: usize,
+        attempts: Option<u32>,
+    ) -> Result<Value> {
         let max_attempts = attempts.map_or(self.max_attempts, |n| n.min(self.max_attempts));
-        let text = body.to_string();
         let mut reauths = 0;
         let mut attempt = 0;
         loop {
             attempt += 1;
             self.ensure_token()?;
             self.limiter.acquire();
-            let outcome = self.attempt(path, &text, records, attempt);
+            let outcome = self.attempt(method, path, body, records, attempt);
             match outcome {
                 Attempt::Done(value) => return Ok(value),
+                Attempt::Fail(Failure::Setup(message)) => return Err(usage(message)),
                 Attempt::Fail(failure) => return Err(failure.into()),
                 Attempt::Reauth(code) => {
                     self.token = None;
@@ -225,7 +250,14 @@ impl MarketoClient {
         }
     }
 
-    fn attempt(&mut self, path: &str, body: &str, records: usize, attempt: u32) -> Attempt {
+    fn attempt(
+        &mut self,
+        method: &'static str,
+        path: &str,
+        body: Option<&str>,
+        records: usize,
+        attempt: u32,
+    ) -> Attempt {
         let url = format!("{}/rest{path}", self.base);
         let token = self
             .token
@@ -233,15 +265,24 @@ impl MarketoClient {
             .map(|t| t.value.clone())
             .unwrap_or_default();
         let started = Instant::now();
-        let response = self
-            .agent
-            .post(&url)
-            .header("Authorization", &format!("Bearer {token}"))
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json")
-            .send(body);
+        let authorization = format!("Bearer {token}");
+        let response = match body {
+            Some(body) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &authorization)
+                .header("Content-Type", "application/json")
+                .header("Accept", "application/json")
+                .send(body),
+            None => self
+                .agent
+                .get(&url)
+                .header("Authorization", &authorization)
+                .header("Accept", "application/json")
+                .call(),
+        };
         let mut log = CallLog {
-            method: "POST",
+            method,
             path: format!("/rest{path}"),
             records,
             http_status: None,
@@ -374,9 +415,12 @@ impl MarketoClient {
                 body_at_fault: false,
             },
             "607" => Attempt::Fail(Failure::DailyQuota(message)),
-            // The body as sent was refused: invalid JSON, or a value Marketo rejects for the
-            // whole request. Another record split apart from it may well go.
-            "609" | "1001" | "1003" => {
+            "1018" => Attempt::Fail(Failure::Setup(format!("{path}: {NATIVE_SYNC}"))),
+            // The body as sent was refused: invalid JSON, a value Marketo rejects for the whole
+            // request, or (718) a sales person it does not know, which Marketo may report for
+            // the whole call. Another record split apart from it may well go, and the one at
+            // fault is skipped and sent again by the next push.
+            "609" | "1001" | "1003" | "718" => {
                 Attempt::Refused(format!("{path}: Marketo error {code}: {message}"))
             }
             _ => Attempt::Fail(Failure::Fatal(format!(

@@ -23,7 +23,8 @@ use rusqlite::{Connection, Transaction, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::client::{CallLog, Failure, MarketoClient};
+use super::client::{CallLog, Failure, MarketoClient, NATIVE_SYNC};
+use crate::exit::usage;
 use crate::object::{Object, RoleKey};
 use crate::plan::{self, Action, Operation, Plan};
 use crate::redact::redact;
@@ -76,6 +77,12 @@ pub(crate) fn push(
     say: &dyn Fn(String),
 ) -> Result<Summary> {
     let mut summary = Summary::default();
+    // The instance must have every field the records carry; checked once, before anything goes.
+    let checked = super::describe::check(client, plan);
+    let calls = client.take_calls();
+    summary.calls += calls.iter().filter(|c| c.path.starts_with("/rest")).count();
+    record_calls(conn, run_id, &calls)?;
+    checked?;
     record_plan_skips(conn, run_id, plan, &mut summary)?;
     for object in Object::ALL {
         let ops = plan.of(object, false);
@@ -364,10 +371,18 @@ fn send_batch(
     };
     let tx = conn.transaction()?;
     insert_calls(&tx, run_id, &calls)?;
+    let mut native_sync = false;
     for (sent, result) in batch.iter().zip(paired) {
         apply_result(&tx, run_id, object, delete, sent.op, result, summary)?;
+        native_sync |= result["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["code"] == "1018"));
     }
     tx.commit().context("recording Marketo's answer")?;
+    if native_sync {
+        // Record-level 1018: no later call can go either; what was answered is recorded.
+        return Err(usage(format!("{path}: {NATIVE_SYNC}")));
+    }
     Ok(())
 }
 

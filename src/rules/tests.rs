@@ -3,13 +3,13 @@
 use rusqlite::{Connection, params};
 
 use super::install;
-use crate::config::RulesConfig;
+use crate::config::{ExportConfig, RulesConfig};
 
 fn db() -> Connection {
     let mut conn = Connection::open_in_memory().unwrap();
     crate::db::configure(&conn).unwrap();
     crate::db::migrate(&mut conn).unwrap();
-    install(&mut conn, &RulesConfig::default()).unwrap();
+    install(&mut conn, &RulesConfig::default(), &ExportConfig::default()).unwrap();
     conn.execute(
         "INSERT INTO run (run_id, command, args, started_at) VALUES (1, 'test', '[]', 'now')",
         [],
@@ -249,7 +249,7 @@ fn rule_settings_rename_roles_and_widen_categories() {
         stakeholder_default_role: "Influencer".into(),
         stakeholder_categories: vec![1000, 1001],
     };
-    install(&mut conn, &rules).unwrap();
+    install(&mut conn, &rules, &ExportConfig::default()).unwrap();
     opportunity(&conn, "o", Some("c"), Some("contact"), None, None);
     contact(&conn, "c", None, None);
     role(&conn, "am", "Account Manager", 1001, 0);
@@ -267,7 +267,7 @@ fn rule_settings_rename_roles_and_widen_categories() {
 #[test]
 fn installing_twice_replaces_the_views_without_error() {
     let mut conn = db();
-    install(&mut conn, &RulesConfig::default()).unwrap();
+    install(&mut conn, &RulesConfig::default(), &ExportConfig::default()).unwrap();
     let views: i64 = conn
         .query_row(
             "SELECT count(*) FROM sqlite_schema WHERE type = 'view'",
@@ -276,4 +276,173 @@ fn installing_twice_replaces_the_views_without_error() {
         )
         .unwrap();
     assert_eq!(views as usize, crate::sql::VIEWS.len());
+}
+
+fn user(conn: &Connection, id: &str, last: &str, disabled: bool) {
+    conn.execute(
+        "INSERT INTO systemuser (systemuserid, lastname, isdisabled, raw, source_file, staged_run, seen_run)
+         VALUES (?1, ?2, ?3, '{}', 'test', 1, 1)",
+        params![id, last, disabled],
+    )
+    .unwrap();
+}
+
+fn own(conn: &Connection, table: &str, id: &str, owner: &str, kind: Option<&str>) {
+    let key = match table {
+        "opportunity" => "opportunityid",
+        "account" => "accountid",
+        _ => "contactid",
+    };
+    conn.execute(
+        &format!("UPDATE {table} SET ownerid = ?2, ownerid_type = ?3 WHERE {key} = ?1"),
+        params![id, owner, kind],
+    )
+    .unwrap();
+}
+
+#[test]
+fn owner_sales_person_links_staged_users_and_never_teams_or_strangers() {
+    let conn = db();
+    user(&conn, "u1", "Seller", false);
+    user(&conn, "u2", "Gone", false);
+    conn.execute(
+        "UPDATE systemuser SET deleted_run = 1 WHERE systemuserid = 'u2'",
+        [],
+    )
+    .unwrap();
+    for (id, owner, kind) in [
+        ("o1", "u1", Some("systemuser")),
+        ("o2", "t1", Some("team")),
+        ("o3", "u9", Some("systemuser")),
+        ("o4", "u2", Some("systemuser")),
+        ("o5", "u1", None),
+    ] {
+        opportunity(&conn, id, None, None, None, None);
+        own(&conn, "opportunity", id, owner, kind);
+    }
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT ownerid, coalesce(owner_type, '-'), coalesce(sales_person_id, '-'), rule FROM owner_sales_person ORDER BY 1, 2"
+        ),
+        [
+            "t1 team - team",
+            "u1 - u1 systemuser",
+            "u1 systemuser u1 systemuser",
+            "u2 systemuser - user_not_staged",
+            "u9 systemuser - user_not_staged"
+        ]
+    );
+}
+
+#[test]
+fn sales_persons_are_the_owners_of_exported_records_only() {
+    let conn = db();
+    user(&conn, "u1", "Seller", false);
+    user(&conn, "u2", "Rossi", true);
+    user(&conn, "u3", "Idle", false);
+    account(&conn, "a");
+    own(&conn, "account", "a", "u2", Some("systemuser"));
+    opportunity(&conn, "o", Some("a"), Some("account"), None, None);
+    conn.execute(
+        "UPDATE opportunity SET name = 'Deal' WHERE opportunityid = 'o'",
+        [],
+    )
+    .unwrap();
+    own(&conn, "opportunity", "o", "u1", Some("systemuser"));
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT key, json_extract(payload, '$.lastName') FROM mkto_sales_person ORDER BY 1"
+        ),
+        ["u1 Seller", "u2 Rossi"],
+        "disabled users too; not the user who owns nothing"
+    );
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT json_extract(payload, '$.externalSalesPersonId') FROM mkto_opportunity"
+        ),
+        ["u1"]
+    );
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT json_extract(payload, '$.externalSalesPersonId') FROM mkto_company"
+        ),
+        ["u2"]
+    );
+}
+
+#[test]
+fn amounts_come_from_the_base_currency_unless_told_otherwise() {
+    let mut conn = db();
+    account(&conn, "a");
+    conn.execute(
+        "UPDATE account SET revenue = 100.0, revenue_base = 108.0 WHERE accountid = 'a'",
+        [],
+    )
+    .unwrap();
+    opportunity(&conn, "o", Some("a"), Some("account"), None, None);
+    conn.execute(
+        "UPDATE opportunity SET name = 'Deal', statecode = 0, estimatedvalue = 90000.0,
+                estimatedvalue_base = 97200.0 WHERE opportunityid = 'o'",
+        [],
+    )
+    .unwrap();
+    let amounts = |conn: &Connection| {
+        rows(
+            conn,
+            "SELECT json_extract(o.payload, '$.amount') || ' ' || json_extract(c.payload, '$.annualRevenue')
+             FROM mkto_opportunity o, mkto_company c",
+        )
+    };
+    assert_eq!(amounts(&conn), ["97200.0 108.0"]);
+    let export = ExportConfig {
+        currency: crate::config::Currency::Transaction,
+        ..ExportConfig::default()
+    };
+    install(&mut conn, &RulesConfig::default(), &export).unwrap();
+    assert_eq!(amounts(&conn), ["90000.0 100.0"]);
+}
+
+#[test]
+fn widening_sends_every_in_scope_contact_with_an_email_and_every_in_scope_account() {
+    let mut conn = db();
+    account(&conn, "a1");
+    account(&conn, "a2");
+    account(&conn, "a3");
+    conn.execute(
+        "UPDATE account SET new_synctomkto = 0 WHERE accountid = 'a3'",
+        [],
+    )
+    .unwrap();
+    contact(&conn, "c1", Some("a1"), Some("account"));
+    contact(&conn, "c2", None, None);
+    contact(&conn, "c3", None, None);
+    conn.execute(
+        "UPDATE contact SET emailaddress1 = contactid || '@example.com' WHERE contactid <> 'c3'",
+        [],
+    )
+    .unwrap();
+    let leads = "SELECT key || ' ' || json_extract(payload, '$.externalPersonId') FROM mkto_lead ORDER BY 1";
+    let companies = "SELECT key FROM mkto_company ORDER BY 1";
+    assert!(rows(&conn, leads).is_empty(), "no role holders: no leads");
+    assert!(rows(&conn, companies).is_empty());
+    let export = ExportConfig {
+        leads: crate::config::LeadScope::AllInScope,
+        companies: crate::config::CompanyScope::AllInScope,
+        ..ExportConfig::default()
+    };
+    install(&mut conn, &RulesConfig::default(), &export).unwrap();
+    assert_eq!(
+        rows(&conn, leads),
+        ["c1@example.com c1", "c2@example.com c2"],
+        "a contact without an email is not a standing skip"
+    );
+    assert_eq!(
+        rows(&conn, companies),
+        ["a1", "a2"],
+        "not the account out of scope"
+    );
 }

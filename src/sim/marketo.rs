@@ -1,9 +1,11 @@
 //! A Marketo REST API simulator for rehearsals and tests, on 127.0.0.1 only.
 //!
 //! It serves what the exporter uses, as the reference describes it: the identity endpoint
-//! (client credentials, the same token re-issued with a shrinking `expires_in`), leads,
-//! companies, opportunities and opportunity roles (sync, query with `GET` or `POST
-//! ?_method=GET`, describe, delete), the response envelope (`requestId`, `success`, `result`,
+//! (client credentials, the same token re-issued with a shrinking `expires_in`), sales persons,
+//! leads, companies, opportunities and opportunity roles (sync, query with `GET` or `POST
+//! ?_method=GET`, describe, delete), 718 for an `externalSalesPersonId` Marketo does not know,
+//! 1018 on the opportunity, company, role and sales person APIs of an instance that runs
+//! Marketo's native CRM sync (`native_crm_sync`), the response envelope (`requestId`, `success`, `result`,
 //! `errors` only on failure, `seq` on non-lead objects, records in input order, skipped records
 //! with `reasons` and no id), and the limits: 300 records per call, 1 MB bodies (HTTP 413),
 //! 8 KB URIs (HTTP 414), a sliding 100 calls per 20 s (606), 10 calls in flight (615), a daily
@@ -43,6 +45,9 @@ pub struct SimConfig {
     /// in the body, or HTTP 502).
     pub transient_rate: f64,
     pub seed: u64,
+    /// The instance runs Marketo's native CRM sync, which switches off the opportunity,
+    /// company, role and sales person APIs (1018).
+    pub native_crm_sync: bool,
 }
 
 impl Default for SimConfig {
@@ -60,6 +65,7 @@ impl Default for SimConfig {
             latency: Duration::ZERO,
             transient_rate: 0.0,
             seed: 0,
+            native_crm_sync: false,
         }
     }
 }
@@ -137,15 +143,17 @@ struct State {
     companies: BTreeMap<String, Map<String, Value>>,
     opportunities: BTreeMap<String, Map<String, Value>>,
     roles: BTreeMap<(String, i64, String), Map<String, Value>>,
+    sales_persons: BTreeMap<String, Map<String, Value>>,
 }
 
-/// The four object types, with their describe metadata.
+/// The object types, with their describe metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Lead,
     Company,
     Opportunity,
     Role,
+    SalesPerson,
 }
 
 impl Kind {
@@ -156,6 +164,7 @@ impl Kind {
             ("opportunities", Kind::Opportunity),
             ("companies", Kind::Company),
             ("leads", Kind::Lead),
+            ("salespersons", Kind::SalesPerson),
         ] {
             if let Some(tail) = rest.strip_prefix(prefix)
                 && (tail.starts_with('.') || tail.starts_with('/'))
@@ -172,12 +181,18 @@ impl Kind {
             Kind::Company => "company",
             Kind::Opportunity => "opportunity",
             Kind::Role => "opportunityRole",
+            Kind::SalesPerson => "salesPerson",
         }
+    }
+
+    /// Whether an instance with Marketo's native CRM sync switches this API off (1018).
+    fn off_under_native_sync(self) -> bool {
+        self != Kind::Lead
     }
 
     fn id_field(self) -> &'static str {
         match self {
-            Kind::Lead | Kind::Company => "id",
+            Kind::Lead | Kind::Company | Kind::SalesPerson => "id",
             Kind::Opportunity | Kind::Role => "marketoGUID",
         }
     }
@@ -188,6 +203,7 @@ impl Kind {
             Kind::Company => &["externalCompanyId"],
             Kind::Opportunity => &["externalOpportunityId"],
             Kind::Role => &["externalOpportunityId", "leadId", "role"],
+            Kind::SalesPerson => &["externalSalesPersonId"],
         }
     }
 
@@ -197,6 +213,7 @@ impl Kind {
             Kind::Company => &["externalCompanyId", "id", "company"],
             Kind::Opportunity => &["externalOpportunityId", "marketoGUID", "externalCompanyId"],
             Kind::Role => &["marketoGUID", "leadId", "externalOpportunityId"],
+            Kind::SalesPerson => &["externalSalesPersonId", "id", "email"],
         }
     }
 
@@ -213,6 +230,7 @@ impl Kind {
                 ("company", "string", true),
                 ("externalCompanyId", "string", true),
                 ("externalSalesPersonId", "string", true),
+                ("externalPersonId", "string", true),
                 ("createdAt", "datetime", false),
                 ("updatedAt", "datetime", false),
             ],
@@ -270,6 +288,19 @@ impl Kind {
                 ("role", "string", false),
                 ("isPrimary", "boolean", true),
                 ("externalCreatedDate", "datetime", true),
+                ("createdAt", "datetime", false),
+                ("updatedAt", "datetime", false),
+            ],
+            Kind::SalesPerson => &[
+                ("id", "integer", false),
+                ("externalSalesPersonId", "string", false),
+                ("email", "email", true),
+                ("firstName", "string", true),
+                ("lastName", "string", true),
+                ("phone", "phone", true),
+                ("mobilePhone", "phone", true),
+                ("fax", "phone", true),
+                ("title", "string", true),
                 ("createdAt", "datetime", false),
                 ("updatedAt", "datetime", false),
             ],
@@ -489,6 +520,7 @@ impl Sim {
             "companies": state.companies.values().collect::<Vec<_>>(),
             "opportunities": state.opportunities.values().collect::<Vec<_>>(),
             "roles": state.roles.values().collect::<Vec<_>>(),
+            "sales_persons": state.sales_persons.values().collect::<Vec<_>>(),
             "rest_calls": state.rest_calls,
             "identity_calls": state.identity_calls,
             "daily_calls": state.daily_calls,
@@ -638,6 +670,15 @@ impl Sim {
         } else {
             req.method.as_str()
         };
+        // Native CRM sync: reads of companies, opportunities and sales persons work, writes
+        // do not, and neither does any role call (the reference's suggestion; unconfirmed).
+        let reads = method == "GET" || method_get;
+        if self.config.native_crm_sync
+            && kind.off_under_native_sync()
+            && (kind == Kind::Role || !reads)
+        {
+            return failure(rng, "1018", "CRM Integration enabled");
+        }
         match (method, tail) {
             ("GET", "/describe.json") => self.describe(kind, rng),
             ("GET", ".json") => self.query(kind, &req.query, None, rng),
@@ -832,6 +873,7 @@ impl Sim {
             ));
         }
         Self::validate(Kind::Lead, record, true)?;
+        Self::check_sales_person(state, record)?;
         let wanted = record.get(lookup).filter(|v| !v.is_null());
         let matches: Vec<i64> = match wanted {
             None => Vec::new(),
@@ -915,6 +957,9 @@ impl Sim {
         }
         seen.push(key_text);
         let exists = match kind {
+            Kind::SalesPerson => state
+                .sales_persons
+                .contains_key(key_values[0].as_str().unwrap_or_default()),
             Kind::Company => state
                 .companies
                 .contains_key(key_values[0].as_str().unwrap_or_default()),
@@ -925,6 +970,9 @@ impl Sim {
             Kind::Lead => false,
         };
         Self::validate(kind, record, !exists)?;
+        if kind != Kind::SalesPerson {
+            Self::check_sales_person(state, record)?;
+        }
         if kind == Kind::Opportunity && record.get("name").is_some_and(Value::is_null)
             || kind == Kind::Opportunity && !exists && record.get("name").is_none()
         {
@@ -953,12 +1001,16 @@ impl Sim {
                     None
                 } else {
                     Some(match kind {
-                        Kind::Company => json!(state.id()),
+                        Kind::Company | Kind::SalesPerson => json!(state.id()),
                         _ => json!(state.guid()),
                     })
                 };
                 let id_field = kind.id_field();
                 let stored = match kind {
+                    Kind::SalesPerson => state
+                        .sales_persons
+                        .entry(key_values[0].as_str().unwrap_or_default().to_string())
+                        .or_default(),
                     Kind::Company => state
                         .companies
                         .entry(key_values[0].as_str().unwrap_or_default().to_string())
@@ -984,6 +1036,20 @@ impl Sim {
         }
     }
 
+    /// 718: a record may only name a sales person Marketo knows (unconfirmed whether Marketo
+    /// fails the record or the whole call; per record here, as oppsync handles either).
+    fn check_sales_person(
+        state: &State,
+        record: &Map<String, Value>,
+    ) -> Result<(), (String, String)> {
+        match record.get("externalSalesPersonId") {
+            Some(Value::String(id)) if !state.sales_persons.contains_key(id) => {
+                Err(("718".into(), "ExternalSalesPersonID not found".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn delete(&self, kind: Kind, body: &Value, input: &[Value], rng: u64) -> Response {
         let by_id = body.get("deleteBy").and_then(Value::as_str) == Some("idField");
         let mut state = self.lock();
@@ -998,6 +1064,23 @@ impl Sim {
                     let removed = state.leads.remove(&id).map(|_| json!(id));
                     state.roles.retain(|(_, lead, _), _| *lead != id);
                     removed
+                }
+                Kind::SalesPerson => {
+                    let key = if by_id {
+                        let id = record.get("id").cloned();
+                        state
+                            .sales_persons
+                            .iter()
+                            .find(|(_, p)| p.get("id") == id.as_ref())
+                            .map(|(k, _)| k.clone())
+                    } else {
+                        record
+                            .get("externalSalesPersonId")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    };
+                    key.and_then(|k| state.sales_persons.remove(&k))
+                        .and_then(|p| p.get("id").cloned())
                 }
                 Kind::Company => {
                     let key = if by_id {
@@ -1100,6 +1183,7 @@ impl Sim {
             Kind::Company => state.companies.values().collect(),
             Kind::Opportunity => state.opportunities.values().collect(),
             Kind::Role => state.roles.values().collect(),
+            Kind::SalesPerson => state.sales_persons.values().collect(),
         };
         let (filter_type, fields, matching): (String, Option<String>, Vec<&Map<String, Value>>) =
             if let Some(body) = json_body {

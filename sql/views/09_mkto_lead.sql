@@ -1,7 +1,9 @@
--- rule: the Marketo leads to send (PRODUCT.md section 3, Contact -> lead): only contacts that hold
--- a derived role. Leads are looked up by email, so contacts whose emails differ only in letter case
--- are one lead: the most recently modified contact supplies its fields (then the lowest
--- contactid). A contact without an email cannot become a lead and is listed with a skip_reason.
+-- rule: the Marketo leads to send (PRODUCT.md section 3, Contact -> lead): contacts that hold a
+-- derived role; with `[export] leads = "all_in_scope"`, every live, in-scope contact with an email
+-- too. Leads are looked up by email, so contacts whose emails differ only in letter case are one
+-- lead: the most recently modified contact supplies its fields (then the lowest contactid). A
+-- role holder without an email cannot become a lead and is listed with a skip_reason.
+-- externalPersonId is that contact's contactid; externalSalesPersonId its owner's sales person.
 -- key = the lower-cased email; contactids lists every contact folded into the lead.
 CREATE VIEW mkto_lead AS
 WITH candidate AS (
@@ -14,10 +16,15 @@ WITH candidate AS (
         c.telephone1,
         c.modifiedon,
         nullif(lower(trim(c.emailaddress1)), '') AS email_key,
-        ca.accountid
+        ca.accountid,
+        osp.sales_person_id
     FROM contact c
     LEFT JOIN contact_account ca ON ca.contactid = c.contactid
+    LEFT JOIN owner_sales_person osp ON osp.ownerid = c.ownerid AND osp.owner_type IS c.ownerid_type
     WHERE c.contactid IN (SELECT contactid FROM opportunity_contact_role)
+       OR (coalesce((SELECT value FROM rule_setting WHERE name = 'export_leads'), 'role_holders') = 'all_in_scope'
+           AND c.deleted_run IS NULL AND coalesce(c.new_synctomkto, 1) <> 0
+           AND nullif(trim(c.emailaddress1), '') IS NOT NULL)
 ),
 ranked AS (
     SELECT
@@ -44,7 +51,9 @@ SELECT
         'externalCompanyId', (
             SELECT company.key FROM mkto_company company
             WHERE company.key = ranked.accountid AND company.skip_reason IS NULL
-        )
+        ),
+        'externalPersonId', contactid,
+        'externalSalesPersonId', sales_person_id
     ) AS payload,
     NULL AS skip_reason
 FROM ranked

@@ -1,0 +1,196 @@
+//! Checks the Marketo instance before anything is sent: each object push will write is
+//! described once per run, and every field oppsync would send must exist there and be
+//! updateable. A missing field (a mapping to a field the instance lacks, `externalPersonId` on
+//! an instance without Sales Insight for non-native integrations) or a read-only one stops the
+//! push with exit 2, naming the field and the object, before any record goes: otherwise every
+//! record would come back skipped with 1006, one call at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Result, anyhow};
+use serde_json::Value;
+
+use super::client::MarketoClient;
+use crate::exit::usage;
+use crate::object::Object;
+use crate::plan::Plan;
+
+/// A field as a describe lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Field {
+    pub name: String,
+    pub updateable: bool,
+}
+
+/// Describes every object the plan creates or updates records of and checks the fields those
+/// records carry. Objects with nothing to send are not described, so an idle push makes no call.
+pub(crate) fn check(client: &mut MarketoClient, plan: &Plan) -> Result<()> {
+    for object in Object::ALL {
+        let sent = fields_sent(plan, object);
+        if sent.is_empty() {
+            continue;
+        }
+        let answer = client.get(object.describe_path())?;
+        let described = fields(object, &answer).ok_or_else(|| {
+            anyhow!(
+                "cannot read Marketo's describe of {} ({}): no field list",
+                object.plural(),
+                object.describe_path()
+            )
+        })?;
+        compare(object, &sent, &described)?;
+    }
+    Ok(())
+}
+
+/// The fields the plan's records of `object` carry (a role's `leadId` is added by push).
+fn fields_sent(plan: &Plan, object: Object) -> BTreeSet<String> {
+    let mut fields = BTreeSet::new();
+    for op in plan.of(object, false) {
+        let payload: Option<serde_json::Map<String, Value>> = op
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok());
+        fields.extend(
+            payload
+                .into_iter()
+                .flat_map(|p| p.into_iter().map(|(k, _)| k)),
+        );
+    }
+    if object == Object::OpportunityRole && !fields.is_empty() {
+        fields.insert("leadId".to_string());
+    }
+    fields
+}
+
+/// The fields of a describe answer: leads list `{rest: {name, readOnly}}`, the other objects
+/// `{fields: [{name, updateable}]}` in their one result.
+pub(crate) fn fields(object: Object, answer: &Value) -> Option<BTreeMap<String, Field>> {
+    let result = answer.get("result")?.as_array()?;
+    let mut out = BTreeMap::new();
+    if object == Object::Lead {
+        for field in result {
+            let rest = field.get("rest")?;
+            let name = rest.get("name")?.as_str()?.to_string();
+            let read_only = rest
+                .get("readOnly")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            out.insert(
+                name.clone(),
+                Field {
+                    name,
+                    updateable: !read_only,
+                },
+            );
+        }
+    } else {
+        for field in result.first()?.get("fields")?.as_array()? {
+            let name = field.get("name")?.as_str()?.to_string();
+            let updateable = field
+                .get("updateable")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+            out.insert(name.clone(), Field { name, updateable });
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Refuses the first field that the instance lacks, or that it will not update (the dedupe
+/// fields excepted: Marketo sets them on create and finds records by them).
+fn compare(
+    object: Object,
+    sent: &BTreeSet<String>,
+    described: &BTreeMap<String, Field>,
+) -> Result<()> {
+    for name in sent {
+        match described.get(name) {
+            None => {
+                return Err(usage(format!(
+                    "Marketo's {} have no field {name} (from {}); add it in Marketo, or remove the mapping that sends it. Nothing was sent",
+                    object.plural(),
+                    object.describe_path()
+                )));
+            }
+            Some(field)
+                if !field.updateable && !object.dedupe_fields().contains(&name.as_str()) =>
+            {
+                return Err(usage(format!(
+                    "Marketo's {} field {name} is not updateable; remove the mapping that sends it. Nothing was sent",
+                    object.plural()
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn described(object: Object, answer: Value) -> BTreeMap<String, Field> {
+        fields(object, &answer).unwrap()
+    }
+
+    #[test]
+    fn lead_and_object_describes_are_both_read() {
+        let leads = described(
+            Object::Lead,
+            json!({"result": [
+                {"id": 1, "displayName": "Email", "dataType": "email", "rest": {"name": "email", "readOnly": false}},
+                {"id": 2, "displayName": "Id", "dataType": "integer", "rest": {"name": "id", "readOnly": true}}
+            ]}),
+        );
+        assert!(leads["email"].updateable);
+        assert!(!leads["id"].updateable);
+        let opportunities = described(
+            Object::Opportunity,
+            json!({"result": [{"name": "opportunity", "fields": [
+                {"name": "externalOpportunityId", "dataType": "string", "updateable": false},
+                {"name": "amount", "dataType": "currency", "updateable": true}
+            ]}]}),
+        );
+        assert_eq!(opportunities.len(), 2);
+        assert_eq!(fields(Object::Company, &json!({"result": []})), None);
+        assert_eq!(fields(Object::Company, &json!({"success": true})), None);
+    }
+
+    #[test]
+    fn a_missing_or_read_only_field_is_refused_by_name_but_dedupe_fields_pass() {
+        let described = described(
+            Object::Opportunity,
+            json!({"result": [{"fields": [
+                {"name": "externalOpportunityId", "updateable": false},
+                {"name": "name", "updateable": true},
+                {"name": "createdAt", "updateable": false}
+            ]}]}),
+        );
+        let sent = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        compare(
+            Object::Opportunity,
+            &sent(&["externalOpportunityId", "name"]),
+            &described,
+        )
+        .unwrap();
+        let err = compare(
+            Object::Opportunity,
+            &sent(&["name", "expectedRevenue"]),
+            &described,
+        )
+        .unwrap_err();
+        assert!(crate::exit::is_usage(&err));
+        assert!(
+            format!("{err:#}").contains("no field expectedRevenue"),
+            "{err:#}"
+        );
+        let err = compare(Object::Opportunity, &sent(&["createdAt"]), &described).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("createdAt is not updateable"),
+            "{err:#}"
+        );
+    }
+}

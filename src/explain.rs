@@ -4,10 +4,11 @@
 //! Reads only; the answers come from the same views push will read, never from a second copy of
 //! the rules.
 
-use crate::object::Object;
 use anyhow::{Result, bail};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
+
+use crate::object::Object;
 
 /// Everything `explain` reports about one opportunity. Serialized as the `--json` contract.
 #[derive(Debug, Serialize)]
@@ -17,6 +18,8 @@ pub(crate) struct Explanation {
     /// Why the opportunity is not in the rule views, or `None` when it is.
     pub out_of_views: Option<String>,
     pub customer: Option<Customer>,
+    /// Who owns the opportunity, and the sales person sent for them.
+    pub owner: Owner,
     pub account: Option<Account>,
     pub roles: Vec<Role>,
     pub left_out: Vec<LeftOut>,
@@ -65,6 +68,20 @@ pub(crate) struct Account {
     pub name: Option<String>,
     /// `staged`, `not staged`, `deleted` or `filtered out`; only a staged account becomes a company.
     pub account_state: Option<String>,
+    pub owner: Option<Owner>,
+}
+
+/// A record's owner and the Marketo sales person that stands for it (`owner_sales_person`).
+#[derive(Debug, Serialize)]
+pub(crate) struct Owner {
+    pub ownerid: Option<String>,
+    /// `systemuser` or `team`, from the lookup's annotation.
+    pub owner_type: Option<String>,
+    pub owner_name: Option<String>,
+    /// The externalSalesPersonId sent; `None` for a team, an unknown user or no owner.
+    pub sales_person_id: Option<String>,
+    /// `systemuser`, `team`, `user_not_staged` or `no_owner`.
+    pub rule: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,6 +93,7 @@ pub(crate) struct Role {
     pub is_primary: bool,
     pub rule: String,
     pub source_id: String,
+    pub owner: Option<Owner>,
 }
 
 #[derive(Debug, Serialize)]
@@ -132,11 +150,13 @@ pub(crate) fn explain(conn: &Connection, opportunity_id: &str) -> Result<Explana
         (None, Some(false)) => Some("filtered out: new_synctomkto is false".to_string()),
         _ => None,
     };
+    let opportunity_owner = owner(conn, "opportunity", "opportunityid", &id)?.unwrap_or_else(no_owner);
     let mut explanation = Explanation {
         opportunityid: id.clone(),
         staged,
         out_of_views,
         customer: None,
+        owner: opportunity_owner,
         account: None,
         roles: Vec::new(),
         left_out: Vec::new(),
@@ -170,10 +190,16 @@ pub(crate) fn explain(conn: &Connection, opportunity_id: &str) -> Result<Explana
                     rule: r.get(1)?,
                     name: r.get(2)?,
                     account_state: r.get(3)?,
+                    owner: None,
                 })
             },
         )
         .optional()?;
+    if let Some(account) = &mut explanation.account
+        && let Some(accountid) = &account.accountid
+    {
+        account.owner = owner(conn, "account", "accountid", accountid)?;
+    }
     let mut roles = conn.prepare(
         "SELECT r.contactid, c.fullname, c.emailaddress1, r.role, r.is_primary, r.rule, r.source_id
          FROM opportunity_contact_role r LEFT JOIN contact c ON c.contactid = r.contactid
@@ -189,9 +215,13 @@ pub(crate) fn explain(conn: &Connection, opportunity_id: &str) -> Result<Explana
                 is_primary: r.get::<_, i64>(4)? != 0,
                 rule: r.get(5)?,
                 source_id: r.get(6)?,
+                owner: None,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    for role in &mut explanation.roles {
+        role.owner = owner(conn, "contact", "contactid", &role.contactid)?;
+    }
     let mut left_out = conn.prepare(
         "SELECT contactid, role, rule, source_id, left_out_reason FROM opportunity_role_candidate
          WHERE opportunityid = ?1 AND left_out_reason IS NOT NULL ORDER BY rule, source_id",
@@ -208,6 +238,53 @@ pub(crate) fn explain(conn: &Connection, opportunity_id: &str) -> Result<Explana
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(explanation)
+}
+
+/// The owner of one staged record (`table` and `key` are this module's constants), as
+/// `owner_sales_person` links it; `None` when the record is not staged.
+fn owner(conn: &Connection, table: &str, key: &str, id: &str) -> Result<Option<Owner>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT t.ownerid, t.ownerid_type,
+                        coalesce(osp.owner_name, json_extract(t.raw, '$.\"_ownerid_value@OData.Community.Display.V1.FormattedValue\"')),
+                        osp.sales_person_id, coalesce(osp.rule, 'no_owner')
+                 FROM {table} t
+                 LEFT JOIN owner_sales_person osp ON osp.ownerid = t.ownerid AND osp.owner_type IS t.ownerid_type
+                 WHERE t.{key} = ?1"
+            ),
+            params![id],
+            |r| {
+                Ok(Owner {
+                    ownerid: r.get(0)?,
+                    owner_type: r.get(1)?,
+                    owner_name: r.get(2)?,
+                    sales_person_id: r.get(3)?,
+                    rule: r.get(4)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+fn no_owner() -> Owner {
+    Owner {
+        ownerid: None,
+        owner_type: None,
+        owner_name: None,
+        sales_person_id: None,
+        rule: "no_owner".to_string(),
+    }
+}
+
+/// What each `rule` value of `owner_sales_person` means, for people.
+pub(crate) fn describe_owner_rule(rule: &str) -> &'static str {
+    match rule {
+        "systemuser" => "a staged system user: sent as its own sales person",
+        "team" => "a team: Marketo has no team sales persons, so no owner is sent",
+        "user_not_staged" => "a user that is not staged (or was deleted): no owner is sent, never an id Marketo would refuse with 718",
+        _ => "no owner",
+    }
 }
 
 /// The latest outcome per record for the opportunity, its roles and the company it points at.

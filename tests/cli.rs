@@ -371,3 +371,38 @@ fn read_only_commands_record_nothing_and_follow_the_current_rules() {
     assert!(run.stderr.contains("no database at"), "{}", run.stderr);
     assert!(!missing.path().exists(), "status creates no database");
 }
+
+#[test]
+fn explain_shows_the_owners_and_the_sales_person_sent_for_each() {
+    let db = TestDb::new();
+    let demo = fixtures().join("demo").join("1-initial");
+    db.run(&["pull", "--fixtures", demo.to_str().unwrap()])
+        .expect_code(0);
+    let explain = |id: &str| -> Value {
+        let run = db.run(&["explain", id, "--json"]);
+        run.expect_code(0);
+        serde_json::from_str(&run.stdout).unwrap()
+    };
+    let northwind = explain("a7d3c2b1-2c44-ef11-a316-000d3a5c0003");
+    let marco = "8c1f3e7a-2b44-ef11-a316-000d3a5c1e02";
+    assert_eq!(northwind["owner"]["owner_name"], "Marco Rossi");
+    assert_eq!(northwind["owner"]["rule"], "systemuser");
+    assert_eq!(northwind["owner"]["sales_person_id"], marco);
+    assert_eq!(northwind["account"]["owner"]["sales_person_id"], marco);
+    assert_eq!(
+        northwind["roles"][1]["owner"]["owner_name"], "Dana Seller",
+        "{northwind}"
+    );
+    let lost = explain("a7d3c2b1-2c44-ef11-a316-000d3a5c0005");
+    assert_eq!(lost["owner"]["rule"], "team");
+    assert_eq!(lost["owner"]["owner_name"], "EMEA Sales");
+    assert_eq!(lost["owner"]["sales_person_id"], Value::Null);
+    let human = db.run(&["explain", "a7d3c2b1-2c44-ef11-a316-000d3a5c0005"]);
+    assert!(
+        human
+            .stdout
+            .contains("owner: EMEA Sales (team 9d2a4b6c-2b44-ef11-a316-000d3a5c1e09) -> externalSalesPersonId none"),
+        "{}",
+        human.stdout
+    );
+}

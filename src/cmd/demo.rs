@@ -46,8 +46,9 @@ pub(crate) fn run(ctx: &mut Context) -> Result<Outcome> {
             .map_or(0, Vec::len)
     };
     ctx.say(format!(
-        "\nThe Marketo simulator now holds {} companies, {} leads, {} opportunities and {} opportunity roles \
+        "\nThe Marketo simulator now holds {} sales persons, {} companies, {} leads, {} opportunities and {} opportunity roles \
          ({} REST calls in all).",
+        count("sales_persons"),
         count("companies"),
         count("leads"),
         count("opportunities"),
@@ -59,6 +60,8 @@ pub(crate) fn run(ctx: &mut Context) -> Result<Outcome> {
          \x20 sqlite3 -header -column {db} 'select opportunityid, accountid, rule from opportunity_account'\n\
          \x20 sqlite3 -header -column {db} 'select opportunityid, contactid, role, rule, source_id from opportunity_contact_role'\n\
          \x20 sqlite3 -header -column {db} 'select opportunityid, contactid, role, left_out_reason from opportunity_role_candidate where left_out_reason is not null'\n\
+         \x20 sqlite3 -header -column {db} 'select owner_name, owner_type, sales_person_id, rule from owner_sales_person'\n\
+         \x20 sqlite3 -header -column {db} \"select o.name, o.estimatedvalue, o.estimatedvalue_base, json_extract(m.payload, '$.amount') as amount_sent from opportunity o join mkto_opportunity m on m.key = o.opportunityid\"\n\
          \x20 sqlite3 -header -column {db} 'select run_id, object, key, action, status, reasons from push_outcome order by outcome_id'\n\
          \x20 sqlite3 -header -column {db} 'select run_id, method, path, records, http_status, error_code from api_call'\n\
          \x20 sqlite3 -header -column {db} 'select run_id, command, outcome, counts from run'\n\

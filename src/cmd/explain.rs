@@ -42,6 +42,7 @@ fn print_human(e: &Explanation) {
         print_last_push(e);
         return;
     }
+    print_owner("owner", &e.owner);
     if let Some(c) = &e.customer {
         println!(
             "customer: {} {} - {}",
@@ -66,6 +67,9 @@ fn print_human(e: &Explanation) {
             or_none(a.accountid.as_deref()),
             a.rule
         );
+        if let Some(owner) = &a.owner {
+            print_owner("  account owner", owner);
+        }
     }
     if e.roles.is_empty() {
         println!("roles: none");
@@ -81,6 +85,9 @@ fn print_human(e: &Explanation) {
             r.rule,
             r.source_id
         );
+        if let Some(owner) = &r.owner {
+            print_owner("  contact owner", owner);
+        }
     }
     for l in &e.left_out {
         println!(
@@ -93,6 +100,22 @@ fn print_human(e: &Explanation) {
         );
     }
     print_last_push(e);
+}
+
+fn print_owner(label: &str, owner: &explain::Owner) {
+    let who = match (&owner.owner_name, &owner.ownerid) {
+        (Some(name), Some(id)) => format!("{name} ({} {id})", or_none(owner.owner_type.as_deref())),
+        (None, Some(id)) => format!("{id} ({})", or_none(owner.owner_type.as_deref())),
+        _ => "(none)".to_string(),
+    };
+    let sent = owner
+        .sales_person_id
+        .as_deref()
+        .map_or("none".to_string(), |id| id.to_string());
+    println!(
+        "{label}: {who} -> externalSalesPersonId {sent}: {}",
+        explain::describe_owner_rule(&owner.rule)
+    );
 }
 
 fn print_last_push(e: &Explanation) {

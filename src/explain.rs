@@ -150,7 +150,8 @@ pub(crate) fn explain(conn: &Connection, opportunity_id: &str) -> Result<Explana
         (None, Some(false)) => Some("filtered out: new_synctomkto is false".to_string()),
         _ => None,
     };
-    let opportunity_owner = owner(conn, "opportunity", "opportunityid", &id)?.unwrap_or_else(no_owner);
+    let opportunity_owner =
+        owner(conn, "opportunity", "opportunityid", &id)?.unwrap_or_else(no_owner);
     let mut explanation = Explanation {
         opportunityid: id.clone(),
         staged,
@@ -282,7 +283,9 @@ pub(crate) fn describe_owner_rule(rule: &str) -> &'static str {
     match rule {
         "systemuser" => "a staged system user: sent as its own sales person",
         "team" => "a team: Marketo has no team sales persons, so no owner is sent",
-        "user_not_staged" => "a user that is not staged (or was deleted): no owner is sent, never an id Marketo would refuse with 718",
+        "user_not_staged" => {
+            "a user that is not staged (or was deleted): no owner is sent, never an id Marketo would refuse with 718"
+        }
         _ => "no owner",
     }
 }

@@ -392,3 +392,69 @@ fn queued_faults_fail_the_next_calls_then_clear() {
     assert_eq!(codes(&skipped), ["1003", "created"]);
     assert_eq!(client.get("/rest/v1/leads/describe.json")["success"], true);
 }
+
+#[test]
+fn sales_persons_are_synced_queried_described_and_deleted_and_unknown_ones_get_718() {
+    let client = start(SimConfig::default());
+    let describe = client.get("/rest/v1/salespersons/describe.json");
+    assert_eq!(
+        describe["result"][0]["dedupeFields"],
+        json!(["externalSalesPersonId"])
+    );
+    let person =
+        json!({"externalSalesPersonId": "u1", "email": "dana@example.com", "firstName": "Dana"});
+    let synced = client.post(
+        "/rest/v1/salespersons.json",
+        json!({"action": "createOrUpdate", "dedupeBy": "dedupeFields", "input": [person]}),
+    );
+    assert_eq!(synced["result"][0]["status"], "created");
+    assert_eq!(synced["result"][0]["seq"], 0);
+    assert!(synced["result"][0]["id"].is_i64());
+    for filter in [
+        "filterType=externalSalesPersonId&filterValues=u1",
+        "filterType=email&filterValues=dana@example.com",
+    ] {
+        let found = client.get(&format!("/rest/v1/salespersons.json?{filter}"));
+        assert_eq!(found["result"].as_array().unwrap().len(), 1, "{filter}");
+    }
+    let opportunities = client.post(
+        "/rest/v1/opportunities.json",
+        json!({"input": [
+            {"externalOpportunityId": "o1", "name": "Known", "externalSalesPersonId": "u1"},
+            {"externalOpportunityId": "o2", "name": "Stranger", "externalSalesPersonId": "u9"}
+        ]}),
+    );
+    assert_eq!(codes(&opportunities), ["created", "718"]);
+    let leads = client.post(
+        "/rest/v1/leads.json",
+        json!({"input": [{"email": "a@example.com", "externalSalesPersonId": "u9", "externalPersonId": "c1"}]}),
+    );
+    assert_eq!(codes(&leads), ["718"]);
+    let deleted = client.post(
+        "/rest/v1/salespersons/delete.json",
+        json!({"deleteBy": "dedupeFields", "input": [{"externalSalesPersonId": "u1"}]}),
+    );
+    assert_eq!(deleted["result"][0]["status"], "deleted");
+}
+
+#[test]
+fn an_instance_with_native_crm_sync_answers_1018_to_writes_and_roles() {
+    let client = start(SimConfig {
+        native_crm_sync: true,
+        ..SimConfig::default()
+    });
+    let write = client.post(
+        "/rest/v1/opportunities.json",
+        json!({"input": [opportunity("o1")]}),
+    );
+    assert_eq!(write["errors"][0]["code"], "1018");
+    let read = client.get("/rest/v1/opportunities/describe.json");
+    assert_eq!(read["success"], true, "reads of opportunities still work");
+    let roles = client.get("/rest/v1/opportunities/roles/describe.json");
+    assert_eq!(roles["errors"][0]["code"], "1018");
+    let leads = client.post(
+        "/rest/v1/leads.json",
+        json!({"input": [{"email": "a@example.com"}]}),
+    );
+    assert_eq!(leads["success"], true, "leads are not switched off");
+}

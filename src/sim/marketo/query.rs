@@ -1,0 +1,178 @@
+//! Query: by a searchable field (`filterType`, `filterValues`, `fields`, paging with
+//! `nextPageToken`) or, as a JSON body, by compound dedupe keys.
+
+use serde_json::{Map, Value, json};
+
+use super::{Kind, Sim, envelope, failure};
+use crate::sim::http::Response;
+
+impl Sim {
+    pub(super) fn query(
+        &self,
+        kind: Kind,
+        params: &[(String, String)],
+        json_body: Option<Value>,
+        rng: u64,
+    ) -> Response {
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let batch_size = get("batchSize")
+            .and_then(|b| b.parse::<usize>().ok())
+            .unwrap_or(300)
+            .clamp(1, 300);
+        let offset = get("nextPageToken")
+            .and_then(|t| {
+                t.strip_prefix("sim-")
+                    .and_then(|n| usize::from_str_radix(n, 16).ok())
+            })
+            .unwrap_or(0);
+        let state = self.lock();
+        let all: Vec<&Map<String, Value>> = match kind {
+            Kind::Lead => state.leads.values().collect(),
+            Kind::Company => state.companies.values().collect(),
+            Kind::Opportunity => state.opportunities.values().collect(),
+            Kind::Role => state.roles.values().collect(),
+            Kind::SalesPerson => state.sales_persons.values().collect(),
+        };
+        let (filter_type, fields, matching): (String, Option<String>, Vec<&Map<String, Value>>) =
+            if let Some(body) = json_body {
+                // Compound-key query: {filterType: "dedupeFields", fields: [...], input: [{...}]}.
+                let filter_type = body
+                    .get("filterType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if filter_type != "dedupeFields" {
+                    return failure(
+                        rng,
+                        "1003",
+                        &format!("Invalid filterType '{filter_type}' for a JSON query"),
+                    );
+                }
+                let inputs = body
+                    .get("input")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let fields = body.get("fields").and_then(Value::as_array).map(|f| {
+                    f.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+                let matching = all
+                    .into_iter()
+                    .filter(|record| {
+                        inputs.iter().any(|input| {
+                            kind.dedupe_fields()
+                                .iter()
+                                .all(|f| loose_eq(record.get(*f), input.get(*f)))
+                        })
+                    })
+                    .collect();
+                (filter_type, fields, matching)
+            } else {
+                let Some(filter_type) = get("filterType") else {
+                    return failure(rng, "701", "filterType cannot be blank");
+                };
+                let Some(values) = get("filterValues") else {
+                    return failure(rng, "701", "filterValues cannot be blank");
+                };
+                let field = match filter_type.as_str() {
+                    "idField" => kind.id_field().to_string(),
+                    "dedupeFields" if kind.dedupe_fields().len() == 1 => {
+                        kind.dedupe_fields()[0].to_string()
+                    }
+                    other if kind.searchable().contains(&other) => other.to_string(),
+                    other => return failure(rng, "1003", &format!("Invalid filterType '{other}'")),
+                };
+                let values: Vec<&str> = values
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .collect();
+                if values.len() > 300 {
+                    return failure(rng, "1003", "Too many filterValues (at most 300)");
+                }
+                let matching = all
+                    .into_iter()
+                    .filter(|record| {
+                        values
+                            .iter()
+                            .any(|v| loose_eq(record.get(&field), Some(&json!(v))))
+                    })
+                    .collect();
+                // Clients send a list of fields as one comma list or as repeated keys.
+                let fields: Vec<&str> = params
+                    .iter()
+                    .filter(|(k, _)| k == "fields")
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                let fields = (!fields.is_empty()).then(|| fields.join(","));
+                (filter_type, fields, matching)
+            };
+        let _ = filter_type;
+        let default_fields: Vec<String> = match kind {
+            Kind::Lead => [
+                "id",
+                "email",
+                "updatedAt",
+                "createdAt",
+                "firstName",
+                "lastName",
+            ]
+            .map(String::from)
+            .to_vec(),
+            _ => {
+                let mut f = vec![kind.id_field().to_string()];
+                f.extend(kind.dedupe_fields().iter().map(|s| s.to_string()));
+                f.extend(["updatedAt".to_string(), "createdAt".to_string()]);
+                f
+            }
+        };
+        let fields: Vec<String> = fields
+            .map(|f| {
+                f.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or(default_fields);
+        let page: Vec<Value> = matching
+            .iter()
+            .skip(offset)
+            .take(batch_size)
+            .enumerate()
+            .map(|(i, record)| {
+                let mut out = Map::new();
+                if kind != Kind::Lead {
+                    out.insert("seq".into(), json!(offset + i));
+                }
+                for field in &fields {
+                    if let Some(value) = record.get(field) {
+                        out.insert(field.clone(), value.clone());
+                    }
+                }
+                Value::Object(out)
+            })
+            .collect();
+        let more = (offset + page.len() < matching.len())
+            .then(|| format!("sim-{:x}", offset + page.len()));
+        envelope(rng, page, more)
+    }
+}
+
+/// Compares stored and requested values the way query filters do: strings case-insensitively,
+/// numbers against their text.
+fn loose_eq(stored: Option<&Value>, wanted: Option<&Value>) -> bool {
+    match (stored, wanted) {
+        (Some(Value::String(a)), Some(Value::String(b))) => a.eq_ignore_ascii_case(b),
+        (Some(Value::Number(a)), Some(Value::String(b))) => a.to_string() == *b,
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}

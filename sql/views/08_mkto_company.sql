@@ -52,7 +52,8 @@ SELECT
         'billingCountry', a.address1_country,
         'externalSalesPersonId', osp.sales_person_id
     ) END AS payload,
-    CASE WHEN a.accountid IS NULL THEN 'account not staged' END AS skip_reason
+    CASE WHEN a.accountid IS NULL THEN 'account not staged' END AS skip_reason,
+    osp.sales_person_id
 FROM referenced r
 LEFT JOIN account a ON a.accountid = r.accountid
 LEFT JOIN owner_sales_person osp ON osp.ownerid = a.ownerid AND osp.owner_type IS a.ownerid_type

@@ -55,10 +55,11 @@ SELECT
         'externalPersonId', contactid,
         'externalSalesPersonId', sales_person_id
     ) AS payload,
-    NULL AS skip_reason
+    NULL AS skip_reason,
+    sales_person_id
 FROM ranked
 WHERE rank_in_email = 1
 UNION ALL
-SELECT NULL, contactid, json_array(contactid), NULL, 'contact has no email'
+SELECT NULL, contactid, json_array(contactid), NULL, 'contact has no email', NULL
 FROM candidate
 WHERE email_key IS NULL;

@@ -31,7 +31,8 @@ SELECT
         'externalCreatedDate', o.createdon,
         'externalSalesPersonId', osp.sales_person_id
     ) END AS payload,
-    CASE WHEN nullif(trim(o.name), '') IS NULL THEN 'opportunity has no name (Marketo requires one)' END AS skip_reason
+    CASE WHEN nullif(trim(o.name), '') IS NULL THEN 'opportunity has no name (Marketo requires one)' END AS skip_reason,
+    osp.sales_person_id
 FROM opportunity_account oa
 JOIN opportunity o ON o.opportunityid = oa.opportunityid
 LEFT JOIN mkto_company company ON company.key = oa.accountid AND company.skip_reason IS NULL

@@ -4,14 +4,11 @@
 -- Marketo knows them before any record points at them. key = externalSalesPersonId = systemuserid.
 CREATE VIEW mkto_sales_person AS
 WITH named AS (
-    SELECT json_extract(payload, '$.externalSalesPersonId') AS id
-    FROM mkto_company WHERE skip_reason IS NULL
+    SELECT sales_person_id AS id FROM mkto_company WHERE skip_reason IS NULL
     UNION
-    SELECT json_extract(payload, '$.externalSalesPersonId')
-    FROM mkto_lead WHERE skip_reason IS NULL
+    SELECT sales_person_id FROM mkto_lead WHERE skip_reason IS NULL
     UNION
-    SELECT json_extract(payload, '$.externalSalesPersonId')
-    FROM mkto_opportunity WHERE skip_reason IS NULL
+    SELECT sales_person_id FROM mkto_opportunity WHERE skip_reason IS NULL
 )
 SELECT
     u.systemuserid AS key,

@@ -1,7 +1,9 @@
 //! Delete of every object, by dedupe fields or by id; deleting an opportunity or a lead takes
 //! its roles with it.
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
 
 use super::{Kind, Sim, envelope, role_key, skipped};
 use crate::sim::http::Response;
@@ -23,58 +25,17 @@ impl Sim {
                     removed
                 }
                 Kind::SalesPerson => {
-                    let key = if by_id {
-                        let id = record.get("id").cloned();
-                        state
-                            .sales_persons
-                            .iter()
-                            .find(|(_, p)| p.get("id") == id.as_ref())
-                            .map(|(k, _)| k.clone())
-                    } else {
-                        record
-                            .get("externalSalesPersonId")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    };
-                    key.and_then(|k| state.sales_persons.remove(&k))
-                        .and_then(|p| p.get("id").cloned())
+                    remove_keyed(&mut state.sales_persons, kind, &record, by_id).map(|(_, id)| id)
                 }
                 Kind::Company => {
-                    let key = if by_id {
-                        let id = record.get("id").cloned();
-                        state
-                            .companies
-                            .iter()
-                            .find(|(_, c)| c.get("id") == id.as_ref())
-                            .map(|(k, _)| k.clone())
-                    } else {
-                        record
-                            .get("externalCompanyId")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    };
-                    key.and_then(|k| state.companies.remove(&k))
-                        .and_then(|c| c.get("id").cloned())
+                    remove_keyed(&mut state.companies, kind, &record, by_id).map(|(_, id)| id)
                 }
                 Kind::Opportunity => {
-                    let key = if by_id {
-                        let id = record.get("marketoGUID").cloned();
-                        state
-                            .opportunities
-                            .iter()
-                            .find(|(_, o)| o.get("marketoGUID") == id.as_ref())
-                            .map(|(k, _)| k.clone())
-                    } else {
-                        record
-                            .get("externalOpportunityId")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    };
-                    let removed = key.as_ref().and_then(|k| state.opportunities.remove(k));
-                    if let Some(key) = key.filter(|_| removed.is_some()) {
-                        state.roles.retain(|(opp, _, _), _| *opp != key);
+                    let removed = remove_keyed(&mut state.opportunities, kind, &record, by_id);
+                    if let Some((key, _)) = &removed {
+                        state.roles.retain(|(opp, _, _), _| opp != key);
                     }
-                    removed.and_then(|o| o.get("marketoGUID").cloned())
+                    removed.map(|(_, id)| id)
                 }
                 Kind::Role => {
                     let key = if by_id {
@@ -110,4 +71,29 @@ impl Sim {
         }
         envelope(rng, results, None)
     }
+}
+
+/// Removes the record of an object keyed by one dedupe field that `record` names, by its id
+/// (`deleteBy: idField`) or by its dedupe field; returns the removed key and id.
+fn remove_keyed(
+    records: &mut BTreeMap<String, Map<String, Value>>,
+    kind: Kind,
+    record: &Map<String, Value>,
+    by_id: bool,
+) -> Option<(String, Value)> {
+    let id_field = kind.id_field();
+    let key = if by_id {
+        let id = record.get(id_field);
+        records
+            .iter()
+            .find(|(_, stored)| stored.get(id_field) == id)
+            .map(|(k, _)| k.clone())
+    } else {
+        record
+            .get(kind.dedupe_fields()[0])
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }?;
+    let removed = records.remove(&key)?;
+    Some((key, removed.get(id_field).cloned().unwrap_or(Value::Null)))
 }

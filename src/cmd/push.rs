@@ -31,7 +31,14 @@ pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -
             println!("{}", crate::redact::redact(&line));
         }
     };
-    let summary = push::push(&mut ctx.conn, ctx.run_id, plan, client, &say)?;
+    let summary = push::push(
+        &mut ctx.conn,
+        ctx.run_id,
+        plan,
+        &ctx.config.mapping,
+        client,
+        &say,
+    )?;
     ctx.counts = json!(summary);
     print_summary(ctx, &summary);
     Ok(if summary.skipped.is_empty() {

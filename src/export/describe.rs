@@ -11,6 +11,7 @@ use anyhow::{Result, anyhow};
 use serde_json::Value;
 
 use super::client::MarketoClient;
+use crate::config::MappingConfig;
 use crate::exit::usage;
 use crate::object::Object;
 use crate::plan::Plan;
@@ -24,7 +25,11 @@ pub(crate) struct Field {
 
 /// Describes every object the plan creates or updates records of and checks the fields those
 /// records carry. Objects with nothing to send are not described, so an idle push makes no call.
-pub(crate) fn check(client: &mut MarketoClient, plan: &Plan) -> Result<()> {
+pub(crate) fn check(
+    client: &mut MarketoClient,
+    plan: &Plan,
+    mapping: &MappingConfig,
+) -> Result<()> {
     for object in Object::ALL {
         let sent = fields_sent(plan, object);
         if sent.is_empty() {
@@ -38,7 +43,7 @@ pub(crate) fn check(client: &mut MarketoClient, plan: &Plan) -> Result<()> {
                 object.describe_path()
             )
         })?;
-        compare(object, &sent, &described)?;
+        compare(object, &sent, &described, mapping.of(object))?;
     }
     Ok(())
 }
@@ -103,12 +108,23 @@ fn compare(
     object: Object,
     sent: &BTreeSet<String>,
     described: &BTreeMap<String, Field>,
+    mapped: &BTreeMap<String, String>,
 ) -> Result<()> {
     for name in sent {
+        let what = if mapped.contains_key(name) {
+            format!(
+                "remove it from [mapping.{}]",
+                object.mapping_name().unwrap_or("")
+            )
+        } else if name.starts_with("external") {
+            "oppsync sends it by default; the instance needs Marketo Sales Insight for non-native Dynamics integrations, which adds the external* fields".to_string()
+        } else {
+            "oppsync sends it by default; check the instance's field set".to_string()
+        };
         match described.get(name) {
             None => {
                 return Err(usage(format!(
-                    "Marketo's {} have no field {name} (from {}); add it in Marketo, or remove the mapping that sends it. Nothing was sent",
+                    "Marketo's {} have no field {name} ({}): {what}. Nothing was sent",
                     object.plural(),
                     object.describe_path()
                 )));
@@ -117,7 +133,7 @@ fn compare(
                 if !field.updateable && !object.dedupe_fields().contains(&name.as_str()) =>
             {
                 return Err(usage(format!(
-                    "Marketo's {} field {name} is not updateable; remove the mapping that sends it. Nothing was sent",
+                    "Marketo's {} field {name} is not updateable: {what}. Nothing was sent",
                     object.plural()
                 )));
             }
@@ -170,24 +186,45 @@ mod tests {
             ]}]}),
         );
         let sent = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        let none = BTreeMap::new();
+        let mapped =
+            BTreeMap::from([("expectedRevenue".to_string(), "estimatedvalue".to_string())]);
         compare(
             Object::Opportunity,
             &sent(&["externalOpportunityId", "name"]),
             &described,
+            &none,
         )
         .unwrap();
         let err = compare(
             Object::Opportunity,
             &sent(&["name", "expectedRevenue"]),
             &described,
+            &mapped,
         )
         .unwrap_err();
         assert!(crate::exit::is_usage(&err));
+        let message = format!("{err:#}");
+        assert!(message.contains("no field expectedRevenue"), "{message}");
         assert!(
-            format!("{err:#}").contains("no field expectedRevenue"),
-            "{err:#}"
+            message.contains("remove it from [mapping.opportunity]"),
+            "{message}"
         );
-        let err = compare(Object::Opportunity, &sent(&["createdAt"]), &described).unwrap_err();
+        let err = compare(
+            Object::Opportunity,
+            &sent(&["externalSalesPersonId"]),
+            &described,
+            &none,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("Sales Insight"), "{err:#}");
+        let err = compare(
+            Object::Opportunity,
+            &sent(&["createdAt"]),
+            &described,
+            &none,
+        )
+        .unwrap_err();
         assert!(
             format!("{err:#}").contains("createdAt is not updateable"),
             "{err:#}"

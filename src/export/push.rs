@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::client::{CallLog, Failure, MarketoClient, NATIVE_SYNC};
+use crate::config::MappingConfig;
 use crate::exit::usage;
 use crate::object::{Object, RoleKey};
 use crate::plan::{self, Action, Operation, Plan};
@@ -73,12 +74,13 @@ pub(crate) fn push(
     conn: &mut Connection,
     run_id: i64,
     plan: &Plan,
+    mapping: &MappingConfig,
     client: &mut MarketoClient,
     say: &dyn Fn(String),
 ) -> Result<Summary> {
     let mut summary = Summary::default();
     // The instance must have every field the records carry; checked once, before anything goes.
-    let checked = super::describe::check(client, plan);
+    let checked = super::describe::check(client, plan, mapping);
     let calls = client.take_calls();
     summary.calls += calls.iter().filter(|c| c.path.starts_with("/rest")).count();
     record_calls(conn, run_id, &calls)?;

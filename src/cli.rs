@@ -181,6 +181,9 @@ pub struct SimMarketoArgs {
     /// Added latency per REST call, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// Up to this many more milliseconds of latency, drawn per call.
+    #[arg(long, default_value_t = 0)]
+    pub latency_jitter_ms: u64,
     /// Probability (0 to 1) that a REST call fails with a transient error (604, 608, 611, 713, HTTP 502).
     #[arg(long, default_value_t = 0.0)]
     pub transient_rate: f64,

@@ -160,6 +160,9 @@ pub struct MarketoConfig {
     pub max_attempts: u32,
     /// The longest one call may take, body included.
     pub http_timeout_secs: u64,
+    /// Requests push keeps in flight at once (Marketo allows 10 per instance, shared with
+    /// every other integration).
+    pub max_in_flight: u32,
 }
 
 impl Default for MarketoConfig {
@@ -174,6 +177,7 @@ impl Default for MarketoConfig {
             retry_base_ms: 1000,
             max_attempts: 6,
             http_timeout_secs: 120,
+            max_in_flight: 4,
         }
     }
 }
@@ -412,7 +416,7 @@ impl Config {
         let d = &self.dynamics;
         // Every number that becomes a duration or a count is bounded here, so that no setting
         // can overflow the arithmetic that uses it.
-        let bounded: [(&str, u64, u64, u64, &str); 11] = [
+        let bounded: [(&str, u64, u64, u64, &str); 12] = [
             (
                 "marketo.rate_limit_calls",
                 m.rate_limit_calls.into(),
@@ -441,6 +445,13 @@ impl Config {
                 1,
                 600,
                 " (ten minutes)",
+            ),
+            (
+                "marketo.max_in_flight",
+                m.max_in_flight.into(),
+                1,
+                10,
+                " (Marketo's limit per instance)",
             ),
             (
                 "dynamics.page_size",

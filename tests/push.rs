@@ -658,3 +658,65 @@ fn an_instance_with_native_crm_sync_stops_the_push_with_exit_2_and_says_so() {
     let state = sim.state();
     assert!(state["leads"].as_array().unwrap().is_empty());
 }
+
+/// A folder of `n` opportunities, each with its own customer account (no contacts): enough
+/// records for several batches of each object.
+fn many_opportunities(dir: &std::path::Path, n: usize) {
+    let guid = |prefix: u32, i: usize| format!("{prefix:08x}-0000-4000-8000-{i:012x}");
+    let accounts: Vec<Value> = (0..n)
+        .map(|i| json!({"accountid": guid(0xa, i), "name": format!("Account {i}")}))
+        .collect();
+    let opportunities: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "opportunityid": guid(0xf, i),
+                "name": format!("Opportunity {i}"),
+                "statecode": 0,
+                "estimatedvalue_base": 1000.0,
+                "_customerid_value": guid(0xa, i),
+                "_customerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "account"
+            })
+        })
+        .collect();
+    for (set, records) in [("accounts", accounts), ("opportunities", opportunities)] {
+        let page = json!({
+            "@odata.context": format!("https://contoso.crm.dynamics.com/api/data/v9.2/$metadata#{set}"),
+            "value": records
+        });
+        std::fs::write(dir.join(format!("{set}.json")), page.to_string()).unwrap();
+    }
+}
+
+#[test]
+fn several_requests_are_kept_in_flight_within_marketo_s_limits() {
+    let n = 1300; // five batches of companies, five of opportunities
+    for (in_flight, peak) in [(1, 1..=1), (4, 2..=4)] {
+        let db = TestDb::new();
+        std::fs::write(
+            db.dir.path().join("oppsync.toml"),
+            format!("[marketo]\nretry_base_ms = 5\nmax_in_flight = {in_flight}\n"),
+        )
+        .unwrap();
+        let pages = db.dir.path().join("pages");
+        std::fs::create_dir(&pages).unwrap();
+        many_opportunities(&pages, n);
+        db.run(&["pull", "--fixtures", pages.to_str().unwrap()])
+            .expect_code(0);
+        let sim = Sim::start(&["--latency-ms", "100"]);
+        push(&db, &sim).expect_code(0);
+        let state = sim.state();
+        let seen = state["in_flight_peak"].as_u64().unwrap();
+        assert!(
+            peak.contains(&seen),
+            "max_in_flight {in_flight}: peak {seen}"
+        );
+        assert_eq!(state["refused_606"], 0);
+        assert_eq!(state["refused_615"], 0);
+        assert_eq!(
+            db.count("SELECT count(*) FROM mkto_ack"),
+            2 * n as i64,
+            "every company and opportunity acknowledged"
+        );
+        assert_eq!(state["opportunities"].as_array().unwrap().len(), n);
+    }
+}

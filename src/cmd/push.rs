@@ -37,6 +37,7 @@ pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -
         plan,
         &ctx.config.mapping,
         client,
+        ctx.config.marketo.max_in_flight as usize,
         &say,
     )?;
     ctx.counts = json!(summary);

@@ -97,6 +97,7 @@ fn config_from(args: &SimMarketoArgs) -> Result<SimConfig> {
         concurrency: args.concurrency.max(1),
         daily_quota: args.daily_quota,
         latency: std::time::Duration::from_millis(args.latency_ms),
+        latency_jitter: std::time::Duration::from_millis(args.latency_jitter_ms),
         transient_rate: args.transient_rate,
         seed: args.seed,
         native_crm_sync: args.native_crm_sync,

@@ -10,6 +10,7 @@
 //! client secret never leave this module, and are registered with the redactor.
 
 use std::fmt;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -98,18 +99,32 @@ enum Attempt {
     Fail(Failure),
 }
 
+/// What one request came to, with every HTTP call it took (retries and token fetches
+/// included), for the caller to store.
+pub(crate) struct Exchange {
+    pub result: Result<Value>,
+    pub calls: Vec<CallLog>,
+}
+
+/// The Marketo client. It is shared by the requests push keeps in flight: the token, the
+/// limiter and the backoff's randomness are behind their own locks, held only briefly (the
+/// token's while a new one is fetched, so that concurrent requests fetch it once).
 pub(crate) struct MarketoClient {
     agent: ureq::Agent,
     base: String,
     client_id: String,
     client_secret: String,
-    token: Option<Token>,
-    limiter: Limiter,
-    backoff: Backoff,
+    token: Mutex<Option<Token>>,
+    limiter: Mutex<Limiter>,
+    backoff: Mutex<Backoff>,
     max_attempts: u32,
     timeout: Duration,
-    /// Every call made, for the caller to store; drained with `take_calls`.
-    calls: Vec<CallLog>,
+}
+
+/// A lock whose holder may have panicked still guards consistent data here (a token, a
+/// window of timestamps, a random state).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl MarketoClient {
@@ -153,64 +168,90 @@ impl MarketoClient {
                 .as_ref()
                 .map(|s| s.expose().to_string())
                 .unwrap_or_default(),
-            token: None,
-            limiter: Limiter::new(
+            token: Mutex::new(None),
+            limiter: Mutex::new(Limiter::new(
                 config.rate_limit_calls,
                 Duration::from_secs(config.rate_limit_window_secs),
-            ),
-            backoff: Backoff::new(Duration::from_millis(config.retry_base_ms)),
+            )),
+            backoff: Mutex::new(Backoff::new(Duration::from_millis(config.retry_base_ms))),
             max_attempts: config.max_attempts,
             timeout,
-            calls: Vec::new(),
         })
     }
 
-    /// The calls made since the last `take_calls`.
-    pub(crate) fn take_calls(&mut self) -> Vec<CallLog> {
-        std::mem::take(&mut self.calls)
+    fn delay(&self, attempt: u32) -> Duration {
+        lock(&self.backoff).delay(attempt)
+    }
+
+    /// Blocks until the limiter lets a call go, and counts it.
+    fn acquire(&self) {
+        loop {
+            let wait = lock(&self.limiter).try_acquire(Instant::now());
+            if wait.is_zero() {
+                return;
+            }
+            std::thread::sleep(wait);
+        }
     }
 
     /// POSTs a JSON body of `records` records to `path` (under `/rest`), retrying as classified
     /// (at most `attempts` tries when given, fewer than configured), and returns Marketo's
     /// successful response body.
     pub(crate) fn post(
-        &mut self,
+        &self,
         path: &str,
         body: &Value,
         records: usize,
         attempts: Option<u32>,
-    ) -> Result<Value> {
-        self.call("POST", path, Some(&body.to_string()), records, attempts)
+    ) -> Exchange {
+        let mut calls = Vec::new();
+        let result = self.call(
+            "POST",
+            path,
+            Some(&body.to_string()),
+            records,
+            attempts,
+            &mut calls,
+        );
+        Exchange { result, calls }
     }
 
     /// GETs `path` (under `/rest`), retrying as classified, and returns Marketo's successful
     /// response body.
-    pub(crate) fn get(&mut self, path: &str) -> Result<Value> {
-        self.call("GET", path, None, 0, None)
+    pub(crate) fn get(&self, path: &str) -> Exchange {
+        let mut calls = Vec::new();
+        let result = self.call("GET", path, None, 0, None, &mut calls);
+        Exchange { result, calls }
     }
 
     fn call(
-        &mut self,
+        &self,
         method: &'static str,
         path: &str,
         body: Option<&str>,
         records: usize,
         attempts: Option<u32>,
+        calls: &mut Vec<CallLog>,
     ) -> Result<Value> {
         let max_attempts = attempts.map_or(self.max_attempts, |n| n.min(self.max_attempts));
         let mut reauths = 0;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.ensure_token()?;
-            self.limiter.acquire();
-            let outcome = self.attempt(method, path, body, records, attempt);
+            let token = self.ensure_token(calls)?;
+            self.acquire();
+            let outcome = self.attempt(method, path, body, records, attempt, &token, calls);
             match outcome {
                 Attempt::Done(value) => return Ok(value),
                 Attempt::Fail(Failure::Setup(message)) => return Err(usage(message)),
                 Attempt::Fail(failure) => return Err(failure.into()),
                 Attempt::Reauth(code) => {
-                    self.token = None;
+                    // Forget this token, unless another request already replaced it.
+                    let mut slot = lock(&self.token);
+                    if slot.as_ref().is_some_and(|t| t.value == token) {
+                        *slot = None;
+                    }
+                    drop(slot);
                     reauths += 1;
                     attempt -= 1;
                     if reauths > 3 {
@@ -250,20 +291,18 @@ impl MarketoClient {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn attempt(
-        &mut self,
+        &self,
         method: &'static str,
         path: &str,
         body: Option<&str>,
         records: usize,
         attempt: u32,
+        token: &str,
+        calls: &mut Vec<CallLog>,
     ) -> Attempt {
         let url = format!("{}/rest{path}", self.base);
-        let token = self
-            .token
-            .as_ref()
-            .map(|t| t.value.clone())
-            .unwrap_or_default();
         let started = Instant::now();
         let authorization = format!("Bearer {token}");
         let response = match body {
@@ -296,7 +335,7 @@ impl MarketoClient {
                 log.error_code = Some(format!("network: {err}"));
                 Attempt::Retry {
                     why: format!("network error: {err}"),
-                    wait: self.backoff.delay(attempt),
+                    wait: self.delay(attempt),
                     body_at_fault: true,
                 }
             }
@@ -309,7 +348,7 @@ impl MarketoClient {
                         log.error_code = Some(format!("body: {why}"));
                         Attempt::Retry {
                             why: format!("HTTP {status}, but {why}"),
-                            wait: self.backoff.delay(attempt),
+                            wait: self.delay(attempt),
                             body_at_fault: true,
                         }
                     }
@@ -317,12 +356,12 @@ impl MarketoClient {
             }
         };
         log.duration = started.elapsed();
-        self.calls.push(log);
+        calls.push(log);
         result
     }
 
     fn classify(
-        &mut self,
+        &self,
         path: &str,
         status: u16,
         text: &str,
@@ -332,7 +371,7 @@ impl MarketoClient {
         if status >= 500 {
             return Attempt::Retry {
                 why: format!("HTTP {status} ({})", net::describe_body(text)),
-                wait: self.backoff.delay(attempt),
+                wait: self.delay(attempt),
                 body_at_fault: true,
             };
         }
@@ -359,7 +398,7 @@ impl MarketoClient {
         let Ok(body) = serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}')) else {
             return Attempt::Retry {
                 why: format!("the response is not JSON ({})", net::describe_body(text)),
-                wait: self.backoff.delay(attempt),
+                wait: self.delay(attempt),
                 body_at_fault: true,
             };
         };
@@ -372,7 +411,7 @@ impl MarketoClient {
                         "the response has no boolean `success` ({})",
                         net::describe_body(text)
                     ),
-                    wait: self.backoff.delay(attempt),
+                    wait: self.delay(attempt),
                     body_at_fault: true,
                 };
             }
@@ -406,12 +445,13 @@ impl MarketoClient {
             "601" | "602" => Attempt::Reauth(code),
             "606" => Attempt::Retry {
                 why: format!("606 {message}"),
-                wait: self.limiter.window() / 4 + self.backoff.jitter(Duration::from_millis(250)),
+                wait: lock(&self.limiter).window() / 4
+                    + lock(&self.backoff).jitter(Duration::from_millis(250)),
                 body_at_fault: false,
             },
             "615" | "604" | "608" | "611" | "713" | "502" | "614" => Attempt::Retry {
                 why: format!("{code} {message}"),
-                wait: self.backoff.delay(attempt),
+                wait: self.delay(attempt),
                 body_at_fault: false,
             },
             "607" => Attempt::Fail(Failure::DailyQuota(message)),
@@ -429,13 +469,11 @@ impl MarketoClient {
         }
     }
 
-    fn ensure_token(&mut self) -> Result<()> {
-        if self
-            .token
-            .as_ref()
-            .is_some_and(|t| Instant::now() < t.renew_at)
-        {
-            return Ok(());
+    /// A valid token: the current one, or a new one fetched while the others wait for it.
+    fn ensure_token(&self, calls: &mut Vec<CallLog>) -> Result<String> {
+        let mut slot = lock(&self.token);
+        if let Some(token) = slot.as_ref().filter(|t| Instant::now() < t.renew_at) {
+            return Ok(token.value.clone());
         }
         let url = format!("{}/identity/oauth/token", self.base);
         let started = Instant::now();
@@ -465,7 +503,7 @@ impl MarketoClient {
                 let status = response.status().as_u16();
                 log.http_status = Some(status);
                 match net::read_body(&mut response, MAX_RESPONSE_BYTES, self.timeout) {
-                    Ok(text) => self.accept_token(status, &text, started, &mut log),
+                    Ok(text) => self.accept_token(&mut slot, status, &text, started, &mut log),
                     Err(why) => Err(Failure::Fatal(format!(
                         "Marketo's identity endpoint answered HTTP {status}, but {why}"
                     ))
@@ -474,19 +512,20 @@ impl MarketoClient {
             }
         };
         log.duration = started.elapsed();
-        self.calls.push(log);
+        calls.push(log);
         outcome
     }
 
     /// Takes the identity endpoint's answer: a token to use until shortly before it expires,
     /// or an error that says what came back instead.
     fn accept_token(
-        &mut self,
+        &self,
+        slot: &mut Option<Token>,
         status: u16,
         text: &str,
         started: Instant,
         log: &mut CallLog,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let body: Value =
             serde_json::from_str(text.trim_start_matches('\u{feff}')).unwrap_or(Value::Null);
         let description = body
@@ -499,13 +538,13 @@ impl MarketoClient {
                 let lifetime = net::token_lifetime(&body, MAX_TOKEN_LIFETIME);
                 // Renew a minute early, or halfway through a token that lives shorter.
                 let margin = TOKEN_MARGIN.min(lifetime / 2);
-                self.token = Some(Token {
+                *slot = Some(Token {
                     value: token.to_string(),
                     renew_at: started
                         .checked_add(lifetime - margin)
                         .unwrap_or_else(Instant::now),
                 });
-                Ok(())
+                Ok(token.to_string())
             }
             (200, _) => Err(Failure::Fatal(format!(
                 "Marketo's identity endpoint answered HTTP 200 without an access_token ({})",

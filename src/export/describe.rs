@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Result, anyhow};
 use serde_json::Value;
 
-use super::client::MarketoClient;
+use super::client::{CallLog, MarketoClient};
 use crate::config::MappingConfig;
 use crate::exit::usage;
 use crate::object::Object;
@@ -26,26 +26,56 @@ pub(crate) struct Field {
 /// Describes every object the plan creates or updates records of and checks the fields those
 /// records carry. Objects with nothing to send are not described, so an idle push makes no call.
 pub(crate) fn check(
-    client: &mut MarketoClient,
+    client: &MarketoClient,
     plan: &Plan,
     mapping: &MappingConfig,
+    max_in_flight: usize,
+    calls: &mut Vec<CallLog>,
 ) -> Result<()> {
-    for object in Object::ALL {
-        let sent = fields_sent(plan, object);
-        if sent.is_empty() {
+    let wanted: Vec<(Object, BTreeSet<String>)> = Object::ALL
+        .into_iter()
+        .map(|object| (object, fields_sent(plan, object)))
+        .filter(|(_, sent)| !sent.is_empty())
+        .collect();
+    // The describes are independent: they go `max_in_flight` at a time, then are judged in
+    // send order.
+    let mut exchanges = Vec::with_capacity(wanted.len());
+    for chunk in wanted.chunks(max_in_flight.max(1)) {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|(object, _)| scope.spawn(move || client.get(object.describe_path())))
+                .collect();
+            exchanges.extend(handles.into_iter().map(|h| h.join()));
+        });
+    }
+    let mut first_error = None;
+    for ((object, sent), exchange) in wanted.iter().zip(exchanges) {
+        let Ok(exchange) = exchange else {
+            first_error.get_or_insert_with(|| {
+                anyhow!("describing {} failed unexpectedly", object.plural())
+            });
+            continue;
+        };
+        calls.extend(exchange.calls);
+        if first_error.is_some() {
             continue;
         }
-        let answer = client.get(object.describe_path())?;
-        let described = fields(object, &answer).ok_or_else(|| {
-            anyhow!(
-                "cannot read Marketo's describe of {} ({}): no field list",
-                object.plural(),
-                object.describe_path()
-            )
-        })?;
-        compare(object, &sent, &described, mapping.of(object))?;
+        let judged = exchange.result.and_then(|answer| {
+            let described = fields(*object, &answer).ok_or_else(|| {
+                anyhow!(
+                    "cannot read Marketo's describe of {} ({}): no field list",
+                    object.plural(),
+                    object.describe_path()
+                )
+            })?;
+            compare(*object, sent, &described, mapping.of(*object))
+        });
+        if let Err(err) = judged {
+            first_error = Some(err);
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// The fields the plan's records of `object` carry (a role's `leadId` is added by push).

@@ -1,5 +1,9 @@
 //! A client-side sliding-window limiter: at most `calls` REST calls in any `window`, so that a
 //! lone oppsync never meets Marketo's 606. Identity calls do not count (Marketo exempts them).
+//!
+//! The limiter stamps a call when it leaves; Marketo counts it when it arrives. With several
+//! requests in flight and latency that varies, two calls a window apart here can arrive less
+//! than a window apart there, so the window used is the configured one plus a twentieth.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -15,9 +19,18 @@ impl Limiter {
     pub(crate) fn new(calls: u32, window: Duration) -> Limiter {
         Limiter {
             calls: calls.max(1) as usize,
-            window,
+            window: window + window / 20,
             sent: VecDeque::new(),
         }
+    }
+
+    /// Counts a call that may go now and returns zero, or returns how long to wait first.
+    pub(crate) fn try_acquire(&mut self, now: Instant) -> Duration {
+        let wait = self.wait_at(now);
+        if wait.is_zero() {
+            self.sent.push_back(now);
+        }
+        wait
     }
 
     /// How long to wait before the next call may go, given the calls sent so far.
@@ -37,18 +50,6 @@ impl Limiter {
         }
     }
 
-    /// Blocks until a call may go and records it.
-    pub(crate) fn acquire(&mut self) {
-        loop {
-            let wait = self.wait_at(Instant::now());
-            if wait.is_zero() {
-                break;
-            }
-            std::thread::sleep(wait);
-        }
-        self.sent.push_back(Instant::now());
-    }
-
     /// Waits out a whole window: what Marketo's 606 asks for.
     pub(crate) fn window(&self) -> Duration {
         self.window
@@ -63,15 +64,18 @@ mod tests {
     fn the_next_call_waits_for_the_oldest_to_leave_the_window() {
         let mut limiter = Limiter::new(2, Duration::from_secs(20));
         let start = Instant::now();
-        assert_eq!(limiter.wait_at(start), Duration::ZERO);
-        limiter.sent.push_back(start);
-        limiter.sent.push_back(start + Duration::from_secs(5));
+        assert_eq!(limiter.try_acquire(start), Duration::ZERO);
         assert_eq!(
-            limiter.wait_at(start + Duration::from_secs(6)),
-            Duration::from_secs(14)
+            limiter.try_acquire(start + Duration::from_secs(5)),
+            Duration::ZERO
+        );
+        // The window is 20 s plus a twentieth (1 s) of margin for latency jitter.
+        assert_eq!(
+            limiter.try_acquire(start + Duration::from_secs(6)),
+            Duration::from_secs(15)
         );
         assert_eq!(
-            limiter.wait_at(start + Duration::from_secs(20)),
+            limiter.wait_at(start + Duration::from_secs(21)),
             Duration::ZERO
         );
         assert_eq!(

@@ -16,14 +16,15 @@
 //! record is only blamed when Marketo has answered something in this push: when nothing gets
 //! through, Marketo is unreachable and push stops instead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::mpsc;
 
 use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, Transaction, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::client::{CallLog, Failure, MarketoClient, NATIVE_SYNC};
+use super::client::{CallLog, Exchange, Failure, MarketoClient, NATIVE_SYNC};
 use crate::config::MappingConfig;
 use crate::exit::usage;
 use crate::object::{Object, RoleKey};
@@ -75,13 +76,14 @@ pub(crate) fn push(
     run_id: i64,
     plan: &Plan,
     mapping: &MappingConfig,
-    client: &mut MarketoClient,
+    client: &MarketoClient,
+    max_in_flight: usize,
     say: &dyn Fn(String),
 ) -> Result<Summary> {
     let mut summary = Summary::default();
     // The instance must have every field the records carry; checked once, before anything goes.
-    let checked = super::describe::check(client, plan, mapping);
-    let calls = client.take_calls();
+    let mut calls = Vec::new();
+    let checked = super::describe::check(client, plan, mapping, max_in_flight, &mut calls);
     summary.calls += calls.iter().filter(|c| c.path.starts_with("/rest")).count();
     record_calls(conn, run_id, &calls)?;
     checked?;
@@ -92,7 +94,13 @@ pub(crate) fn push(
             continue;
         }
         let outgoing = upsert_records(conn, run_id, object, &ops, &mut summary)?;
-        send(conn, run_id, client, object, false, outgoing, &mut summary)?;
+        let lane = Lane {
+            client,
+            object,
+            delete: false,
+            max_in_flight,
+        };
+        send(conn, run_id, &lane, outgoing, &mut summary)?;
         say(format!(
             "{}: {} created, {} updated",
             object.plural(),
@@ -106,7 +114,13 @@ pub(crate) fn push(
             continue;
         }
         let outgoing = delete_records(conn, run_id, object, &ops, &mut summary)?;
-        send(conn, run_id, client, object, true, outgoing, &mut summary)?;
+        let lane = Lane {
+            client,
+            object,
+            delete: true,
+            max_in_flight,
+        };
+        send(conn, run_id, &lane, outgoing, &mut summary)?;
         say(format!(
             "{}: {} deleted",
             object.plural(),
@@ -234,12 +248,47 @@ fn delete_records<'a>(
     Ok(outgoing)
 }
 
+/// Where one object's requests go and how many may be in flight at once.
+struct Lane<'c> {
+    client: &'c MarketoClient,
+    object: Object,
+    delete: bool,
+    max_in_flight: usize,
+}
+
+impl Lane<'_> {
+    fn path(&self) -> &'static str {
+        if self.delete {
+            self.object.delete_path()
+        } else {
+            self.object.sync_path()
+        }
+    }
+
+    fn body(&self, records: &[Outgoing<'_>]) -> Value {
+        let input: Vec<&Value> = records.iter().map(|o| &o.record).collect();
+        match (self.object, self.delete) {
+            (_, true) => json!({"deleteBy": "dedupeFields", "input": input}),
+            (Object::Lead, false) => {
+                json!({"action": "createOrUpdate", "lookupField": "email", "input": input})
+            }
+            (_, false) => {
+                json!({"action": "createOrUpdate", "dedupeBy": "dedupeFields", "input": input})
+            }
+        }
+    }
+}
+
+/// Records that go in one request; `split` when they are part of a batch Marketo refused.
+struct Part<'b, 'a> {
+    records: &'b [Outgoing<'a>],
+    split: bool,
+}
+
 fn send(
     conn: &mut Connection,
     run_id: i64,
-    client: &mut MarketoClient,
-    object: Object,
-    delete: bool,
+    lane: &Lane<'_>,
     outgoing: Vec<Outgoing<'_>>,
     summary: &mut Summary,
 ) -> Result<()> {
@@ -257,97 +306,151 @@ fn send(
         ready.push(sent);
     }
     tx.commit()?;
+    let mut queue = VecDeque::new();
     let mut rest = ready.as_slice();
     for size in plan::batch_sizes(&sizes) {
         let (batch, tail) = rest.split_at(size);
         rest = tail;
-        send_isolating(conn, run_id, client, object, delete, batch, summary)?;
+        queue.push_back(Part {
+            records: batch,
+            split: false,
+        });
     }
-    Ok(())
+    send_parts(conn, run_id, lane, queue, summary)
 }
 
-/// Sends one batch; when Marketo refuses it at request level, sends its halves instead, down
-/// to the record at fault, which is recorded as skipped.
-fn send_isolating(
+/// Sends the parts with up to `max_in_flight` requests at once, recording each answer (in the
+/// order Marketo gives them, one transaction each) as it arrives. A part Marketo refuses at
+/// request level is split in halves, which go next, down to the record at fault, which is
+/// recorded as skipped. After an error nothing new is sent; the requests in flight are awaited
+/// and their answers recorded, then the first error is returned.
+fn send_parts<'b, 'a>(
     conn: &mut Connection,
     run_id: i64,
-    client: &mut MarketoClient,
-    object: Object,
-    delete: bool,
-    batch: &[Outgoing<'_>],
+    lane: &Lane<'_>,
+    mut queue: VecDeque<Part<'b, 'a>>,
     summary: &mut Summary,
 ) -> Result<()> {
-    // Last in, first out: the first half of a split goes first, keeping Marketo's order.
-    let mut pending = vec![batch];
-    while let Some(part) = pending.pop() {
-        // Parts of a split batch get two tries each: the whole batch already had every retry.
-        let attempts = (part.len() < batch.len()).then_some(ISOLATION_ATTEMPTS);
-        let err = match send_batch(
-            conn, run_id, client, object, delete, part, attempts, summary,
-        ) {
-            Ok(()) => {
+    let (tx, rx) = mpsc::channel::<(Part<'b, 'a>, Exchange)>();
+    let mut failed: Option<anyhow::Error> = None;
+    std::thread::scope(|scope| -> Result<()> {
+        let mut in_flight = 0;
+        loop {
+            while failed.is_none() && in_flight < lane.max_in_flight {
+                let Some(part) = queue.pop_front() else {
+                    break;
+                };
+                let body = lane.body(part.records);
+                // Parts of a split batch get two tries each: the whole batch had every retry.
+                let attempts = part.split.then_some(ISOLATION_ATTEMPTS);
+                let (tx, client, path) = (tx.clone(), lane.client, lane.path());
+                scope.spawn(move || {
+                    // Always answer, even if the request panicked, so that the loop below never
+                    // waits for an answer that cannot come.
+                    let exchange = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        client.post(path, &body, part.records.len(), attempts)
+                    }))
+                    .unwrap_or_else(|_| Exchange {
+                        result: Err(anyhow::anyhow!("{path}: the request failed unexpectedly")),
+                        calls: Vec::new(),
+                    });
+                    // The receiver outlives every sender in this scope.
+                    let _ = tx.send((part, exchange));
+                });
+                in_flight += 1;
+            }
+            if in_flight == 0 {
+                return Ok(());
+            }
+            let (part, exchange) = rx
+                .recv()
+                .context("a push request ended without an answer")?;
+            in_flight -= 1;
+            let Err(err) = record_answer(conn, run_id, lane, part.records, exchange, summary)
+            else {
                 summary.answered = true;
                 continue;
+            };
+            if failed.is_some() {
+                continue;
             }
-            Err(err) => err,
-        };
-        let Some(Failure::Refused { message, answered }) = err.downcast_ref::<Failure>() else {
-            return Err(err);
-        };
-        if !answered && !summary.answered {
-            // Nothing has got through yet: Marketo is unreachable, not this record at fault.
-            return Err(err);
+            match isolate(conn, run_id, &part, err, summary)? {
+                Isolated::Split(first, second) => {
+                    queue.push_front(second);
+                    queue.push_front(first);
+                }
+                Isolated::Skipped => {}
+                Isolated::Failed(err) => failed = Some(err),
+            }
         }
-        summary.isolation_calls += 1;
-        if summary.isolation_calls > ISOLATION_BUDGET {
-            return Err(err.context(format!(
-                "Marketo refused {ISOLATION_BUDGET} requests while push looked for the records at fault; stopping"
-            )));
-        }
-        if part.len() > 1 {
-            let (first, second) = part.split_at(part.len() / 2);
-            pending.push(second);
-            pending.push(first);
-            continue;
-        }
-        let reason = format!("Marketo refused this record alone: {}", redact(message));
-        let tx = conn.transaction()?;
-        not_sent(&tx, run_id, part[0].op, "skip", reason, summary)?;
-        tx.commit()?;
-    }
-    Ok(())
+    })?;
+    failed.map_or(Ok(()), Err)
 }
 
-/// Sends one request (with at most `attempts` tries, else as configured) and records its
-/// outcome; a refusal is returned for the caller to isolate.
-#[allow(clippy::too_many_arguments)]
-fn send_batch(
+/// What a refused part becomes.
+enum Isolated<'b, 'a> {
+    Split(Part<'b, 'a>, Part<'b, 'a>),
+    /// A single record, recorded as skipped with Marketo's answer.
+    Skipped,
+    /// Not the records' fault, or the isolation budget is spent: the push stops.
+    Failed(anyhow::Error),
+}
+
+fn isolate<'b, 'a>(
     conn: &mut Connection,
     run_id: i64,
-    client: &mut MarketoClient,
-    object: Object,
-    delete: bool,
+    part: &Part<'b, 'a>,
+    err: anyhow::Error,
+    summary: &mut Summary,
+) -> Result<Isolated<'b, 'a>> {
+    let Some(Failure::Refused { message, answered }) = err.downcast_ref::<Failure>() else {
+        return Ok(Isolated::Failed(err));
+    };
+    if !answered && !summary.answered {
+        // Nothing has got through yet: Marketo is unreachable, not this record at fault.
+        return Ok(Isolated::Failed(err));
+    }
+    summary.isolation_calls += 1;
+    if summary.isolation_calls > ISOLATION_BUDGET {
+        return Ok(Isolated::Failed(err.context(format!(
+            "Marketo refused {ISOLATION_BUDGET} requests while push looked for the records at fault; stopping"
+        ))));
+    }
+    if part.records.len() > 1 {
+        let (first, second) = part.records.split_at(part.records.len() / 2);
+        return Ok(Isolated::Split(
+            Part {
+                records: first,
+                split: true,
+            },
+            Part {
+                records: second,
+                split: true,
+            },
+        ));
+    }
+    let reason = format!("Marketo refused this record alone: {}", redact(message));
+    let tx = conn.transaction()?;
+    not_sent(&tx, run_id, part.records[0].op, "skip", reason, summary)?;
+    tx.commit()?;
+    Ok(Isolated::Skipped)
+}
+
+/// Records one request's calls and Marketo's answer to it; a refusal is returned for the
+/// caller to isolate.
+fn record_answer(
+    conn: &mut Connection,
+    run_id: i64,
+    lane: &Lane<'_>,
     batch: &[Outgoing<'_>],
-    attempts: Option<u32>,
+    exchange: Exchange,
     summary: &mut Summary,
 ) -> Result<()> {
-    let input: Vec<&Value> = batch.iter().map(|o| &o.record).collect();
-    let body = match (object, delete) {
-        (_, true) => json!({"deleteBy": "dedupeFields", "input": input}),
-        (Object::Lead, false) => {
-            json!({"action": "createOrUpdate", "lookupField": "email", "input": input})
-        }
-        (_, false) => {
-            json!({"action": "createOrUpdate", "dedupeBy": "dedupeFields", "input": input})
-        }
-    };
-    let path = if delete {
-        object.delete_path()
-    } else {
-        object.sync_path()
-    };
-    let response = client.post(path, &body, batch.len(), attempts);
-    let calls = client.take_calls();
+    let Exchange {
+        result: response,
+        calls,
+    } = exchange;
+    let (object, delete, path) = (lane.object, lane.delete, lane.path());
     summary.calls += calls.iter().filter(|c| c.path.starts_with("/rest")).count();
     let response = match response {
         Ok(response) => response,

@@ -51,6 +51,8 @@ pub struct SimConfig {
     pub max_batch: usize,
     pub max_body: usize,
     pub latency: Duration,
+    /// Up to this much more latency, drawn per call, so that calls overtake one another.
+    pub latency_jitter: Duration,
     /// Probability in [0, 1] that a REST call fails with a transient error (604, 608, 611, 713
     /// in the body, or HTTP 502).
     pub transient_rate: f64,
@@ -73,6 +75,7 @@ impl Default for SimConfig {
             max_batch: 300,
             max_body: 1_000_000,
             latency: Duration::ZERO,
+            latency_jitter: Duration::ZERO,
             transient_rate: 0.0,
             seed: 0,
             native_crm_sync: false,
@@ -132,6 +135,8 @@ struct Fault {
 struct Sim {
     config: SimConfig,
     in_flight: AtomicUsize,
+    /// The most REST calls ever in flight at once, for `/sim/state`.
+    in_flight_peak: AtomicUsize,
     state: Mutex<State>,
 }
 
@@ -142,6 +147,9 @@ struct State {
     window: VecDeque<Instant>,
     daily_calls: u64,
     rest_calls: u64,
+    /// Calls answered 606 (rate) and 615 (concurrency), for `/sim/state`.
+    refused_606: u64,
+    refused_615: u64,
     identity_calls: u64,
     rng: u64,
     next_id: i64,
@@ -262,6 +270,7 @@ impl Sim {
         Sim {
             config,
             in_flight: AtomicUsize::new(0),
+            in_flight_peak: AtomicUsize::new(0),
             state: Mutex::new(state),
         }
     }
@@ -316,6 +325,9 @@ impl Sim {
             "identity_calls": state.identity_calls,
             "daily_calls": state.daily_calls,
             "queued_faults": state.faults.len(),
+            "refused_606": state.refused_606,
+            "refused_615": state.refused_615,
+            "in_flight_peak": self.in_flight_peak.load(std::sync::atomic::Ordering::SeqCst),
         })
     }
 

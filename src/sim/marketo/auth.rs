@@ -3,7 +3,7 @@
 //! (606) and calls in flight (615), before the call reaches its route. Also `/sim/faults`.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -149,6 +149,7 @@ impl Sim {
                 state.window.pop_front();
             }
             if state.window.len() >= self.config.rate_limit_calls {
+                state.refused_606 += 1;
                 return failure(
                     rng,
                     "606",
@@ -163,7 +164,9 @@ impl Sim {
             state.daily_calls += 1;
         }
         let in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.in_flight_peak.fetch_max(in_flight, Ordering::SeqCst);
         let response = if in_flight > self.config.concurrency {
+            self.lock().refused_615 += 1;
             failure(
                 rng,
                 "615",
@@ -173,8 +176,15 @@ impl Sim {
                 ),
             )
         } else {
-            if !self.config.latency.is_zero() {
-                std::thread::sleep(self.config.latency);
+            let jitter = self.config.latency_jitter.as_millis() as u64;
+            let extra = if jitter == 0 {
+                0
+            } else {
+                self.lock().next_random() % (jitter + 1)
+            };
+            let latency = self.config.latency + Duration::from_millis(extra);
+            if !latency.is_zero() {
+                std::thread::sleep(latency);
             }
             self.route(&req, rng, record_fault.as_deref())
         };

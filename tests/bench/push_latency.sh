@@ -2,8 +2,9 @@
 # Push under latency (issue 9, goal 6): a first push of N synthetic opportunities to the Marketo
 # simulator at Marketo's default limits (100 calls per 20 s, 10 in flight) with 500 ms of latency
 # per call plus up to 200 ms of jitter, with `max_in_flight` 1 (one request at a time) and 4 (the
-# default). Prints the REST calls per second sustained (Marketo allows 5) and the 606 and 615
-# answers the simulator gave (a lone oppsync should meet none).
+# default). Prints the REST calls per second sustained while sending (the push's time less that
+# of `push --dry-run`, which plans the same push and sends nothing; Marketo allows 5 calls/s),
+# and the 606 and 615 answers the simulator gave (a lone oppsync should meet none).
 #
 # usage: tests/bench/push_latency.sh [OPPORTUNITIES]   (default 5000: about 60 calls a push)
 # IN_FLIGHT="4" picks the max_in_flight values to try (default "1 4"). OPPSYNC_BIN=path runs
@@ -30,14 +31,18 @@ for in_flight in ${IN_FLIGHT:-1 4}; do
     for _ in $(seq 50); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
     url=$(head -1 "$work/sim.out" | awk '{print $NF}')
     export MARKETO_BASE_URL=$url MARKETO_CLIENT_ID=oppsync-sim MARKETO_CLIENT_SECRET=oppsync-sim-secret
+    plan_start=$(date +%s.%N)
+    "$bin" --db "$work/push.db" --config "$work/oppsync.toml" push --dry-run > /dev/null
+    plan_end=$(date +%s.%N)
     start=$(date +%s.%N)
     "$bin" --db "$work/push.db" --config "$work/oppsync.toml" -q push || true
     end=$(date +%s.%N)
     calls=$(sqlite3 "$work/push.db" "select count(*) from api_call where path like '/rest%'")
     read -r r606 r615 peak < <(curl -s "$url/sim/state" | python3 -c \
         'import json, sys; s = json.load(sys.stdin); print(s["refused_606"], s["refused_615"], s["in_flight_peak"])')
-    python3 -c "import sys; calls, secs = int(sys.argv[1]), float(sys.argv[3]) - float(sys.argv[2]); \
-print(f'max_in_flight $in_flight: {calls} REST calls in {secs:.1f} s = {calls / secs:.2f} calls/s ({100 * calls / secs / 5:.0f}% of 5/s); 606: $r606, 615: $r615, peak in flight: $peak')" \
-        "$calls" "$start" "$end"
+    python3 -c "import sys; calls, whole = int(sys.argv[1]), float(sys.argv[3]) - float(sys.argv[2]); \
+plan = float(sys.argv[5]) - float(sys.argv[4]); secs = whole - plan; \
+print(f'max_in_flight $in_flight: {calls} REST calls; push {whole:.1f} s, of which planning {plan:.1f} s; sending {secs:.1f} s = {calls / secs:.2f} calls/s ({100 * calls / secs / 5:.0f}% of 5/s); 606: $r606, 615: $r615, peak in flight: $peak')" \
+        "$calls" "$start" "$end" "$plan_start" "$plan_end"
     kill "$sim_pid"; wait "$sim_pid" 2>/dev/null || true; sim_pid=
 done

@@ -182,8 +182,9 @@ struct Fault {
 struct State {
     versions: Vec<Version>,
     current: usize,
-    /// Delta tokens issued for versions below this are expired.
-    expired_before: usize,
+    /// Delta tokens carry the epoch they were issued in; `POST /sim/expire-deltas` starts a new
+    /// one, so every token issued before it is expired and every token issued after it works.
+    delta_epoch: usize,
     tokens: BTreeMap<String, Instant>,
     next_token: u64,
     requests: u64,
@@ -225,8 +226,8 @@ impl Sim {
             }
             ("POST", "/sim/expire-deltas") => {
                 let mut state = self.lock();
-                state.expired_before = state.current + 1;
-                Response::json(200, &json!({"expired_before": state.expired_before}))
+                state.delta_epoch += 1;
+                Response::json(200, &json!({"delta_epoch": state.delta_epoch}))
             }
             ("POST", "/sim/faults") => {
                 let faults: Vec<Fault> = http::json_items(&req.body);
@@ -434,17 +435,18 @@ impl Sim {
             );
         }
         // The rows of this query: current records, or the changes since a delta token.
+        // `v<version>e<epoch>!<issued>`; anything else reads as version 0, which is refused.
         let delta_from = req.param("$deltatoken").map(|t| {
-            t.split('!')
-                .next()
-                .unwrap_or("")
-                .trim_start_matches('v')
-                .parse::<usize>()
-                .unwrap_or(0)
+            let stamp = t.split('!').next().unwrap_or("").trim_start_matches('v');
+            let (version, epoch) = stamp.split_once('e').unwrap_or((stamp, "0"));
+            (
+                version.parse::<usize>().unwrap_or(0),
+                epoch.parse::<usize>().unwrap_or(0),
+            )
         });
         let mut rows: Vec<Value> = Vec::new();
-        if let Some(from) = delta_from {
-            if from < state.expired_before || from == 0 || from > state.current {
+        if let Some((from, epoch)) = delta_from {
+            if epoch != state.delta_epoch || from == 0 || from > state.current {
                 return error(
                     400,
                     "0x80044352",
@@ -545,8 +547,9 @@ impl Sim {
             query.push((
                 "$deltatoken".into(),
                 format!(
-                    "v{}!{}",
+                    "v{}e{}!{}",
                     state.current,
+                    state.delta_epoch,
                     chrono::Utc::now().format("%m/%d/%Y %H:%M:%S")
                 ),
             ));

@@ -52,6 +52,12 @@ pub enum Command {
         /// Pull from this fixture folder instead of the live Web API.
         #[arg(long, value_name = "DIR")]
         fixtures: Option<PathBuf>,
+        /// Pull in full (see `pull --full`).
+        #[arg(long)]
+        full: bool,
+        /// Pull, then show what push would send, and send nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Recent runs, staged record counts, rejected records.
     Status {

@@ -74,6 +74,50 @@ fn sync_checks_the_marketo_settings_before_pulling_anything() {
 }
 
 #[test]
+fn sync_dry_run_pulls_and_shows_the_push_without_marketo_and_full_sweeps() {
+    let db = TestDb::new();
+    let run = db.run(&[
+        "sync",
+        "--dry-run",
+        "--fixtures",
+        &scenario("customer-contact"),
+    ]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("would send opportunities upsert"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(db.count("SELECT count(*) FROM api_call"), 0, "nothing sent");
+    assert_eq!(
+        db.count("SELECT count(*) FROM opportunity"),
+        3,
+        "but pulled"
+    );
+    // --full treats what the pull carries as complete: the other scenario's records go.
+    let run = db.run(&[
+        "sync",
+        "--dry-run",
+        "--full",
+        "--fixtures",
+        &scenario("customer-account"),
+    ]);
+    run.expect_code(0);
+    assert!(
+        db.count(
+            "SELECT count(*) FROM opportunity WHERE deleted_reason = 'missing from full pull'"
+        ) > 0
+    );
+    assert_eq!(
+        db.column("SELECT args FROM run ORDER BY run_id DESC LIMIT 1")[0],
+        format!(
+            r#"["--fixtures","{}","--full","--dry-run"]"#,
+            scenario("customer-account")
+        )
+    );
+}
+
+#[test]
 fn push_without_marketo_settings_exits_2_naming_each_one() {
     let db = TestDb::new();
     db.run(&["pull", "--fixtures", &scenario("customer-contact")])

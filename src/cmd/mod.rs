@@ -137,7 +137,11 @@ fn dispatch(ctx: &mut Context, command: &Command) -> Result<Outcome> {
         Command::Status { json } => status::run(ctx, *json),
         Command::Plan { json } => plan::run(ctx, *json),
         Command::Push { dry_run } => push::run(ctx, *dry_run),
-        Command::Sync { fixtures } => sync::run(ctx, fixtures.as_deref()),
+        Command::Sync {
+            fixtures,
+            full,
+            dry_run,
+        } => sync::run(ctx, fixtures.as_deref(), *full, *dry_run),
         Command::Demo => demo::run(ctx),
         Command::Explain {
             opportunity_id,
@@ -164,11 +168,21 @@ fn describe(command: &Command) -> (&'static str, Vec<String>, bool) {
         Command::Plan { .. } => ("plan", vec![], false),
         Command::Push { dry_run: true } => ("push", vec!["--dry-run".to_string()], false),
         Command::Push { dry_run: false } => ("push", vec![], true),
-        Command::Sync { fixtures } => {
-            let recorded = fixtures
+        Command::Sync {
+            fixtures,
+            full,
+            dry_run,
+        } => {
+            let mut recorded: Vec<String> = fixtures
                 .iter()
                 .flat_map(|dir| ["--fixtures".to_string(), dir.display().to_string()])
                 .collect();
+            if *full {
+                recorded.push("--full".to_string());
+            }
+            if *dry_run {
+                recorded.push("--dry-run".to_string());
+            }
             ("sync", recorded, true)
         }
         Command::Status { .. } => ("status", vec![], false),

@@ -84,7 +84,7 @@ fn print_summary(ctx: &Context, summary: &Summary) {
     }
 }
 
-fn print_dry_run(plan: &Plan) {
+pub(crate) fn print_dry_run(plan: &Plan) {
     let batches = plan.batches();
     for batch in &batches {
         println!(

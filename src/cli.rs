@@ -46,6 +46,9 @@ pub enum Command {
         /// Compute and show the batches without sending them.
         #[arg(long)]
         dry_run: bool,
+        /// Print one JSON object at the end (the run's result) and the progress on stderr.
+        #[arg(long, conflicts_with = "dry_run")]
+        json: bool,
     },
     /// Pull, then push.
     Sync {
@@ -58,6 +61,9 @@ pub enum Command {
         /// Pull, then show what push would send, and send nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print one JSON object at the end (the run's result) and the progress on stderr.
+        #[arg(long, conflicts_with = "dry_run")]
+        json: bool,
     },
     /// Recent runs, staged record counts, rejected records.
     Status {
@@ -101,6 +107,9 @@ pub struct PullArgs {
     /// The pulled entity sets are complete snapshots: staged records missing from them are deleted.
     #[arg(long)]
     pub full: bool,
+    /// Print one JSON object at the end (the run's result) and the progress on stderr.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -23,13 +23,21 @@ pub(crate) fn start(conn: &Connection, command: &str, args: &[String]) -> Result
     Ok(conn.last_insert_rowid())
 }
 
+/// How a run ended, as stored in its row.
+#[derive(Debug, Clone)]
+pub(crate) struct Finished {
+    pub outcome: &'static str,
+    pub exit_code: u8,
+    pub message: Option<String>,
+}
+
 /// Closes the run with the command's result and its counters.
 pub(crate) fn finish(
     conn: &Connection,
     run_id: i64,
     result: &Result<Outcome>,
     counts: &Value,
-) -> Result<()> {
+) -> Result<Finished> {
     let (outcome, code, message) = match result {
         Ok(Outcome::Done) => ("done", 0, None),
         Ok(Outcome::DoneWithRejects) => ("done_with_rejects", 3, None),
@@ -48,5 +56,9 @@ pub(crate) fn finish(
             message
         ],
     )?;
-    Ok(())
+    Ok(Finished {
+        outcome,
+        exit_code: code,
+        message,
+    })
 }

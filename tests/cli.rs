@@ -33,6 +33,17 @@ fn a_second_writer_exits_1_while_another_holds_the_database() {
         !db.path().exists(),
         "the refused process must not touch the database"
     );
+    let run = db.run(&[
+        "pull",
+        "--json",
+        "--fixtures",
+        &scenario("customer-contact"),
+    ]);
+    run.expect_code(1);
+    let result: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(result["run_id"], Value::Null, "no run could be recorded");
+    assert_eq!(result["outcome"], "failed");
+    assert_eq!(result["exit_code"], 1);
     drop(lock);
     db.run(&["pull", "--fixtures", &scenario("customer-contact")])
         .expect_code(0);

@@ -720,3 +720,54 @@ fn several_requests_are_kept_in_flight_within_marketo_s_limits() {
         assert_eq!(state["opportunities"].as_array().unwrap().len(), n);
     }
 }
+
+#[test]
+fn pull_push_and_sync_json_print_exactly_one_result_object() {
+    let db = pulled("1-initial");
+    let dir = fixtures().join("demo").join("2-changes");
+    let parse = |run: &Run| -> Value {
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "one line on stdout: {}", run.stdout);
+        serde_json::from_str(lines[0]).unwrap()
+    };
+    let run = db.run(&["pull", "--json", "--fixtures", dir.to_str().unwrap()]);
+    run.expect_code(0);
+    let pulled = parse(&run);
+    assert_eq!(pulled["command"], "pull");
+    assert_eq!(pulled["outcome"], "done");
+    assert_eq!(pulled["exit_code"], 0);
+    assert!(pulled["counts"]["pages"].as_u64().unwrap() >= 2, "{pulled}");
+    assert!(
+        run.stderr.contains("staged"),
+        "progress goes to stderr: {}",
+        run.stderr
+    );
+
+    let sim = Sim::start(&[]);
+    let env = [
+        ("MARKETO_BASE_URL", sim.url.as_str()),
+        ("MARKETO_CLIENT_ID", "oppsync-sim"),
+        ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+    ];
+    let run = db.run_with_env(&["push", "--json"], &env);
+    run.expect_code(3);
+    let pushed = parse(&run);
+    assert_eq!(pushed["outcome"], "done_with_rejects");
+    assert_eq!(pushed["exit_code"], 3);
+    assert!(pushed["rest_calls"].as_u64().unwrap() > 5, "{pushed}");
+    assert!(pushed["counts"]["created"]["opportunity"].as_u64().unwrap() > 0);
+    assert_eq!(pushed["run_id"], db.count("SELECT max(run_id) FROM run"));
+
+    let run = db.run_with_env(
+        &["sync", "--json", "--fixtures", dir.to_str().unwrap()],
+        &[("MARKETO_BASE_URL", "http://marketo.example.invalid")],
+    );
+    run.expect_code(2);
+    let failed = parse(&run);
+    assert_eq!(failed["outcome"], "usage_error");
+    assert!(
+        failed["message"].as_str().unwrap().contains("marketo"),
+        "{failed}"
+    );
+    assert!(run.stderr.contains("error:"), "{}", run.stderr);
+}

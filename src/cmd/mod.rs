@@ -15,6 +15,7 @@ mod status;
 mod sync;
 
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use rusqlite::Connection;
@@ -34,6 +35,8 @@ pub(crate) struct Context {
     pub verbosity: Verbosity,
     /// Counters the command reports; stored with its run.
     pub counts: Value,
+    /// `--json`: stdout carries only the result object, so progress lines go to stderr.
+    pub progress_to_stderr: bool,
 }
 
 /// How much a command prints besides errors and warnings.
@@ -48,14 +51,23 @@ impl Context {
     /// Prints a line of progress unless `-q` was given (secrets cut, as everywhere).
     pub(crate) fn say(&self, line: impl AsRef<str>) {
         if self.verbosity >= Verbosity::Normal {
-            println!("{}", crate::redact::redact(line.as_ref()));
+            self.print(line.as_ref());
         }
     }
 
     /// Prints a line only with `-v`.
     pub(crate) fn detail(&self, line: impl AsRef<str>) {
         if self.verbosity >= Verbosity::Verbose {
-            println!("{}", crate::redact::redact(line.as_ref()));
+            self.print(line.as_ref());
+        }
+    }
+
+    fn print(&self, line: &str) {
+        let line = crate::redact::redact(line);
+        if self.progress_to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
         }
     }
 }
@@ -70,8 +82,13 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     let (name, args, writes) = describe(&cli.command);
     let db_path = cli.db_path();
     // Commands that change staged or pushed state hold the writer lock for their whole run.
+    let json_result = wants_json(&cli.command);
     let _lock = if writes {
-        Some(WriterLock::acquire(&db_path)?)
+        Some(WriterLock::acquire(&db_path).inspect_err(|err| {
+            if json_result {
+                print_unstarted(name, err);
+            }
+        })?)
     } else {
         None
     };
@@ -95,25 +112,88 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             run_id: 0,
             verbosity,
             counts: json!({}),
+            progress_to_stderr: false,
         };
         let (config, _source) = Config::load(cli.config.as_deref())?;
         ctx.config = config;
         rules::install_temporary(&mut ctx.conn, &ctx.config.rules, &ctx.config.export)?;
         return dispatch(&mut ctx, &cli.command);
     }
-    let conn = db::open(&db_path)?;
-    let run_id = run::start(&conn, name, &args).context("recording the run")?;
+    let started = Instant::now();
+    let opened = db::open(&db_path).and_then(|conn| {
+        let run_id = run::start(&conn, name, &args).context("recording the run")?;
+        Ok((conn, run_id))
+    });
+    let (conn, run_id) = opened.inspect_err(|err| {
+        if json_result {
+            print_unstarted(name, err);
+        }
+    })?;
     let mut ctx = Context {
         conn,
         config: Config::default(),
         run_id,
         verbosity,
         counts: json!({}),
+        progress_to_stderr: json_result,
     };
     let result =
         configure(&mut ctx, cli.config.as_deref()).and_then(|()| dispatch(&mut ctx, &cli.command));
-    run::finish(&ctx.conn, run_id, &result, &ctx.counts).context("recording the run's outcome")?;
+    let finished = run::finish(&ctx.conn, run_id, &result, &ctx.counts)
+        .context("recording the run's outcome")?;
+    if json_result {
+        print_result(&ctx, name, &finished, started);
+    }
     result
+}
+
+/// Whether the command was asked for its result as one JSON object (`pull`, `push`, `sync`).
+fn wants_json(command: &Command) -> bool {
+    match command {
+        Command::Pull(args) => args.json,
+        Command::Push { json, .. } | Command::Sync { json, .. } => *json,
+        _ => false,
+    }
+}
+
+/// The `--json` result of a command that failed before its run could be recorded (the
+/// database is locked by another writer, or cannot be opened).
+fn print_unstarted(command: &str, err: &anyhow::Error) {
+    let result = json!({
+        "run_id": null,
+        "command": command,
+        "outcome": if crate::exit::is_usage(err) { "usage_error" } else { "failed" },
+        "exit_code": crate::exit::code_for(err),
+        "message": crate::exit::error_line(err),
+        "duration_ms": 0,
+        "rest_calls": 0,
+        "counts": {},
+    });
+    println!("{result}");
+}
+
+/// The `--json` result of `pull`, `push` and `sync` (a stable contract, README "JSON output"):
+/// exactly one object on stdout, also when the command failed.
+fn print_result(ctx: &Context, command: &str, finished: &run::Finished, started: Instant) {
+    let rest_calls: i64 = ctx
+        .conn
+        .query_row(
+            "SELECT count(*) FROM api_call WHERE run_id = ?1 AND path LIKE '/rest/%'",
+            [ctx.run_id],
+            |r| r.get(0),
+        )
+        .unwrap_or(0);
+    let result = json!({
+        "run_id": ctx.run_id,
+        "command": command,
+        "outcome": finished.outcome,
+        "exit_code": finished.exit_code,
+        "message": finished.message,
+        "duration_ms": started.elapsed().as_millis() as u64,
+        "rest_calls": rest_calls,
+        "counts": ctx.counts,
+    });
+    println!("{}", crate::redact::redact(&result.to_string()));
 }
 
 fn configure(ctx: &mut Context, explicit: Option<&Path>) -> Result<()> {
@@ -129,18 +209,21 @@ fn dispatch(ctx: &mut Context, command: &Command) -> Result<Outcome> {
         Command::Pull(PullArgs {
             fixtures: Some(dir),
             full,
+            ..
         }) => pull::run(ctx, dir, *full),
         Command::Pull(PullArgs {
             fixtures: None,
             full,
+            ..
         }) => pull::run_live(ctx, *full),
         Command::Status { json } => status::run(ctx, *json),
         Command::Plan { json } => plan::run(ctx, *json),
-        Command::Push { dry_run } => push::run(ctx, *dry_run),
+        Command::Push { dry_run, .. } => push::run(ctx, *dry_run),
         Command::Sync {
             fixtures,
             full,
             dry_run,
+            ..
         } => sync::run(ctx, fixtures.as_deref(), *full, *dry_run),
         Command::Demo => demo::run(ctx),
         Command::Explain {
@@ -166,12 +249,13 @@ fn describe(command: &Command) -> (&'static str, Vec<String>, bool) {
             ("pull", recorded, true)
         }
         Command::Plan { .. } => ("plan", vec![], false),
-        Command::Push { dry_run: true } => ("push", vec!["--dry-run".to_string()], false),
-        Command::Push { dry_run: false } => ("push", vec![], true),
+        Command::Push { dry_run: true, .. } => ("push", vec!["--dry-run".to_string()], false),
+        Command::Push { dry_run: false, .. } => ("push", vec![], true),
         Command::Sync {
             fixtures,
             full,
             dry_run,
+            ..
         } => {
             let mut recorded: Vec<String> = fixtures
                 .iter()

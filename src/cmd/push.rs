@@ -25,10 +25,15 @@ pub(crate) fn run(ctx: &mut Context, dry_run: bool) -> Result<Outcome> {
 
 /// Sends the plan, prints what happened, and stores the summary as the run's counts.
 pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -> Result<Outcome> {
-    let verbosity = ctx.verbosity;
+    let (verbosity, to_stderr) = (ctx.verbosity, ctx.progress_to_stderr);
     let say = |line: String| {
         if verbosity >= super::Verbosity::Normal {
-            println!("{}", crate::redact::redact(&line));
+            let line = crate::redact::redact(&line);
+            if to_stderr {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
         }
     };
     let summary = push::push(

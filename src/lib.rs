@@ -16,6 +16,7 @@ pub(crate) mod export;
 pub(crate) mod net;
 pub(crate) mod object;
 pub(crate) mod plan;
+pub(crate) mod problem;
 pub(crate) mod redact;
 pub(crate) mod rules;
 pub(crate) mod run;

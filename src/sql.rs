@@ -26,6 +26,7 @@ pub(crate) const MIGRATIONS: &[SqlFile] = &[
     sql_file!("sql/schema/0002_push.sql"),
     sql_file!("sql/schema/0003_pull_state.sql"),
     sql_file!("sql/schema/0004_owners.sql"),
+    sql_file!("sql/schema/0005_problems.sql"),
 ];
 
 /// Rule views in creation order; each file creates the view its name ends with.

@@ -479,7 +479,33 @@ pub(crate) struct PageCounts {
 #[derive(Debug, Clone)]
 pub(crate) struct Rejection {
     pub position: usize,
+    pub entity_set: Option<String>,
+    /// What identifies the record across pulls: its id, else a digest of its text.
+    pub key: String,
     pub reason: String,
+}
+
+/// The id of a rejected record (its primary key, or a delete's `id`), as well as it can be
+/// read; else a digest of its text, so that the same bad record is recognised next time.
+fn rejection_key(entity_set: Option<&str>, raw: &str) -> String {
+    let key_name = entity_set.and_then(spec_for).map(|spec| spec.key);
+    let members = strict::object_members(raw).ok();
+    let id = members.as_ref().and_then(|m| {
+        key_name
+            .and_then(|k| m.get(k))
+            .or_else(|| m.get("id"))
+            .map(|v| v.get().trim_matches('"').to_string())
+    });
+    match id {
+        Some(id) => guid(&id).unwrap_or(id),
+        None => {
+            // FNV-1a: stable across builds, unlike the standard library's hasher.
+            let digest = raw.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+            format!("digest:{digest:016x}")
+        }
+    }
 }
 
 /// What staging one page did, and why records were rejected.
@@ -528,7 +554,12 @@ fn stage_in(
                     raw
                 ],
             )?;
-            rejections.push(Rejection { position, reason });
+            rejections.push(Rejection {
+                position,
+                entity_set: entity_set.map(str::to_string),
+                key: rejection_key(entity_set, raw),
+                reason,
+            });
             Ok(())
         };
 

@@ -30,6 +30,10 @@ pub(crate) struct Status {
     pub pending: BTreeMap<&'static str, Counts>,
     /// The last failed runs, newest first, with their messages.
     pub last_errors: Vec<RunRow>,
+    /// Problems still open (records rejected or not sent), oldest first, with when each was
+    /// first and last seen; a run exits 3 only when it adds one.
+    pub problems: Vec<crate::problem::Open>,
+    pub problems_total: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,6 +129,7 @@ pub(crate) fn read(conn: &Connection, current_run: i64, config: &Config) -> Resu
         .map(|o| (o.name(), plan.counts(*o)))
         .collect();
     let last_errors = runs_where(conn, current_run, "outcome IN ('failed', 'usage_error')", 3)?;
+    let (problems, problems_total) = crate::problem::open(conn, RECENT_REJECTS)?;
     Ok(Status {
         schema_version,
         runs,
@@ -134,6 +139,8 @@ pub(crate) fn read(conn: &Connection, current_run: i64, config: &Config) -> Resu
         rejected_recent,
         pending,
         last_errors,
+        problems,
+        problems_total,
     })
 }
 

@@ -461,3 +461,31 @@ fn explain_shows_the_owners_and_the_sales_person_sent_for_each() {
         human.stdout
     );
 }
+
+#[test]
+fn a_pull_exits_3_for_new_rejects_only_and_closes_them_when_the_record_comes_through() {
+    let db = TestDb::new();
+    db.run(&["pull", "--fixtures", &scenario("bad-records")])
+        .expect_code(3);
+    let run = db.run(&["pull", "--fixtures", &scenario("bad-records")]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("no new problem"), "{}", run.stdout);
+    assert!(run.stderr.contains("0 of them new"), "{}", run.stderr);
+    let open = |db: &TestDb| db.count("SELECT count(*) FROM problem WHERE resolved_run IS NULL");
+    assert_eq!(open(&db), 6);
+    // customer-contact stages a good version of the record rejected for "lots": it closes.
+    db.run(&["pull", "--fixtures", &scenario("customer-contact")])
+        .expect_code(0);
+    assert_eq!(open(&db), 5);
+    // The same page with two records mended: they close, the rest stand, nothing is new.
+    let fixed = db.dir.path().join("fixed");
+    std::fs::create_dir(&fixed).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("bad-records/opportunities.json")).unwrap();
+    let text = text
+        .replace("\"lots\"", "1000")
+        .replace("\"new_synctomkto\": \"yes\"", "\"new_synctomkto\": true");
+    std::fs::write(fixed.join("opportunities.json"), text).unwrap();
+    db.run(&["pull", "--fixtures", fixed.to_str().unwrap()])
+        .expect_code(0);
+    assert_eq!(open(&db), 4, "the mended records came through");
+}

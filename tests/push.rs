@@ -229,7 +229,7 @@ fn changes_are_sent_in_order_and_a_second_push_makes_no_call() {
         fixtures().join("demo/2-changes").to_str().unwrap(),
     ])
     .expect_code(0);
-    push(&db, &sim).expect_code(3);
+    push(&db, &sim).expect_code(0);
     let paths = db.column("SELECT path FROM api_call ORDER BY call_id");
     let order: Vec<&str> = paths
         .iter()
@@ -301,9 +301,61 @@ fn changes_are_sent_in_order_and_a_second_push_makes_no_call() {
 
     let rest_calls = state["rest_calls"].as_u64().unwrap();
     let run = push(&db, &sim);
-    run.expect_code(3);
+    run.expect_code(0); // the contact without an email stands since the first push
     assert!(run.stdout.contains("no REST call made"), "{}", run.stdout);
     assert_eq!(sim.state()["rest_calls"].as_u64().unwrap(), rest_calls);
+}
+
+#[test]
+fn exit_3_means_a_new_problem_and_status_lists_the_standing_ones() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    push(&db, &sim).expect_code(3); // the contact without an email, seen first
+    push(&db, &sim).expect_code(0); // the same problem stands: nothing new
+    sim.fault(json!({"record_code": "1003", "path": "opportunities.json"}));
+    db.run(&[
+        "pull",
+        "--fixtures",
+        fixtures().join("demo/2-changes").to_str().unwrap(),
+    ])
+    .expect_code(0);
+    let run = push(&db, &sim);
+    run.expect_code(3); // a record Marketo refused: new
+    assert!(run.stderr.contains("1003"), "{}", run.stderr);
+    let status: Value = serde_json::from_str(&db.run(&["status", "--json"]).stdout).unwrap();
+    let problems = status["problems"].as_array().unwrap();
+    assert_eq!(status["problems_total"], problems.len());
+    let no_email = problems
+        .iter()
+        .find(|p| p["reason"] == "contact has no email")
+        .unwrap();
+    assert_eq!(
+        no_email["first_run"], 2,
+        "first seen by the first push: {no_email}"
+    );
+    assert!(no_email["last_run"].as_i64().unwrap() > 2);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["reason"].as_str().unwrap().contains("1003"))
+    );
+    // Sent again without the fault, the refused record goes: its problem closes.
+    push(&db, &sim).expect_code(0);
+    let status: Value = serde_json::from_str(&db.run(&["status", "--json"]).stdout).unwrap();
+    assert!(
+        !status["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["reason"].as_str().unwrap().contains("1003")),
+        "{status}"
+    );
+    let human = db.run(&["status"]);
+    assert!(
+        human.stdout.contains("standing problems: 2"),
+        "{}",
+        human.stdout
+    );
 }
 
 #[test]
@@ -416,7 +468,7 @@ fn record_level_skips_are_listed_stored_and_exit_3() {
     let unsent_roles = db.count("SELECT count(*) FROM push_outcome WHERE object = 'opportunity_role' AND status = 'not_sent' AND reasons LIKE '%is not in Marketo%'");
     assert!(unsent_roles >= 1, "the skipped lead's roles cannot be sent");
     // The next push sends the lead again, then its roles.
-    push(&db, &sim).expect_code(3);
+    push(&db, &sim).expect_code(0);
     assert_eq!(sim.state()["roles"].as_array().unwrap().len(), 6);
 }
 
@@ -519,7 +571,7 @@ fn keep_leaves_deleted_opportunities_and_their_roles_in_marketo() {
         fixtures().join("demo/2-changes").to_str().unwrap(),
     ])
     .expect_code(0);
-    push(&db, &sim).expect_code(3);
+    push(&db, &sim).expect_code(0);
     let state = sim.state();
     assert!(
         Sim::find(&state, "opportunities", "externalOpportunityId", &opp(5)).is_some(),
@@ -577,7 +629,7 @@ fn mapped_fields_are_sent_and_a_new_mapping_updates_marketo() {
     assert_eq!(plan["objects"]["opportunity"]["update"], 5, "{plan}");
     assert_eq!(plan["objects"]["company"]["update"], 2, "{plan}");
     assert_eq!(plan["objects"]["lead"]["update"], 3, "{plan}");
-    push(&db, &sim).expect_code(3);
+    push(&db, &sim).expect_code(0);
     let state = sim.state();
     let open = Sim::find(&state, "opportunities", "externalOpportunityId", &opp(1)).unwrap();
     assert_eq!(open["expectedRevenue"], 250000.0);
@@ -635,7 +687,7 @@ fn a_record_whose_sales_person_marketo_lacks_gets_718_and_the_next_push_repairs_
     assert!(db.count("SELECT count(*) FROM push_outcome WHERE reasons LIKE '%718%'") > 0);
     assert!(db.count("SELECT count(*) FROM mkto_ack") < 18);
     let run = push(&db, &sim);
-    run.expect_code(3); // the demo's contact without an email, nothing else
+    run.expect_code(0); // the demo's contact without an email stands: nothing new
     assert!(!run.stderr.contains("718"), "{}", run.stderr);
     assert_eq!(db.count("SELECT count(*) FROM mkto_ack"), 18);
     assert_eq!(sim.state()["sales_persons"].as_array().unwrap().len(), 2);

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::Context;
 use crate::exit::Outcome;
 use crate::object::Object;
+use crate::problem::{self, Seen};
 use crate::source::fixtures;
 use crate::source::page::{self, Page};
 use crate::source::strategy::{Fallback, Start};
@@ -39,6 +40,8 @@ struct Tally {
     unknown_pages: Vec<Value>,
     listed: usize,
     swept: u64,
+    /// Every record rejected or left unstaged, for the standing-problem register.
+    problems: Vec<Seen>,
 }
 
 impl Tally {
@@ -86,8 +89,18 @@ impl Tally {
             self.unknown_pages.push(
                 json!({"source": source, "entity_set": report.entity_set, "records": c.unknown}),
             );
+            self.problems.push(Seen {
+                subject: String::new(),
+                key: set.clone(),
+                reason: format!("entity set {set} is not one oppsync stages"),
+            });
         }
         for rejection in &report.rejections {
+            self.problems.push(Seen {
+                subject: rejection.entity_set.clone().unwrap_or_default(),
+                key: rejection.key.clone(),
+                reason: rejection.reason.clone(),
+            });
             if self.listed < LISTED_REJECTS {
                 eprintln!(
                     "rejected: {source} record {}: {}",
@@ -138,7 +151,8 @@ impl Tally {
         Ok(())
     }
 
-    fn finish(self, ctx: &mut Context) -> Outcome {
+    /// Reports the pull and records its problems; exits 3 only for problems seen first now.
+    fn finish(self, ctx: &mut Context) -> Result<Outcome> {
         if self.listed > LISTED_REJECTS {
             eprintln!(
                 "rejected: {} more; see: sqlite3 {} 'select * from rejected_record where run_id = {}'",
@@ -168,14 +182,20 @@ impl Tally {
                 t.filtered
             ));
         }
+        let new = problem::record(&mut ctx.conn, ctx.run_id, "pull", &self.problems)?;
+        problem::close_staged(&ctx.conn, ctx.run_id)?;
+        ctx.counts["new_problems"] = json!(new);
         if t.rejected > 0 || t.unknown > 0 {
             eprintln!(
-                "pull finished with {} rejected and {} skipped records (listed above)",
+                "pull finished with {} rejected and {} skipped records (listed above), {new} of them new",
                 t.rejected, t.unknown
             );
-            return Outcome::DoneWithRejects;
+            if new > 0 {
+                return Ok(Outcome::DoneWithRejects);
+            }
+            ctx.say("no new problem: the rest stand since earlier runs (see `oppsync status`)");
         }
-        Outcome::Done
+        Ok(Outcome::Done)
     }
 }
 
@@ -208,7 +228,7 @@ pub(crate) fn stage_pages(
         let pulled = tally.pulled.clone();
         tally.sweep(ctx, &pulled)?;
     }
-    Ok(tally.finish(ctx))
+    tally.finish(ctx)
 }
 
 /// `pull [--full]` from the live Web API.
@@ -222,7 +242,8 @@ pub(crate) fn run_live(ctx: &mut Context, full: bool) -> Result<Outcome> {
     }
     let mut counts = tally.counts();
     counts["throttled"] = json!(api.throttled);
-    let outcome = tally.finish(ctx);
+    let outcome = tally.finish(ctx)?;
+    counts["new_problems"] = ctx.counts["new_problems"].clone();
     ctx.counts = counts;
     Ok(outcome)
 }

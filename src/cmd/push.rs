@@ -8,6 +8,7 @@ use crate::exit::Outcome;
 use crate::export::client::MarketoClient;
 use crate::export::push::{self, Summary};
 use crate::plan::{self, Plan};
+use crate::problem::{self, Seen};
 
 /// At most this many skipped records are listed on the terminal; all are in `push_outcome`.
 const LISTED_SKIPS: usize = 20;
@@ -45,12 +46,34 @@ pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -
         ctx.config.marketo.max_in_flight as usize,
         &say,
     )?;
+    // The push went through the whole plan: what it did not report is fine now.
+    let seen: Vec<Seen> = summary
+        .skipped
+        .iter()
+        .map(|s| Seen {
+            subject: s.object.to_string(),
+            key: s
+                .key
+                .clone()
+                .or_else(|| s.source_id.clone())
+                .unwrap_or_default(),
+            reason: s.reason.clone(),
+        })
+        .collect();
+    let new = problem::record(&mut ctx.conn, ctx.run_id, "push", &seen)?;
+    problem::close_unseen(&ctx.conn, ctx.run_id, "push")?;
     ctx.counts = json!(summary);
+    ctx.counts["new_problems"] = json!(new);
     print_summary(ctx, &summary);
-    Ok(if summary.skipped.is_empty() {
-        Outcome::Done
-    } else {
+    if !summary.skipped.is_empty() && new == 0 {
+        ctx.say(
+            "no new problem: the skipped records stand since earlier runs (see `oppsync status`)",
+        );
+    }
+    Ok(if new > 0 {
         Outcome::DoneWithRejects
+    } else {
+        Outcome::Done
     })
 }
 

@@ -70,6 +70,16 @@ fn print_human(s: &Status) {
             r.message.as_deref().unwrap_or("")
         );
     }
+    println!(
+        "standing problems: {} (a run exits 3 only when it finds a new one)",
+        s.problems_total
+    );
+    for p in &s.problems {
+        println!(
+            "  {} {} {}: {} (first seen {} by run {}, last seen {} by run {})",
+            p.stage, p.subject, p.key, p.reason, p.first_seen, p.first_run, p.last_seen, p.last_run
+        );
+    }
     println!("rejected records: {}", s.rejected_total);
     for r in &s.rejected_recent {
         println!(

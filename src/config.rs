@@ -22,6 +22,22 @@ pub struct Config {
     pub rules: RulesConfig,
     pub export: ExportConfig,
     pub mapping: MappingConfig,
+    pub history: HistoryConfig,
+}
+
+/// `[history]`: how long the audit trail of API calls and per-record outcomes is kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Runs older than this many days lose their API calls and outcomes, and are removed when
+    /// nothing refers to them any more.
+    pub keep_days: u32,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig { keep_days: 90 }
+    }
 }
 
 /// `[export]`: which records become Marketo records, and in which currency (PRODUCT.md
@@ -416,7 +432,14 @@ impl Config {
         let d = &self.dynamics;
         // Every number that becomes a duration or a count is bounded here, so that no setting
         // can overflow the arithmetic that uses it.
-        let bounded: [(&str, u64, u64, u64, &str); 12] = [
+        let bounded: [(&str, u64, u64, u64, &str); 13] = [
+            (
+                "history.keep_days",
+                self.history.keep_days.into(),
+                1,
+                36_500,
+                "",
+            ),
             (
                 "marketo.rate_limit_calls",
                 m.rate_limit_calls.into(),

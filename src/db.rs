@@ -178,7 +178,14 @@ impl WriterLock {
             .open(&path)
             .with_context(|| format!("opening lock file {}", path.display()))?;
         match file.try_lock() {
-            Ok(()) => Ok(WriterLock { _file: file, path }),
+            Ok(()) => {
+                // Who holds it, for `status`; the lock, not this text, is what excludes.
+                let mut file = file;
+                let _ = file.set_len(0);
+                let _ =
+                    std::io::Write::write_all(&mut file, std::process::id().to_string().as_bytes());
+                Ok(WriterLock { _file: file, path })
+            }
             Err(TryLockError::WouldBlock) => bail!(
                 "another oppsync process is writing {} (lock {} is held); wait for it to finish",
                 db.display(),
@@ -193,6 +200,24 @@ impl WriterLock {
     /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// The process id of the oppsync process writing the database at `db` now, if one is (it
+/// holds the writer lock); `None` when none is, or when the lock file cannot be read.
+pub(crate) fn writer_pid(db: &Path) -> Option<u32> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let mut file = File::open(PathBuf::from(name)).ok()?;
+    match file.try_lock_shared() {
+        // Nobody holds it (the shared lock is released when the file closes).
+        Ok(()) => None,
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut file, &mut text).ok()?;
+            text.trim().parse().ok()
+        }
+        Err(TryLockError::Error(_)) => None,
     }
 }
 
@@ -264,6 +289,17 @@ mod tests {
             format!("{err:#}").contains("older than this oppsync"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn the_writer_is_known_by_its_pid_while_it_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        assert_eq!(writer_pid(&db), None, "no lock file yet");
+        let lock = WriterLock::acquire(&db).unwrap();
+        assert_eq!(writer_pid(&db), Some(std::process::id()));
+        drop(lock);
+        assert_eq!(writer_pid(&db), None);
     }
 
     #[test]

@@ -182,7 +182,10 @@ mod tests {
         let mut conn = db();
         let a = seen("a", "contact has no email");
         let b = seen("b", "1003 Invalid value");
-        assert_eq!(record(&mut conn, 1, "push", std::slice::from_ref(&a)).unwrap(), 1);
+        assert_eq!(
+            record(&mut conn, 1, "push", std::slice::from_ref(&a)).unwrap(),
+            1
+        );
         assert_eq!(
             record(&mut conn, 2, "push", std::slice::from_ref(&a)).unwrap(),
             0,

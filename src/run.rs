@@ -23,6 +23,35 @@ pub(crate) fn start(conn: &Connection, command: &str, args: &[String]) -> Result
     Ok(conn.last_insert_rowid())
 }
 
+/// Removes what is older than `keep_days` days: the API calls and per-record outcomes of old
+/// runs, and the old runs nothing refers to any more (runs that staged records, or whose
+/// acknowledgements or problems still stand, stay). Returns how many runs went.
+pub(crate) fn prune(conn: &mut Connection, keep_days: u32) -> Result<usize> {
+    let cutoff = (chrono::Utc::now() - chrono::Duration::days(i64::from(keep_days)))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let tx = conn.transaction()?;
+    let old = "SELECT run_id FROM run WHERE started_at < ?1 AND outcome <> 'running'";
+    tx.execute(
+        &format!("DELETE FROM api_call WHERE run_id IN ({old})"),
+        [&cutoff],
+    )?;
+    tx.execute(
+        &format!("DELETE FROM push_outcome WHERE run_id IN ({old})"),
+        [&cutoff],
+    )?;
+    let runs = tx.execute(
+        "DELETE FROM run WHERE started_at < ?1 AND outcome <> 'running'
+           AND command NOT IN ('pull', 'sync', 'demo', 'init')
+           AND NOT EXISTS (SELECT 1 FROM mkto_ack a WHERE a.run_id = run.run_id)
+           AND NOT EXISTS (SELECT 1 FROM problem p WHERE p.first_run = run.run_id)
+           AND NOT EXISTS (SELECT 1 FROM problem p WHERE p.last_run = run.run_id)",
+        [&cutoff],
+    )?;
+    tx.commit()?;
+    Ok(runs)
+}
+
 /// How a run ended, as stored in its row.
 #[derive(Debug, Clone)]
 pub(crate) struct Finished {

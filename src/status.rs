@@ -30,6 +30,11 @@ pub(crate) struct Status {
     pub pending: BTreeMap<&'static str, Counts>,
     /// The last failed runs, newest first, with their messages.
     pub last_errors: Vec<RunRow>,
+    /// The newest push or sync that finished.
+    pub last_success: Option<RunRow>,
+    /// How far Marketo lags Dynamics: the newest `modifiedon` of a staged opportunity, and of one
+    /// whose current export Marketo has acknowledged.
+    pub lag: Lag,
     /// Problems still open (records rejected or not sent), oldest first, with when each was
     /// first and last seen; a run exits 3 only when it adds one.
     pub problems: Vec<crate::problem::Open>,
@@ -43,8 +48,13 @@ pub(crate) struct RunRow {
     pub args: Value,
     pub started_at: String,
     pub finished_at: Option<String>,
-    /// `running` for the current run, `interrupted` for an older run that never finished.
+    /// `running` while its process still holds the writer lock, `interrupted` for a run that
+    /// never finished and whose process is gone.
     pub outcome: String,
+    /// The running run's process id.
+    pub pid: Option<u32>,
+    /// How far the running run got: pages staged, REST calls made, records answered.
+    pub progress: Option<Value>,
     pub exit_code: Option<i64>,
     pub counts: Value,
     pub message: Option<String>,
@@ -73,10 +83,60 @@ pub(crate) struct RejectedRow {
     pub reason: String,
 }
 
-/// Reads the status; `current_run` is the run of the command asking, shown as `running`.
-pub(crate) fn read(conn: &Connection, current_run: i64, config: &Config) -> Result<Status> {
+#[derive(Debug, Serialize)]
+pub(crate) struct Lag {
+    pub newest_staged: Option<String>,
+    pub newest_acknowledged: Option<String>,
+}
+
+/// Reads the status; `writer` is the pid of the process holding the writer lock, if any: its
+/// run (the newest one still `running`) is shown as running.
+pub(crate) fn read(conn: &Connection, writer: Option<u32>, config: &Config) -> Result<Status> {
     let schema_version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let runs = runs_where(conn, current_run, "1", RECENT_RUNS)?;
+    let current_run: i64 = match writer {
+        Some(_) => conn.query_row(
+            "SELECT coalesce(max(run_id), 0) FROM run WHERE outcome = 'running'",
+            [],
+            |r| r.get(0),
+        )?,
+        None => 0,
+    };
+    let mut runs = runs_where(conn, current_run, "1", RECENT_RUNS)?;
+    for run in runs.iter_mut().filter(|r| r.run_id == current_run) {
+        run.pid = writer;
+        run.progress = Some(conn.query_row(
+            "SELECT (SELECT count(*) FROM staged_page WHERE run_id = ?1),
+                    (SELECT count(*) FROM api_call WHERE run_id = ?1 AND path LIKE '/rest/%'),
+                    (SELECT count(*) FROM push_outcome WHERE run_id = ?1)",
+            [current_run],
+            |r| {
+                Ok(serde_json::json!({
+                    "pages_staged": r.get::<_, i64>(0)?,
+                    "rest_calls": r.get::<_, i64>(1)?,
+                    "records_answered": r.get::<_, i64>(2)?,
+                }))
+            },
+        )?);
+    }
+    let last_success = runs_where(
+        conn,
+        current_run,
+        "command IN ('push', 'sync') AND outcome IN ('done', 'done_with_rejects')",
+        1,
+    )?
+    .pop();
+    let lag = conn.query_row(
+        "SELECT (SELECT max(modifiedon) FROM opportunity),
+                (SELECT max(o.modifiedon) FROM opportunity o
+                 JOIN mkto_ack a ON a.object = 'opportunity' AND a.key = o.opportunityid)",
+        [],
+        |r| {
+            Ok(Lag {
+                newest_staged: r.get(0)?,
+                newest_acknowledged: r.get(1)?,
+            })
+        },
+    )?;
     let mut staged = Vec::new();
     for spec in SPECS {
         let (live, deleted) = conn.query_row(
@@ -139,6 +199,8 @@ pub(crate) fn read(conn: &Connection, current_run: i64, config: &Config) -> Resu
         rejected_recent,
         pending,
         last_errors,
+        last_success,
+        lag,
         problems,
         problems_total,
     })
@@ -175,6 +237,8 @@ fn runs_where(
                 } else {
                     outcome
                 },
+                pid: None,
+                progress: None,
                 exit_code: r.get(6)?,
                 counts: parse(r.get(7)?),
                 message: r.get(8)?,

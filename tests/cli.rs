@@ -489,3 +489,57 @@ fn a_pull_exits_3_for_new_rejects_only_and_closes_them_when_the_record_comes_thr
         .expect_code(0);
     assert_eq!(open(&db), 4, "the mended records came through");
 }
+
+#[test]
+fn history_older_than_keep_days_is_pruned_at_the_end_of_a_writing_run() {
+    let db = TestDb::new();
+    db.run(&["pull", "--fixtures", &scenario("customer-contact")])
+        .expect_code(0);
+    {
+        let conn = rusqlite::Connection::open(db.path()).unwrap();
+        conn.execute_batch(
+            "INSERT INTO run (run_id, command, args, started_at, outcome) VALUES
+                 (100, 'push', '[]', '2001-01-01T00:00:00Z', 'done'),
+                 (101, 'push', '[]', '2001-01-02T00:00:00Z', 'done'),
+                 (102, 'pull', '[]', '2001-01-03T00:00:00Z', 'done');
+             INSERT INTO api_call (run_id, method, path, records, attempt, duration_ms, at)
+                 VALUES (100, 'POST', '/rest/v1/leads.json', 1, 1, 5, '2001-01-01T00:00:01Z');
+             INSERT INTO push_outcome (run_id, object, key, action, status, at)
+                 VALUES (100, 'lead', 'a@example.com', 'create', 'created', '2001-01-01T00:00:01Z');
+             INSERT INTO mkto_ack (object, key, payload, marketo_id, run_id, acked_at)
+                 VALUES ('lead', 'a@example.com', '{}', '1', 101, '2001-01-02T00:00:01Z');",
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        db.dir.path().join("oppsync.toml"),
+        "[history]\nkeep_days = 30\n",
+    )
+    .unwrap();
+    db.run(&["init"]).expect_code(0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM api_call WHERE run_id = 100"),
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM push_outcome WHERE run_id = 100"),
+        0
+    );
+    assert_eq!(
+        db.column("SELECT run_id FROM run WHERE run_id BETWEEN 100 AND 102 ORDER BY run_id"),
+        ["101", "102"],
+        "an old push whose acknowledgement stands, and an old pull, stay"
+    );
+    assert!(
+        db.count("SELECT count(*) FROM run WHERE run_id < 100 OR run_id > 102") >= 2,
+        "recent runs stay"
+    );
+    std::fs::write(
+        db.dir.path().join("oppsync.toml"),
+        "[history]\nkeep_days = 0\n",
+    )
+    .unwrap();
+    let run = db.run(&["init"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("history.keep_days"), "{}", run.stderr);
+}

@@ -823,3 +823,49 @@ fn pull_push_and_sync_json_print_exactly_one_result_object() {
     );
     assert!(run.stderr.contains("error:"), "{}", run.stderr);
 }
+
+#[test]
+fn status_shows_a_push_in_progress_as_running_with_its_pid_and_progress() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&["--latency-ms", "300"]);
+    let mut child = db
+        .command(
+            db.dir.path(),
+            &["push"],
+            &[
+                ("MARKETO_BASE_URL", &sim.url),
+                ("MARKETO_CLIENT_ID", "oppsync-sim"),
+                ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Poll (bounded) until the push has made calls, then look at it from another process.
+    let mut running = Value::Null;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let status: Value = serde_json::from_str(&db.run(&["status", "--json"]).stdout).unwrap();
+        running = status["runs"][0].clone();
+        if running["progress"]["rest_calls"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+    }
+    assert_eq!(running["outcome"], "running", "{running}");
+    assert_eq!(running["pid"], child.id(), "{running}");
+    assert!(
+        running["progress"]["rest_calls"].as_i64().unwrap() > 0,
+        "{running}"
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+    let after: Value = serde_json::from_str(&db.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(after["runs"][0]["outcome"], "done_with_rejects");
+    assert_eq!(after["runs"][0]["pid"], Value::Null);
+    assert_eq!(after["last_success"]["command"], "push");
+    assert_eq!(
+        after["lag"]["newest_staged"], after["lag"]["newest_acknowledged"],
+        "{after}"
+    );
+}

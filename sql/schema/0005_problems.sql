@@ -20,3 +20,11 @@ CREATE TABLE problem (
 ) STRICT;
 
 CREATE UNIQUE INDEX problem_open ON problem (stage, subject, key) WHERE resolved_run IS NULL;
+
+-- `[history] keep_days` prunes the API calls and outcomes of old runs, and the old runs
+-- nothing refers to, at the end of every writing run: by run, so these are indexed.
+CREATE INDEX api_call_by_run ON api_call (run_id);
+CREATE INDEX push_outcome_by_run ON push_outcome (run_id);
+CREATE INDEX mkto_ack_by_run ON mkto_ack (run_id);
+CREATE INDEX problem_by_first_run ON problem (first_run);
+CREATE INDEX problem_by_last_run ON problem (last_run);

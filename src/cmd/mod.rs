@@ -141,6 +141,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         configure(&mut ctx, cli.config.as_deref()).and_then(|()| dispatch(&mut ctx, &cli.command));
     let finished = run::finish(&ctx.conn, run_id, &result, &ctx.counts)
         .context("recording the run's outcome")?;
+    run::prune(&mut ctx.conn, ctx.config.history.keep_days)
+        .context("pruning history older than history.keep_days")?;
     if json_result {
         print_result(&ctx, name, &finished, started);
     }

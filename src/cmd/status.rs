@@ -7,7 +7,11 @@ use crate::exit::Outcome;
 use crate::status::{self, Status};
 
 pub(crate) fn run(ctx: &mut Context, json: bool) -> Result<Outcome> {
-    let status = status::read(&ctx.conn, ctx.run_id, &ctx.config)?;
+    let writer = ctx
+        .conn
+        .path()
+        .and_then(|path| crate::db::writer_pid(std::path::Path::new(path)));
+    let status = status::read(&ctx.conn, writer, &ctx.config)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -49,11 +53,33 @@ fn print_human(s: &Status) {
             .as_deref()
             .map(|m| format!(" - {m}"))
             .unwrap_or_default();
+        let running = match (&r.pid, &r.progress) {
+            (Some(pid), Some(p)) => format!(
+                " (pid {pid}: {} pages staged, {} REST calls, {} records answered so far)",
+                p["pages_staged"], p["rest_calls"], p["records_answered"]
+            ),
+            _ => String::new(),
+        };
         println!(
-            "  #{} {} {} {} {}{counts}{message}",
+            "  #{} {} {} {} {}{running}{counts}{message}",
             r.run_id, r.started_at, r.command, args, r.outcome
         );
     }
+    match &s.last_success {
+        Some(r) => println!(
+            "last successful push: #{} {} ({}, finished {})",
+            r.run_id,
+            r.command,
+            r.outcome,
+            r.finished_at.as_deref().unwrap_or("?")
+        ),
+        None => println!("last successful push: none yet"),
+    }
+    println!(
+        "newest opportunity change staged: {}; acknowledged by Marketo: {}",
+        s.lag.newest_staged.as_deref().unwrap_or("none"),
+        s.lag.newest_acknowledged.as_deref().unwrap_or("none")
+    );
     println!("pending for Marketo (create / update / delete / skip):");
     for (object, c) in &s.pending {
         println!(

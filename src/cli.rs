@@ -64,6 +64,13 @@ pub enum Command {
         /// Print one JSON object at the end (the run's result) and the progress on stderr.
         #[arg(long, conflicts_with = "dry_run")]
         json: bool,
+        /// Run a cycle (pull, then push) every DURATION (`30s`, `5m`, `1h`) until SIGTERM or
+        /// SIGINT, holding the writer lock in between.
+        #[arg(long, value_name = "DURATION", value_parser = parse_every)]
+        every: Option<std::time::Duration>,
+        /// With --every: stop after N cycles.
+        #[arg(long, value_name = "N", requires = "every")]
+        max_cycles: Option<u32>,
     },
     /// Recent runs, staged record counts, rejected records.
     Status {
@@ -209,4 +216,45 @@ pub struct SimMarketoArgs {
     /// and sales person APIs answer 1018.
     #[arg(long)]
     pub native_crm_sync: bool,
+}
+
+/// A cycle interval: a whole number with `s`, `m` or `h` (seconds without a unit), from one
+/// second to a day.
+pub fn parse_every(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 30s, 5m or 1h"))?;
+    let seconds = match unit {
+        "s" => Some(number),
+        "m" => number.checked_mul(60),
+        "h" => number.checked_mul(3600),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{text:?} is not a duration such as 30s, 5m or 1h"))?;
+    if !(1..=86_400).contains(&seconds) {
+        return Err(format!("{text:?} must be between 1s and 24h"));
+    }
+    Ok(std::time::Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn intervals_take_seconds_minutes_or_hours_within_a_day() {
+        assert_eq!(parse_every("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_every("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_every("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_every("90"), Ok(Duration::from_secs(90)));
+        for bad in ["0s", "25h", "5x", "m", "-1s", "18446744073709551615h", ""] {
+            assert!(parse_every(bad).is_err(), "{bad}");
+        }
+    }
 }

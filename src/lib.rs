@@ -25,3 +25,4 @@ pub(crate) mod source;
 pub(crate) mod sql;
 pub(crate) mod stage;
 pub(crate) mod status;
+pub(crate) mod stop;

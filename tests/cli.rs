@@ -543,3 +543,60 @@ fn history_older_than_keep_days_is_pruned_at_the_end_of_a_writing_run() {
     run.expect_code(2);
     assert!(run.stderr.contains("history.keep_days"), "{}", run.stderr);
 }
+
+#[test]
+fn the_deployment_files_run_sync_every_and_the_unit_verifies() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let unit = std::fs::read_to_string(root.join("oppsync.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/oppsync sync --every 5m"),
+        "{unit}"
+    );
+    for hardening in [
+        "NoNewPrivileges=yes",
+        "StateDirectory=oppsync",
+        "UMask=0077",
+        "RestartPreventExitStatus=2",
+    ] {
+        assert!(unit.contains(hardening), "{hardening}");
+    }
+    let env = std::fs::read_to_string(root.join("oppsync.env.example")).unwrap();
+    for setting in ["MARKETO_CLIENT_SECRET=", "DYNAMICS_CLIENT_SECRET="] {
+        assert!(env.contains(setting), "{setting}");
+    }
+    assert!(
+        std::fs::read_to_string(root.join("oppsync.cron"))
+            .unwrap()
+            .contains("oppsync -q sync")
+    );
+    let Ok(version) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("no systemd-analyze: the unit is not verified here");
+        return;
+    };
+    assert!(version.status.success());
+    // Verified as installed, but with this build as the binary and the secrets file optional.
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("oppsync.service");
+    std::fs::write(
+        &local,
+        unit.replace("/usr/local/bin/oppsync", BIN).replace(
+            "EnvironmentFile=/etc/oppsync/oppsync.env",
+            "EnvironmentFile=-/etc/oppsync/oppsync.env",
+        ),
+    )
+    .unwrap();
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&local)
+        .output()
+        .unwrap();
+    // It exits 0 on what it merely warns about (an unknown Type=, say): no warning either.
+    let warnings = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && warnings.trim().is_empty(),
+        "systemd-analyze verify: {warnings}"
+    );
+}

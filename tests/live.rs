@@ -442,3 +442,139 @@ fn mapped_columns_are_selected_and_a_column_the_org_lacks_is_named() {
         run.stderr
     );
 }
+
+#[test]
+fn sync_every_runs_cycles_and_a_sigterm_mid_push_ends_it_cleanly_then_a_rerun_converges() {
+    let next = fixtures().join("demo/2-changes");
+    let dataverse = dynamics("demo/1-initial", &["--next", next.to_str().unwrap()]);
+    let marketo = SimProcess::start(&["sim", "marketo", "--port", "0", "--latency-ms", "400"]);
+    let db = TestDb::new();
+    quick(&db);
+    let mut env = env(&dataverse);
+    env.extend([
+        ("MARKETO_BASE_URL", marketo.url.clone()),
+        ("MARKETO_CLIENT_ID", "oppsync-sim".into()),
+        ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret".into()),
+    ]);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut child = db
+        .command(db.dir.path(), &["sync", "--every", "1s"], &pairs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = |db: &TestDb| -> Value {
+        serde_json::from_str(&db.run(&["status", "--json"]).stdout).unwrap()
+    };
+    // Bounded polling: the first cycle finishes, then the org changes in Dynamics.
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        for _ in 0..300 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what}");
+    };
+    wait_for("the first cycle", &|| {
+        db.path().exists()
+            && db.count("SELECT count(*) FROM run WHERE command = 'sync' AND outcome <> 'running'")
+                >= 1
+    });
+    dataverse.post("/sim/advance", &json!({}));
+    // The second cycle pushes the changes: stop it while its requests are in flight.
+    wait_for("the second cycle's push", &|| {
+        let runs = status(&db)["runs"].clone();
+        runs[0]["outcome"] == "running"
+            && runs[0]["run_id"].as_i64().unwrap_or(0) >= 2
+            && runs[0]["progress"]["rest_calls"].as_i64().unwrap_or(0) > 0
+    });
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(0), "SIGTERM ends the run with exit 0");
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(out.contains("cycle 1: done"), "{out}");
+    assert!(out.contains("stopped on request"), "{out}");
+    let stopped = db.column("SELECT message FROM run ORDER BY run_id DESC LIMIT 1");
+    assert!(stopped[0].contains("stopped on request"), "{stopped:?}");
+    // A rerun converges: Marketo holds exactly what the views derive, no lead twice.
+    db.run_with_env(&["sync"], &pairs).expect_code(0);
+    let state: Value = marketo.get("/sim/state");
+    assert_eq!(
+        state["opportunities"].as_array().unwrap().len() as i64,
+        db.count("SELECT count(*) FROM mkto_opportunity WHERE skip_reason IS NULL")
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM mkto_opportunity m JOIN mkto_ack a
+             ON a.object = 'opportunity' AND a.key = m.key AND a.payload = m.payload"
+        ),
+        db.count("SELECT count(*) FROM mkto_opportunity WHERE skip_reason IS NULL"),
+        "every opportunity acknowledged as it is now"
+    );
+    let leads = state["leads"].as_array().unwrap();
+    let mut emails: Vec<String> = leads
+        .iter()
+        .map(|l| l["email"].as_str().unwrap().to_ascii_lowercase())
+        .collect();
+    emails.sort();
+    emails.dedup();
+    assert_eq!(emails.len(), leads.len(), "no lead twice");
+    assert!(
+        state["opportunities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["name"] == "Northwind - support plan"),
+        "the change made between cycles reached Marketo"
+    );
+}
+
+#[test]
+fn sync_every_stops_after_max_cycles_and_stamps_its_lines() {
+    let marketo = SimProcess::start(&["sim", "marketo", "--port", "0"]);
+    let db = TestDb::new();
+    quick(&db);
+    let dir = fixtures().join("demo/1-initial");
+    let run = db.run_with_env(
+        &[
+            "sync",
+            "--every",
+            "1s",
+            "--max-cycles",
+            "2",
+            "--fixtures",
+            dir.to_str().unwrap(),
+        ],
+        &[
+            ("MARKETO_BASE_URL", marketo.url.as_str()),
+            ("MARKETO_CLIENT_ID", "oppsync-sim"),
+            ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+        ],
+    );
+    run.expect_code(0); // the second cycle finds only the standing problem
+    assert_eq!(
+        db.count("SELECT count(*) FROM run WHERE command = 'sync'"),
+        2
+    );
+    let stamped = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" cycle ") && chrono_like(l))
+        .count();
+    assert!(stamped >= 4, "{}", run.stdout);
+    let bad = db.run(&["sync", "--every", "0s"]);
+    bad.expect_code(2);
+    assert!(bad.stderr.contains("between 1s and 24h"), "{}", bad.stderr);
+}
+
+/// Whether a line starts with an RFC 3339 UTC timestamp.
+fn chrono_like(line: &str) -> bool {
+    let stamp = line.split(' ').next().unwrap_or("");
+    stamp.len() == 20 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T'
+}

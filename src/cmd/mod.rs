@@ -119,9 +119,32 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         rules::install_temporary(&mut ctx.conn, &ctx.config.rules, &ctx.config.export)?;
         return dispatch(&mut ctx, &cli.command);
     }
+    if let Command::Sync {
+        every: Some(every),
+        max_cycles,
+        ..
+    } = &cli.command
+    {
+        return sync::every(*every, *max_cycles, |_cycle| {
+            record_run(&cli, name, &args, &db_path, verbosity, json_result)
+        });
+    }
+    record_run(&cli, name, &args, &db_path, verbosity, json_result)
+}
+
+/// Opens the database, records one run of the command, runs it, and closes the run with its
+/// outcome (printing the `--json` result when asked).
+fn record_run(
+    cli: &Cli,
+    name: &'static str,
+    args: &[String],
+    db_path: &Path,
+    verbosity: Verbosity,
+    json_result: bool,
+) -> Result<Outcome> {
     let started = Instant::now();
-    let opened = db::open(&db_path).and_then(|conn| {
-        let run_id = run::start(&conn, name, &args).context("recording the run")?;
+    let opened = db::open(db_path).and_then(|conn| {
+        let run_id = run::start(&conn, name, args).context("recording the run")?;
         Ok((conn, run_id))
     });
     let (conn, run_id) = opened.inspect_err(|err| {

@@ -52,8 +52,9 @@ impl Tally {
         self.stage_parsed(ctx, &source, &parsed)
     }
 
-    /// Stages one parsed page and reports on it.
+    /// Stages one parsed page and reports on it; a requested stop ends the pull before it.
     fn stage_parsed(&mut self, ctx: &mut Context, source: &str, page: &Page<'_>) -> Result<()> {
+        crate::stop::check()?;
         let report = stage::stage_page(&mut ctx.conn, ctx.run_id, source, page)?;
         self.record(ctx, source, &report, page.records.is_empty());
         Ok(())

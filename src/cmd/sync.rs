@@ -1,10 +1,18 @@
 //! `oppsync sync [--fixtures DIR] [--full] [--dry-run]`: pull (from a fixture folder or the
 //! live Web API), then push. The Marketo settings are checked before anything is pulled. With
 //! `--dry-run` the pull stages as usual and push only shows what it would send.
+//!
+//! `--every DURATION [--max-cycles N]`: one long-running process, a cycle (one recorded sync
+//! run) per interval, the writer lock held in between. SIGTERM or SIGINT ends it at the next
+//! safe point with exit 0. A failing cycle is logged and the next one waits longer (doubling,
+//! up to an hour, never a crash loop); after Marketo's 607 (daily quota) the next cycle waits
+//! for the quota's reset. Bad settings end it at once (exit 2): waiting cannot fix them.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Result;
+use chrono::{Timelike, Utc};
 use serde_json::json;
 
 use super::Context;
@@ -28,6 +36,7 @@ pub(crate) fn run(
         None => super::pull::run_live(ctx, full)?,
     };
     let pull_counts = std::mem::take(&mut ctx.counts);
+    crate::stop::check()?;
     let plan = plan::load(&ctx.conn, &ctx.config)?;
     let pushed = match &mut client {
         Some(client) => super::push::send(ctx, &plan, client)?,
@@ -42,4 +51,110 @@ pub(crate) fn run(
     } else {
         Outcome::DoneWithRejects
     })
+}
+
+/// The longest wait after failing cycles.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// Runs `cycle` every `interval` (plus up to 5% of jitter) until a stop is asked for or
+/// `max_cycles` have run; returns the last cycle's outcome, or `Done` when stopped.
+pub(crate) fn every(
+    interval: Duration,
+    max_cycles: Option<u32>,
+    mut cycle: impl FnMut(u32) -> Result<Outcome>,
+) -> Result<Outcome> {
+    crate::stop::install()?;
+    let mut jitter = crate::net::Backoff::new(interval);
+    let mut failures = 0u32;
+    let mut number = 0u32;
+    loop {
+        number += 1;
+        log(&format!("cycle {number}: pull, then push"));
+        let result = cycle(number);
+        let wait = match &result {
+            Ok(outcome) => {
+                failures = 0;
+                log(&format!(
+                    "cycle {number}: done, exit code {}",
+                    outcome.code()
+                ));
+                interval + jitter.jitter(interval / 20)
+            }
+            Err(err) if crate::stop::is_stopped(err) => {
+                log(&format!("cycle {number}: {err:#}"));
+                return Ok(Outcome::Done);
+            }
+            Err(err) if crate::exit::is_usage(err) => return result,
+            Err(err) if is_daily_quota(err) => {
+                failures += 1;
+                let wait = until_quota_reset();
+                log(&format!(
+                    "cycle {number}: Marketo's daily quota is spent; the next cycle waits {} min for its reset",
+                    wait.as_secs() / 60
+                ));
+                wait
+            }
+            Err(err) => {
+                failures += 1;
+                let wait = interval
+                    .saturating_mul(1 << failures.min(12))
+                    .min(MAX_BACKOFF.max(interval));
+                log(&format!(
+                    "cycle {number} failed ({failures} in a row): {}; next cycle in {} s",
+                    crate::exit::error_line(err),
+                    wait.as_secs()
+                ));
+                wait
+            }
+        };
+        if crate::stop::requested() || max_cycles.is_some_and(|max| number >= max) {
+            return result.or_else(|err| {
+                if crate::stop::is_stopped(&err) {
+                    Ok(Outcome::Done)
+                } else {
+                    Err(err)
+                }
+            });
+        }
+        if !crate::stop::sleep(wait) {
+            log("stopped on request between cycles");
+            return Ok(Outcome::Done);
+        }
+    }
+}
+
+/// One line on stdout, stamped with the time (RFC 3339), for logs a scheduler keeps.
+fn log(line: &str) {
+    println!(
+        "{} {}",
+        Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
+        crate::redact::redact(line)
+    );
+}
+
+fn is_daily_quota(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<crate::export::client::Failure>(),
+            Some(crate::export::client::Failure::DailyQuota(_))
+        )
+    })
+}
+
+/// Until Marketo's daily quota resets: midnight US Central. The reference gives the reset as
+/// 12:00 AM CST without saying whether it follows daylight saving time; 06:00 UTC is midnight
+/// CST and 1 AM CDT, so waiting for it is never too early (at worst an hour late in summer).
+fn until_quota_reset() -> Duration {
+    let now = Utc::now();
+    let today = now
+        .with_hour(6)
+        .and_then(|t| t.with_minute(0))
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_nanosecond(0));
+    let next = match today {
+        Some(reset) if reset > now => reset,
+        Some(reset) => reset + chrono::Duration::days(1),
+        None => now + chrono::Duration::hours(24),
+    };
+    (next - now).to_std().unwrap_or(Duration::from_secs(3600)) + Duration::from_secs(60)
 }

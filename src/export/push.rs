@@ -336,6 +336,10 @@ fn send_parts<'b, 'a>(
     std::thread::scope(|scope| -> Result<()> {
         let mut in_flight = 0;
         loop {
+            // A requested stop sends nothing new; what is in flight is answered and recorded.
+            if failed.is_none() && crate::stop::requested() {
+                failed = Some(crate::stop::Stopped.into());
+            }
             while failed.is_none() && in_flight < lane.max_in_flight {
                 let Some(part) = queue.pop_front() else {
                     break;

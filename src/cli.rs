@@ -72,6 +72,13 @@ pub enum Command {
         #[arg(long, value_name = "N", requires = "every")]
         max_cycles: Option<u32>,
     },
+    /// Check the setup: settings, Dynamics access, tables and columns, change tracking, Marketo
+    /// credentials, native CRM sync, fields, API usage; one line per item, and the fix.
+    Check {
+        /// Print the checklist as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Recent runs, staged record counts, rejected records.
     Status {
         /// Print the status as JSON.

@@ -88,6 +88,14 @@ fn immutable_uri(path: &Path) -> String {
     uri
 }
 
+/// An empty database in memory, at the current schema, for a read-only command that runs
+/// before any database exists (`check`).
+pub(crate) fn open_scratch() -> Result<Connection> {
+    let mut conn = Connection::open_in_memory()?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
 /// Creates `path` as an empty file readable and writable by its owner only, if it does not
 /// exist (SQLite takes an empty file as an empty database).
 fn create_private(path: &Path) -> std::io::Result<()> {

@@ -5,6 +5,7 @@
 //! association rules, and `explain` / `status` read the result back. `cmd` holds one file of
 //! glue per subcommand; `db` and `sql` own the database file and the embedded SQL.
 
+pub(crate) mod check;
 pub mod cli;
 pub mod cmd;
 pub mod config;

@@ -578,3 +578,96 @@ fn chrono_like(line: &str) -> bool {
     let stamp = line.split(' ').next().unwrap_or("");
     stamp.len() == 20 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T'
 }
+
+#[test]
+fn check_passes_on_a_good_setup_and_names_each_misconfiguration() {
+    let dataverse = dynamics("demo/1-initial", &[]);
+    let marketo = SimProcess::start(&["sim", "marketo", "--port", "0"]);
+    let native = SimProcess::start(&["sim", "marketo", "--port", "0", "--native-crm-sync"]);
+    let db = TestDb::new();
+    quick(&db);
+    let base = |marketo_url: &str, secret: &str| -> Vec<(&'static str, String)> {
+        let mut env = env(&dataverse);
+        env.extend([
+            ("MARKETO_BASE_URL", marketo_url.to_string()),
+            ("MARKETO_CLIENT_ID", "oppsync-sim".into()),
+            ("MARKETO_CLIENT_SECRET", secret.to_string()),
+        ]);
+        env
+    };
+    let check = |env: &[(&'static str, String)]| -> (Run, Value) {
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let run = db.run_with_env(&["check", "--json"], &pairs);
+        let json: Value = serde_json::from_str(&run.stdout).unwrap();
+        (run, json)
+    };
+    let failed = |json: &Value| -> Vec<String> {
+        json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["verdict"] == "fail")
+            .map(|i| i["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Before the first pull: everything but the fields can be checked.
+    let (run, json) = check(&base(&marketo.url, "oppsync-sim-secret"));
+    run.expect_code(0);
+    assert!(!db.path().exists(), "check creates no database");
+    let pairs: Vec<(&str, String)> = base(&marketo.url, "oppsync-sim-secret");
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    db.run_with_env(&["pull"], &pairs).expect_code(0);
+    let (run, json2) = check(&base(&marketo.url, "oppsync-sim-secret"));
+    run.expect_code(0);
+    assert!(failed(&json).is_empty() && failed(&json2).is_empty());
+    let names: Vec<&str> = json2["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "Entra ID token",
+        "Dataverse WhoAmI",
+        "opportunities: readable",
+        "opportunities: change tracking",
+        "Marketo identity",
+        "Marketo native CRM sync",
+        "Marketo fields",
+        "Marketo API usage",
+    ] {
+        assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
+    }
+    // A wrong Marketo secret, native sync, a column the org lacks: exit 2, each named.
+    let (run, json) = check(&base(&marketo.url, "wrong-secret-123"));
+    run.expect_code(2);
+    assert_eq!(failed(&json), ["Marketo identity"]);
+    let (run, json) = check(&base(&native.url, "oppsync-sim-secret"));
+    run.expect_code(2);
+    assert_eq!(failed(&json), ["Marketo native CRM sync", "Marketo fields"]);
+    std::fs::write(
+        db.dir.path().join("oppsync.toml"),
+        "[dynamics]\nretry_base_ms = 5\n[mapping.company]\nsicCode = \"accountnumber_typo\"\n",
+    )
+    .unwrap();
+    let (run, json) = check(&base(&marketo.url, "oppsync-sim-secret"));
+    run.expect_code(2);
+    assert_eq!(failed(&json), ["accounts: readable"]);
+    let accounts = json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "accounts: readable")
+        .unwrap();
+    assert!(
+        accounts["detail"]
+            .as_str()
+            .unwrap()
+            .contains("accountnumber_typo"),
+        "{accounts}"
+    );
+    // Unreachable Marketo: exit 1.
+    quick(&db);
+    let (run, _) = check(&base("http://127.0.0.1:9", "oppsync-sim-secret"));
+    run.expect_code(1);
+}

@@ -4,6 +4,7 @@
 //! `run` opens the database, records the command in the `run` table, dispatches, and closes the
 //! run with its outcome, so every command leaves a trace `status` can show.
 
+mod check;
 mod demo;
 mod explain;
 mod init;
@@ -106,8 +107,14 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     if !writes {
         // Read-only commands open the database read-only and record no run, so an auditor
         // with read access can use them and they leave no trace.
+        // `check` works before the first pull: without a database it checks all but the fields.
+        let conn = if matches!(cli.command, Command::Check { .. }) && !db_path.is_file() {
+            db::open_scratch()?
+        } else {
+            db::open_read_only(&db_path)?
+        };
         let mut ctx = Context {
-            conn: db::open_read_only(&db_path)?,
+            conn,
             config: Config::default(),
             run_id: 0,
             verbosity,
@@ -242,6 +249,7 @@ fn dispatch(ctx: &mut Context, command: &Command) -> Result<Outcome> {
             ..
         }) => pull::run_live(ctx, *full),
         Command::Status { json } => status::run(ctx, *json),
+        Command::Check { json } => check::run(ctx, *json),
         Command::Plan { json } => plan::run(ctx, *json),
         Command::Push { dry_run, .. } => push::run(ctx, *dry_run),
         Command::Sync {
@@ -295,6 +303,7 @@ fn describe(command: &Command) -> (&'static str, Vec<String>, bool) {
             ("sync", recorded, true)
         }
         Command::Status { .. } => ("status", vec![], false),
+        Command::Check { .. } => ("check", vec![], false),
         Command::Explain { opportunity_id, .. } => ("explain", vec![opportunity_id.clone()], false),
         Command::Sim { .. } => ("sim", vec![], false),
         Command::Demo => ("demo", vec![], true),

@@ -2,7 +2,8 @@
 //!
 //! What it reproduces, as the reference describes the real service: an Entra ID style token
 //! endpoint (`/<tenant>/oauth2/v2.0/token` and the v1 `/oauth2/token`, client credentials and
-//! password grants); `GET /api/data/v9.x/<entityset>` with `$select` (an unknown column is a 400),
+//! password grants); `GET /api/data/v9.x/WhoAmI`; `GET /api/data/v9.x/<entityset>` with `$select`
+//! (an unknown column is a 400),
 //! annotations only when `Prefer: odata.include-annotations` asks, server-driven paging
 //! (`odata.maxpagesize`, opaque `$skiptoken` paging cookies in `@odata.nextLink`), change
 //! tracking (`odata.track-changes`: a `@odata.deltaLink` on the last page; a delta request
@@ -378,6 +379,18 @@ impl Sim {
         }
         if !self.config.latency.is_zero() {
             std::thread::sleep(self.config.latency);
+        }
+        if set == "WhoAmI" {
+            // The caller's identity, as Dataverse's WhoAmI function answers it (`check` asks).
+            return Response::json(
+                200,
+                &json!({
+                    "@odata.context": format!("{base}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse"),
+                    "BusinessUnitId": "00000000-0000-4000-8000-00000000b001",
+                    "UserId": "00000000-0000-4000-8000-00000000a001",
+                    "OrganizationId": "00000000-0000-4000-8000-00000000c001"
+                }),
+            );
         }
         let Some(spec) = stage::spec_for(&set) else {
             return error(

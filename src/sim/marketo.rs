@@ -313,6 +313,20 @@ impl Sim {
         self.rest(req)
     }
 
+    /// `GET /rest/v1/stats/usage.json`: today's calls, as Marketo counts them per API user.
+    fn usage(&self, rng: u64) -> Response {
+        let state = self.lock();
+        envelope(
+            rng,
+            vec![json!({
+                "date": chrono::Utc::now().format("%Y-%m-%d").to_string(),
+                "total": state.daily_calls,
+                "users": [{"userId": format!("{}@sim.invalid", self.config.client_id), "count": state.daily_calls}]
+            })],
+            None,
+        )
+    }
+
     fn state_json(&self) -> Value {
         let state = self.lock();
         json!({
@@ -332,6 +346,9 @@ impl Sim {
     }
 
     fn route(&self, req: &Request, rng: u64, record_fault: Option<&str>) -> Response {
+        if req.path == "/rest/v1/stats/usage.json" && req.method == "GET" {
+            return self.usage(rng);
+        }
         let Some((kind, tail)) = Kind::from_path(&req.path) else {
             return failure(rng, "610", "Requested resource not found");
         };

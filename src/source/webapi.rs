@@ -151,7 +151,38 @@ impl WebApi {
         }
     }
 
+    /// One GET of `path` under the Web API (`WhoAmI`, `accounts?$select=...&$top=1`), for
+    /// `check`: the body, and whether Dataverse applied change tracking when asked for it.
+    pub(crate) fn probe(
+        &mut self,
+        what: &str,
+        path: &str,
+        tracking: bool,
+    ) -> Result<(String, bool)> {
+        let url = format!("{}/{path}", self.api);
+        // One record is enough to know; a probe never reads a whole page.
+        let page_size = std::mem::replace(&mut self.page_size, 1);
+        let result = self.get_applied(what, &url, tracking);
+        self.page_size = page_size;
+        result
+    }
+
+    /// Fetches a token (for `check`).
+    pub(crate) fn token(&mut self) -> Result<()> {
+        self.entra.token().map(|_| ())
+    }
+
     fn get(&mut self, entity_set: &str, url: &str, tracking: bool) -> Result<String> {
+        self.get_applied(entity_set, url, tracking)
+            .map(|(text, _)| text)
+    }
+
+    fn get_applied(
+        &mut self,
+        entity_set: &str,
+        url: &str,
+        tracking: bool,
+    ) -> Result<(String, bool)> {
         let mut prefer = format!(
             "odata.include-annotations=\"*\",odata.maxpagesize={}",
             self.page_size
@@ -195,6 +226,11 @@ impl WebApi {
                 }
             };
             let status = response.status().as_u16();
+            let tracked = response
+                .headers()
+                .get("preference-applied")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("odata.track-changes"));
             let retry_after = response
                 .headers()
                 .get("retry-after")
@@ -226,7 +262,7 @@ impl WebApi {
                 (code, message)
             };
             match status {
-                200 => return Ok(text),
+                200 => return Ok((text, tracked)),
                 300..=399 => {
                     return Err(anyhow!(
                         "{entity_set}: Dynamics answered a redirect (HTTP {status}); oppsync follows none, check dynamics.url"

@@ -1,0 +1,282 @@
+//! `oppsync check`: the counterpart of Marketo's "Validate Sync Setup" checklist. Every item
+//! asks the real services (or the simulators) one small question and says what to fix:
+//! settings, Entra ID token, Dataverse `WhoAmI`, each table with every column oppsync selects,
+//! change tracking per table, `new_synctomkto`, Marketo identity, native CRM sync (1018), the
+//! describe of each object against the fields oppsync sends, and today's API usage against what
+//! the current plan needs. Nothing is written, and nothing is sent to Marketo but reads.
+
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::export::client::MarketoClient;
+use crate::object::Object;
+use crate::source::webapi::{Rejected, WebApi};
+use crate::stage;
+
+/// Marketo's daily quota on most subscriptions; the real one may be higher by contract.
+const DAILY_QUOTA: i64 = 50_000;
+
+/// One line of the checklist.
+#[derive(Debug, Serialize)]
+pub(crate) struct Item {
+    pub name: String,
+    /// `pass`, `warn` (works, but not as well as it could) or `fail`.
+    pub verdict: &'static str,
+    pub detail: String,
+    pub fix: Option<String>,
+    /// A failure of the setup (bad credentials, a missing column or field, native sync: exit 2)
+    /// rather than of a service (unreachable: exit 1).
+    #[serde(skip)]
+    pub setup: bool,
+}
+
+impl Item {
+    fn pass(name: impl Into<String>, detail: impl Into<String>) -> Item {
+        Item {
+            name: name.into(),
+            verdict: "pass",
+            detail: detail.into(),
+            fix: None,
+            setup: false,
+        }
+    }
+
+    fn warn(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Item {
+        Item {
+            name: name.into(),
+            verdict: "warn",
+            detail: detail.into(),
+            fix: Some(fix.into()),
+            setup: false,
+        }
+    }
+
+    /// A failure; a usage error (bad settings or credentials, refused setup) is a setup one.
+    fn fail(name: impl Into<String>, err: &anyhow::Error, fix: impl Into<String>) -> Item {
+        Item {
+            name: name.into(),
+            verdict: "fail",
+            detail: crate::exit::error_line(err),
+            fix: Some(fix.into()),
+            setup: crate::exit::is_usage(err)
+                || err.chain().any(|c| c.is::<Rejected>())
+                || format!("{err:#}").contains("403"),
+        }
+    }
+}
+
+/// Runs every item; `conn` is the database (`None` when there is none yet).
+pub(crate) fn run(config: &Config, conn: Option<&Connection>) -> Vec<Item> {
+    let mut items = vec![Item::pass(
+        "settings",
+        "oppsync.toml and the environment parse and are within their bounds",
+    )];
+    dynamics(config, &mut items);
+    marketo(config, conn, &mut items);
+    items
+}
+
+fn dynamics(config: &Config, items: &mut Vec<Item>) {
+    if config.dynamics.url.as_deref().is_none_or(str::is_empty) {
+        items.push(Item::warn(
+            "Dynamics",
+            "dynamics.url is not set: only pull --fixtures works",
+            "set dynamics.url (DYNAMICS_URL) and the Entra ID settings",
+        ));
+        return;
+    }
+    let mut api = match WebApi::new(&config.dynamics) {
+        Ok(api) => api,
+        Err(err) => {
+            items.push(Item::fail(
+                "Dynamics settings",
+                &err,
+                "set what the message names",
+            ));
+            return;
+        }
+    };
+    match api.token() {
+        Ok(()) => items.push(Item::pass("Entra ID token", "the app got an access token")),
+        Err(err) => {
+            items.push(Item::fail(
+                "Entra ID token",
+                &err,
+                "check dynamics.client_id, the secret (or username and password) and the tenant",
+            ));
+            return;
+        }
+    }
+    match api.probe("WhoAmI", "WhoAmI", false) {
+        Ok((text, _)) => {
+            let user = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["UserId"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "(no UserId in the answer)".into());
+            items.push(Item::pass(
+                "Dataverse WhoAmI",
+                format!("the app is user {user}"),
+            ));
+        }
+        Err(err) => {
+            items.push(Item::fail(
+                "Dataverse WhoAmI",
+                &err,
+                "make the app an application user of the org with a security role",
+            ));
+            return;
+        }
+    }
+    for &set in stage::LIVE_ORDER {
+        let Some(spec) = stage::spec_for(set) else {
+            continue;
+        };
+        let mut columns: Vec<String> = spec
+            .select_columns()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        if let Some(object) = Object::from_entity_set(set) {
+            for column in config.mapping.of(object).values() {
+                let base = column.split('@').next().unwrap_or(column).to_string();
+                if !columns.contains(&base) {
+                    columns.push(base);
+                }
+            }
+        }
+        let query = |columns: &[String]| format!("{set}?$select={}&$top=1", columns.join(","));
+        let mut readable = api.probe(set, &query(&columns), false);
+        if let Err(err) = &readable
+            && err
+                .downcast_ref::<Rejected>()
+                .is_some_and(|r| r.message.contains("new_synctomkto"))
+        {
+            columns.retain(|c| c != "new_synctomkto");
+            readable = api.probe(set, &query(&columns), false);
+            if readable.is_ok() {
+                items.push(Item::warn(
+                    format!("{set}: new_synctomkto"),
+                    "the org has no new_synctomkto column: every record is in scope",
+                    "add the two-option column new_synctomkto to filter what is synced (optional)",
+                ));
+            }
+        }
+        match readable {
+            Ok(_) => items.push(Item::pass(
+                format!("{set}: readable"),
+                format!("every column oppsync selects ({}) is there", columns.len()),
+            )),
+            Err(err) => {
+                items.push(Item::fail(
+                    format!("{set}: readable"),
+                    &err,
+                    format!("give the app read access to {set}, or remove the mapping of a column the org lacks"),
+                ));
+                continue;
+            }
+        }
+        match api.probe(set, &format!("{set}?$select={}", spec.key), true) {
+            Ok((_, true)) => items.push(Item::pass(
+                format!("{set}: change tracking"),
+                "on: pulls read only what changed",
+            )),
+            Ok((_, false)) | Err(_) => items.push(Item::warn(
+                format!("{set}: change tracking"),
+                "off: pulls ask by modifiedon, and deletes in Dynamics need `pull --full`",
+                format!("turn on Track changes for the {set} table in Power Apps"),
+            )),
+        }
+    }
+}
+
+fn marketo(config: &Config, conn: Option<&Connection>, items: &mut Vec<Item>) {
+    if config.marketo.base_url.as_deref().is_none_or(str::is_empty) {
+        items.push(Item::warn(
+            "Marketo",
+            "marketo.base_url is not set: push does not work",
+            "set marketo.base_url (MARKETO_BASE_URL), client_id and client_secret",
+        ));
+        return;
+    }
+    let client = match MarketoClient::new(&config.marketo) {
+        Ok(client) => client,
+        Err(err) => {
+            items.push(Item::fail(
+                "Marketo settings",
+                &err,
+                "set what the message names",
+            ));
+            return;
+        }
+    };
+    let usage = client.get("/v1/stats/usage.json").result;
+    let used = match &usage {
+        Ok(answer) => {
+            items.push(Item::pass(
+                "Marketo identity",
+                "the API user got an access token",
+            ));
+            answer["result"][0]["total"].as_i64().unwrap_or(0)
+        }
+        Err(err) => {
+            items.push(Item::fail(
+                "Marketo identity",
+                err,
+                "check marketo.client_id and client_secret (Admin > LaunchPoint > View Details)",
+            ));
+            return;
+        }
+    };
+    match client.get("/v1/opportunities/roles/describe.json").result {
+        Ok(_) => items.push(Item::pass(
+            "Marketo native CRM sync",
+            "off: the opportunity APIs answer",
+        )),
+        Err(err) => items.push(Item::fail(
+            "Marketo native CRM sync",
+            &err,
+            "point marketo.base_url at an instance without Marketo's own Dynamics sync",
+        )),
+    }
+    let Some(conn) = conn else {
+        items.push(Item::warn(
+            "Marketo fields",
+            "no database yet: nothing to compare with the describes",
+            "run `oppsync pull`, then check again",
+        ));
+        return;
+    };
+    let plan = match crate::plan::load(conn, config) {
+        Ok(plan) => plan,
+        Err(err) => {
+            items.push(Item::fail("plan", &err, "see the message"));
+            return;
+        }
+    };
+    let mut calls = Vec::new();
+    match super::export::describe::check(&client, &plan, &config.mapping, 1, &mut calls) {
+        Ok(()) => items.push(Item::pass(
+            "Marketo fields",
+            "every field oppsync would send exists and is updateable",
+        )),
+        Err(err) => items.push(Item::fail(
+            "Marketo fields",
+            &err,
+            "add the field in Marketo, or change the mapping",
+        )),
+    }
+    let needed = plan.calls().values().sum::<usize>() as i64;
+    let detail =
+        format!("{used} calls used today of about {DAILY_QUOTA}; the current plan needs {needed}");
+    if used + needed > DAILY_QUOTA {
+        items.push(Item::warn(
+            "Marketo API usage",
+            detail,
+            "push in the morning (the quota resets at midnight US Central), or ask Adobe for more",
+        ));
+    } else {
+        items.push(Item::pass("Marketo API usage", detail));
+    }
+}

@@ -18,6 +18,7 @@ pub(crate) mod net;
 pub(crate) mod object;
 pub(crate) mod plan;
 pub(crate) mod problem;
+pub(crate) mod progress;
 pub(crate) mod redact;
 pub(crate) mod rules;
 pub(crate) mod run;

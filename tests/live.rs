@@ -477,9 +477,9 @@ fn sync_every_runs_cycles_and_a_sigterm_mid_push_ends_it_cleanly_then_a_rerun_co
         panic!("timed out waiting for {what}");
     };
     wait_for("the first cycle", &|| {
-        db.path().exists()
-            && db.count("SELECT count(*) FROM run WHERE command = 'sync' AND outcome <> 'running'")
-                >= 1
+        db.try_count("SELECT count(*) FROM run WHERE command = 'sync' AND outcome <> 'running'")
+            .unwrap_or(0)
+            >= 1
     });
     dataverse.post("/sim/advance", &json!({}));
     // The second cycle pushes the changes: stop it while its requests are in flight.

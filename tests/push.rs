@@ -869,3 +869,34 @@ fn status_shows_a_push_in_progress_as_running_with_its_pid_and_progress() {
         "{after}"
     );
 }
+
+#[test]
+fn off_a_terminal_every_line_is_stamped_and_waits_show_with_v() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    sim.fault(json!({"code": "604", "path": "companies.json"}));
+    let run = db.run_with_env(
+        &["-v", "push"],
+        &[
+            ("MARKETO_BASE_URL", sim.url.as_str()),
+            ("MARKETO_CLIENT_ID", "oppsync-sim"),
+            ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+        ],
+    );
+    run.expect_code(3);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(lines.len() >= 5, "{}", run.stdout);
+    for line in &lines {
+        let stamp = line.split(' ').next().unwrap();
+        assert!(
+            stamp.len() == 20 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+            "not stamped: {line}"
+        );
+    }
+    assert!(
+        run.stdout.contains("/v1/companies.json: 604") && run.stdout.contains("retrying in"),
+        "the retry shows with -v: {}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains('\u{1b}'), "no control codes off a terminal");
+}

@@ -98,6 +98,13 @@ impl TestDb {
             .unwrap()
     }
 
+    /// `count`, or `None` while the database is not there yet or is being created (for polling
+    /// a process that creates it).
+    pub fn try_count(&self, sql: &str) -> Option<i64> {
+        let conn = rusqlite::Connection::open(self.path()).ok()?;
+        conn.query_row(sql, [], |r| r.get(0)).ok()
+    }
+
     pub fn count(&self, sql: &str) -> i64 {
         let conn = rusqlite::Connection::open(self.path()).unwrap();
         conn.query_row(sql, [], |r| r.get(0)).unwrap()

@@ -36,8 +36,6 @@ pub(crate) struct Context {
     pub verbosity: Verbosity,
     /// Counters the command reports; stored with its run.
     pub counts: Value,
-    /// `--json`: stdout carries only the result object, so progress lines go to stderr.
-    pub progress_to_stderr: bool,
 }
 
 /// How much a command prints besides errors and warnings.
@@ -51,25 +49,12 @@ pub(crate) enum Verbosity {
 impl Context {
     /// Prints a line of progress unless `-q` was given (secrets cut, as everywhere).
     pub(crate) fn say(&self, line: impl AsRef<str>) {
-        if self.verbosity >= Verbosity::Normal {
-            self.print(line.as_ref());
-        }
+        crate::progress::say(line.as_ref());
     }
 
     /// Prints a line only with `-v`.
     pub(crate) fn detail(&self, line: impl AsRef<str>) {
-        if self.verbosity >= Verbosity::Verbose {
-            self.print(line.as_ref());
-        }
-    }
-
-    fn print(&self, line: &str) {
-        let line = crate::redact::redact(line);
-        if self.progress_to_stderr {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-        }
+        crate::progress::detail(line.as_ref());
     }
 }
 
@@ -84,6 +69,14 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     let db_path = cli.db_path();
     // Commands that change staged or pushed state hold the writer lock for their whole run.
     let json_result = wants_json(&cli.command);
+    crate::progress::init(
+        match (cli.quiet, cli.verbose) {
+            (true, _) => crate::progress::Level::Quiet,
+            (false, 0) => crate::progress::Level::Normal,
+            (false, _) => crate::progress::Level::Verbose,
+        },
+        json_result,
+    );
     let _lock = if writes {
         Some(WriterLock::acquire(&db_path).inspect_err(|err| {
             if json_result {
@@ -119,7 +112,6 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             run_id: 0,
             verbosity,
             counts: json!({}),
-            progress_to_stderr: false,
         };
         let (config, _source) = Config::load(cli.config.as_deref())?;
         ctx.config = config;
@@ -165,7 +157,6 @@ fn record_run(
         run_id,
         verbosity,
         counts: json!({}),
-        progress_to_stderr: json_result,
     };
     let result =
         configure(&mut ctx, cli.config.as_deref()).and_then(|()| dispatch(&mut ctx, &cli.command));

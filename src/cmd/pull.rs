@@ -42,6 +42,8 @@ struct Tally {
     swept: u64,
     /// Every record rejected or left unstaged, for the standing-problem register.
     problems: Vec<Seen>,
+    /// The spinner of the entity set being pulled live (hidden off a terminal).
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Tally {
@@ -119,6 +121,12 @@ impl Tally {
         self.total.rejected += c.rejected;
         self.total.unknown += c.unknown;
         self.total.filtered += c.filtered;
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "{} pages, {} records staged so far",
+                self.pages, self.total.upserted
+            ));
+        }
         ctx.counts = self.counts();
     }
 
@@ -260,7 +268,7 @@ fn pull_entity_set(
         return Ok(());
     };
     let state = stage::pull_state(&ctx.conn, set)?;
-    let mut start = Start::from_state(state.as_ref(), full, spec.has_modifiedon());
+    let start = Start::from_state(state.as_ref(), full, spec.has_modifiedon());
     let mut columns = spec.select_columns();
     // Columns `[mapping.*]` reads from the staged record must be selected too.
     let mapped: Vec<String> = Object::from_entity_set(set)
@@ -274,9 +282,27 @@ fn pull_entity_set(
             columns.push(base);
         }
     }
+    let bar = crate::progress::spinner(set);
+    tally.bar = Some(bar.clone());
+    let pulled = fetch_entity_set(ctx, api, tally, spec, &mut columns, start);
+    tally.bar = None;
+    bar.finish_and_clear();
+    pulled
+}
+
+/// Runs the queries of one entity set, falling back as Dataverse's refusals require.
+fn fetch_entity_set(
+    ctx: &mut Context,
+    api: &mut WebApi,
+    tally: &mut Tally,
+    spec: &'static stage::EntitySpec,
+    columns: &mut Vec<&str>,
+    mut start: Start,
+) -> Result<()> {
+    let set = spec.entity_set;
     loop {
         let before = tally.total.clone();
-        let result = api.fetch(set, spec.key, &columns, &start, &mut |url, page| {
+        let result = api.fetch(set, spec.key, columns, &start, &mut |url, page| {
             tally.stage_parsed(ctx, url, page)
         });
         let rejected = match result {
@@ -285,7 +311,7 @@ fn pull_entity_set(
             }
             Err(err) => err.downcast::<Rejected>()?,
         };
-        let Some(fallback) = Fallback::after(&rejected, &start, &columns, spec.has_modifiedon())
+        let Some(fallback) = Fallback::after(&rejected, &start, columns, spec.has_modifiedon())
         else {
             return Err(rejected.into());
         };

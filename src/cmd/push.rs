@@ -26,17 +26,7 @@ pub(crate) fn run(ctx: &mut Context, dry_run: bool) -> Result<Outcome> {
 
 /// Sends the plan, prints what happened, and stores the summary as the run's counts.
 pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -> Result<Outcome> {
-    let (verbosity, to_stderr) = (ctx.verbosity, ctx.progress_to_stderr);
-    let say = |line: String| {
-        if verbosity >= super::Verbosity::Normal {
-            let line = crate::redact::redact(&line);
-            if to_stderr {
-                eprintln!("{line}");
-            } else {
-                println!("{line}");
-            }
-        }
-    };
+    let say = |line: String| crate::progress::say(&line);
     let summary = push::push(
         &mut ctx.conn,
         ctx.run_id,

@@ -190,6 +190,12 @@ impl MarketoClient {
             if wait.is_zero() {
                 return;
             }
+            if wait >= Duration::from_secs(1) {
+                crate::progress::wait(&format!(
+                    "rate limit: waiting {:.1} s for Marketo's window",
+                    wait.as_secs_f64()
+                ));
+            }
             std::thread::sleep(wait);
         }
     }
@@ -285,6 +291,11 @@ impl MarketoClient {
                         }
                         .into());
                     }
+                    crate::progress::wait(&format!(
+                        "{path}: {why}; retrying in {:.1} s (attempt {} of {max_attempts})",
+                        wait.as_secs_f64(),
+                        attempt + 1
+                    ));
                     std::thread::sleep(wait);
                 }
             }

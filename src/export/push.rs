@@ -306,6 +306,7 @@ fn send(
         ready.push(sent);
     }
     tx.commit()?;
+    let bar = crate::progress::bar(lane.object.plural(), ready.len() as u64);
     let mut queue = VecDeque::new();
     let mut rest = ready.as_slice();
     for size in plan::batch_sizes(&sizes) {
@@ -316,7 +317,9 @@ fn send(
             split: false,
         });
     }
-    send_parts(conn, run_id, lane, queue, summary)
+    let sent = send_parts(conn, run_id, lane, queue, &bar, summary);
+    bar.finish_and_clear();
+    sent
 }
 
 /// Sends the parts with up to `max_in_flight` requests at once, recording each answer (in the
@@ -329,6 +332,7 @@ fn send_parts<'b, 'a>(
     run_id: i64,
     lane: &Lane<'_>,
     mut queue: VecDeque<Part<'b, 'a>>,
+    bar: &indicatif::ProgressBar,
     summary: &mut Summary,
 ) -> Result<()> {
     let (tx, rx) = mpsc::channel::<(Part<'b, 'a>, Exchange)>();
@@ -370,9 +374,11 @@ fn send_parts<'b, 'a>(
                 .recv()
                 .context("a push request ended without an answer")?;
             in_flight -= 1;
-            let Err(err) = record_answer(conn, run_id, lane, part.records, exchange, summary)
-            else {
+            let answered = record_answer(conn, run_id, lane, part.records, exchange, summary);
+            bar.set_message(format!("{} calls", summary.calls));
+            let Err(err) = answered else {
                 summary.answered = true;
+                bar.inc(part.records.len() as u64);
                 continue;
             };
             if failed.is_some() {
@@ -383,7 +389,7 @@ fn send_parts<'b, 'a>(
                     queue.push_front(second);
                     queue.push_front(first);
                 }
-                Isolated::Skipped => {}
+                Isolated::Skipped => bar.inc(1),
                 Isolated::Failed(err) => failed = Some(err),
             }
         }

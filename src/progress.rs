@@ -1,0 +1,131 @@
+//! What a person (or a log) sees while a command works. On a terminal: progress bars for long
+//! work (`indicatif`) and plain lines printed above them. Off a terminal (cron, systemd, a pipe):
+//! no control codes, and every line stamped with the time (RFC 3339), one per step. Waits and
+//! retries (606, 615, 429, backoff) show as a line on a terminal and with `-v` elsewhere;
+//! `-q` leaves only errors and warnings.
+//!
+//! Process-wide, set once by `cmd::run`: the lines come from far apart (the Marketo client's
+//! retries, the pull's pages), and a command has one terminal.
+
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How much to print, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Level {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+struct Output {
+    level: Level,
+    /// Progress lines go to stderr (`--json` keeps stdout for the result).
+    to_stderr: bool,
+    /// Bars and unstamped lines: the stream the lines go to is a terminal.
+    terminal: bool,
+    bars: MultiProgress,
+}
+
+static OUTPUT: OnceLock<Output> = OnceLock::new();
+
+/// Sets how the process reports; later calls change nothing.
+pub(crate) fn init(level: Level, to_stderr: bool) {
+    let terminal = if to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    let bars = MultiProgress::with_draw_target(if terminal && level > Level::Quiet {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let _ = OUTPUT.set(Output {
+        level,
+        to_stderr,
+        terminal,
+        bars,
+    });
+}
+
+fn output() -> &'static Output {
+    OUTPUT.get_or_init(|| Output {
+        level: Level::Normal,
+        to_stderr: false,
+        terminal: false,
+        bars: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+    })
+}
+
+/// A step's line, unless `-q`.
+pub(crate) fn say(line: &str) {
+    print(Level::Normal, line);
+}
+
+/// A line only with `-v`.
+pub(crate) fn detail(line: &str) {
+    print(Level::Verbose, line);
+}
+
+/// A wait or a retry: visible on a terminal, and with `-v` elsewhere.
+pub(crate) fn wait(line: &str) {
+    let out = output();
+    print(
+        if out.terminal {
+            Level::Normal
+        } else {
+            Level::Verbose
+        },
+        line,
+    );
+}
+
+fn print(level: Level, line: &str) {
+    let out = output();
+    if out.level < level {
+        return;
+    }
+    let line = crate::redact::redact(line);
+    let line = if out.terminal {
+        line.into_owned()
+    } else {
+        format!("{} {line}", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"))
+    };
+    if out.terminal && !out.bars.is_hidden() {
+        // Above the bars, which are redrawn below it.
+        let _ = out.bars.println(&line);
+    } else if out.to_stderr {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+/// A bar over `total` items (records sent of total, with calls and ETA); hidden off a
+/// terminal, where the step lines say the same.
+pub(crate) fn bar(prefix: &str, total: u64) -> ProgressBar {
+    let bar = output().bars.add(ProgressBar::new(total));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} {msg} (ETA {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
+}
+
+/// A spinner for work of unknown length (a pull's entity set: records and pages so far).
+pub(crate) fn spinner(prefix: &str) -> ProgressBar {
+    let bar = output().bars.add(ProgressBar::new_spinner());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>16} {spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}

@@ -34,6 +34,17 @@ fn env(sim: &SimProcess) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The settings of both simulators, for `sync`.
+fn sync_env(dataverse: &SimProcess, marketo_url: &str) -> Vec<(&'static str, String)> {
+    let mut env = env(dataverse);
+    env.extend([
+        ("MARKETO_BASE_URL", marketo_url.to_string()),
+        ("MARKETO_CLIENT_ID", "oppsync-sim".into()),
+        ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret".into()),
+    ]);
+    env
+}
+
 fn quick(db: &TestDb) {
     std::fs::write(
         db.dir.path().join("oppsync.toml"),
@@ -394,12 +405,7 @@ fn sync_pulls_live_then_pushes() {
     let marketo = SimProcess::start(&["sim", "marketo", "--port", "0"]);
     let db = TestDb::new();
     quick(&db);
-    let mut env = env(&dataverse);
-    env.extend([
-        ("MARKETO_BASE_URL", marketo.url.clone()),
-        ("MARKETO_CLIENT_ID", "oppsync-sim".into()),
-        ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret".into()),
-    ]);
+    let env = sync_env(&dataverse, &marketo.url);
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let run = db.run_with_env(&["sync"], &pairs);
     run.expect_code(3); // the demo's contact without an email
@@ -450,12 +456,7 @@ fn sync_every_runs_cycles_and_a_sigterm_mid_push_ends_it_cleanly_then_a_rerun_co
     let marketo = SimProcess::start(&["sim", "marketo", "--port", "0", "--latency-ms", "400"]);
     let db = TestDb::new();
     quick(&db);
-    let mut env = env(&dataverse);
-    env.extend([
-        ("MARKETO_BASE_URL", marketo.url.clone()),
-        ("MARKETO_CLIENT_ID", "oppsync-sim".into()),
-        ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret".into()),
-    ]);
+    let env = sync_env(&dataverse, &marketo.url);
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut child = db
         .command(db.dir.path(), &["sync", "--every", "1s"], &pairs)
@@ -587,12 +588,9 @@ fn check_passes_on_a_good_setup_and_names_each_misconfiguration() {
     let db = TestDb::new();
     quick(&db);
     let base = |marketo_url: &str, secret: &str| -> Vec<(&'static str, String)> {
-        let mut env = env(&dataverse);
-        env.extend([
-            ("MARKETO_BASE_URL", marketo_url.to_string()),
-            ("MARKETO_CLIENT_ID", "oppsync-sim".into()),
-            ("MARKETO_CLIENT_SECRET", secret.to_string()),
-        ]);
+        let mut env = sync_env(&dataverse, marketo_url);
+        env.retain(|(k, _)| *k != "MARKETO_CLIENT_SECRET");
+        env.push(("MARKETO_CLIENT_SECRET", secret.to_string()));
         env
     };
     let check = |env: &[(&'static str, String)]| -> (Run, Value) {

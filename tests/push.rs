@@ -66,6 +66,23 @@ fn push(db: &TestDb, sim: &Sim) -> Run {
     )
 }
 
+/// A push to the simulator running in the background, its output discarded.
+fn spawn_push(db: &TestDb, sim: &Sim) -> std::process::Child {
+    db.command(
+        db.dir.path(),
+        &["push"],
+        &[
+            ("MARKETO_BASE_URL", &sim.url),
+            ("MARKETO_CLIENT_ID", "oppsync-sim"),
+            ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap()
+}
+
 fn opp(n: u32) -> String {
     format!("a7d3c2b1-2c44-ef11-a316-000d3a5c{n:04x}")
 }
@@ -477,20 +494,7 @@ fn a_push_killed_midway_converges_on_rerun_without_duplicate_leads() {
     for delay_ms in [150, 450] {
         let db = pulled("1-initial");
         let sim = Sim::start(&["--latency-ms", "200"]);
-        let mut child = db
-            .command(
-                db.dir.path(),
-                &["push"],
-                &[
-                    ("MARKETO_BASE_URL", &sim.url),
-                    ("MARKETO_CLIENT_ID", "oppsync-sim"),
-                    ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
-                ],
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_push(&db, &sim);
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -828,20 +832,7 @@ fn pull_push_and_sync_json_print_exactly_one_result_object() {
 fn status_shows_a_push_in_progress_as_running_with_its_pid_and_progress() {
     let db = pulled("1-initial");
     let sim = Sim::start(&["--latency-ms", "300"]);
-    let mut child = db
-        .command(
-            db.dir.path(),
-            &["push"],
-            &[
-                ("MARKETO_BASE_URL", &sim.url),
-                ("MARKETO_CLIENT_ID", "oppsync-sim"),
-                ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_push(&db, &sim);
     // Poll (bounded) until the push has made calls, then look at it from another process.
     let mut running = Value::Null;
     for _ in 0..50 {
@@ -898,5 +889,8 @@ fn off_a_terminal_every_line_is_stamped_and_waits_show_with_v() {
         "the retry shows with -v: {}",
         run.stdout
     );
-    assert!(!run.stdout.contains('\u{1b}'), "no control codes off a terminal");
+    assert!(
+        !run.stdout.contains('\u{1b}'),
+        "no control codes off a terminal"
+    );
 }

@@ -93,7 +93,18 @@ fn print(level: Level, line: &str) {
     let line = if out.terminal {
         line.into_owned()
     } else {
-        format!("{} {line}", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"))
+        // Every line of a multi-line step gets its stamp; blank lines stay blank.
+        let stamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        line.split('\n')
+            .map(|l| {
+                if l.is_empty() {
+                    String::new()
+                } else {
+                    format!("{stamp} {l}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     if out.terminal && !out.bars.is_hidden() {
         // Above the bars, which are redrawn below it.

@@ -11,7 +11,6 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::export::client::MarketoClient;
-use crate::object::Object;
 use crate::source::webapi::{Rejected, WebApi};
 use crate::stage;
 
@@ -133,27 +132,15 @@ fn dynamics(config: &Config, items: &mut Vec<Item>) {
         let Some(spec) = stage::spec_for(set) else {
             continue;
         };
-        let mut columns: Vec<String> = spec
-            .select_columns()
-            .iter()
-            .map(|c| c.to_string())
-            .collect();
-        if let Some(object) = Object::from_entity_set(set) {
-            for column in config.mapping.of(object).values() {
-                let base = column.split('@').next().unwrap_or(column).to_string();
-                if !columns.contains(&base) {
-                    columns.push(base);
-                }
-            }
-        }
-        let query = |columns: &[String]| format!("{set}?$select={}&$top=1", columns.join(","));
+        let mut columns = spec.select_columns_mapped(&config.mapping);
+        let query = |columns: &[&str]| format!("{set}?$select={}&$top=1", columns.join(","));
         let mut readable = api.probe(set, &query(&columns), false);
         if let Err(err) = &readable
             && err
                 .downcast_ref::<Rejected>()
                 .is_some_and(|r| r.message.contains("new_synctomkto"))
         {
-            columns.retain(|c| c != "new_synctomkto");
+            columns.retain(|c| *c != "new_synctomkto");
             readable = api.probe(set, &query(&columns), false);
             if readable.is_ok() {
                 items.push(Item::warn(

@@ -116,7 +116,7 @@ impl ExportConfig {
 /// read from a Dynamics column of the staged record (`marketoField = "dynamicscolumn"`, or a
 /// column's annotation such as `"industrycode@OData.Community.Display.V1.FormattedValue"`). A
 /// mapped field replaces a default one of the same name; the dedupe keys cannot be remapped.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MappingConfig {
     pub opportunity: BTreeMap<String, String>,

@@ -242,6 +242,24 @@ impl EntitySpec {
         columns
     }
 
+    /// The columns a live query of this entity set selects: `select_columns`, and every column
+    /// a `[mapping.*]` of its Marketo object reads from the staged record (an annotation's base
+    /// column, which brings the annotation with it).
+    pub(crate) fn select_columns_mapped<'a>(
+        &self,
+        mapping: &'a crate::config::MappingConfig,
+    ) -> Vec<&'a str> {
+        let mut columns = self.select_columns();
+        let object = crate::object::Object::from_entity_set(self.entity_set);
+        for column in object.into_iter().flat_map(|o| mapping.of(o).values()) {
+            let base = column.split('@').next().unwrap_or(column);
+            if !columns.contains(&base) {
+                columns.push(base);
+            }
+        }
+        columns
+    }
+
     /// Whether the table has `modifiedon`, which a watermark pull needs.
     pub(crate) fn has_modifiedon(&self) -> bool {
         self.columns.iter().any(|c| c.column == "modifiedon")

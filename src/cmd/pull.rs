@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 
 use super::Context;
 use crate::exit::Outcome;
-use crate::object::Object;
 use crate::problem::{self, Seen};
 use crate::source::fixtures;
 use crate::source::page::{self, Page};
@@ -269,19 +268,9 @@ fn pull_entity_set(
     };
     let state = stage::pull_state(&ctx.conn, set)?;
     let start = Start::from_state(state.as_ref(), full, spec.has_modifiedon());
-    let mut columns = spec.select_columns();
-    // Columns `[mapping.*]` reads from the staged record must be selected too.
-    let mapped: Vec<String> = Object::from_entity_set(set)
-        .map(|object| ctx.config.mapping.of(object))
-        .into_iter()
-        .flat_map(|mapping| mapping.values())
-        .map(|column| column.split('@').next().unwrap_or(column).to_string())
-        .collect();
-    for base in &mapped {
-        if !columns.contains(&base.as_str()) {
-            columns.push(base);
-        }
-    }
+    // A copy: the pull below needs the context mutably while the columns borrow the mapping.
+    let mapping = ctx.config.mapping.clone();
+    let mut columns = spec.select_columns_mapped(&mapping);
     let bar = crate::progress::spinner(set);
     tally.bar = Some(bar.clone());
     let pulled = fetch_entity_set(ctx, api, tally, spec, &mut columns, start);

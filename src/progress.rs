@@ -94,7 +94,7 @@ fn print(level: Level, line: &str) {
         line.into_owned()
     } else {
         // Every line of a multi-line step gets its stamp; blank lines stay blank.
-        let stamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let stamp = crate::run::now();
         line.split('\n')
             .map(|l| {
                 if l.is_empty() {

@@ -76,7 +76,7 @@ fn sync_round(ctx: &mut Context, sim: &MarketoSim, step: usize) -> Result<()> {
         "\n== {step}. plan: the rule views against what Marketo acknowledged"
     ));
     let plan = plan::load(&ctx.conn, &ctx.config)?;
-    if ctx.verbosity >= super::Verbosity::Normal {
+    if ctx.verbosity >= crate::progress::Level::Normal {
         super::plan::print_human(&plan);
     }
     ctx.say(format!(

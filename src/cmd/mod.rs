@@ -26,6 +26,7 @@ use crate::cli::{Cli, Command, PullArgs};
 use crate::config::Config;
 use crate::db::{self, WriterLock};
 use crate::exit::Outcome;
+use crate::progress::Level;
 use crate::{rules, run};
 
 /// What every command gets: the open database, the configuration and how much to say.
@@ -33,17 +34,10 @@ pub(crate) struct Context {
     pub conn: Connection,
     pub config: Config,
     pub run_id: i64,
-    pub verbosity: Verbosity,
+    /// How much to print besides errors and warnings (`-q`, `-v`).
+    pub verbosity: Level,
     /// Counters the command reports; stored with its run.
     pub counts: Value,
-}
-
-/// How much a command prints besides errors and warnings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Verbosity {
-    Quiet,
-    Normal,
-    Verbose,
 }
 
 impl Context {
@@ -69,14 +63,12 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     let db_path = cli.db_path();
     // Commands that change staged or pushed state hold the writer lock for their whole run.
     let json_result = wants_json(&cli.command);
-    crate::progress::init(
-        match (cli.quiet, cli.verbose) {
-            (true, _) => crate::progress::Level::Quiet,
-            (false, 0) => crate::progress::Level::Normal,
-            (false, _) => crate::progress::Level::Verbose,
-        },
-        json_result,
-    );
+    let verbosity = match (cli.quiet, cli.verbose) {
+        (true, _) => Level::Quiet,
+        (false, 0) => Level::Normal,
+        (false, _) => Level::Verbose,
+    };
+    crate::progress::init(verbosity, json_result);
     let _lock = if writes {
         Some(WriterLock::acquire(&db_path).inspect_err(|err| {
             if json_result {
@@ -92,11 +84,6 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));
         }
     }
-    let verbosity = match (cli.quiet, cli.verbose) {
-        (true, _) => Verbosity::Quiet,
-        (false, 0) => Verbosity::Normal,
-        (false, _) => Verbosity::Verbose,
-    };
     if !writes {
         // Read-only commands open the database read-only and record no run, so an auditor
         // with read access can use them and they leave no trace.
@@ -138,7 +125,7 @@ fn record_run(
     name: &'static str,
     args: &[String],
     db_path: &Path,
-    verbosity: Verbosity,
+    verbosity: Level,
     json_result: bool,
 ) -> Result<Outcome> {
     let started = Instant::now();

@@ -125,11 +125,7 @@ pub(crate) fn every(
 
 /// One line on stdout, stamped with the time (RFC 3339), for logs a scheduler keeps.
 fn log(line: &str) {
-    println!(
-        "{} {}",
-        Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
-        crate::redact::redact(line)
-    );
+    println!("{} {}", crate::run::now(), crate::redact::redact(line));
 }
 
 fn is_daily_quota(err: &anyhow::Error) -> bool {

@@ -94,6 +94,8 @@ pub(crate) fn close_unseen(conn: &Connection, run_id: i64, stage: &str) -> Resul
 }
 
 /// Closes the pull problems whose record this run staged (a later version came through).
+/// Looked up per open problem by the table's primary key: a pull ends with this on every run,
+/// and the staging tables (millions of rows) have no index on `staged_run`.
 pub(crate) fn close_staged(conn: &Connection, run_id: i64) -> Result<usize> {
     let mut closed = 0;
     for spec in SPECS {
@@ -101,7 +103,8 @@ pub(crate) fn close_staged(conn: &Connection, run_id: i64) -> Result<usize> {
             &format!(
                 "UPDATE problem SET resolved_run = ?1
                  WHERE stage = 'pull' AND resolved_run IS NULL AND last_run <> ?1 AND subject = ?2
-                   AND key IN (SELECT {key} FROM {table} WHERE staged_run = ?1)",
+                   AND EXISTS (SELECT 1 FROM {table} t
+                               WHERE t.{key} = problem.key AND t.staged_run = ?1)",
                 key = spec.key,
                 table = spec.table
             ),

@@ -169,17 +169,16 @@ fn wants_json(command: &Command) -> bool {
 /// The `--json` result of a command that failed before its run could be recorded (the
 /// database is locked by another writer, or cannot be opened).
 fn print_unstarted(command: &str, err: &anyhow::Error) {
-    let result = json!({
-        "run_id": null,
-        "command": command,
-        "outcome": if crate::exit::is_usage(err) { "usage_error" } else { "failed" },
-        "exit_code": crate::exit::code_for(err),
-        "message": crate::exit::error_line(err),
-        "duration_ms": 0,
-        "rest_calls": 0,
-        "counts": {},
-    });
-    println!("{result}");
+    let finished = run::Finished {
+        outcome: if crate::exit::is_usage(err) {
+            "usage_error"
+        } else {
+            "failed"
+        },
+        exit_code: crate::exit::code_for(err),
+        message: Some(crate::exit::error_line(err)),
+    };
+    print_json(None, command, &finished, 0, 0, &json!({}));
 }
 
 /// The `--json` result of `pull`, `push` and `sync` (a stable contract, README "JSON output"):
@@ -193,15 +192,34 @@ fn print_result(ctx: &Context, command: &str, finished: &run::Finished, started:
             |r| r.get(0),
         )
         .unwrap_or(0);
+    let duration_ms = started.elapsed().as_millis() as u64;
+    print_json(
+        Some(ctx.run_id),
+        command,
+        finished,
+        duration_ms,
+        rest_calls,
+        &ctx.counts,
+    );
+}
+
+fn print_json(
+    run_id: Option<i64>,
+    command: &str,
+    finished: &run::Finished,
+    duration_ms: u64,
+    rest_calls: i64,
+    counts: &Value,
+) {
     let result = json!({
-        "run_id": ctx.run_id,
+        "run_id": run_id,
         "command": command,
         "outcome": finished.outcome,
         "exit_code": finished.exit_code,
         "message": finished.message,
-        "duration_ms": started.elapsed().as_millis() as u64,
+        "duration_ms": duration_ms,
         "rest_calls": rest_calls,
-        "counts": ctx.counts,
+        "counts": counts,
     });
     println!("{}", crate::redact::redact(&result.to_string()));
 }

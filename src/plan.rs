@@ -133,7 +133,8 @@ pub(crate) fn too_large(bytes: usize) -> String {
     )
 }
 
-/// Every operation, in push order (companies, leads, opportunities, roles; deletes last).
+/// Every operation, in push order (sales persons, companies, leads, opportunities, roles;
+/// deletes last).
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
     pub operations: Vec<Operation>,

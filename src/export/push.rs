@@ -1,8 +1,9 @@
 //! Sends a plan to Marketo and records every per-record outcome.
 //!
-//! Order: companies, leads, opportunities, roles (upserts, `createOrUpdate` by dedupe fields,
-//! leads by email); then role deletes; then opportunity deletes. Batches hold at most 300
-//! records and 1 MB. Results are matched to records by `seq` (leads, whose results carry none,
+//! Order: sales persons, companies, leads, opportunities, roles (upserts, `createOrUpdate` by
+//! dedupe fields, leads by email); then role deletes; then opportunity deletes. Batches hold at
+//! most 300 records and 1 MB; up to `max_in_flight` of one object are in flight at once, and
+//! every object is answered before the next starts. Results are matched to records by `seq` (leads, whose results carry none,
 //! by position after checking the count); an answer that cannot be matched acknowledges nothing.
 //! A result without the id its object needs is not acknowledged, so the next push sends the
 //! record again. Each batch's outcomes and the acknowledged state they advance are written in

@@ -67,7 +67,7 @@ impl Item {
 }
 
 /// Runs every item; `conn` is the database (`None` when there is none yet).
-pub(crate) fn run(config: &Config, conn: Option<&Connection>) -> Vec<Item> {
+pub(crate) fn run(config: &Config, conn: Option<&mut Connection>) -> Vec<Item> {
     let mut items = vec![Item::pass(
         "settings",
         "oppsync.toml and the environment parse and are within their bounds",
@@ -178,7 +178,7 @@ fn dynamics(config: &Config, items: &mut Vec<Item>) {
     }
 }
 
-fn marketo(config: &Config, conn: Option<&Connection>, items: &mut Vec<Item>) {
+fn marketo(config: &Config, conn: Option<&mut Connection>, items: &mut Vec<Item>) {
     if config.marketo.base_url.as_deref().is_none_or(str::is_empty) {
         items.push(Item::warn(
             "Marketo",

@@ -14,6 +14,7 @@ pub(crate) mod demo;
 pub mod exit;
 pub(crate) mod explain;
 pub(crate) mod export;
+pub(crate) mod export_rows;
 pub(crate) mod net;
 pub(crate) mod object;
 pub(crate) mod plan;

@@ -1,7 +1,13 @@
-//! Desired rows (the `mkto_*` export views) against what Marketo last acknowledged (`mkto_ack`)
-//! -> operations per object: create, update, unchanged, delete, skip.
+//! What push would do: the export rows (`export_row`, the `mkto_*` views materialized by
+//! `export_rows`) against what Marketo last acknowledged (`mkto_ack`), as operations per
+//! object: create, update, unchanged, delete, skip.
 //!
-//! `diff` is a pure function; `load` does the reading. Nothing here writes or calls Marketo.
+//! The diff is SQL over indexed columns: a row is to send when `pending` (its payload is not the
+//! acknowledged one), unchanged otherwise; skipped when the view gives a reason or it cannot be
+//! carried. The plan holds the counts, the skipped records, the deletes and the batch sizes;
+//! the records to send are read in key order, a chunk at a time (`upserts`), so neither plan nor
+//! push holds the org in memory. Nothing here calls Marketo.
+//!
 //! Companies and leads are never deleted (Marketo's own practice for persons). An opportunity is
 //! deleted only when it was deleted in Dynamics (a tombstone) and `on_opportunity_delete` is
 //! `delete`; one that left scope is no longer updated, and neither are its roles. A role no
@@ -10,12 +16,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
-use rusqlite::Connection;
+use rusqlite::{Connection, MAIN_DB, params};
 use serde::Serialize;
 
-use serde_json::Value;
-
 use crate::config::{Config, OnOpportunityDelete};
+use crate::export_rows::{self, Refreshed};
 pub(crate) use crate::object::Object;
 use crate::object::RoleKey;
 
@@ -23,25 +28,6 @@ use crate::object::RoleKey;
 pub(crate) const MAX_BATCH_RECORDS: usize = 300;
 /// Marketo's largest request body is 1 MB; keep a margin for the envelope.
 pub(crate) const MAX_BATCH_BYTES: usize = 1_000_000 - 4_096;
-
-/// A row of an export view.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Desired {
-    pub key: Option<String>,
-    pub source_id: String,
-    pub payload: Option<String>,
-    pub skip_reason: Option<String>,
-    /// Roles only: the key of the lead whose Marketo id the role needs.
-    pub lead_key: Option<String>,
-}
-
-/// A row of `mkto_ack`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Acked {
-    pub key: String,
-    pub payload: String,
-    pub marketo_id: Option<String>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,66 +52,6 @@ pub(crate) struct Operation {
     pub lead_key: Option<String>,
 }
 
-/// The operations for one object. `deletable` says whether an acknowledged key that is no
-/// longer desired should be deleted in Marketo (otherwise it is left alone).
-pub(crate) fn diff(
-    object: Object,
-    desired: Vec<Desired>,
-    acked: &BTreeMap<String, Acked>,
-    deletable: &dyn Fn(&str) -> bool,
-) -> Vec<Operation> {
-    let mut seen = BTreeSet::new();
-    let mut operations = Vec::with_capacity(desired.len());
-    for row in desired {
-        if let Some(key) = &row.key {
-            seen.insert(key.clone());
-        }
-        let oversized = row
-            .payload
-            .as_ref()
-            .filter(|p| p.len() + 1 > MAX_BATCH_BYTES)
-            .map(|p| too_large(p.len() + 1));
-        let skip_reason = row.skip_reason.or(oversized);
-        let action = match (&skip_reason, &row.key, &row.payload) {
-            (Some(_), _, _) | (None, None, _) | (None, _, None) => Action::Skip,
-            (None, Some(key), Some(payload)) => match acked.get(key) {
-                None => Action::Create,
-                Some(ack) if ack.payload == *payload => Action::Unchanged,
-                Some(_) => Action::Update,
-            },
-        };
-        let reason = match action {
-            Action::Skip => Some(skip_reason.unwrap_or_else(|| "no key or payload".to_string())),
-            _ => None,
-        };
-        operations.push(Operation {
-            object,
-            action,
-            key: row.key,
-            source_id: Some(row.source_id),
-            payload: row.payload,
-            reason,
-            lead_key: row.lead_key,
-        });
-    }
-    for (key, ack) in acked {
-        if !seen.contains(key) && deletable(key) {
-            operations.push(Operation {
-                object,
-                action: Action::Delete,
-                key: Some(key.clone()),
-                source_id: None,
-                payload: Some(ack.payload.clone()),
-                reason: None,
-                lead_key: (object == Object::OpportunityRole)
-                    .then(|| RoleKey::parse(key).map(|k| k.lead))
-                    .flatten(),
-            });
-        }
-    }
-    operations
-}
-
 /// Why a record of `bytes` bytes is never sent: no batch can carry it.
 pub(crate) fn too_large(bytes: usize) -> String {
     format!(
@@ -133,11 +59,18 @@ pub(crate) fn too_large(bytes: usize) -> String {
     )
 }
 
-/// Every operation, in push order (sales persons, companies, leads, opportunities, roles;
-/// deletes last).
+/// What push would do, without the records to send themselves (read with `upserts`).
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
-    pub operations: Vec<Operation>,
+    counts: BTreeMap<Object, Counts>,
+    skipped: Vec<Operation>,
+    /// Role deletes, then opportunity deletes (push order).
+    deletes: Vec<Operation>,
+    batches: Vec<Batch>,
+    /// Per object, the fields its records to send carry.
+    fields: BTreeMap<Object, BTreeSet<String>>,
+    /// How the export rows were brought up to date for this plan.
+    pub refreshed: Option<Refreshed>,
 }
 
 /// Per object and action, how many records.
@@ -152,71 +85,42 @@ pub(crate) struct Counts {
 
 impl Plan {
     pub(crate) fn counts(&self, object: Object) -> Counts {
-        let mut counts = Counts::default();
-        for op in self.operations.iter().filter(|op| op.object == object) {
-            match op.action {
-                Action::Create => counts.create += 1,
-                Action::Update => counts.update += 1,
-                Action::Unchanged => counts.unchanged += 1,
-                Action::Delete => counts.delete += 1,
-                Action::Skip => counts.skip += 1,
-            }
-        }
-        counts
+        self.counts.get(&object).cloned().unwrap_or_default()
     }
 
-    /// The operations of one object and kind: upserts (create and update) or deletes.
-    pub(crate) fn of(&self, object: Object, deletes: bool) -> Vec<&Operation> {
-        self.operations
+    /// How many records of `object` push would create or update.
+    pub(crate) fn upsert_count(&self, object: Object) -> usize {
+        let counts = self.counts(object);
+        counts.create + counts.update
+    }
+
+    /// The deletes of one object.
+    pub(crate) fn deletes(&self, object: Object) -> Vec<&Operation> {
+        self.deletes
             .iter()
             .filter(|op| op.object == object)
-            .filter(|op| match op.action {
-                Action::Create | Action::Update => !deletes,
-                Action::Delete => deletes,
-                Action::Unchanged | Action::Skip => false,
-            })
             .collect()
     }
 
     pub(crate) fn skipped(&self) -> impl Iterator<Item = &Operation> {
-        self.operations
-            .iter()
-            .filter(|op| op.action == Action::Skip)
+        self.skipped.iter()
+    }
+
+    /// The fields the records of `object` to send carry (empty when none is to be sent).
+    pub(crate) fn fields(&self, object: Object) -> BTreeSet<String> {
+        self.fields.get(&object).cloned().unwrap_or_default()
     }
 
     /// The batches push would send, in push order: upserts by object, then role deletes, then
     /// opportunity deletes. Sizes are estimated from the payloads (push adds a role's leadId).
-    pub(crate) fn batches(&self) -> Vec<Batch> {
-        let kinds = Object::ALL
-            .iter()
-            .map(|o| (*o, false))
-            .chain([(Object::OpportunityRole, true), (Object::Opportunity, true)]);
-        let mut batches = Vec::new();
-        for (object, deletes) in kinds {
-            let sizes: Vec<usize> = self
-                .of(object, deletes)
-                .iter()
-                .map(|op| op.payload.as_ref().map_or(64, |p| p.len() + 1))
-                .collect();
-            let mut start = 0;
-            for records in batch_sizes(&sizes) {
-                let bytes = sizes[start..start + records].iter().sum();
-                start += records;
-                batches.push(Batch {
-                    object,
-                    deletes,
-                    records,
-                    bytes,
-                });
-            }
-        }
-        batches
+    pub(crate) fn batches(&self) -> &[Batch] {
+        &self.batches
     }
 
     /// REST calls push needs for this plan (the identity call is free and not counted).
     pub(crate) fn calls(&self) -> BTreeMap<String, usize> {
         let mut calls = BTreeMap::new();
-        for batch in self.batches() {
+        for batch in &self.batches {
             let name = format!(
                 "{}{}",
                 batch.object.plural(),
@@ -257,200 +161,253 @@ pub(crate) fn batch_sizes(sizes: &[usize]) -> Vec<usize> {
     batches
 }
 
-/// Reads the views and the acknowledged state and builds the plan.
-pub(crate) fn load(conn: &Connection, config: &Config) -> Result<Plan> {
-    let on_delete = config.marketo.on_opportunity_delete;
-    let deleted_opportunities: BTreeSet<String> = strings(
-        conn,
-        "SELECT opportunityid FROM opportunity WHERE deleted_run IS NOT NULL",
-    )?;
-    let in_scope: BTreeSet<String> = strings(conn, "SELECT key FROM mkto_opportunity")?;
-    let delete_opportunities = on_delete == OnOpportunityDelete::Delete;
-    let mut plan = Plan::default();
-    for object in Object::ALL {
-        let mapping = config.mapping.of(object);
-        let desired =
-            desired(conn, object, mapping).with_context(|| format!("reading {}", object.view()))?;
-        let acked = acked(conn, object)?;
-        let deletable = |key: &str| match object {
-            Object::SalesPerson | Object::Company | Object::Lead => false,
-            Object::Opportunity => delete_opportunities && deleted_opportunities.contains(key),
-            Object::OpportunityRole => RoleKey::parse(key).is_some_and(|role| {
-                in_scope.contains(&role.opportunity)
-                    || (delete_opportunities && deleted_opportunities.contains(&role.opportunity))
-            }),
-        };
-        plan.operations
-            .extend(diff(object, desired, &acked, &deletable));
-    }
-    // Push order: every upsert by object, then role deletes, then opportunity deletes.
-    let rank = |op: &Operation| match (op.action, op.object) {
-        (Action::Delete, Object::OpportunityRole) => 10,
-        (Action::Delete, _) => 11,
-        (_, object) => object as usize,
+/// Brings the export rows up to date (a writing connection refreshes the stored ones; a
+/// read-only one evaluates them into temp tables when the stored ones are not current), then
+/// reads the plan.
+pub(crate) fn load(conn: &mut Connection, config: &Config) -> Result<Plan> {
+    let refreshed = if conn.is_readonly(MAIN_DB)? {
+        export_rows::evaluate_temporary(conn, config)?;
+        None
+    } else {
+        Some(export_rows::refresh(conn, config).context("refreshing the export rows")?)
     };
-    plan.operations.sort_by_key(rank);
+    let mut plan = read(conn, config)?;
+    plan.refreshed = refreshed;
     Ok(plan)
 }
 
-fn strings(conn: &Connection, sql: &str) -> Result<BTreeSet<String>> {
-    let mut stmt = conn.prepare(sql)?;
-    let rows = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+/// The condition on an export row (aliased `e`) that it can be sent: the view gives it a key
+/// and a payload and no reason to skip it, and it fits in a request (`?2` is the limit).
+const SENDABLE: &str = "e.skip_reason IS NULL AND e.key IS NOT NULL AND e.payload IS NOT NULL AND length(e.payload) < ?2";
+
+/// Reads the plan from the export rows as they are.
+fn read(conn: &Connection, config: &Config) -> Result<Plan> {
+    let mut plan = Plan::default();
+    let max = MAX_BATCH_BYTES as i64;
+    for object in Object::ALL {
+        let name = object.name();
+        // Rows to send, split by whether Marketo holds the key; counted on the pending index.
+        let (create, update): (i64, i64) = conn.query_row(
+            &format!(
+                "SELECT count(*) FILTER (WHERE a.key IS NULL), count(a.key)
+                 FROM export_row e LEFT JOIN main.mkto_ack a ON a.object = e.object AND a.key = e.key
+                 WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE}"
+            ),
+            params![name, max],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let total: i64 = conn.query_row(
+            "SELECT count(*) FROM export_row WHERE object = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        let skipped = skipped(conn, object)?;
+        let deletes = deletes(conn, object, config)?;
+        let counts = Counts {
+            create: create as usize,
+            update: update as usize,
+            unchanged: (total - create - update).max(0) as usize - skipped.len(),
+            delete: deletes.len(),
+            skip: skipped.len(),
+        };
+        plan.counts.insert(object, counts);
+        plan.skipped.extend(skipped);
+        plan.deletes.extend(deletes);
+        if create + update > 0 {
+            plan.fields.insert(object, fields(conn, object)?);
+        }
+        let sizes = upsert_sizes(conn, object)?;
+        push_batches(&mut plan.batches, object, false, &sizes);
+    }
+    // Push order: every upsert by object, then role deletes, then opportunity deletes.
+    plan.deletes
+        .sort_by_key(|op| op.object != Object::OpportunityRole);
+    for object in [Object::OpportunityRole, Object::Opportunity] {
+        let sizes: Vec<usize> = plan
+            .deletes(object)
+            .iter()
+            .map(|op| op.payload.as_ref().map_or(64, |p| p.len() + 1))
+            .collect();
+        push_batches(&mut plan.batches, object, true, &sizes);
+    }
+    Ok(plan)
 }
 
-/// The rows of an export view, with the `[mapping.*]` fields of the object merged into each
-/// payload: read from the staged record's `raw` through a bound JSON path (never pasted into
-/// SQL), sent as null when the record lacks the column. The views hold the default mapping.
-fn desired(
-    conn: &Connection,
-    object: Object,
-    mapping: &BTreeMap<String, String>,
-) -> Result<Vec<Desired>> {
-    let lead_key = if object == Object::OpportunityRole {
-        "v.lead_key"
-    } else {
-        "NULL"
-    };
-    let (extra, join) = match object.source() {
-        Some(source) if !mapping.is_empty() => (
-            (1..=mapping.len())
-                .map(|i| format!(", t.raw -> ?{i}"))
-                .collect::<String>(),
-            format!(
-                "LEFT JOIN {} t ON t.{} = v.source_id",
-                source.table, source.key
-            ),
-        ),
-        _ => (String::new(), String::new()),
-    };
-    let sql = format!(
-        "SELECT v.key, v.source_id, v.payload, v.skip_reason, {lead_key}{extra} FROM {} v {join} ORDER BY v.key, v.source_id",
-        object.view()
-    );
-    let paths: Vec<String> = if join.is_empty() {
-        Vec::new()
-    } else {
-        mapping
-            .values()
-            .map(|column| format!("$.\"{column}\""))
-            .collect()
-    };
-    let mut stmt = conn.prepare(&sql)?;
+fn push_batches(batches: &mut Vec<Batch>, object: Object, deletes: bool, sizes: &[usize]) {
+    let mut start = 0;
+    for records in batch_sizes(sizes) {
+        let bytes = sizes[start..start + records].iter().sum();
+        start += records;
+        batches.push(Batch {
+            object,
+            deletes,
+            records,
+            bytes,
+        });
+    }
+}
+
+/// The serialized size of each record to send, in key order (the order push sends them in).
+fn upsert_sizes(conn: &Connection, object: Object) -> Result<Vec<usize>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT length(e.payload) + 1 FROM export_row e
+         WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} ORDER BY e.key"
+    ))?;
+    let sizes = stmt
+        .query_map(params![object.name(), MAX_BATCH_BYTES as i64], |r| {
+            r.get::<_, i64>(0)
+        })?
+        .map(|size| size.map(|s| s as usize))
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(sizes)
+}
+
+/// The fields of the records to send. Every row of an export view carries the same fields
+/// (`json_object` with fixed names, plus the mapped fields `json_set` adds to each), so one row
+/// names them all.
+fn fields(conn: &Connection, object: Object) -> Result<BTreeSet<String>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT j.key FROM (SELECT e.payload FROM export_row e
+             WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} LIMIT 1) f, json_each(f.payload) j"
+    ))?;
+    let fields = stmt
+        .query_map(params![object.name(), MAX_BATCH_BYTES as i64], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(fields)
+}
+
+/// The records of `object` that cannot be sent, with the reason.
+fn skipped(conn: &Connection, object: Object) -> Result<Vec<Operation>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT key, source_id, length(payload) + 1,
+             CASE WHEN skip_reason IS NOT NULL THEN skip_reason
+                  WHEN key IS NULL OR payload IS NULL THEN 'no key or payload' END
+         FROM export_row
+         WHERE object = ?1 AND (skip_reason IS NOT NULL OR key IS NULL OR payload IS NULL
+                                OR (pending = 1 AND length(payload) >= ?2))
+         ORDER BY key, source_id",
+    )?;
     let rows = stmt
-        .query_map(rusqlite::params_from_iter(&paths), |r| {
-            let mut payload: Option<String> = r.get(2)?;
-            if let (Some(text), false) = (&payload, paths.is_empty()) {
-                let mut fields: serde_json::Map<String, Value> =
-                    serde_json::from_str(text).unwrap_or_default();
-                for (i, field) in mapping.keys().enumerate() {
-                    let value: Option<String> = r.get(5 + i)?;
-                    let value = value
-                        .and_then(|v| serde_json::from_str(&v).ok())
-                        .unwrap_or(Value::Null);
-                    fields.insert(field.clone(), value);
-                }
-                payload = Some(Value::Object(fields).to_string());
-            }
-            Ok(Desired {
+        .query_map(params![object.name(), MAX_BATCH_BYTES as i64], |r| {
+            let size: Option<i64> = r.get(2)?;
+            let reason: Option<String> = r.get(3)?;
+            // Neither: the record alone is over the request limit.
+            let reason = reason.unwrap_or_else(|| too_large(size.unwrap_or_default() as usize));
+            Ok(Operation {
+                object,
+                action: Action::Skip,
                 key: r.get(0)?,
                 source_id: r.get(1)?,
-                payload,
-                skip_reason: r.get(3)?,
-                lead_key: r.get(4)?,
+                payload: None,
+                reason: Some(reason),
+                lead_key: None,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
 }
 
-fn acked(conn: &Connection, object: Object) -> Result<BTreeMap<String, Acked>> {
-    let mut stmt =
-        conn.prepare("SELECT key, payload, marketo_id FROM mkto_ack WHERE object = ?1")?;
-    let rows = stmt
-        .query_map([object.name()], |r| {
-            Ok(Acked {
-                key: r.get(0)?,
-                payload: r.get(1)?,
-                marketo_id: r.get(2)?,
-            })
-        })?
-        .map(|row| row.map(|ack| (ack.key.clone(), ack)))
+/// The keys Marketo holds that the views no longer give and that may be deleted: companies,
+/// leads and sales persons never; an opportunity when it is a tombstone and
+/// `on_opportunity_delete = "delete"`; a role when its opportunity is still exported, or is
+/// itself being deleted.
+fn deletes(conn: &Connection, object: Object, config: &Config) -> Result<Vec<Operation>> {
+    if !matches!(object, Object::Opportunity | Object::OpportunityRole) {
+        return Ok(Vec::new());
+    }
+    let delete_opportunities = config.marketo.on_opportunity_delete == OnOpportunityDelete::Delete;
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.key, a.payload FROM export_removed r
+         JOIN main.mkto_ack a ON a.object = r.object AND a.key = r.key
+         WHERE r.object = ?1 ORDER BY r.key",
+    )?;
+    let candidates: Vec<(String, String)> = stmt
+        .query_map([object.name()], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    let mut exported = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM export_row WHERE object = 'opportunity' AND key = ?1)",
+    )?;
+    let mut tombstoned = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM main.opportunity WHERE opportunityid = ?1 AND deleted_run IS NOT NULL)",
+    )?;
+    let mut operations = Vec::new();
+    for (key, payload) in candidates {
+        let (opportunity, lead_key) = match object {
+            Object::Opportunity => (key.clone(), None),
+            _ => match RoleKey::parse(&key) {
+                Some(role) => (role.opportunity, Some(role.lead)),
+                None => continue,
+            },
+        };
+        let deleted = delete_opportunities
+            && tombstoned.query_row([&opportunity], |r| r.get::<_, bool>(0))?;
+        let deletable = match object {
+            Object::Opportunity => deleted,
+            _ => deleted || exported.query_row([&opportunity], |r| r.get::<_, bool>(0))?,
+        };
+        if deletable {
+            operations.push(Operation {
+                object,
+                action: Action::Delete,
+                key: Some(key),
+                source_id: None,
+                payload: Some(payload),
+                reason: None,
+                lead_key,
+            });
+        }
+    }
+    Ok(operations)
+}
+
+/// Up to `limit` records of `object` to create or update, in key order, after `after`: push
+/// reads the records to send a chunk at a time. Records acknowledged since are no longer
+/// pending and are not read again.
+pub(crate) fn upserts(
+    conn: &Connection,
+    object: Object,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Operation>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT e.key, e.source_id, e.payload, e.lead_key, a.key IS NOT NULL
+         FROM export_row e LEFT JOIN main.mkto_ack a ON a.object = e.object AND a.key = e.key
+         WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} AND e.key > ?3
+         ORDER BY e.key LIMIT ?4"
+    ))?;
+    let rows = stmt
+        .query_map(
+            params![
+                object.name(),
+                MAX_BATCH_BYTES as i64,
+                after.unwrap_or(""),
+                limit as i64
+            ],
+            |r| {
+                let acked: bool = r.get(4)?;
+                Ok(Operation {
+                    object,
+                    action: if acked {
+                        Action::Update
+                    } else {
+                        Action::Create
+                    },
+                    key: r.get(0)?,
+                    source_id: r.get(1)?,
+                    payload: r.get(2)?,
+                    reason: None,
+                    lead_key: r.get(3)?,
+                })
+            },
+        )?
+        .collect::<rusqlite::Result<_>>()
+        .with_context(|| format!("reading the {} to send", object.plural()))?;
     Ok(rows)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn want(key: &str, payload: &str) -> Desired {
-        Desired {
-            key: Some(key.into()),
-            source_id: key.into(),
-            payload: Some(payload.into()),
-            skip_reason: None,
-            lead_key: None,
-        }
-    }
-
-    fn ack(key: &str, payload: &str) -> (String, Acked) {
-        (
-            key.into(),
-            Acked {
-                key: key.into(),
-                payload: payload.into(),
-                marketo_id: Some("1".into()),
-            },
-        )
-    }
-
-    fn actions(ops: &[Operation]) -> Vec<(Option<&str>, Action)> {
-        ops.iter()
-            .map(|op| (op.key.as_deref(), op.action))
-            .collect()
-    }
-
-    #[test]
-    fn diff_creates_updates_leaves_unchanged_and_deletes_only_what_it_may() {
-        let acked = BTreeMap::from([
-            ack("b", "{}"),
-            ack("c", r#"{"x":1}"#),
-            ack("gone", "{}"),
-            ack("kept", "{}"),
-        ]);
-        let desired = vec![want("a", "{}"), want("b", "{}"), want("c", r#"{"x":2}"#)];
-        let ops = diff(Object::Opportunity, desired, &acked, &|key| key == "gone");
-        assert_eq!(
-            actions(&ops),
-            [
-                (Some("a"), Action::Create),
-                (Some("b"), Action::Unchanged),
-                (Some("c"), Action::Update),
-                (Some("gone"), Action::Delete)
-            ]
-        );
-    }
-
-    #[test]
-    fn diff_skips_rows_with_a_reason_even_when_acknowledged() {
-        let acked = BTreeMap::from([ack("a", "{}")]);
-        let mut row = want("a", "{}");
-        row.skip_reason = Some("opportunity has no name".into());
-        let ops = diff(Object::Opportunity, vec![row], &acked, &|_| true);
-        assert_eq!(actions(&ops), [(Some("a"), Action::Skip)]);
-        assert_eq!(ops[0].reason.as_deref(), Some("opportunity has no name"));
-    }
-
-    #[test]
-    fn a_deleted_role_carries_its_lead_key() {
-        let key = r#"["opp","ana@example.com","Customer"]"#;
-        let acked = BTreeMap::from([ack(key, "{}")]);
-        let ops = diff(Object::OpportunityRole, vec![], &acked, &|_| true);
-        assert_eq!(ops[0].lead_key.as_deref(), Some("ana@example.com"));
-    }
 
     #[test]
     fn batches_hold_at_most_300_records_and_a_megabyte() {

@@ -49,13 +49,20 @@ pub(crate) fn install_temporary(
         "CREATE TEMP TABLE IF NOT EXISTS rule_setting (name TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
          DELETE FROM temp.rule_setting;",
     )?;
+    create_temporary_views(&tx)?;
+    store_settings(&tx, "temp", rules, export)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The views as temporary views of this connection (after `export_rows` evaluated them into
+/// temp tables of the same names, too).
+pub(crate) fn create_temporary_views(tx: &rusqlite::Transaction<'_>) -> Result<()> {
     for file in VIEWS {
         let text = file.text.replacen("CREATE VIEW", "CREATE TEMP VIEW", 1);
         tx.execute_batch(&text)
             .with_context(|| format!("creating view from {}", file.path))?;
     }
-    store_settings(&tx, "temp", rules, export)?;
-    tx.commit()?;
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! The catalogue of every `.sql` file under `sql/`, embedded at compile time.
 //!
 //! Schema migrations are append-only and applied in order (their position is the
-//! `PRAGMA user_version` they lead to); views are dropped and re-created on every run. A test
+//! `PRAGMA user_version` they lead to); views are dropped and re-created on every run; the
+//! refresh scripts run inside a refresh of the export rows. A test
 //! checks that this catalogue and the `sql/` folder list the same files.
 
 /// One embedded SQL file: its path under `sql/` (for error messages) and its text.
@@ -27,6 +28,7 @@ pub(crate) const MIGRATIONS: &[SqlFile] = &[
     sql_file!("sql/schema/0003_pull_state.sql"),
     sql_file!("sql/schema/0004_owners.sql"),
     sql_file!("sql/schema/0005_problems.sql"),
+    sql_file!("sql/schema/0006_export_rows.sql"),
 ];
 
 /// Rule views in creation order; each file creates the view its name ends with.
@@ -43,6 +45,13 @@ pub(crate) const VIEWS: &[SqlFile] = &[
     sql_file!("sql/views/10_mkto_opportunity.sql"),
     sql_file!("sql/views/11_mkto_opportunity_role.sql"),
     sql_file!("sql/views/12_mkto_sales_person.sql"),
+];
+
+/// The scripts of a partial refresh of the export rows (`export_rows`): the roots a change
+/// touched, then the staged records they depend on.
+pub(crate) const REFRESH: [SqlFile; 2] = [
+    sql_file!("sql/refresh/1_targets.sql"),
+    sql_file!("sql/refresh/2_subset.sql"),
 ];
 
 impl SqlFile {
@@ -75,6 +84,8 @@ mod tests {
         assert_eq!(migrations, files_in("sql/schema"));
         let views: Vec<String> = VIEWS.iter().map(|f| f.path.to_string()).collect();
         assert_eq!(views, files_in("sql/views"));
+        let refresh: Vec<String> = REFRESH.iter().map(|f| f.path.to_string()).collect();
+        assert_eq!(refresh, files_in("sql/refresh"));
     }
 
     #[test]

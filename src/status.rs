@@ -91,7 +91,7 @@ pub(crate) struct Lag {
 
 /// Reads the status; `writer` is the pid of the process holding the writer lock, if any: its
 /// run (the newest one still `running`) is shown as running.
-pub(crate) fn read(conn: &Connection, writer: Option<u32>, config: &Config) -> Result<Status> {
+pub(crate) fn read(conn: &mut Connection, writer: Option<u32>, config: &Config) -> Result<Status> {
     let schema_version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let current_run: i64 = match writer {
         Some(_) => conn.query_row(
@@ -183,6 +183,7 @@ pub(crate) fn read(conn: &Connection, writer: Option<u32>, config: &Config) -> R
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    drop(stmt);
     let plan = plan::load(conn, config)?;
     let pending = Object::ALL
         .iter()

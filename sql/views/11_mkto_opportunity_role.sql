@@ -2,7 +2,8 @@
 -- per derived role whose contact has a lead. Marketo's key is opportunity + lead + role, so two
 -- contacts folded into one lead holding the same role are one role (primary if either is). The
 -- leadId is the Marketo id of the lead, known only once the lead is acknowledged, so push adds it.
--- key = json_array(externalOpportunityId, lead key, role).
+-- key = json_array(externalOpportunityId, lead key, role); opportunityid is the role's
+-- opportunity, also on rows that cannot be sent.
 CREATE VIEW mkto_opportunity_role AS
 WITH role AS (
     SELECT
@@ -25,11 +26,12 @@ SELECT
         'role', role,
         'isPrimary', json(CASE WHEN max(is_primary) = 1 THEN 'true' ELSE 'false' END)
     ) AS payload,
-    CASE WHEN opportunity_skip_reason IS NOT NULL THEN 'opportunity not sent: ' || opportunity_skip_reason END AS skip_reason
+    CASE WHEN opportunity_skip_reason IS NOT NULL THEN 'opportunity not sent: ' || opportunity_skip_reason END AS skip_reason,
+    opportunityid
 FROM role
 WHERE lead_key IS NOT NULL
 GROUP BY opportunityid, lead_key, role
 UNION ALL
-SELECT NULL, source_id, NULL, NULL, 'contact has no email, so it has no lead'
+SELECT NULL, source_id, NULL, NULL, 'contact has no email, so it has no lead', opportunityid
 FROM role
 WHERE lead_key IS NULL;

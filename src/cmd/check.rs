@@ -12,7 +12,7 @@ use crate::exit::{Outcome, usage};
 pub(crate) fn run(ctx: &mut Context, json_output: bool) -> Result<Outcome> {
     // The scratch database of a first check has no run at all.
     let has_database = ctx.conn.path().is_some_and(|p| !p.is_empty());
-    let items = check::run(&ctx.config, has_database.then_some(&ctx.conn));
+    let items = check::run(&ctx.config, has_database.then_some(&mut ctx.conn));
     let failed: Vec<&check::Item> = items.iter().filter(|i| i.verdict == "fail").collect();
     let code = match (failed.is_empty(), failed.iter().any(|i| i.setup)) {
         (true, _) => 0,

@@ -75,7 +75,10 @@ fn sync_round(ctx: &mut Context, sim: &MarketoSim, step: usize) -> Result<()> {
     ctx.say(format!(
         "\n== {step}. plan: the rule views against what Marketo acknowledged"
     ));
-    let plan = plan::load(&ctx.conn, &ctx.config)?;
+    let plan = plan::load(&mut ctx.conn, &ctx.config)?;
+    if let Some(refreshed) = &plan.refreshed {
+        ctx.detail(refreshed.describe());
+    }
     if ctx.verbosity >= crate::progress::Level::Normal {
         super::plan::print_human(&plan);
     }

@@ -8,7 +8,7 @@ use crate::exit::Outcome;
 use crate::plan::{self, Object, Plan};
 
 pub(crate) fn run(ctx: &mut Context, json_output: bool) -> Result<Outcome> {
-    let plan = plan::load(&ctx.conn, &ctx.config)?;
+    let plan = plan::load(&mut ctx.conn, &ctx.config)?;
     let report = report(&plan);
     ctx.counts = report.clone();
     if json_output {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::Context;
 use crate::exit::Outcome;
+use crate::export_rows;
 use crate::problem::{self, Seen};
 use crate::source::fixtures;
 use crate::source::page::{self, Page};
@@ -43,6 +44,8 @@ struct Tally {
     problems: Vec<Seen>,
     /// The spinner of the entity set being pulled live (hidden off a terminal).
     bar: Option<indicatif::ProgressBar>,
+    /// `--full`: the export rows are evaluated in full afterwards.
+    full: bool,
 }
 
 impl Tally {
@@ -190,6 +193,14 @@ impl Tally {
                 t.filtered
             ));
         }
+        // The export rows follow what was staged, so that plan, push and status read them as
+        // they are; a full pull evaluates them in full.
+        if self.full {
+            export_rows::invalidate(&ctx.conn)?;
+        }
+        let refreshed = export_rows::refresh(&mut ctx.conn, &ctx.config)
+            .context("refreshing the export rows")?;
+        ctx.detail(refreshed.describe());
         let new = problem::record(&mut ctx.conn, ctx.run_id, "pull", &self.problems)?;
         problem::close_staged(&ctx.conn, ctx.run_id)?;
         ctx.counts["new_problems"] = json!(new);
@@ -228,7 +239,10 @@ pub(crate) fn stage_pages(
     pages: impl Iterator<Item = Result<PageText>>,
     full: bool,
 ) -> Result<Outcome> {
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        full,
+        ..Tally::default()
+    };
     for page in pages {
         tally.stage(ctx, page?)?;
     }
@@ -243,7 +257,10 @@ pub(crate) fn stage_pages(
 pub(crate) fn run_live(ctx: &mut Context, full: bool) -> Result<Outcome> {
     let mut api = WebApi::new(&ctx.config.dynamics)?;
     ctx.say(format!("pulling from {}", api.org_url()));
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        full,
+        ..Tally::default()
+    };
     for &set in stage::LIVE_ORDER {
         pull_entity_set(ctx, &mut api, &mut tally, set, full)
             .with_context(|| format!("pulling {set}"))?;

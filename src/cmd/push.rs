@@ -15,12 +15,18 @@ const LISTED_SKIPS: usize = 20;
 
 pub(crate) fn run(ctx: &mut Context, dry_run: bool) -> Result<Outcome> {
     if dry_run {
-        let plan = plan::load(&ctx.conn, &ctx.config)?;
+        let plan = plan::load(&mut ctx.conn, &ctx.config)?;
+        if let Some(refreshed) = &plan.refreshed {
+            ctx.detail(refreshed.describe());
+        }
         print_dry_run(&plan);
         return Ok(Outcome::Done);
     }
     let mut client = MarketoClient::new(&ctx.config.marketo)?;
-    let plan = plan::load(&ctx.conn, &ctx.config)?;
+    let plan = plan::load(&mut ctx.conn, &ctx.config)?;
+    if let Some(refreshed) = &plan.refreshed {
+        ctx.detail(refreshed.describe());
+    }
     send(ctx, &plan, &mut client)
 }
 
@@ -104,7 +110,7 @@ fn print_summary(ctx: &Context, summary: &Summary) {
 
 pub(crate) fn print_dry_run(plan: &Plan) {
     let batches = plan.batches();
-    for batch in &batches {
+    for batch in batches {
         println!(
             "would send {} {}{}: {} records, about {} bytes",
             batch.object.plural(),

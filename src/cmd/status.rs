@@ -11,7 +11,7 @@ pub(crate) fn run(ctx: &mut Context, json: bool) -> Result<Outcome> {
         .conn
         .path()
         .and_then(|path| crate::db::writer_pid(std::path::Path::new(path)));
-    let status = status::read(&ctx.conn, writer, &ctx.config)?;
+    let status = status::read(&mut ctx.conn, writer, &ctx.config)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

@@ -37,7 +37,10 @@ pub(crate) fn run(
     };
     let pull_counts = std::mem::take(&mut ctx.counts);
     crate::stop::check()?;
-    let plan = plan::load(&ctx.conn, &ctx.config)?;
+    let plan = plan::load(&mut ctx.conn, &ctx.config)?;
+    if let Some(refreshed) = &plan.refreshed {
+        ctx.detail(refreshed.describe());
+    }
     let pushed = match &mut client {
         Some(client) => super::push::send(ctx, &plan, client)?,
         None => {

@@ -80,18 +80,7 @@ pub(crate) fn check(
 
 /// The fields the plan's records of `object` carry (a role's `leadId` is added by push).
 fn fields_sent(plan: &Plan, object: Object) -> BTreeSet<String> {
-    let mut fields = BTreeSet::new();
-    for op in plan.of(object, false) {
-        let payload: Option<serde_json::Map<String, Value>> = op
-            .payload
-            .as_deref()
-            .and_then(|p| serde_json::from_str(p).ok());
-        fields.extend(
-            payload
-                .into_iter()
-                .flat_map(|p| p.into_iter().map(|(k, _)| k)),
-        );
-    }
+    let mut fields = plan.fields(object);
     if object == Object::OpportunityRole && !fields.is_empty() {
         fields.insert("leadId".to_string());
     }

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc;
 
 use anyhow::{Context, Result, bail};
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -38,6 +38,8 @@ use crate::run::now;
 const ISOLATION_BUDGET: usize = 150;
 /// Tries per request while isolating: the whole batch already had every retry.
 const ISOLATION_ATTEMPTS: u32 = 2;
+/// Records read from the export rows at a time: twenty full batches.
+const CHUNK_RECORDS: usize = 20 * plan::MAX_BATCH_RECORDS;
 
 /// What a push did, per object; the `push` run's counts.
 #[derive(Debug, Default, Serialize)]
@@ -90,18 +92,34 @@ pub(crate) fn push(
     checked?;
     record_plan_skips(conn, run_id, plan, &mut summary)?;
     for object in Object::ALL {
-        let ops = plan.of(object, false);
-        if ops.is_empty() {
+        let total = plan.upsert_count(object);
+        if total == 0 {
             continue;
         }
-        let outgoing = upsert_records(conn, run_id, object, &ops, &mut summary)?;
         let lane = Lane {
             client,
             object,
             delete: false,
             max_in_flight,
         };
-        send(conn, run_id, &lane, outgoing, &mut summary)?;
+        let bar = crate::progress::bar(object.plural(), total as u64);
+        // The records to send, a chunk at a time in key order: memory holds one chunk, and a
+        // record acknowledged meanwhile is no longer pending.
+        let mut after: Option<String> = None;
+        let sent = loop {
+            let ops = plan::upserts(conn, object, after.as_deref(), CHUNK_RECORDS)?;
+            let Some(last) = ops.last() else {
+                break Ok(());
+            };
+            after = last.key.clone();
+            let ops: Vec<&Operation> = ops.iter().collect();
+            let outgoing = upsert_records(conn, run_id, object, &ops, &mut summary)?;
+            if let Err(err) = send(conn, run_id, &lane, outgoing, &bar, &mut summary) {
+                break Err(err);
+            }
+        };
+        bar.finish_and_clear();
+        sent?;
         say(format!(
             "{}: {} created, {} updated",
             object.plural(),
@@ -110,7 +128,7 @@ pub(crate) fn push(
         ));
     }
     for object in [Object::OpportunityRole, Object::Opportunity] {
-        let ops = plan.of(object, true);
+        let ops = plan.deletes(object);
         if ops.is_empty() {
             continue;
         }
@@ -121,7 +139,10 @@ pub(crate) fn push(
             delete: true,
             max_in_flight,
         };
-        send(conn, run_id, &lane, outgoing, &mut summary)?;
+        let bar = crate::progress::bar(object.plural(), outgoing.len() as u64);
+        let sent = send(conn, run_id, &lane, outgoing, &bar, &mut summary);
+        bar.finish_and_clear();
+        sent?;
         say(format!(
             "{}: {} deleted",
             object.plural(),
@@ -146,14 +167,15 @@ fn record_plan_skips(
     Ok(())
 }
 
-fn acked_ids(conn: &Connection, object: Object) -> Result<BTreeMap<String, String>> {
-    let mut stmt = conn.prepare(
-        "SELECT key, marketo_id FROM mkto_ack WHERE object = ?1 AND marketo_id IS NOT NULL",
-    )?;
-    let rows = stmt
-        .query_map([object.name()], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+/// The Marketo id acknowledged for `key`, looked up by primary key (never the whole table).
+fn acked_id(conn: &Connection, object: Object, key: &str) -> Result<Option<String>> {
+    let id = conn
+        .prepare_cached(
+            "SELECT marketo_id FROM mkto_ack WHERE object = ?1 AND key = ?2 AND marketo_id IS NOT NULL",
+        )?
+        .query_row(params![object.name(), key], |r| r.get(0))
+        .optional()?;
+    Ok(id)
 }
 
 /// Builds the records to create or update; a role whose lead or opportunity Marketo has not
@@ -165,14 +187,6 @@ fn upsert_records<'a>(
     ops: &[&'a Operation],
     summary: &mut Summary,
 ) -> Result<Vec<Outgoing<'a>>> {
-    let (leads, opportunities) = if object == Object::OpportunityRole {
-        (
-            acked_ids(conn, Object::Lead)?,
-            acked_ids(conn, Object::Opportunity)?,
-        )
-    } else {
-        (BTreeMap::new(), BTreeMap::new())
-    };
     let tx = conn.transaction()?;
     let mut outgoing = Vec::with_capacity(ops.len());
     for &op in ops {
@@ -185,8 +199,12 @@ fn upsert_records<'a>(
                 .and_then(RoleKey::parse)
                 .map(|key| key.opportunity)
                 .unwrap_or_default();
-            let lead_id = op.lead_key.as_ref().and_then(|k| leads.get(k));
-            let problem = match (lead_id, opportunities.contains_key(&opportunity)) {
+            let lead_id = match &op.lead_key {
+                Some(lead) => acked_id(&tx, Object::Lead, lead)?,
+                None => None,
+            };
+            let opportunity_acked = acked_id(&tx, Object::Opportunity, &opportunity)?.is_some();
+            let problem = match (lead_id, opportunity_acked) {
                 (None, _) => Some(format!(
                     "the lead for {} is not in Marketo",
                     op.lead_key.as_deref().unwrap_or("?")
@@ -217,7 +235,6 @@ fn delete_records<'a>(
     ops: &[&'a Operation],
     summary: &mut Summary,
 ) -> Result<Vec<Outgoing<'a>>> {
-    let leads = acked_ids(conn, Object::Lead)?;
     let tx = conn.transaction()?;
     let mut outgoing = Vec::with_capacity(ops.len());
     for &op in ops {
@@ -226,10 +243,11 @@ fn delete_records<'a>(
             Object::Opportunity => json!({"externalOpportunityId": key}),
             _ => {
                 let role_key = RoleKey::parse(&key);
-                let lead_id = role_key
-                    .as_ref()
-                    .and_then(|k| leads.get(&k.lead))
-                    .and_then(|id| id.parse::<i64>().ok());
+                let lead_id = match &role_key {
+                    Some(k) => acked_id(&tx, Object::Lead, &k.lead)?,
+                    None => None,
+                }
+                .and_then(|id| id.parse::<i64>().ok());
                 match (role_key, lead_id) {
                     (Some(k), Some(lead_id)) => {
                         json!({"externalOpportunityId": k.opportunity, "leadId": lead_id, "role": k.role})
@@ -291,6 +309,7 @@ fn send(
     run_id: i64,
     lane: &Lane<'_>,
     outgoing: Vec<Outgoing<'_>>,
+    bar: &indicatif::ProgressBar,
     summary: &mut Summary,
 ) -> Result<()> {
     let mut ready = Vec::with_capacity(outgoing.len());
@@ -307,7 +326,6 @@ fn send(
         ready.push(sent);
     }
     tx.commit()?;
-    let bar = crate::progress::bar(lane.object.plural(), ready.len() as u64);
     let mut queue = VecDeque::new();
     let mut rest = ready.as_slice();
     for size in plan::batch_sizes(&sizes) {
@@ -318,9 +336,7 @@ fn send(
             split: false,
         });
     }
-    let sent = send_parts(conn, run_id, lane, queue, &bar, summary);
-    bar.finish_and_clear();
-    sent
+    send_parts(conn, run_id, lane, queue, bar, summary)
 }
 
 /// Sends the parts with up to `max_in_flight` requests at once, recording each answer (in the

@@ -1,0 +1,493 @@
+//! The export views materialized in `export_row`, kept current at the cost of what changed.
+//!
+//! A full evaluation materializes every view of `sql/views/` once, in file order, as an indexed
+//! temp table that shadows the view (so each rule is evaluated once, not once per view that
+//! reads it), then stores the export rows with the `[mapping.*]` fields merged in SQL.
+//! Afterwards staging triggers note what a pull changed (`export_dirty`); a refresh turns that
+//! into the roots to re-evaluate (`sql/refresh/1_targets.sql`), shadows the staging tables with
+//! just the records those roots depend on (`2_subset.sql`), evaluates the same views over them
+//! and replaces the rows of those roots. Sales persons are then re-evaluated from the stored
+//! rows that name the users concerned. `pending` marks what push has to send; triggers on
+//! `mkto_ack` keep it true. `verify` compares the stored rows with a fresh full evaluation.
+//!
+//! Writing commands refresh in one transaction; read-only ones, when the stored rows are not
+//! current, evaluate in full into temp tables that shadow `export_row` and `export_removed`.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension, Transaction};
+
+use crate::config::Config;
+use crate::object::Object;
+use crate::sql::{REFRESH, SqlFile, VIEWS};
+
+/// Bump when the way rows are stored changes, so that stored rows are evaluated again.
+const FORMAT: &str = "export rows 1";
+
+/// Above this share of the opportunities to re-evaluate, a full evaluation is cheaper.
+const INCREMENTAL_SHARE: f64 = 0.2;
+
+/// The indexes each materialized view gets: the columns the views after it look rows up by.
+const VIEW_INDEXES: &[(&str, &[&str])] = &[
+    ("opportunity_customer", &["opportunityid", "customer_id"]),
+    ("contact_account", &["contactid"]),
+    ("opportunity_account", &["opportunityid"]),
+    ("opportunity_connection", &["opportunityid"]),
+    ("opportunity_role_candidate", &["opportunityid"]),
+    ("opportunity_contact_role", &["contactid", "opportunityid"]),
+    ("owner_sales_person", &["ownerid"]),
+    ("mkto_company", &["key"]),
+    ("mkto_lead", &["key"]),
+    ("mkto_opportunity", &["key"]),
+];
+
+/// How the rows were brought up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refresh {
+    /// Nothing changed since the last refresh.
+    Current,
+    /// Only the roots a change touched: this many opportunities, leads and companies.
+    Incremental {
+        opportunities: usize,
+        leads: usize,
+        companies: usize,
+    },
+    /// Every row evaluated again (first time, a changed definition, or a large change).
+    Full,
+}
+
+/// What a refresh did, for the run's counts and `-v`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refreshed {
+    pub how: Refresh,
+    pub millis: u128,
+}
+
+impl Refreshed {
+    pub(crate) fn describe(&self) -> String {
+        match self.how {
+            Refresh::Current => "export rows already current".to_string(),
+            Refresh::Incremental {
+                opportunities,
+                leads,
+                companies,
+            } => format!(
+                "export rows refreshed for {opportunities} opportunities, {leads} leads and {companies} companies in {} ms",
+                self.millis
+            ),
+            Refresh::Full => format!("export rows evaluated in full in {} ms", self.millis),
+        }
+    }
+}
+
+/// What the rows are evaluated from besides the staged records: the view SQL, the rule and
+/// export settings the views read, and the mappings. Any difference needs a full evaluation.
+fn definition(conn: &Connection, config: &Config) -> Result<String> {
+    let mut text = String::from(FORMAT);
+    for file in VIEWS {
+        text.push_str(file.text);
+    }
+    let mut stmt = conn.prepare("SELECT name, value FROM rule_setting ORDER BY name")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let name: String = row.get(0)?;
+        let value: rusqlite::types::Value = row.get(1)?;
+        let _ = write!(text, "\nsetting {name}={value:?}");
+    }
+    for object in Object::ALL {
+        for (field, column) in config.mapping.of(object) {
+            let _ = write!(text, "\nmapping {} {field:?}={column:?}", object.name());
+        }
+    }
+    Ok(text)
+}
+
+/// Whether the stored rows are current: evaluated with this definition, and nothing staged
+/// since.
+pub(crate) fn is_current(conn: &Connection, config: &Config) -> Result<bool> {
+    let state: Option<(i64, Option<String>)> = conn
+        .query_row(
+            "SELECT built, definition FROM main.export_state WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((1, Some(stored))) = state else {
+        return Ok(false);
+    };
+    let dirty: bool =
+        conn.query_row("SELECT EXISTS (SELECT 1 FROM main.export_dirty)", [], |r| {
+            r.get(0)
+        })?;
+    Ok(!dirty && stored == definition(conn, config)?)
+}
+
+/// Brings `export_row` up to date, in one transaction: nothing when it is current, the roots a
+/// change touched when that is small, else a full evaluation.
+pub(crate) fn refresh(conn: &mut Connection, config: &Config) -> Result<Refreshed> {
+    let started = Instant::now();
+    let definition = definition(conn, config)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let (built, stored): (i64, Option<String>) = tx.query_row(
+        "SELECT built, definition FROM export_state WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let how = if built == 0 || stored.as_deref() != Some(definition.as_str()) {
+        full(&tx, config, "main")?;
+        Refresh::Full
+    } else {
+        let dirty: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM export_dirty)", [], |r| {
+            r.get(0)
+        })?;
+        if !dirty {
+            Refresh::Current
+        } else {
+            match incremental(&tx, config)? {
+                Some(how) => how,
+                None => {
+                    full(&tx, config, "main")?;
+                    Refresh::Full
+                }
+            }
+        }
+    };
+    if how != Refresh::Current {
+        tx.execute("DELETE FROM export_dirty", [])?;
+        tx.execute(
+            "UPDATE export_state SET built = 1, definition = ?1 WHERE id = 1",
+            [&definition],
+        )?;
+    }
+    tx.commit().context("storing the export rows")?;
+    Ok(Refreshed {
+        how,
+        millis: started.elapsed().as_millis(),
+    })
+}
+
+/// Makes the next refresh a full evaluation (`pull --full`, and the repair `verify` suggests).
+pub(crate) fn invalidate(conn: &Connection) -> Result<()> {
+    conn.execute("UPDATE export_state SET definition = NULL WHERE id = 1", [])?;
+    Ok(())
+}
+
+/// For a connection that may not write: when the stored rows are not current, evaluates them
+/// in full into temp tables that shadow `export_row` and `export_removed` for this connection.
+pub(crate) fn evaluate_temporary(conn: &mut Connection, config: &Config) -> Result<bool> {
+    if is_current(conn, config)? {
+        return Ok(false);
+    }
+    let tx = conn.transaction()?;
+    full(&tx, config, "temp")?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Every row evaluated from the views, into `schema`.export_row, with `export_removed` rebuilt.
+fn full(tx: &Transaction<'_>, config: &Config, schema: &str) -> Result<()> {
+    if schema == "temp" {
+        create_temp_tables(tx)?;
+    }
+    materialize_views(tx, VIEWS)?;
+    tx.execute_batch(&format!("DELETE FROM {schema}.export_row;"))?;
+    for object in Object::ALL {
+        insert_rows(tx, config, object, schema, None)
+            .with_context(|| format!("evaluating {}", object.view()))?;
+    }
+    tx.execute_batch(&format!(
+        "DELETE FROM {schema}.export_removed;
+         INSERT INTO {schema}.export_removed (object, key)
+         SELECT a.object, a.key FROM main.mkto_ack a
+         WHERE NOT EXISTS (SELECT 1 FROM {schema}.export_row e WHERE e.object = a.object AND e.key = a.key);"
+    ))?;
+    drop_materialized(tx)?;
+    if schema == "temp" {
+        crate::rules::create_temporary_views(tx)?;
+    }
+    Ok(())
+}
+
+/// The same tables as the stored ones, as temp tables of this connection.
+fn create_temp_tables(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS export_row AS SELECT * FROM main.export_row WHERE 0;
+         CREATE INDEX IF NOT EXISTS temp.export_row_by_key ON export_row (object, key);
+         CREATE INDEX IF NOT EXISTS temp.export_row_pending ON export_row (object, key) WHERE pending = 1;
+         CREATE TEMP TABLE IF NOT EXISTS export_removed AS SELECT * FROM main.export_removed WHERE 0;",
+    )?;
+    Ok(())
+}
+
+/// Each view of `files`, in order, as a temp table of its name with its indexes: later views
+/// (and `insert_rows`) read the temp table, which SQLite resolves before the stored view.
+fn materialize_views(tx: &Transaction<'_>, files: &[SqlFile]) -> Result<()> {
+    for file in files {
+        let name = file.view_name();
+        // A read-only command has the views as temporary views; the tables take their place.
+        tx.execute_batch(&format!("DROP VIEW IF EXISTS temp.{name};"))?;
+        let text = file.text.replacen(
+            &format!("CREATE VIEW {name} AS"),
+            &format!("CREATE TEMP TABLE {name} AS"),
+            1,
+        );
+        tx.execute_batch(&text)
+            .with_context(|| format!("evaluating {}", file.path))?;
+        let columns = VIEW_INDEXES
+            .iter()
+            .find(|(view, _)| *view == name)
+            .map_or(&[][..], |(_, columns)| *columns);
+        for column in columns {
+            tx.execute_batch(&format!(
+                "CREATE INDEX temp.{name}_by_{column} ON {name} ({column});"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops every temp table a refresh made (materialized views, subsets, targets).
+fn drop_materialized(tx: &Transaction<'_>) -> Result<()> {
+    let names: Vec<String> = {
+        let mut stmt = tx.prepare(
+            "SELECT name FROM temp.sqlite_master WHERE type = 'table'
+               AND name NOT IN ('export_row', 'export_removed', 'rule_setting')",
+        )?;
+        stmt.query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    for name in names {
+        tx.execute_batch(&format!("DROP TABLE temp.\"{name}\";"))?;
+    }
+    Ok(())
+}
+
+/// Which roots of an object a partial refresh replaces: a temp table of them and its column.
+fn target_table(object: Object) -> (&'static str, &'static str) {
+    match object {
+        Object::SalesPerson => ("target_user", "id"),
+        Object::Company => ("target_account", "id"),
+        Object::Lead => ("target_lead", "root"),
+        Object::Opportunity | Object::OpportunityRole => ("target_opportunity", "id"),
+    }
+}
+
+/// Inserts the rows of one export view (a materialized temp table by now) into
+/// `schema`.export_row: the root, the view's columns, the `[mapping.*]` fields merged into the
+/// payload with `json_set` (paths and columns bound, never pasted), and `pending` against
+/// `mkto_ack`. With `targets`, only rows whose root is in that temp table.
+fn insert_rows(
+    tx: &Transaction<'_>,
+    config: &Config,
+    object: Object,
+    schema: &str,
+    targets: Option<(&str, &str)>,
+) -> Result<()> {
+    let root = match object {
+        Object::Lead => "coalesce(v.key, v.source_id)",
+        Object::OpportunityRole => "v.opportunityid",
+        _ => "v.key",
+    };
+    let lead_key = match object {
+        Object::OpportunityRole => "v.lead_key",
+        _ => "NULL",
+    };
+    let sales_person = match object {
+        Object::Company | Object::Lead | Object::Opportunity => "v.sales_person_id",
+        _ => "NULL",
+    };
+    let mapping = config.mapping.of(object);
+    let mut params: Vec<String> = Vec::new();
+    let (payload, join) = match object.source() {
+        Some(source) if !mapping.is_empty() => {
+            let mut payload = String::from("json_set(v.payload");
+            for (field, column) in mapping {
+                params.push(format!("$.\"{field}\""));
+                params.push(format!("$.\"{column}\""));
+                let _ = write!(
+                    payload,
+                    ", ?{}, json(coalesce(t.raw -> ?{}, 'null'))",
+                    params.len() - 1,
+                    params.len()
+                );
+            }
+            payload.push(')');
+            (
+                payload,
+                format!(
+                    "LEFT JOIN main.{} t ON t.{} = v.source_id",
+                    source.table, source.key
+                ),
+            )
+        }
+        _ => ("v.payload".to_string(), String::new()),
+    };
+    params.push(object.name().to_string());
+    let object_param = params.len();
+    let filter = match targets {
+        Some((table, column)) => format!("WHERE {root} IN (SELECT {column} FROM temp.{table})"),
+        None => String::new(),
+    };
+    let sql = format!(
+        "INSERT INTO {schema}.export_row
+             (object, root, key, source_id, payload, skip_reason, lead_key, sales_person_id, pending)
+         SELECT ?{object_param}, root, key, source_id, payload, skip_reason, lead_key, sales_person_id,
+             skip_reason IS NULL AND key IS NOT NULL AND payload IS NOT NULL
+             AND payload IS NOT (SELECT a.payload FROM main.mkto_ack a WHERE a.object = ?{object_param} AND a.key = r.key)
+         FROM (
+             SELECT {root} AS root, v.key, v.source_id, {payload} AS payload, v.skip_reason,
+                 {lead_key} AS lead_key, {sales_person} AS sales_person_id
+             FROM temp.{view} v {join} {filter}
+         ) r",
+        view = object.view(),
+    );
+    tx.execute(&sql, rusqlite::params_from_iter(&params))?;
+    Ok(())
+}
+
+/// The roots a change touched, re-evaluated over the records they depend on. `None` when they
+/// are too many for that to pay (the caller then evaluates in full).
+fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>> {
+    let [targets, subset] = REFRESH;
+    tx.execute_batch(targets.text)
+        .with_context(|| format!("running {}", targets.path))?;
+    let count = |sql: &str| -> Result<usize> {
+        Ok(tx.query_row(sql, [], |r| r.get::<_, i64>(0))? as usize)
+    };
+    let opportunities = count("SELECT count(*) FROM temp.target_opportunity")?;
+    let total = count("SELECT count(*) FROM main.opportunity")?;
+    if opportunities as f64 > INCREMENTAL_SHARE * total as f64 && opportunities > 1000 {
+        drop_materialized(tx)?;
+        return Ok(None);
+    }
+    let leads = count("SELECT count(*) FROM temp.target_lead")?;
+    let companies = count("SELECT count(*) FROM temp.target_account")?;
+    tx.execute_batch(subset.text)
+        .with_context(|| format!("running {}", subset.path))?;
+    let (sales_person_view, rule_views) = VIEWS.split_last().expect("VIEWS is not empty");
+    materialize_views(tx, rule_views)?;
+
+    // The rows of the target roots, before: their keys decide what may now need deleting.
+    tx.execute_batch("CREATE TEMP TABLE replaced (object TEXT, key TEXT, sales_person_id TEXT);")?;
+    for object in Object::ALL
+        .into_iter()
+        .filter(|o| *o != Object::SalesPerson)
+    {
+        replace_roots(tx, config, object)?;
+    }
+
+    // Sales persons: every user a replaced row named before or names now, or that changed,
+    // evaluated from the stored rows that name those users.
+    tx.execute_batch(
+        "CREATE TEMP TABLE target_user (id TEXT PRIMARY KEY) WITHOUT ROWID;
+         INSERT OR IGNORE INTO target_user
+         SELECT sales_person_id FROM temp.replaced WHERE sales_person_id IS NOT NULL
+         UNION SELECT u.systemuserid FROM temp.dirty_id d JOIN main.systemuser u ON u.systemuserid = d.id;
+         INSERT OR IGNORE INTO target_user
+         SELECT e.sales_person_id FROM main.export_row e
+         WHERE e.sales_person_id IS NOT NULL AND (
+             (e.object IN ('opportunity', 'opportunity_role') AND e.root IN (SELECT id FROM temp.target_opportunity))
+             OR (e.object = 'lead' AND e.root IN (SELECT root FROM temp.target_lead))
+             OR (e.object = 'company' AND e.root IN (SELECT id FROM temp.target_account)));
+         DROP TABLE temp.mkto_company;
+         DROP TABLE temp.mkto_lead;
+         DROP TABLE temp.mkto_opportunity;
+         CREATE TEMP TABLE mkto_company AS SELECT e.* FROM temp.target_user u
+             JOIN main.export_row e ON e.object = 'company' AND e.sales_person_id = u.id;
+         CREATE TEMP TABLE mkto_lead AS SELECT e.* FROM temp.target_user u
+             JOIN main.export_row e ON e.object = 'lead' AND e.sales_person_id = u.id;
+         CREATE TEMP TABLE mkto_opportunity AS SELECT e.* FROM temp.target_user u
+             JOIN main.export_row e ON e.object = 'opportunity' AND e.sales_person_id = u.id;",
+    )?;
+    materialize_views(tx, std::slice::from_ref(sales_person_view))?;
+    replace_roots(tx, config, Object::SalesPerson)?;
+
+    // Keys Marketo holds that the views no longer give; keys given again are no longer removed.
+    tx.execute_batch(
+        "INSERT OR IGNORE INTO main.export_removed (object, key)
+         SELECT r.object, r.key FROM temp.replaced r
+         WHERE r.key IS NOT NULL
+           AND EXISTS (SELECT 1 FROM main.mkto_ack a WHERE a.object = r.object AND a.key = r.key)
+           AND NOT EXISTS (SELECT 1 FROM main.export_row e WHERE e.object = r.object AND e.key = r.key);
+         DELETE FROM main.export_removed
+         WHERE EXISTS (SELECT 1 FROM main.export_row e
+                       WHERE e.object = export_removed.object AND e.key = export_removed.key);",
+    )?;
+    drop_materialized(tx)?;
+    Ok(Some(Refresh::Incremental {
+        opportunities,
+        leads,
+        companies,
+    }))
+}
+
+/// Replaces the stored rows of `object` whose root is a target with the freshly evaluated ones,
+/// noting the replaced keys in `temp.replaced`.
+fn replace_roots(tx: &Transaction<'_>, config: &Config, object: Object) -> Result<()> {
+    let (table, column) = target_table(object);
+    let in_targets = format!("object = ?1 AND root IN (SELECT {column} FROM temp.{table})");
+    tx.execute(
+        &format!(
+            "INSERT INTO temp.replaced SELECT object, key, sales_person_id FROM main.export_row WHERE {in_targets}"
+        ),
+        [object.name()],
+    )?;
+    tx.execute(
+        &format!("DELETE FROM main.export_row WHERE {in_targets}"),
+        [object.name()],
+    )?;
+    insert_rows(tx, config, object, "main", Some((table, column)))
+        .with_context(|| format!("evaluating {} for the changed records", object.view()))
+}
+
+/// A row that differs between the stored export rows and a fresh evaluation of the views.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Difference {
+    pub object: String,
+    pub key: Option<String>,
+    pub source_id: String,
+    /// "stored only", "fresh only".
+    pub side: &'static str,
+}
+
+/// Compares the stored rows with a fresh full evaluation of the views (into temp tables):
+/// every row of either that the other lacks, column for column (pending included), plus the
+/// removed keys. Empty when they agree.
+pub(crate) fn verify(conn: &mut Connection, config: &Config) -> Result<Vec<Difference>> {
+    let tx = conn.transaction()?;
+    full(&tx, config, "temp")?;
+    let mut differences = Vec::new();
+    let columns =
+        "object, root, key, source_id, payload, skip_reason, lead_key, sales_person_id, pending";
+    for (side, left, right) in [
+        ("stored only", "main", "temp"),
+        ("fresh only", "temp", "main"),
+    ] {
+        let sql = format!(
+            "SELECT object, key, source_id FROM (SELECT {columns} FROM {left}.export_row
+                 EXCEPT SELECT {columns} FROM {right}.export_row)
+             UNION ALL
+             SELECT object, key, '' FROM (SELECT object, key FROM {left}.export_removed
+                 EXCEPT SELECT object, key FROM {right}.export_removed)
+             ORDER BY 1, 2, 3"
+        );
+        let mut stmt = tx.prepare(&sql)?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Difference {
+                object: r.get(0)?,
+                key: r.get(1)?,
+                source_id: r.get(2)?,
+                side,
+            })
+        })?;
+        for row in rows {
+            differences.push(row?);
+        }
+    }
+    Ok(differences)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,572 @@
+//! The incremental refresh against the definition: a small random org is staged and evaluated
+//! in full, then random changes arrive page by page (records changed, moved, tombstoned,
+//! re-typed, emails folded and unfolded, roles re-categorized, users deleted) with random
+//! acknowledgements in between, and after every refresh the stored rows must equal a fresh
+//! full evaluation of the views (`verify`), `pending` and the removed keys included.
+
+use proptest::prelude::*;
+use rusqlite::Connection;
+use serde_json::{Map, Value, json};
+
+use super::*;
+use crate::config::Config;
+use crate::source::page;
+
+const ACCOUNTS: u32 = 5;
+const CONTACTS: u32 = 8;
+const OPPORTUNITIES: u32 = 7;
+const CONNECTIONS: u32 = 10;
+const ROLES: u32 = 3;
+const USERS: u32 = 3;
+
+fn id(kind: u32, n: u32) -> String {
+    format!("{kind:08x}-0000-4000-8000-{n:012x}")
+}
+
+fn account(n: u32) -> String {
+    id(1, n)
+}
+fn contact(n: u32) -> String {
+    id(2, n)
+}
+fn opportunity(n: u32) -> String {
+    id(3, n)
+}
+fn connection(n: u32) -> String {
+    id(4, n)
+}
+fn role(n: u32) -> String {
+    id(5, n)
+}
+fn user(n: u32) -> String {
+    id(8, n)
+}
+
+/// A lookup: its value and, sometimes, its lookuplogicalname annotation.
+fn lookup(
+    record: &mut Map<String, Value>,
+    field: &str,
+    target: Option<(&str, String)>,
+    annotate: bool,
+) {
+    match target {
+        Some((kind, value)) => {
+            record.insert(format!("_{field}_value"), json!(value));
+            if annotate {
+                record.insert(
+                    format!("_{field}_value@Microsoft.Dynamics.CRM.lookuplogicalname"),
+                    json!(kind),
+                );
+            }
+        }
+        None => {
+            record.insert(format!("_{field}_value"), Value::Null);
+        }
+    }
+}
+
+/// One change, as a Web API record of an entity set (or a delete of one).
+#[derive(Debug, Clone)]
+enum Change {
+    Account {
+        n: u32,
+        sync: Option<bool>,
+        owner: Option<u32>,
+        name: u8,
+    },
+    Contact {
+        n: u32,
+        email: u8,
+        parent: Option<(bool, u32)>,
+        annotate: bool,
+        sync: Option<bool>,
+        owner: Option<u32>,
+        modified: u8,
+    },
+    Opportunity {
+        n: u32,
+        customer: Option<(bool, u32)>,
+        annotate: bool,
+        parent_account: Option<u32>,
+        parent_contact: Option<u32>,
+        sync: Option<bool>,
+        named: bool,
+        state: u8,
+        owner: Option<(bool, u32)>,
+    },
+    Connection {
+        n: u32,
+        opportunity: u32,
+        other: (u8, u32),
+        reversed: bool,
+        role: Option<u32>,
+        active: bool,
+    },
+    Role {
+        n: u32,
+        category: u8,
+        active: bool,
+    },
+    User {
+        n: u32,
+        name: u8,
+    },
+    Delete {
+        set: u8,
+        n: u32,
+    },
+}
+
+impl Change {
+    fn entity_set(&self) -> &'static str {
+        match self {
+            Change::Account { .. } => "accounts",
+            Change::Contact { .. } => "contacts",
+            Change::Opportunity { .. } => "opportunities",
+            Change::Connection { .. } => "connections",
+            Change::Role { .. } => "connectionroles",
+            Change::User { .. } => "systemusers",
+            Change::Delete { set, .. } => [
+                "accounts",
+                "contacts",
+                "opportunities",
+                "connections",
+                "systemusers",
+            ][*set as usize % 5],
+        }
+    }
+
+    fn record(&self) -> Value {
+        let mut r = Map::new();
+        match self {
+            Change::Account {
+                n,
+                sync,
+                owner,
+                name,
+            } => {
+                r.insert("accountid".into(), json!(account(*n)));
+                r.insert("name".into(), json!(format!("Account {name}")));
+                r.insert("new_synctomkto".into(), json!(sync));
+                lookup(
+                    &mut r,
+                    "ownerid",
+                    owner.map(|u| ("systemuser", user(u))),
+                    true,
+                );
+            }
+            Change::Contact {
+                n,
+                email,
+                parent,
+                annotate,
+                sync,
+                owner,
+                modified,
+            } => {
+                r.insert("contactid".into(), json!(contact(*n)));
+                let emails = [
+                    None,
+                    Some("ana@example.com"),
+                    Some(" ANA@example.com"),
+                    Some("bo@example.com"),
+                    Some(""),
+                    Some("cy@example.com"),
+                ];
+                r.insert(
+                    "emailaddress1".into(),
+                    json!(emails[*email as usize % emails.len()]),
+                );
+                r.insert("lastname".into(), json!(format!("C{n}")));
+                let parent = parent.map(|(is_account, p)| {
+                    if is_account {
+                        ("account", account(p % ACCOUNTS))
+                    } else {
+                        ("contact", contact(p % CONTACTS))
+                    }
+                });
+                lookup(&mut r, "parentcustomerid", parent, *annotate);
+                r.insert("new_synctomkto".into(), json!(sync));
+                r.insert(
+                    "modifiedon".into(),
+                    json!(format!("2025-01-{:02}T00:00:00Z", 1 + modified % 3)),
+                );
+                lookup(
+                    &mut r,
+                    "ownerid",
+                    owner.map(|u| ("systemuser", user(u))),
+                    true,
+                );
+            }
+            Change::Opportunity {
+                n,
+                customer,
+                annotate,
+                parent_account,
+                parent_contact,
+                sync,
+                named,
+                state,
+                owner,
+            } => {
+                r.insert("opportunityid".into(), json!(opportunity(*n)));
+                r.insert(
+                    "name".into(),
+                    json!(if *named {
+                        Some(format!("Deal {n}"))
+                    } else {
+                        None
+                    }),
+                );
+                r.insert("estimatedvalue".into(), json!(1000 * n));
+                r.insert("estimatedvalue_base".into(), json!(1100 * n));
+                r.insert("statecode".into(), json!(state % 3));
+                let customer = customer.map(|(is_account, c)| {
+                    if is_account {
+                        ("account", account(c % ACCOUNTS))
+                    } else {
+                        ("contact", contact(c % CONTACTS))
+                    }
+                });
+                lookup(&mut r, "customerid", customer, *annotate);
+                lookup(
+                    &mut r,
+                    "parentaccountid",
+                    parent_account.map(|a| ("account", account(a % ACCOUNTS))),
+                    true,
+                );
+                lookup(
+                    &mut r,
+                    "parentcontactid",
+                    parent_contact.map(|c| ("contact", contact(c % CONTACTS))),
+                    true,
+                );
+                r.insert("new_synctomkto".into(), json!(sync));
+                let owner = owner.map(|(team, u)| {
+                    if team {
+                        ("team", id(9, u))
+                    } else {
+                        ("systemuser", user(u))
+                    }
+                });
+                lookup(&mut r, "ownerid", owner, true);
+            }
+            Change::Connection {
+                n,
+                opportunity: o,
+                other,
+                reversed,
+                role: role_n,
+                active,
+            } => {
+                r.insert("connectionid".into(), json!(connection(*n)));
+                let (other_id, other_code) = match other.0 % 4 {
+                    0 | 1 => (contact(other.1 % CONTACTS), 2),
+                    2 => (account(other.1 % ACCOUNTS), 1),
+                    _ => (opportunity(other.1 % OPPORTUNITIES), 3),
+                };
+                let (first, second) = if *reversed {
+                    ((other_id, other_code), (opportunity(*o), 3))
+                } else {
+                    ((opportunity(*o), 3), (other_id, other_code))
+                };
+                r.insert("_record1id_value".into(), json!(first.0));
+                r.insert("record1objecttypecode".into(), json!(first.1));
+                r.insert("_record2id_value".into(), json!(second.0));
+                r.insert("record2objecttypecode".into(), json!(second.1));
+                let role_field = if *reversed {
+                    "_record1roleid_value"
+                } else {
+                    "_record2roleid_value"
+                };
+                r.insert(
+                    role_field.into(),
+                    json!(role_n.map(|x| role(x % (ROLES + 1)))),
+                );
+                r.insert("statecode".into(), json!(if *active { 0 } else { 1 }));
+            }
+            Change::Role {
+                n,
+                category,
+                active,
+            } => {
+                r.insert("connectionroleid".into(), json!(role(*n)));
+                r.insert("name".into(), json!(format!("Role {n}")));
+                r.insert(
+                    "category".into(),
+                    json!([1000, 1001][*category as usize % 2]),
+                );
+                r.insert("statecode".into(), json!(if *active { 0 } else { 1 }));
+            }
+            Change::User { n, name } => {
+                r.insert("systemuserid".into(), json!(user(*n)));
+                r.insert("fullname".into(), json!(format!("User {name}")));
+                r.insert(
+                    "internalemailaddress".into(),
+                    json!(format!("user{n}@example.com")),
+                );
+            }
+            Change::Delete { set, n } => {
+                let id = match set % 5 {
+                    0 => account(n % ACCOUNTS),
+                    1 => contact(n % CONTACTS),
+                    2 => opportunity(n % OPPORTUNITIES),
+                    3 => connection(n % CONNECTIONS),
+                    _ => user(n % USERS),
+                };
+                r.insert(
+                    "@odata.context".into(),
+                    json!(format!(
+                        "https://org.invalid/api/data/v9.2/$metadata#{}/$deletedEntity",
+                        self.entity_set()
+                    )),
+                );
+                r.insert("id".into(), json!(id));
+                r.insert("reason".into(), json!("deleted"));
+            }
+        }
+        Value::Object(r)
+    }
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    let owner = prop::option::of(0..USERS);
+    prop_oneof![
+        1 => (0..ACCOUNTS, prop::option::of(any::<bool>()), owner.clone(), 0u8..3)
+            .prop_map(|(n, sync, owner, name)| Change::Account { n, sync, owner, name }),
+        3 => (0..CONTACTS, 0u8..6, prop::option::of((any::<bool>(), 0..CONTACTS)), any::<bool>(), prop::option::of(any::<bool>()), owner.clone(), 0u8..3)
+            .prop_map(|(n, email, parent, annotate, sync, owner, modified)| Change::Contact { n, email, parent, annotate, sync, owner, modified }),
+        3 => (0..OPPORTUNITIES, prop::option::of((any::<bool>(), 0..CONTACTS)), any::<bool>(), prop::option::of(0..ACCOUNTS), prop::option::of(0..CONTACTS), prop::option::of(any::<bool>()), prop::bool::weighted(0.9), 0u8..3, prop::option::of((prop::bool::weighted(0.2), 0..USERS)))
+            .prop_map(|(n, customer, annotate, parent_account, parent_contact, sync, named, state, owner)| Change::Opportunity { n, customer, annotate, parent_account, parent_contact, sync, named, state, owner }),
+        4 => (0..CONNECTIONS, 0..OPPORTUNITIES, (0u8..4, 0..CONTACTS), any::<bool>(), prop::option::of(0..ROLES + 1), prop::bool::weighted(0.8))
+            .prop_map(|(n, opportunity, other, reversed, role, active)| Change::Connection { n, opportunity, other, reversed, role, active }),
+        1 => (0..ROLES, 0u8..2, prop::bool::weighted(0.8)).prop_map(|(n, category, active)| Change::Role { n, category, active }),
+        1 => (0..USERS, 0u8..3).prop_map(|(n, name)| Change::User { n, name }),
+        1 => (0u8..5, 0..CONNECTIONS).prop_map(|(set, n)| Change::Delete { set, n }),
+    ]
+}
+
+/// One round: changes staged (a page per change), and which export rows Marketo then
+/// acknowledges (by position among the rows, with the payload as it is or another one) or
+/// forgets.
+#[derive(Debug, Clone)]
+struct Round {
+    changes: Vec<Change>,
+    acks: Vec<(u16, u8)>,
+}
+
+fn round() -> impl Strategy<Value = Round> {
+    (
+        prop::collection::vec(change(), 1..6),
+        prop::collection::vec((any::<u16>(), 0u8..4), 0..6),
+    )
+        .prop_map(|(changes, acks)| Round { changes, acks })
+}
+
+fn db() -> Connection {
+    let mut conn = Connection::open_in_memory().unwrap();
+    crate::db::configure(&conn).unwrap();
+    crate::db::migrate(&mut conn).unwrap();
+    let config = Config::default();
+    crate::rules::install(&mut conn, &config.rules, &config.export).unwrap();
+    conn.execute(
+        "INSERT INTO run (run_id, command, args, started_at) VALUES (1, 'test', '[]', 'now')",
+        [],
+    )
+    .unwrap();
+    conn
+}
+
+fn stage(conn: &mut Connection, change: &Change) {
+    let text = json!({
+        "@odata.context": format!("https://org.invalid/api/data/v9.2/$metadata#{}", change.entity_set()),
+        "value": [change.record()],
+    })
+    .to_string();
+    let page = page::parse("test", &text, None).unwrap();
+    crate::stage::stage_page(conn, 1, "test", &page).unwrap();
+}
+
+/// Marketo acknowledges (or forgets) some export rows, as push and its deletes would.
+fn acknowledge(conn: &Connection, acks: &[(u16, u8)]) {
+    let rows: Vec<(String, String, Option<String>)> = conn
+        .prepare("SELECT object, key, payload FROM export_row WHERE key IS NOT NULL ORDER BY object, key")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    if rows.is_empty() {
+        return;
+    }
+    for &(at, how) in acks {
+        let (object, key, payload) = &rows[at as usize % rows.len()];
+        match how {
+            0 => {
+                conn.execute(
+                    "DELETE FROM mkto_ack WHERE object = ?1 AND key = ?2",
+                    [object, key],
+                )
+                .unwrap();
+            }
+            _ => {
+                let payload = match (how, payload) {
+                    (1, Some(p)) => p.clone(),
+                    _ => "{\"older\":true}".to_string(),
+                };
+                conn.execute(
+                    "INSERT INTO mkto_ack (object, key, payload, marketo_id, run_id, acked_at)
+                     VALUES (?1, ?2, ?3, '1', 1, 'now')
+                     ON CONFLICT (object, key) DO UPDATE SET payload = excluded.payload",
+                    [object, key, &payload],
+                )
+                .unwrap();
+            }
+        }
+    }
+}
+
+fn check(conn: &mut Connection, config: &Config, when: &str) -> Result<(), TestCaseError> {
+    let differences = verify(conn, config).unwrap();
+    prop_assert!(
+        differences.is_empty(),
+        "{when}: the stored export rows differ from the views: {differences:?}"
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn an_incremental_refresh_gives_what_a_full_evaluation_gives(
+        initial in prop::collection::vec(change(), 5..30),
+        rounds in prop::collection::vec(round(), 1..6),
+    ) {
+        let mut conn = db();
+        let config = Config::default();
+        for change in &initial {
+            stage(&mut conn, change);
+        }
+        let first = refresh(&mut conn, &config).unwrap();
+        prop_assert_eq!(first.how, Refresh::Full);
+        check(&mut conn, &config, "after the first evaluation")?;
+        for (i, round) in rounds.iter().enumerate() {
+            acknowledge(&conn, &round.acks);
+            check(&mut conn, &config, &format!("round {i}, after acknowledgements"))?;
+            for change in &round.changes {
+                stage(&mut conn, change);
+            }
+            let refreshed = refresh(&mut conn, &config).unwrap();
+            prop_assert!(
+                matches!(refreshed.how, Refresh::Incremental { .. } | Refresh::Current),
+                "round {}: {:?}", i, refreshed.how
+            );
+            check(&mut conn, &config, &format!("round {i}, after {:?}", round.changes))?;
+        }
+    }
+}
+
+#[test]
+fn a_refresh_with_nothing_staged_since_does_nothing_and_a_new_definition_evaluates_in_full() {
+    let mut conn = db();
+    let mut config = Config::default();
+    stage(
+        &mut conn,
+        &Change::Account {
+            n: 0,
+            sync: None,
+            owner: None,
+            name: 0,
+        },
+    );
+    stage(
+        &mut conn,
+        &Change::Opportunity {
+            n: 0,
+            customer: Some((true, 0)),
+            annotate: true,
+            parent_account: None,
+            parent_contact: None,
+            sync: None,
+            named: true,
+            state: 0,
+            owner: None,
+        },
+    );
+    assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Full);
+    assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Current);
+    // The same account staged again unchanged leaves nothing to do.
+    stage(
+        &mut conn,
+        &Change::Account {
+            n: 0,
+            sync: None,
+            owner: None,
+            name: 0,
+        },
+    );
+    assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Current);
+    config
+        .mapping
+        .opportunity
+        .insert("expectedRevenue".into(), "estimatedvalue".into());
+    assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Full);
+    let payload: String = conn
+        .query_row(
+            "SELECT payload FROM export_row WHERE object = 'opportunity'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(payload.contains("\"expectedRevenue\":0"), "{payload}");
+    assert!(verify(&mut conn, &config).unwrap().is_empty());
+}
+
+#[test]
+fn verify_names_a_stored_row_that_no_longer_matches() {
+    let mut conn = db();
+    let config = Config::default();
+    stage(
+        &mut conn,
+        &Change::Account {
+            n: 0,
+            sync: None,
+            owner: None,
+            name: 0,
+        },
+    );
+    stage(
+        &mut conn,
+        &Change::Opportunity {
+            n: 1,
+            customer: Some((true, 0)),
+            annotate: true,
+            parent_account: None,
+            parent_contact: None,
+            sync: None,
+            named: true,
+            state: 0,
+            owner: None,
+        },
+    );
+    refresh(&mut conn, &config).unwrap();
+    conn.execute(
+        "UPDATE export_row SET payload = '{}' WHERE object = 'opportunity'",
+        [],
+    )
+    .unwrap();
+    let differences = verify(&mut conn, &config).unwrap();
+    let sides: Vec<(&str, &str, Option<&str>)> = differences
+        .iter()
+        .map(|d| (d.side, d.object.as_str(), d.key.as_deref()))
+        .collect();
+    let key = opportunity(1);
+    assert_eq!(
+        sides,
+        [
+            ("stored only", "opportunity", Some(key.as_str())),
+            ("fresh only", "opportunity", Some(key.as_str()))
+        ]
+    );
+}

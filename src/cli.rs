@@ -85,6 +85,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check that the stored export rows equal a fresh evaluation of the rule views.
+    Verify {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Why an opportunity got the account and contact roles it got.
     Explain {
         /// The Dynamics opportunityid (a GUID).

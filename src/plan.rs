@@ -34,7 +34,6 @@ pub(crate) const MAX_BATCH_BYTES: usize = 1_000_000 - 4_096;
 pub(crate) enum Action {
     Create,
     Update,
-    Unchanged,
     Delete,
     Skip,
 }

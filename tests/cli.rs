@@ -600,3 +600,49 @@ fn the_deployment_files_run_sync_every_and_the_unit_verifies() {
         "systemd-analyze verify: {warnings}"
     );
 }
+
+#[test]
+fn verify_checks_the_export_rows_against_the_views_and_names_a_row_that_drifted() {
+    let db = TestDb::new();
+    db.run(&["pull", "--fixtures", &scenario("stakeholders")])
+        .expect_code(0);
+    let run = db.run(&["verify"]);
+    run.expect_code(0);
+    assert!(
+        run.stderr
+            .contains("stored export rows equal a fresh evaluation")
+            || run
+                .stdout
+                .contains("stored export rows equal a fresh evaluation"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    let key: String = {
+        let conn = rusqlite::Connection::open(db.path()).unwrap();
+        let key = conn
+            .query_row(
+                "SELECT key FROM export_row WHERE object = 'opportunity' ORDER BY key LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        conn.execute(
+            "UPDATE export_row SET payload = '{}' WHERE object = 'opportunity' AND key = ?1",
+            [&key],
+        )
+        .unwrap();
+        key
+    };
+    let run = db.run(&["verify", "--json"]);
+    run.expect_code(1);
+    let json: Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    let differences = json["differences"].as_array().unwrap();
+    assert_eq!(differences.len(), 2, "{differences:?}");
+    assert!(differences.iter().all(|d| d["key"] == key.as_str()));
+    assert!(run.stderr.contains("pull --full"), "{}", run.stderr);
+    // pull --full evaluates them in full again.
+    db.run(&["pull", "--fixtures", &scenario("stakeholders"), "--full"])
+        .expect_code(0);
+    db.run(&["verify"]).expect_code(0);
+}

@@ -14,6 +14,7 @@ mod push;
 mod sim;
 mod status;
 mod sync;
+mod verify;
 
 use std::path::Path;
 use std::time::Instant;
@@ -255,6 +256,7 @@ fn dispatch(ctx: &mut Context, command: &Command) -> Result<Outcome> {
             ..
         } => sync::run(ctx, fixtures.as_deref(), *full, *dry_run),
         Command::Demo => demo::run(ctx),
+        Command::Verify { json } => verify::run(ctx, *json),
         Command::Explain {
             opportunity_id,
             json,
@@ -299,6 +301,7 @@ fn describe(command: &Command) -> (&'static str, Vec<String>, bool) {
             ("sync", recorded, true)
         }
         Command::Status { .. } => ("status", vec![], false),
+        Command::Verify { .. } => ("verify", vec![], false),
         Command::Check { .. } => ("check", vec![], false),
         Command::Explain { opportunity_id, .. } => ("explain", vec![opportunity_id.clone()], false),
         Command::Sim { .. } => ("sim", vec![], false),

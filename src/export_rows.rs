@@ -357,7 +357,9 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
         Ok(tx.query_row(sql, [], |r| r.get::<_, i64>(0))? as usize)
     };
     let opportunities = count("SELECT count(*) FROM temp.target_opportunity")?;
-    let total = count("SELECT count(*) FROM main.opportunity")?;
+    // Staged records are never deleted (tombstones), so the largest rowid is the count, read
+    // without a scan.
+    let total = count("SELECT coalesce(max(rowid), 0) FROM main.opportunity")?;
     if opportunities as f64 > INCREMENTAL_SHARE * total as f64 && opportunities > 1000 {
         drop_materialized(tx)?;
         return Ok(None);
@@ -384,22 +386,24 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
         "CREATE TEMP TABLE target_user (id TEXT PRIMARY KEY) WITHOUT ROWID;
          INSERT OR IGNORE INTO target_user
          SELECT sales_person_id FROM temp.replaced WHERE sales_person_id IS NOT NULL
-         UNION SELECT u.systemuserid FROM temp.dirty_id d JOIN main.systemuser u ON u.systemuserid = d.id;
+         UNION SELECT u.systemuserid FROM main.export_dirty d JOIN main.systemuser u ON u.systemuserid = d.value
+             WHERE d.kind IN ('id', 'row');
          INSERT OR IGNORE INTO target_user
-         SELECT e.sales_person_id FROM main.export_row e
-         WHERE e.sales_person_id IS NOT NULL AND (
-             (e.object IN ('opportunity', 'opportunity_role') AND e.root IN (SELECT id FROM temp.target_opportunity))
-             OR (e.object = 'lead' AND e.root IN (SELECT root FROM temp.target_lead))
-             OR (e.object = 'company' AND e.root IN (SELECT id FROM temp.target_account)));
+         SELECT e.sales_person_id FROM temp.target_opportunity t
+             CROSS JOIN main.export_row e ON e.object = 'opportunity' AND e.root = t.id
+         UNION SELECT e.sales_person_id FROM temp.target_lead t
+             CROSS JOIN main.export_row e ON e.object = 'lead' AND e.root = t.root
+         UNION SELECT e.sales_person_id FROM temp.target_account t
+             CROSS JOIN main.export_row e ON e.object = 'company' AND e.root = t.id;
          DROP TABLE temp.mkto_company;
          DROP TABLE temp.mkto_lead;
          DROP TABLE temp.mkto_opportunity;
          CREATE TEMP TABLE mkto_company AS SELECT e.* FROM temp.target_user u
-             JOIN main.export_row e ON e.object = 'company' AND e.sales_person_id = u.id;
+             CROSS JOIN main.export_row e ON e.object = 'company' AND e.sales_person_id = u.id;
          CREATE TEMP TABLE mkto_lead AS SELECT e.* FROM temp.target_user u
-             JOIN main.export_row e ON e.object = 'lead' AND e.sales_person_id = u.id;
+             CROSS JOIN main.export_row e ON e.object = 'lead' AND e.sales_person_id = u.id;
          CREATE TEMP TABLE mkto_opportunity AS SELECT e.* FROM temp.target_user u
-             JOIN main.export_row e ON e.object = 'opportunity' AND e.sales_person_id = u.id;",
+             CROSS JOIN main.export_row e ON e.object = 'opportunity' AND e.sales_person_id = u.id;",
     )?;
     materialize_views(tx, std::slice::from_ref(sales_person_view))?;
     replace_roots(tx, config, Object::SalesPerson)?;

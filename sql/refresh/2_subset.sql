@@ -8,24 +8,24 @@
 -- Contacts whose role, lead or account reference is decided here.
 CREATE TEMP TABLE subset_lead_contact (id TEXT PRIMARY KEY) WITHOUT ROWID;
 INSERT OR IGNORE INTO subset_lead_contact
-SELECT c.contactid FROM target_lead t JOIN main.contact c ON lower(trim(c.emailaddress1)) = t.root
-UNION SELECT c.contactid FROM target_lead t JOIN main.contact c ON c.contactid = t.root
-UNION SELECT c.contactid FROM target_account t JOIN main.contact c ON c.parentcustomerid = t.id;
+SELECT c.contactid FROM target_lead t CROSS JOIN main.contact c ON c.email_key = t.root
+UNION SELECT c.contactid FROM target_lead t CROSS JOIN main.contact c ON c.contactid = t.root
+UNION SELECT c.contactid FROM target_account t CROSS JOIN main.contact c ON c.parentcustomerid = t.id;
 
 CREATE TEMP TABLE subset_opportunity (id TEXT PRIMARY KEY) WITHOUT ROWID;
 INSERT OR IGNORE INTO subset_opportunity
 SELECT id FROM target_opportunity
-UNION SELECT o.opportunityid FROM subset_lead_contact s JOIN main.opportunity o ON o.customerid = s.id
-UNION SELECT o.opportunityid FROM subset_lead_contact s JOIN main.opportunity o ON o.parentcontactid = s.id
-UNION SELECT x.record2id FROM subset_lead_contact s JOIN main.connection x ON x.record1id = s.id
-UNION SELECT x.record1id FROM subset_lead_contact s JOIN main.connection x ON x.record2id = s.id
-UNION SELECT o.opportunityid FROM target_account t JOIN main.opportunity o ON o.customerid = t.id
-UNION SELECT o.opportunityid FROM target_account t JOIN main.opportunity o ON o.parentaccountid = t.id;
+UNION SELECT o.opportunityid FROM subset_lead_contact s CROSS JOIN main.opportunity o ON o.customerid = s.id
+UNION SELECT o.opportunityid FROM subset_lead_contact s CROSS JOIN main.opportunity o ON o.parentcontactid = s.id
+UNION SELECT x.record2id FROM subset_lead_contact s CROSS JOIN main.connection x ON x.record1id = s.id
+UNION SELECT x.record1id FROM subset_lead_contact s CROSS JOIN main.connection x ON x.record2id = s.id
+UNION SELECT o.opportunityid FROM target_account t CROSS JOIN main.opportunity o ON o.customerid = t.id
+UNION SELECT o.opportunityid FROM target_account t CROSS JOIN main.opportunity o ON o.parentaccountid = t.id;
 
 CREATE TEMP TABLE connection AS
 SELECT x.* FROM main.connection x WHERE x.connectionid IN (
-    SELECT y.connectionid FROM subset_opportunity s JOIN main.connection y ON y.record1id = s.id
-    UNION SELECT y.connectionid FROM subset_opportunity s JOIN main.connection y ON y.record2id = s.id
+    SELECT y.connectionid FROM subset_opportunity s CROSS JOIN main.connection y ON y.record1id = s.id
+    UNION SELECT y.connectionid FROM subset_opportunity s CROSS JOIN main.connection y ON y.record2id = s.id
 );
 
 -- Every id the subset's opportunities, contacts and connections point at, for typing lookups.
@@ -35,9 +35,9 @@ SELECT v FROM (
     SELECT id AS v FROM subset_opportunity
     UNION ALL SELECT id FROM subset_lead_contact
     UNION ALL SELECT id FROM target_account
-    UNION ALL SELECT o.customerid FROM subset_opportunity s JOIN main.opportunity o ON o.opportunityid = s.id
-    UNION ALL SELECT o.parentaccountid FROM subset_opportunity s JOIN main.opportunity o ON o.opportunityid = s.id
-    UNION ALL SELECT o.parentcontactid FROM subset_opportunity s JOIN main.opportunity o ON o.opportunityid = s.id
+    UNION ALL SELECT o.customerid FROM subset_opportunity s CROSS JOIN main.opportunity o ON o.opportunityid = s.id
+    UNION ALL SELECT o.parentaccountid FROM subset_opportunity s CROSS JOIN main.opportunity o ON o.opportunityid = s.id
+    UNION ALL SELECT o.parentcontactid FROM subset_opportunity s CROSS JOIN main.opportunity o ON o.opportunityid = s.id
     UNION ALL SELECT record1id FROM temp.connection
     UNION ALL SELECT record2id FROM temp.connection
 ) WHERE v IS NOT NULL;
@@ -45,15 +45,15 @@ SELECT v FROM (
 -- Contacts' parents (account or contact) are typed by staged membership too.
 INSERT OR IGNORE INTO subset_reference
 SELECT c.parentcustomerid FROM subset_reference r
-    JOIN main.contact c ON c.contactid = r.id
+    CROSS JOIN main.contact c ON c.contactid = r.id
     WHERE c.parentcustomerid IS NOT NULL;
 
 CREATE TEMP TABLE opportunity AS
-SELECT o.* FROM subset_reference r JOIN main.opportunity o ON o.opportunityid = r.id;
+SELECT o.* FROM subset_reference r CROSS JOIN main.opportunity o ON o.opportunityid = r.id;
 CREATE TEMP TABLE contact AS
-SELECT c.* FROM subset_reference r JOIN main.contact c ON c.contactid = r.id;
+SELECT c.* FROM subset_reference r CROSS JOIN main.contact c ON c.contactid = r.id;
 CREATE TEMP TABLE account AS
-SELECT a.* FROM subset_reference r JOIN main.account a ON a.accountid = r.id;
+SELECT a.* FROM subset_reference r CROSS JOIN main.account a ON a.accountid = r.id;
 
 CREATE INDEX temp.subset_opportunity_key ON opportunity (opportunityid);
 CREATE INDEX temp.subset_opportunity_customer ON opportunity (customerid);

@@ -50,11 +50,18 @@ CREATE TABLE export_state (
 ) STRICT;
 INSERT INTO export_state (id, built) VALUES (1, 0);
 
--- What changed in staging since export_row was last refreshed: every GUID a changed record
--- holds, before and after the change ('id'), and every email key a contact had or has
--- ('email'). Refresh turns these into the roots to re-evaluate, then empties the table.
+-- What changed in staging since export_row was last refreshed, as the refresh needs it:
+--   'id'     a record changed in a way that can move rows elsewhere: created, tombstoned, in or
+--            out of scope, or one of the links the rules follow changed (a customer, a parent,
+--            an email, a connection's sides or role, a role's category, a user created or gone)
+--   'ref'    an id such a change moved away from (the old customer, parent or connection side)
+--   'row'    a record changed only in fields its own export rows carry (an amount, a name, a
+--            job title, an owner): its rows are re-evaluated, nothing else
+--   'email'  an email key a contact had before a change
+-- Refresh turns these into the roots to re-evaluate (sql/refresh/1_targets.sql), then empties
+-- the table.
 CREATE TABLE export_dirty (
-    kind   TEXT NOT NULL CHECK (kind IN ('id', 'email')),
+    kind   TEXT NOT NULL CHECK (kind IN ('id', 'ref', 'row', 'email')),
     value  TEXT NOT NULL,
     PRIMARY KEY (kind, value)
 ) STRICT, WITHOUT ROWID;
@@ -64,7 +71,10 @@ CREATE INDEX opportunity_by_parentaccount ON opportunity (parentaccountid);
 CREATE INDEX opportunity_by_parentcontact ON opportunity (parentcontactid);
 CREATE INDEX connection_role1 ON connection (record1roleid);
 CREATE INDEX connection_role2 ON connection (record2roleid);
-CREATE INDEX contact_by_email_key ON contact (lower(trim(emailaddress1)));
+-- A contact's lead key, as mkto_lead forms it. A column, not an expression index: SQLite uses
+-- an expression index for a constant but not for a join.
+ALTER TABLE contact ADD COLUMN email_key TEXT GENERATED ALWAYS AS (nullif(lower(trim(emailaddress1)), '')) VIRTUAL;
+CREATE INDEX contact_by_email_key ON contact (email_key);
 
 -- Staging records what it changes. A record staged again unchanged (same raw, same tombstone)
 -- fires nothing, so a full pull of an unchanged org leaves no work. (Inside a trigger an
@@ -73,19 +83,26 @@ CREATE INDEX contact_by_email_key ON contact (lower(trim(emailaddress1)));
 CREATE TRIGGER opportunity_dirty_insert AFTER INSERT ON opportunity
 WHEN (SELECT built FROM export_state)
 BEGIN
-    INSERT INTO export_dirty (kind, value)
-    SELECT 'id', v FROM (SELECT NEW.opportunityid AS v UNION ALL SELECT NEW.customerid
-        UNION ALL SELECT NEW.parentaccountid UNION ALL SELECT NEW.parentcontactid) WHERE v IS NOT NULL ON CONFLICT DO NOTHING;
+    INSERT INTO export_dirty (kind, value) VALUES ('id', NEW.opportunityid) ON CONFLICT DO NOTHING;
 END;
-CREATE TRIGGER opportunity_dirty_update AFTER UPDATE ON opportunity
+CREATE TRIGGER opportunity_dirty_link AFTER UPDATE ON opportunity
 WHEN (SELECT built FROM export_state)
-    AND (OLD.raw IS NOT NEW.raw OR OLD.deleted_run IS NOT NEW.deleted_run)
+    AND (OLD.deleted_run IS NOT NEW.deleted_run OR OLD.new_synctomkto IS NOT NEW.new_synctomkto
+         OR OLD.customerid IS NOT NEW.customerid OR OLD.customerid_type IS NOT NEW.customerid_type
+         OR OLD.parentaccountid IS NOT NEW.parentaccountid OR OLD.parentcontactid IS NOT NEW.parentcontactid)
 BEGIN
+    INSERT INTO export_dirty (kind, value) VALUES ('id', NEW.opportunityid) ON CONFLICT DO NOTHING;
     INSERT INTO export_dirty (kind, value)
-    SELECT 'id', v FROM (SELECT NEW.opportunityid AS v UNION ALL SELECT NEW.customerid
-        UNION ALL SELECT NEW.parentaccountid UNION ALL SELECT NEW.parentcontactid
-        UNION ALL SELECT OLD.customerid UNION ALL SELECT OLD.parentaccountid
+    SELECT 'ref', v FROM (SELECT OLD.customerid AS v UNION ALL SELECT OLD.parentaccountid
         UNION ALL SELECT OLD.parentcontactid) WHERE v IS NOT NULL ON CONFLICT DO NOTHING;
+END;
+CREATE TRIGGER opportunity_dirty_row AFTER UPDATE ON opportunity
+WHEN (SELECT built FROM export_state) AND OLD.raw IS NOT NEW.raw
+    AND NOT (OLD.deleted_run IS NOT NEW.deleted_run OR OLD.new_synctomkto IS NOT NEW.new_synctomkto
+         OR OLD.customerid IS NOT NEW.customerid OR OLD.customerid_type IS NOT NEW.customerid_type
+         OR OLD.parentaccountid IS NOT NEW.parentaccountid OR OLD.parentcontactid IS NOT NEW.parentcontactid)
+BEGIN
+    INSERT INTO export_dirty (kind, value) VALUES ('row', NEW.opportunityid) ON CONFLICT DO NOTHING;
 END;
 
 CREATE TRIGGER account_dirty_insert AFTER INSERT ON account
@@ -97,43 +114,52 @@ CREATE TRIGGER account_dirty_update AFTER UPDATE ON account
 WHEN (SELECT built FROM export_state)
     AND (OLD.raw IS NOT NEW.raw OR OLD.deleted_run IS NOT NEW.deleted_run)
 BEGIN
-    INSERT INTO export_dirty (kind, value) VALUES ('id', NEW.accountid) ON CONFLICT DO NOTHING;
+    INSERT INTO export_dirty (kind, value)
+    VALUES (CASE WHEN OLD.deleted_run IS NOT NEW.deleted_run OR OLD.new_synctomkto IS NOT NEW.new_synctomkto
+                 THEN 'id' ELSE 'row' END, NEW.accountid)
+    ON CONFLICT DO NOTHING;
 END;
 
 CREATE TRIGGER contact_dirty_insert AFTER INSERT ON contact
 WHEN (SELECT built FROM export_state)
 BEGIN
-    INSERT INTO export_dirty (kind, value)
-    SELECT 'id', v FROM (SELECT NEW.contactid AS v UNION ALL SELECT NEW.parentcustomerid)
-    WHERE v IS NOT NULL ON CONFLICT DO NOTHING;
-    INSERT INTO export_dirty (kind, value)
-    SELECT 'email', lower(trim(NEW.emailaddress1)) WHERE nullif(trim(NEW.emailaddress1), '') IS NOT NULL ON CONFLICT DO NOTHING;
+    INSERT INTO export_dirty (kind, value) VALUES ('id', NEW.contactid) ON CONFLICT DO NOTHING;
 END;
-CREATE TRIGGER contact_dirty_update AFTER UPDATE ON contact
+CREATE TRIGGER contact_dirty_link AFTER UPDATE ON contact
 WHEN (SELECT built FROM export_state)
-    AND (OLD.raw IS NOT NEW.raw OR OLD.deleted_run IS NOT NEW.deleted_run)
+    AND (OLD.deleted_run IS NOT NEW.deleted_run OR OLD.new_synctomkto IS NOT NEW.new_synctomkto
+         OR OLD.emailaddress1 IS NOT NEW.emailaddress1 OR OLD.parentcustomerid IS NOT NEW.parentcustomerid
+         OR OLD.parentcustomerid_type IS NOT NEW.parentcustomerid_type)
 BEGIN
+    INSERT INTO export_dirty (kind, value) VALUES ('id', NEW.contactid) ON CONFLICT DO NOTHING;
     INSERT INTO export_dirty (kind, value)
-    SELECT 'id', v FROM (SELECT NEW.contactid AS v UNION ALL SELECT NEW.parentcustomerid
-        UNION ALL SELECT OLD.parentcustomerid) WHERE v IS NOT NULL ON CONFLICT DO NOTHING;
+    SELECT 'ref', OLD.parentcustomerid WHERE OLD.parentcustomerid IS NOT NULL ON CONFLICT DO NOTHING;
     INSERT INTO export_dirty (kind, value)
-    SELECT 'email', e FROM (SELECT lower(trim(NEW.emailaddress1)) AS e
-        UNION ALL SELECT lower(trim(OLD.emailaddress1))) WHERE nullif(e, '') IS NOT NULL ON CONFLICT DO NOTHING;
+    SELECT 'email', lower(trim(OLD.emailaddress1)) WHERE nullif(trim(OLD.emailaddress1), '') IS NOT NULL
+    ON CONFLICT DO NOTHING;
+END;
+CREATE TRIGGER contact_dirty_row AFTER UPDATE ON contact
+WHEN (SELECT built FROM export_state) AND OLD.raw IS NOT NEW.raw
+    AND NOT (OLD.deleted_run IS NOT NEW.deleted_run OR OLD.new_synctomkto IS NOT NEW.new_synctomkto
+         OR OLD.emailaddress1 IS NOT NEW.emailaddress1 OR OLD.parentcustomerid IS NOT NEW.parentcustomerid
+         OR OLD.parentcustomerid_type IS NOT NEW.parentcustomerid_type)
+BEGIN
+    INSERT INTO export_dirty (kind, value) VALUES ('row', NEW.contactid) ON CONFLICT DO NOTHING;
 END;
 
 CREATE TRIGGER connection_dirty_insert AFTER INSERT ON connection
 WHEN (SELECT built FROM export_state)
 BEGIN
-    INSERT INTO export_dirty (kind, value)
-    SELECT 'id', v FROM (SELECT NEW.record1id AS v UNION ALL SELECT NEW.record2id) WHERE v IS NOT NULL ON CONFLICT DO NOTHING;
+    INSERT INTO export_dirty (kind, value) VALUES ('id', NEW.connectionid) ON CONFLICT DO NOTHING;
 END;
 CREATE TRIGGER connection_dirty_update AFTER UPDATE ON connection
 WHEN (SELECT built FROM export_state)
     AND (OLD.raw IS NOT NEW.raw OR OLD.deleted_run IS NOT NEW.deleted_run)
 BEGIN
+    INSERT INTO export_dirty (kind, value) VALUES ('id', NEW.connectionid) ON CONFLICT DO NOTHING;
     INSERT INTO export_dirty (kind, value)
-    SELECT 'id', v FROM (SELECT NEW.record1id AS v UNION ALL SELECT NEW.record2id
-        UNION ALL SELECT OLD.record1id UNION ALL SELECT OLD.record2id) WHERE v IS NOT NULL ON CONFLICT DO NOTHING;
+    SELECT 'ref', v FROM (SELECT OLD.record1id AS v UNION ALL SELECT OLD.record2id)
+    WHERE v IS NOT NULL ON CONFLICT DO NOTHING;
 END;
 
 CREATE TRIGGER connectionrole_dirty_insert AFTER INSERT ON connectionrole
@@ -157,7 +183,9 @@ CREATE TRIGGER systemuser_dirty_update AFTER UPDATE ON systemuser
 WHEN (SELECT built FROM export_state)
     AND (OLD.raw IS NOT NEW.raw OR OLD.deleted_run IS NOT NEW.deleted_run)
 BEGIN
-    INSERT INTO export_dirty (kind, value) VALUES ('id', NEW.systemuserid) ON CONFLICT DO NOTHING;
+    INSERT INTO export_dirty (kind, value)
+    VALUES (CASE WHEN OLD.deleted_run IS NOT NEW.deleted_run THEN 'id' ELSE 'row' END, NEW.systemuserid)
+    ON CONFLICT DO NOTHING;
 END;
 
 -- What Marketo acknowledged decides `pending`, in the transaction that records it.

@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Writes a synthetic Dynamics export as Web API pages, for the pull benchmark.
 
-usage: gen_pages.py OUT_DIR OPPORTUNITIES [PAGE_SIZE]
+usage: gen_pages.py OUT_DIR OPPORTUNITIES [PAGE_SIZE] [--change FRACTION]
 
 Per opportunity: one contact (half of them the customer, with an account parent), one
 stakeholder connection pair; one account per ten opportunities. Pages hold PAGE_SIZE records
 (default 5000, the Web API maximum), with the annotations the real service sends.
+
+With --change FRACTION, writes instead what a delta pull of the same org brings after that
+share of it changed: every k-th opportunity (k = 1/FRACTION) with a new amount and stage, and
+as many contacts with a new job title.
 """
 import json
 import os
@@ -37,11 +41,7 @@ def write(out, entity_set, index, batch):
         json.dump({"@odata.context": f"{ORG}$metadata#{entity_set}", "value": batch}, f)
 
 
-def main():
-    out, n = sys.argv[1], int(sys.argv[2])
-    size = int(sys.argv[3]) if len(sys.argv) > 3 else 5000
-    os.makedirs(out, exist_ok=True)
-    accounts = max(1, n // 10)
+def write_accounts_and_contacts(out, n, accounts, size):
     pages(out, "accounts", ({
         "name": f"Account {i}", "websiteurl": f"https://a{i}.example", "industrycode": 7,
         "industrycode" + FV: "Consulting", "numberofemployees": 100 + i % 900, "revenue": 1e6 + i,
@@ -52,6 +52,22 @@ def main():
         "emailaddress1": f"person{i}@example.com", "jobtitle": "Director", "telephone1": None,
         "_parentcustomerid_value" + LT: "account", "_parentcustomerid_value": guid(1, i % accounts),
         "statecode": 0, "modifiedon": "2025-05-01T16:10:02Z", "contactid": guid(2, i)} for i in range(n)), size)
+
+
+def main():
+    args = sys.argv[1:]
+    change = None
+    if "--change" in args:
+        at = args.index("--change")
+        change = float(args[at + 1])
+        del args[at:at + 2]
+    out, n = args[0], int(args[1])
+    size = int(args[2]) if len(args) > 2 else 5000
+    os.makedirs(out, exist_ok=True)
+    accounts = max(1, n // 10)
+    if change is None:
+        write_accounts_and_contacts(out, n, accounts, size)
+
     def opportunity(i):
         contact = i % 2 == 0
         return {"name": f"Opportunity {i}", "description": None, "estimatedvalue": 25000.0 + i,
@@ -63,6 +79,21 @@ def main():
                 "_parentaccountid_value": None if contact else guid(1, i % accounts),
                 "_parentcontactid_value": guid(2, i) if contact else None,
                 "opportunityid": guid(3, i)}
+    if change is not None:
+        step = max(1, round(1 / change))
+        def changed_opportunity(i):
+            record = opportunity(i)
+            record.update({"estimatedvalue": 99000.0 + i, "stepname": "2-Develop",
+                           "modifiedon": "2025-06-01T08:00:00Z"})
+            return record
+        pages(out, "opportunities", (changed_opportunity(i) for i in range(0, n, step)), size)
+        pages(out, "contacts", ({
+            "firstname": f"First{i}", "lastname": f"Last{i}", "fullname": f"First{i} Last{i}",
+            "emailaddress1": f"person{i}@example.com", "jobtitle": "Vice President", "telephone1": None,
+            "_parentcustomerid_value" + LT: "account", "_parentcustomerid_value": guid(1, i % accounts),
+            "statecode": 0, "modifiedon": "2025-06-01T08:00:00Z", "contactid": guid(2, i)}
+            for i in range(step // 2, n, step)), size)
+        return
     pages(out, "opportunities", (opportunity(i) for i in range(n)), size)
     def connections():
         for i in range(n):

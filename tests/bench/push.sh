@@ -22,7 +22,7 @@ fi
 bin=${OPPSYNC_BIN:-$PWD/target/release/oppsync}
 python3 tests/bench/gen_pages.py "$work/pages" "$n"
 "$bin" --db "$work/pulled.db" -q pull --fixtures "$work/pages"
-printf '[marketo]\nrate_limit_calls = 100000\nrate_limit_window_secs = 1\n' > "$work/oppsync.toml"
+printf '[marketo]\nrate_limit_calls = 1000\nrate_limit_window_secs = 1\n' > "$work/oppsync.toml"
 
 /usr/bin/time -f "plan, $n opportunities: %e s, peak RSS %M KiB" \
     "$bin" --db "$work/pulled.db" --config "$work/oppsync.toml" plan > /dev/null

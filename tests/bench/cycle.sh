@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Sync cycle benchmark (issue 9): what each step of a cycle costs at N opportunities (with N
+# contacts, N/10 accounts and 2N connections), from the first load to an idle cycle and small
+# deltas, against the Marketo simulator with its limits raised (and oppsync's limiter with
+# them) so that the figures measure oppsync. Each line is wall time and peak RSS
+# (/usr/bin/time), and for pushes the REST calls made.
+#
+#   pull (first)        stage every page, then evaluate the export rows in full
+#   plan                read-only plan after the first pull
+#   push (first)        send everything
+#   push (idle)         nothing changed: must make no REST call
+#   status, explain     read-only commands on the loaded org
+#   pull/push 1%        a delta pull where 1% of opportunities and contacts changed, then push
+#   pull/push 0.01%     the same with 0.01%
+#
+# usage: tests/bench/cycle.sh [OPPORTUNITIES]   (default 100000)
+# OPPSYNC_BIN=path runs another build (a baseline side by side) instead of building this one.
+# VERIFY=1 also times `oppsync verify` at the end. Not run by CI: timings are noisy.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+n=${1:-100000}
+work=$(mktemp -d)
+sim_pid=
+trap '[ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$work"' EXIT
+
+if [ ! -x /usr/bin/time ] || ! command -v sqlite3 >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq time sqlite3 >/dev/null
+fi
+if [ -z "${OPPSYNC_BIN:-}" ]; then
+    cargo build --release --quiet
+fi
+bin=${OPPSYNC_BIN:-$PWD/target/release/oppsync}
+python3 tests/bench/gen_pages.py "$work/full" "$n"
+python3 tests/bench/gen_pages.py "$work/delta-1" "$n" --change 0.01
+python3 tests/bench/gen_pages.py "$work/delta-0.01" "$n" --change 0.0001
+printf '[marketo]\nrate_limit_calls = 1000\nrate_limit_window_secs = 1\n' > "$work/oppsync.toml"
+
+"$bin" sim marketo --port 0 --rate-limit-calls 1000000 --daily-quota 100000000 > "$work/sim.out" &
+sim_pid=$!
+for _ in $(seq 50); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
+export MARKETO_BASE_URL=$(head -1 "$work/sim.out" | awk '{print $NF}')
+export MARKETO_CLIENT_ID=oppsync-sim MARKETO_CLIENT_SECRET=oppsync-sim-secret
+
+db=$work/cycle.db
+calls() {
+    sqlite3 "$db" "select count(*) from api_call where path like '/rest%' and run_id = (select max(run_id) from run)"
+}
+step() {
+    local label=$1
+    shift
+    /usr/bin/time -o "$work/time" -f "%e %M" "$bin" --db "$db" --config "$work/oppsync.toml" "$@" > /dev/null 2>&1 || true
+    read -r seconds rss < "$work/time"
+    printf '%-22s %8.2f s %8d KiB' "$label" "$seconds" "$rss"
+    case $label in push*) printf ' %6d REST calls' "$(calls)" ;; esac
+    printf '\n'
+}
+
+echo "== $n opportunities ($bin)"
+step "pull (first)" -q pull --fixtures "$work/full"
+step "plan" plan
+step "push (first)" -q push
+step "push (idle)" -q push
+step "status" status
+step "explain" explain 00000003-0000-4000-8000-000000000000
+step "pull 1%" -q pull --fixtures "$work/delta-1"
+step "push 1%" -q push
+step "pull 0.01%" -q pull --fixtures "$work/delta-0.01"
+step "push 0.01%" -q push
+if [ -n "${VERIFY:-}" ]; then
+    step "verify" verify
+fi

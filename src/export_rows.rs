@@ -198,6 +198,11 @@ fn full(tx: &Transaction<'_>, config: &Config, schema: &str) -> Result<()> {
             .with_context(|| format!("evaluating {}", object.view()))?;
     }
     tx.execute_batch(&format!(
+        "DELETE FROM {schema}.derived_opportunity;
+         INSERT INTO {schema}.derived_opportunity (opportunityid, accountid, contact_roles)
+         {DERIVED};"
+    ))?;
+    tx.execute_batch(&format!(
         "DELETE FROM {schema}.export_removed;
          INSERT INTO {schema}.export_removed (object, key)
          SELECT a.object, a.key FROM main.mkto_ack a
@@ -210,13 +215,19 @@ fn full(tx: &Transaction<'_>, config: &Config, schema: &str) -> Result<()> {
     Ok(())
 }
 
+/// What `derived_opportunity` holds, from the materialized rule views.
+const DERIVED: &str = "SELECT oa.opportunityid, oa.accountid,
+        (SELECT count(*) FROM temp.opportunity_contact_role r WHERE r.opportunityid = oa.opportunityid)
+    FROM temp.opportunity_account oa";
+
 /// The same tables as the stored ones, as temp tables of this connection.
 fn create_temp_tables(tx: &Transaction<'_>) -> Result<()> {
     tx.execute_batch(
         "CREATE TEMP TABLE IF NOT EXISTS export_row AS SELECT * FROM main.export_row WHERE 0;
          CREATE INDEX IF NOT EXISTS temp.export_row_by_key ON export_row (object, key);
          CREATE INDEX IF NOT EXISTS temp.export_row_pending ON export_row (object, key) WHERE pending = 1;
-         CREATE TEMP TABLE IF NOT EXISTS export_removed AS SELECT * FROM main.export_removed WHERE 0;",
+         CREATE TEMP TABLE IF NOT EXISTS export_removed AS SELECT * FROM main.export_removed WHERE 0;
+         CREATE TEMP TABLE IF NOT EXISTS derived_opportunity AS SELECT * FROM main.derived_opportunity WHERE 0;",
     )?;
     Ok(())
 }
@@ -253,7 +264,7 @@ fn drop_materialized(tx: &Transaction<'_>) -> Result<()> {
     let names: Vec<String> = {
         let mut stmt = tx.prepare(
             "SELECT name FROM temp.sqlite_master WHERE type = 'table'
-               AND name NOT IN ('export_row', 'export_removed', 'rule_setting')",
+               AND name NOT IN ('export_row', 'export_removed', 'derived_opportunity', 'rule_setting')",
         )?;
         stmt.query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?
@@ -380,6 +391,13 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
         replace_roots(tx, config, object)?;
     }
 
+    tx.execute_batch(&format!(
+        "DELETE FROM main.derived_opportunity
+         WHERE opportunityid IN (SELECT id FROM temp.target_opportunity);
+         INSERT INTO main.derived_opportunity (opportunityid, accountid, contact_roles)
+         {DERIVED} WHERE oa.opportunityid IN (SELECT id FROM temp.target_opportunity);"
+    ))?;
+
     // Sales persons: every user a replaced row named before or names now, or that changed,
     // evaluated from the stored rows that name those users.
     tx.execute_batch(
@@ -458,7 +476,7 @@ pub(crate) struct Difference {
 
 /// Compares the stored rows with a fresh full evaluation of the views (into temp tables):
 /// every row of either that the other lacks, column for column (pending included), plus the
-/// removed keys. Empty when they agree.
+/// removed keys and the derived counts per opportunity. Empty when they agree.
 pub(crate) fn verify(conn: &mut Connection, config: &Config) -> Result<Vec<Difference>> {
     let tx = conn.transaction()?;
     full(&tx, config, "temp")?;
@@ -475,6 +493,9 @@ pub(crate) fn verify(conn: &mut Connection, config: &Config) -> Result<Vec<Diffe
              UNION ALL
              SELECT object, key, '' FROM (SELECT object, key FROM {left}.export_removed
                  EXCEPT SELECT object, key FROM {right}.export_removed)
+             UNION ALL
+             SELECT 'derived_opportunity', opportunityid, '' FROM (
+                 SELECT * FROM {left}.derived_opportunity EXCEPT SELECT * FROM {right}.derived_opportunity)
              ORDER BY 1, 2, 3"
         );
         let mut stmt = tx.prepare(&sql)?;

@@ -139,24 +139,27 @@ pub(crate) fn read(conn: &mut Connection, writer: Option<u32>, config: &Config) 
     )?;
     let mut staged = Vec::new();
     for spec in SPECS {
-        let (live, deleted) = conn.query_row(
+        // Both counts from indexes (tombstones have a partial one), not from the records.
+        let (all, deleted): (i64, i64) = conn.query_row(
             &format!(
-                "SELECT count(*) FILTER (WHERE deleted_run IS NULL), count(*) FILTER (WHERE deleted_run IS NOT NULL) FROM {}",
-                spec.table
+                "SELECT (SELECT count(*) FROM {table}),
+                        (SELECT count(*) FROM {table} WHERE deleted_run IS NOT NULL)",
+                table = spec.table
             ),
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        let live = all - deleted;
         staged.push(StagedCount {
             entity_set: spec.entity_set.to_string(),
             live,
             deleted,
         });
     }
+    // The export rows (and with them derived_opportunity) are brought up to date first.
+    let plan = plan::load(conn, config)?;
     let derived = conn.query_row(
-        "SELECT (SELECT count(*) FROM opportunity_account),
-                (SELECT count(*) FROM opportunity_account WHERE accountid IS NOT NULL),
-                (SELECT count(*) FROM opportunity_contact_role)",
+        "SELECT count(*), count(accountid), coalesce(sum(contact_roles), 0) FROM derived_opportunity",
         [],
         |r| {
             Ok(Derived {
@@ -184,7 +187,6 @@ pub(crate) fn read(conn: &mut Connection, writer: Option<u32>, config: &Config) 
         })?
         .collect::<rusqlite::Result<_>>()?;
     drop(stmt);
-    let plan = plan::load(conn, config)?;
     let pending = Object::ALL
         .iter()
         .map(|o| (o.name(), plan.counts(*o)))

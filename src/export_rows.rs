@@ -168,6 +168,18 @@ pub(crate) fn refresh(conn: &mut Connection, config: &Config) -> Result<Refreshe
     })
 }
 
+/// A total of `export_total` (0 when the rows hold none of it).
+pub(crate) fn total(conn: &Connection, name: &str) -> Result<i64> {
+    let value = conn
+        .query_row(
+            "SELECT value FROM export_total WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(value.unwrap_or(0))
+}
+
 /// Makes the next refresh a full evaluation (`pull --full`, and the repair `verify` suggests).
 pub(crate) fn invalidate(conn: &Connection) -> Result<()> {
     conn.execute("UPDATE export_state SET definition = NULL WHERE id = 1", [])?;
@@ -192,11 +204,14 @@ fn full(tx: &Transaction<'_>, config: &Config, schema: &str) -> Result<()> {
         create_temp_tables(tx)?;
     }
     materialize_views(tx, VIEWS)?;
-    tx.execute_batch(&format!("DELETE FROM {schema}.export_row;"))?;
-    for object in Object::ALL {
-        insert_rows(tx, config, object, schema, None)
-            .with_context(|| format!("evaluating {}", object.view()))?;
-    }
+    without_indexes(tx, schema, || {
+        tx.execute_batch(&format!("DELETE FROM {schema}.export_row;"))?;
+        for object in Object::ALL {
+            insert_rows(tx, config, object, schema, None)
+                .with_context(|| format!("evaluating {}", object.view()))?;
+        }
+        Ok(())
+    })?;
     tx.execute_batch(&format!(
         "DELETE FROM {schema}.derived_opportunity;
          INSERT INTO {schema}.derived_opportunity (opportunityid, accountid, contact_roles)
@@ -208,10 +223,69 @@ fn full(tx: &Transaction<'_>, config: &Config, schema: &str) -> Result<()> {
          SELECT a.object, a.key FROM main.mkto_ack a
          WHERE NOT EXISTS (SELECT 1 FROM {schema}.export_row e WHERE e.object = a.object AND e.key = a.key);"
     ))?;
+    tx.execute_batch(&format!(
+        "DELETE FROM {schema}.export_total;
+         INSERT INTO {schema}.export_total (name, value)
+         SELECT 'rows:' || object, count(*) FROM {schema}.export_row GROUP BY object;
+         INSERT INTO {schema}.export_total (name, value) {};
+         DELETE FROM {schema}.export_total WHERE value = 0;",
+        derived_totals(&format!("{schema}.derived_opportunity"))
+    ))?;
     drop_materialized(tx)?;
     if schema == "temp" {
         crate::rules::create_temporary_views(tx)?;
     }
+    Ok(())
+}
+
+/// Runs `fill` with the indexes of `schema`.export_row dropped, then builds them again: sorting
+/// once is cheaper than millions of B-tree inserts in random key order.
+fn without_indexes(
+    tx: &Transaction<'_>,
+    schema: &str,
+    fill: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let indexes: Vec<(String, String)> = {
+        let mut stmt = tx.prepare(&format!(
+            "SELECT name, sql FROM {schema}.sqlite_master
+             WHERE type = 'index' AND tbl_name = 'export_row' AND sql IS NOT NULL"
+        ))?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    for (name, _) in &indexes {
+        tx.execute_batch(&format!("DROP INDEX {schema}.\"{name}\";"))?;
+    }
+    fill()?;
+    for (_, sql) in &indexes {
+        // The stored SQL names no schema; the index belongs beside its table.
+        let sql = sql.replacen("INDEX ", &format!("INDEX {schema}."), 1);
+        tx.execute_batch(&sql)?;
+    }
+    Ok(())
+}
+
+/// The derived totals of `export_total` (name, value) over `relation`, rows of
+/// `derived_opportunity`.
+fn derived_totals(relation: &str) -> String {
+    format!(
+        "SELECT 'opportunities' AS name, count(*) AS value FROM {relation}
+         UNION ALL SELECT 'opportunities_with_account', count(accountid) FROM {relation}
+         UNION ALL SELECT 'contact_roles', coalesce(sum(contact_roles), 0) FROM {relation}"
+    )
+}
+
+/// Adds `sign` times the (name, value) rows of `select` to the stored totals.
+fn add_totals(tx: &Transaction<'_>, select: &str, sign: i64) -> Result<()> {
+    tx.execute(
+        &format!(
+            "INSERT INTO main.export_total (name, value) SELECT name, ?1 * value FROM ({select}) WHERE true
+             ON CONFLICT (name) DO UPDATE SET value = export_total.value + excluded.value"
+        ),
+        [sign],
+    )?;
+    // A total of nothing is no row, as a full evaluation leaves it.
+    tx.execute("DELETE FROM main.export_total WHERE value = 0", [])?;
     Ok(())
 }
 
@@ -227,7 +301,8 @@ fn create_temp_tables(tx: &Transaction<'_>) -> Result<()> {
          CREATE INDEX IF NOT EXISTS temp.export_row_by_key ON export_row (object, key);
          CREATE INDEX IF NOT EXISTS temp.export_row_pending ON export_row (object, key) WHERE pending = 1;
          CREATE TEMP TABLE IF NOT EXISTS export_removed AS SELECT * FROM main.export_removed WHERE 0;
-         CREATE TEMP TABLE IF NOT EXISTS derived_opportunity AS SELECT * FROM main.derived_opportunity WHERE 0;",
+         CREATE TEMP TABLE IF NOT EXISTS derived_opportunity AS SELECT * FROM main.derived_opportunity WHERE 0;
+         CREATE TEMP TABLE IF NOT EXISTS export_total AS SELECT * FROM main.export_total WHERE 0;",
     )?;
     Ok(())
 }
@@ -264,7 +339,7 @@ fn drop_materialized(tx: &Transaction<'_>) -> Result<()> {
     let names: Vec<String> = {
         let mut stmt = tx.prepare(
             "SELECT name FROM temp.sqlite_master WHERE type = 'table'
-               AND name NOT IN ('export_row', 'export_removed', 'derived_opportunity', 'rule_setting')",
+               AND name NOT IN ('export_row', 'export_removed', 'derived_opportunity', 'export_total', 'rule_setting')",
         )?;
         stmt.query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?
@@ -295,7 +370,7 @@ fn insert_rows(
     object: Object,
     schema: &str,
     targets: Option<(&str, &str)>,
-) -> Result<()> {
+) -> Result<usize> {
     let root = match object {
         Object::Lead => "coalesce(v.key, v.source_id)",
         Object::OpportunityRole => "v.opportunityid",
@@ -354,8 +429,7 @@ fn insert_rows(
          ) r",
         view = object.view(),
     );
-    tx.execute(&sql, rusqlite::params_from_iter(&params))?;
-    Ok(())
+    Ok(tx.execute(&sql, rusqlite::params_from_iter(&params))?)
 }
 
 /// The roots a change touched, re-evaluated over the records they depend on. `None` when they
@@ -391,12 +465,18 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
         replace_roots(tx, config, object)?;
     }
 
+    let targeted = derived_totals(
+        "(SELECT * FROM main.derived_opportunity
+          WHERE opportunityid IN (SELECT id FROM temp.target_opportunity))",
+    );
+    add_totals(tx, &targeted, -1)?;
     tx.execute_batch(&format!(
         "DELETE FROM main.derived_opportunity
          WHERE opportunityid IN (SELECT id FROM temp.target_opportunity);
          INSERT INTO main.derived_opportunity (opportunityid, accountid, contact_roles)
          {DERIVED} WHERE oa.opportunityid IN (SELECT id FROM temp.target_opportunity);"
     ))?;
+    add_totals(tx, &targeted, 1)?;
 
     // Sales persons: every user a replaced row named before or names now, or that changed,
     // evaluated from the stored rows that name those users.
@@ -456,12 +536,15 @@ fn replace_roots(tx: &Transaction<'_>, config: &Config, object: Object) -> Resul
         ),
         [object.name()],
     )?;
-    tx.execute(
+    let deleted = tx.execute(
         &format!("DELETE FROM main.export_row WHERE {in_targets}"),
         [object.name()],
     )?;
-    insert_rows(tx, config, object, "main", Some((table, column)))
-        .with_context(|| format!("evaluating {} for the changed records", object.view()))
+    let inserted = insert_rows(tx, config, object, "main", Some((table, column)))
+        .with_context(|| format!("evaluating {} for the changed records", object.view()))?;
+    let change = inserted as i64 - deleted as i64;
+    let rows = format!("SELECT 'rows:{}' AS name, {change} AS value", object.name());
+    add_totals(tx, &rows, 1)
 }
 
 /// A row that differs between the stored export rows and a fresh evaluation of the views.
@@ -476,7 +559,7 @@ pub(crate) struct Difference {
 
 /// Compares the stored rows with a fresh full evaluation of the views (into temp tables):
 /// every row of either that the other lacks, column for column (pending included), plus the
-/// removed keys and the derived counts per opportunity. Empty when they agree.
+/// removed keys, the derived counts per opportunity and the totals. Empty when they agree.
 pub(crate) fn verify(conn: &mut Connection, config: &Config) -> Result<Vec<Difference>> {
     let tx = conn.transaction()?;
     full(&tx, config, "temp")?;
@@ -496,6 +579,9 @@ pub(crate) fn verify(conn: &mut Connection, config: &Config) -> Result<Vec<Diffe
              UNION ALL
              SELECT 'derived_opportunity', opportunityid, '' FROM (
                  SELECT * FROM {left}.derived_opportunity EXCEPT SELECT * FROM {right}.derived_opportunity)
+             UNION ALL
+             SELECT 'export_total', name, CAST(value AS TEXT) FROM (
+                 SELECT * FROM {left}.export_total EXCEPT SELECT * FROM {right}.export_total)
              ORDER BY 1, 2, 3"
         );
         let mut stmt = tx.prepare(&sql)?;

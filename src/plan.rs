@@ -195,11 +195,7 @@ fn read(conn: &Connection, config: &Config) -> Result<Plan> {
             params![name, max],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let total: i64 = conn.query_row(
-            "SELECT count(*) FROM export_row WHERE object = ?1",
-            [name],
-            |r| r.get(0),
-        )?;
+        let total = export_rows::total(conn, &format!("rows:{name}"))?;
         let skipped = skipped(conn, object)?;
         let deletes = deletes(conn, object, config)?;
         let counts = Counts {
@@ -281,9 +277,15 @@ fn skipped(conn: &Connection, object: Object) -> Result<Vec<Operation>> {
         "SELECT key, source_id, length(payload) + 1,
              CASE WHEN skip_reason IS NOT NULL THEN skip_reason
                   WHEN key IS NULL OR payload IS NULL THEN 'no key or payload' END
-         FROM export_row
-         WHERE object = ?1 AND (skip_reason IS NOT NULL OR key IS NULL OR payload IS NULL
-                                OR (pending = 1 AND length(payload) >= ?2))
+         FROM (
+             -- Each half on its partial index: an idle plan reads no other row.
+             SELECT * FROM export_row
+             WHERE object = ?1 AND (skip_reason IS NOT NULL OR key IS NULL OR payload IS NULL)
+             UNION ALL
+             SELECT * FROM export_row
+             WHERE object = ?1 AND pending = 1 AND length(payload) >= ?2
+                 AND skip_reason IS NULL AND key IS NOT NULL
+         )
          ORDER BY key, source_id",
     )?;
     let rows = stmt

@@ -9,6 +9,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 use crate::config::Config;
+use crate::export_rows;
 use crate::plan::{self, Counts, Object};
 use crate::stage::SPECS;
 
@@ -158,17 +159,11 @@ pub(crate) fn read(conn: &mut Connection, writer: Option<u32>, config: &Config) 
     }
     // The export rows (and with them derived_opportunity) are brought up to date first.
     let plan = plan::load(conn, config)?;
-    let derived = conn.query_row(
-        "SELECT count(*), count(accountid), coalesce(sum(contact_roles), 0) FROM derived_opportunity",
-        [],
-        |r| {
-            Ok(Derived {
-                opportunities: r.get(0)?,
-                opportunities_with_account: r.get(1)?,
-                contact_roles: r.get(2)?,
-            })
-        },
-    )?;
+    let derived = Derived {
+        opportunities: export_rows::total(conn, "opportunities")?,
+        opportunities_with_account: export_rows::total(conn, "opportunities_with_account")?,
+        contact_roles: export_rows::total(conn, "contact_roles")?,
+    };
     let rejected_total =
         conn.query_row("SELECT count(*) FROM rejected_record", [], |r| r.get(0))?;
     let mut stmt = conn.prepare(

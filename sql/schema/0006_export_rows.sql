@@ -26,7 +26,8 @@ CREATE TABLE export_row (
 CREATE INDEX export_row_by_root ON export_row (object, root);
 CREATE UNIQUE INDEX export_row_by_key ON export_row (object, key) WHERE key IS NOT NULL;
 CREATE INDEX export_row_pending ON export_row (object, key) WHERE pending = 1;
-CREATE INDEX export_row_skipped ON export_row (object) WHERE skip_reason IS NOT NULL;
+CREATE INDEX export_row_skipped ON export_row (object)
+    WHERE skip_reason IS NOT NULL OR key IS NULL OR payload IS NULL;
 CREATE INDEX export_row_by_sales_person ON export_row (object, sales_person_id)
     WHERE sales_person_id IS NOT NULL;
 
@@ -36,6 +37,15 @@ CREATE TABLE derived_opportunity (
     opportunityid  TEXT PRIMARY KEY,
     accountid      TEXT,
     contact_roles  INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+-- Totals that plan and status read instead of counting millions of rows, kept by every refresh:
+--   'rows:<object>'                 the export rows of that object
+--   'opportunities', 'opportunities_with_account', 'contact_roles'
+--                                   count(*), count(accountid), sum(contact_roles) of derived_opportunity
+CREATE TABLE export_total (
+    name   TEXT PRIMARY KEY,
+    value  INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 
 -- Tombstones, counted by `status` on these instead of reading every record.

@@ -7,7 +7,11 @@
 CREATE VIEW opportunity_connection AS
 WITH typed AS (
     SELECT
-        c.*,
+        -- Only the columns read below: copying whole records (raw included) cost more than
+        -- the rule itself on large orgs.
+        c.connectionid, c.record1id, c.record2id, c.record1roleid, c.record2roleid,
+        c.record1roleid_label, c.record2roleid_label, c.relatedconnectionid, c.statecode,
+        c.deleted_run,
         coalesce(
             c.record1id_type,
             CASE c.record1objecttypecode

@@ -27,10 +27,11 @@ pub fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// SQLite's page cache per connection, in KiB when negative: 32 MiB instead of the default 2,
+/// SQLite's page cache per connection, in KiB when negative: 8 MiB instead of the default 2,
 /// because refreshing the export rows and recording acknowledgements touch B-trees of millions
-/// of rows in key orders that are random; it stays well inside the 100 MB a run may use.
-const CACHE_SIZE: i64 = -32 * 1024;
+/// of rows in random key order (a 1% delta pull at 1M opportunities: 14.6 s with 2 MiB, 9.4 s
+/// with 8; 32 MiB was no faster and took the pull's peak RSS past 100 MB).
+const CACHE_SIZE: i64 = -8 * 1024;
 
 /// Opens an existing database for reading only: no migration, no pragma that writes, so an
 /// auditor with read access can run `status`, `plan` and `explain`. The schema must be the one

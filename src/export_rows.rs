@@ -204,14 +204,21 @@ fn full(tx: &Transaction<'_>, config: &Config, schema: &str) -> Result<()> {
         create_temp_tables(tx)?;
     }
     materialize_views(tx, VIEWS)?;
+    let started = Instant::now();
+    let mut rows = Vec::new();
     without_indexes(tx, schema, || {
         tx.execute_batch(&format!("DELETE FROM {schema}.export_row;"))?;
         for object in Object::ALL {
-            insert_rows(tx, config, object, schema, None)
+            let inserted = insert_rows(tx, config, object, schema, None)
                 .with_context(|| format!("evaluating {}", object.view()))?;
+            rows.push((object, inserted));
         }
         Ok(())
     })?;
+    crate::progress::detail(&format!(
+        "stored the export rows in {} ms",
+        started.elapsed().as_millis()
+    ));
     tx.execute_batch(&format!(
         "DELETE FROM {schema}.derived_opportunity;
          INSERT INTO {schema}.derived_opportunity (opportunityid, accountid, contact_roles)
@@ -225,12 +232,20 @@ fn full(tx: &Transaction<'_>, config: &Config, schema: &str) -> Result<()> {
     ))?;
     tx.execute_batch(&format!(
         "DELETE FROM {schema}.export_total;
-         INSERT INTO {schema}.export_total (name, value)
-         SELECT 'rows:' || object, count(*) FROM {schema}.export_row GROUP BY object;
-         INSERT INTO {schema}.export_total (name, value) {};
-         DELETE FROM {schema}.export_total WHERE value = 0;",
+         INSERT INTO {schema}.export_total (name, value) {};",
         derived_totals(&format!("{schema}.derived_opportunity"))
     ))?;
+    let mut total = tx.prepare(&format!(
+        "INSERT INTO {schema}.export_total (name, value) VALUES ('rows:' || ?1, ?2)"
+    ))?;
+    for (object, inserted) in rows {
+        total.execute(rusqlite::params![object.name(), inserted as i64])?;
+    }
+    drop(total);
+    tx.execute(
+        &format!("DELETE FROM {schema}.export_total WHERE value = 0"),
+        [],
+    )?;
     drop_materialized(tx)?;
     if schema == "temp" {
         crate::rules::create_temporary_views(tx)?;
@@ -319,6 +334,7 @@ fn materialize_views(tx: &Transaction<'_>, files: &[SqlFile]) -> Result<()> {
             &format!("CREATE TEMP TABLE {name} AS"),
             1,
         );
+        let started = Instant::now();
         tx.execute_batch(&text)
             .with_context(|| format!("evaluating {}", file.path))?;
         let columns = VIEW_INDEXES
@@ -330,6 +346,10 @@ fn materialize_views(tx: &Transaction<'_>, files: &[SqlFile]) -> Result<()> {
                 "CREATE INDEX temp.{name}_by_{column} ON {name} ({column});"
             ))?;
         }
+        crate::progress::detail(&format!(
+            "evaluated {name} in {} ms",
+            started.elapsed().as_millis()
+        ));
     }
     Ok(())
 }

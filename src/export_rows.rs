@@ -11,7 +11,7 @@
 //! `mkto_ack` keep it true. `verify` compares the stored rows with a fresh full evaluation.
 //!
 //! Writing commands refresh in one transaction; read-only ones, when the stored rows are not
-//! current, evaluate in full into temp tables that shadow `export_row` and `export_removed`.
+//! current, evaluate in full into temp tables that shadow the stored ones.
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -187,15 +187,16 @@ pub(crate) fn invalidate(conn: &Connection) -> Result<()> {
 }
 
 /// For a connection that may not write: when the stored rows are not current, evaluates them
-/// in full into temp tables that shadow `export_row` and `export_removed` for this connection.
-pub(crate) fn evaluate_temporary(conn: &mut Connection, config: &Config) -> Result<bool> {
+/// in full into temp tables that shadow `export_row`, `export_removed`, `derived_opportunity`
+/// and `export_total` for this connection.
+pub(crate) fn evaluate_temporary(conn: &mut Connection, config: &Config) -> Result<()> {
     if is_current(conn, config)? {
-        return Ok(false);
+        return Ok(());
     }
     let tx = conn.transaction()?;
     full(&tx, config, "temp")?;
     tx.commit()?;
-    Ok(true)
+    Ok(())
 }
 
 /// Every row evaluated from the views, into `schema`.export_row, with `export_removed` rebuilt.

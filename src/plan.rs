@@ -164,23 +164,39 @@ pub(crate) fn batch_sizes(sizes: &[usize]) -> Vec<usize> {
 /// read-only one evaluates them into temp tables when the stored ones are not current), then
 /// reads the plan.
 pub(crate) fn load(conn: &mut Connection, config: &Config) -> Result<Plan> {
-    let refreshed = if conn.is_readonly(MAIN_DB)? {
-        export_rows::evaluate_temporary(conn, config)?;
-        None
-    } else {
-        Some(export_rows::refresh(conn, config).context("refreshing the export rows")?)
-    };
-    let mut plan = read(conn, config)?;
+    let refreshed = bring_up_to_date(conn, config)?;
+    let mut plan = read(conn, config, true)?;
     plan.refreshed = refreshed;
     Ok(plan)
+}
+
+/// The plan's counts, skips and deletes only, without the batches and fields that need every
+/// record to send read (`status`).
+pub(crate) fn load_counts(conn: &mut Connection, config: &Config) -> Result<Plan> {
+    let refreshed = bring_up_to_date(conn, config)?;
+    let mut plan = read(conn, config, false)?;
+    plan.refreshed = refreshed;
+    Ok(plan)
+}
+
+fn bring_up_to_date(conn: &mut Connection, config: &Config) -> Result<Option<Refreshed>> {
+    if conn.is_readonly(MAIN_DB)? {
+        export_rows::evaluate_temporary(conn, config)?;
+        Ok(None)
+    } else {
+        Ok(Some(
+            export_rows::refresh(conn, config).context("refreshing the export rows")?,
+        ))
+    }
 }
 
 /// The condition on an export row (aliased `e`) that it can be sent: the view gives it a key
 /// and a payload and no reason to skip it, and it fits in a request (`?2` is the limit).
 const SENDABLE: &str = "e.skip_reason IS NULL AND e.key IS NOT NULL AND e.payload IS NOT NULL AND length(e.payload) < ?2";
 
-/// Reads the plan from the export rows as they are.
-fn read(conn: &Connection, config: &Config) -> Result<Plan> {
+/// Reads the plan from the export rows as they are; with `sends`, also the batches and the
+/// fields of the records to send.
+fn read(conn: &Connection, config: &Config, sends: bool) -> Result<Plan> {
     let mut plan = Plan::default();
     let max = MAX_BATCH_BYTES as i64;
     for object in Object::ALL {
@@ -208,11 +224,11 @@ fn read(conn: &Connection, config: &Config) -> Result<Plan> {
         plan.counts.insert(object, counts);
         plan.skipped.extend(skipped);
         plan.deletes.extend(deletes);
-        if create + update > 0 {
+        if sends && create + update > 0 {
             plan.fields.insert(object, fields(conn, object)?);
+            let sizes = upsert_sizes(conn, object)?;
+            push_batches(&mut plan.batches, object, false, &sizes);
         }
-        let sizes = upsert_sizes(conn, object)?;
-        push_batches(&mut plan.batches, object, false, &sizes);
     }
     // Push order: every upsert by object, then role deletes, then opportunity deletes.
     plan.deletes

@@ -127,9 +127,14 @@ pub(crate) fn read(conn: &mut Connection, writer: Option<u32>, config: &Config) 
     )?
     .pop();
     let lag = conn.query_row(
+        // Both walk the modifiedon index from the newest: the second stops at the first
+        // opportunity Marketo acknowledged instead of joining every one.
         "SELECT (SELECT max(modifiedon) FROM opportunity),
-                (SELECT max(o.modifiedon) FROM opportunity o
-                 JOIN mkto_ack a ON a.object = 'opportunity' AND a.key = o.opportunityid)",
+                (SELECT o.modifiedon FROM opportunity o
+                 WHERE EXISTS (SELECT 1 FROM mkto_ack WHERE object = 'opportunity')
+                   AND o.modifiedon IS NOT NULL AND EXISTS (
+                     SELECT 1 FROM mkto_ack a WHERE a.object = 'opportunity' AND a.key = o.opportunityid)
+                 ORDER BY o.modifiedon DESC LIMIT 1)",
         [],
         |r| {
             Ok(Lag {
@@ -158,7 +163,7 @@ pub(crate) fn read(conn: &mut Connection, writer: Option<u32>, config: &Config) 
         });
     }
     // The export rows (and with them derived_opportunity) are brought up to date first.
-    let plan = plan::load(conn, config)?;
+    let plan = plan::load_counts(conn, config)?;
     let derived = Derived {
         opportunities: export_rows::total(conn, "opportunities")?,
         opportunities_with_account: export_rows::total(conn, "opportunities_with_account")?,

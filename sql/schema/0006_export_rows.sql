@@ -48,6 +48,9 @@ CREATE TABLE export_total (
     value  INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 
+-- The newest change, and the newest one Marketo holds (status's lag, pull's watermark).
+CREATE INDEX opportunity_by_modifiedon ON opportunity (modifiedon);
+
 -- Tombstones, counted by `status` on these instead of reading every record.
 CREATE INDEX opportunity_deleted ON opportunity (deleted_run) WHERE deleted_run IS NOT NULL;
 CREATE INDEX account_deleted ON account (deleted_run) WHERE deleted_run IS NOT NULL;

@@ -18,7 +18,8 @@
 //! through, Marketo is unreachable and push stops instead.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::mpsc;
+use std::ops::Range;
+use std::sync::{Arc, mpsc};
 
 use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -68,8 +69,8 @@ pub(crate) struct Skipped {
 }
 
 /// One record ready to send, with the operation it serves.
-struct Outgoing<'a> {
-    op: &'a Operation,
+struct Outgoing {
+    op: Operation,
     record: Value,
 }
 
@@ -103,21 +104,20 @@ pub(crate) fn push(
             max_in_flight,
         };
         let bar = crate::progress::bar(object.plural(), total as u64);
-        // The records to send, a chunk at a time in key order: memory holds one chunk, and a
-        // record acknowledged meanwhile is no longer pending.
+        // The records to send, a chunk at a time in key order, the next read while the last
+        // requests of the one before are in flight: memory holds about two chunks, and a record
+        // acknowledged meanwhile is no longer pending.
         let mut after: Option<String> = None;
-        let sent = loop {
+        let mut next_chunk = |conn: &mut Connection, summary: &mut Summary| {
             let ops = plan::upserts(conn, object, after.as_deref(), CHUNK_RECORDS)?;
             let Some(last) = ops.last() else {
-                break Ok(());
+                return Ok(None);
             };
             after = last.key.clone();
-            let ops: Vec<&Operation> = ops.iter().collect();
-            let outgoing = upsert_records(conn, run_id, object, &ops, &mut summary)?;
-            if let Err(err) = send(conn, run_id, &lane, outgoing, &bar, &mut summary) {
-                break Err(err);
-            }
+            let outgoing = upsert_records(conn, run_id, object, ops, summary)?;
+            batches(conn, run_id, outgoing, summary).map(Some)
         };
+        let sent = send_parts(conn, run_id, &lane, &bar, &mut summary, &mut next_chunk);
         bar.finish_and_clear();
         sent?;
         say(format!(
@@ -128,11 +128,11 @@ pub(crate) fn push(
         ));
     }
     for object in [Object::OpportunityRole, Object::Opportunity] {
-        let ops = plan.deletes(object);
+        let ops: Vec<Operation> = plan.deletes(object).into_iter().cloned().collect();
         if ops.is_empty() {
             continue;
         }
-        let outgoing = delete_records(conn, run_id, object, &ops, &mut summary)?;
+        let outgoing = delete_records(conn, run_id, object, ops, &mut summary)?;
         let lane = Lane {
             client,
             object,
@@ -140,7 +140,12 @@ pub(crate) fn push(
             max_in_flight,
         };
         let bar = crate::progress::bar(object.plural(), outgoing.len() as u64);
-        let sent = send(conn, run_id, &lane, outgoing, &bar, &mut summary);
+        let mut only = Some(outgoing);
+        let mut next_chunk = |conn: &mut Connection, summary: &mut Summary| match only.take() {
+            Some(outgoing) => batches(conn, run_id, outgoing, summary).map(Some),
+            None => Ok(None),
+        };
+        let sent = send_parts(conn, run_id, &lane, &bar, &mut summary, &mut next_chunk);
         bar.finish_and_clear();
         sent?;
         say(format!(
@@ -180,16 +185,16 @@ fn acked_id(conn: &Connection, object: Object, key: &str) -> Result<Option<Strin
 
 /// Builds the records to create or update; a role whose lead or opportunity Marketo has not
 /// acknowledged cannot be sent and is skipped with the reason.
-fn upsert_records<'a>(
+fn upsert_records(
     conn: &mut Connection,
     run_id: i64,
     object: Object,
-    ops: &[&'a Operation],
+    ops: Vec<Operation>,
     summary: &mut Summary,
-) -> Result<Vec<Outgoing<'a>>> {
+) -> Result<Vec<Outgoing>> {
     let tx = conn.transaction()?;
     let mut outgoing = Vec::with_capacity(ops.len());
-    for &op in ops {
+    for op in ops {
         let mut record: Value = serde_json::from_str(op.payload.as_deref().unwrap_or("{}"))
             .with_context(|| format!("payload of {} {:?}", object.name(), op.key))?;
         if object == Object::OpportunityRole {
@@ -216,7 +221,7 @@ fn upsert_records<'a>(
                 }
             };
             if let Some(reason) = problem {
-                not_sent(&tx, run_id, op, "skip", reason, summary)?;
+                not_sent(&tx, run_id, &op, "skip", reason, summary)?;
                 continue;
             }
         }
@@ -228,16 +233,16 @@ fn upsert_records<'a>(
 
 /// Builds the delete records: opportunities by externalOpportunityId, roles by their three key
 /// fields (the leadId from the lead's acknowledged id).
-fn delete_records<'a>(
+fn delete_records(
     conn: &mut Connection,
     run_id: i64,
     object: Object,
-    ops: &[&'a Operation],
+    ops: Vec<Operation>,
     summary: &mut Summary,
-) -> Result<Vec<Outgoing<'a>>> {
+) -> Result<Vec<Outgoing>> {
     let tx = conn.transaction()?;
     let mut outgoing = Vec::with_capacity(ops.len());
-    for &op in ops {
+    for op in ops {
         let key = op.key.clone().unwrap_or_default();
         let record = match object {
             Object::Opportunity => json!({"externalOpportunityId": key}),
@@ -255,7 +260,7 @@ fn delete_records<'a>(
                     _ => {
                         let reason = "cannot form the role's Marketo key (its lead id is unknown)"
                             .to_string();
-                        not_sent(&tx, run_id, op, "delete", reason, summary)?;
+                        not_sent(&tx, run_id, &op, "delete", reason, summary)?;
                         continue;
                     }
                 }
@@ -284,7 +289,7 @@ impl Lane<'_> {
         }
     }
 
-    fn body(&self, records: &[Outgoing<'_>]) -> Value {
+    fn body(&self, records: &[Outgoing]) -> Value {
         let input: Vec<&Value> = records.iter().map(|o| &o.record).collect();
         match (self.object, self.delete) {
             (_, true) => json!({"deleteBy": "dedupeFields", "input": input}),
@@ -298,61 +303,84 @@ impl Lane<'_> {
     }
 }
 
-/// Records that go in one request; `split` when they are part of a batch Marketo refused.
-struct Part<'b, 'a> {
-    records: &'b [Outgoing<'a>],
+/// Records that go in one request: a range of a chunk the parts share; `split` when they are
+/// part of a batch Marketo refused.
+struct Part {
+    chunk: Arc<[Outgoing]>,
+    range: Range<usize>,
     split: bool,
 }
 
-fn send(
+impl Part {
+    fn records(&self) -> &[Outgoing] {
+        &self.chunk[self.range.clone()]
+    }
+}
+
+/// A chunk of records cut into batches within Marketo's limits; a record over the request limit
+/// on its own (a role's payload grows by its leadId after planning) is recorded as not sent.
+fn batches(
     conn: &mut Connection,
     run_id: i64,
-    lane: &Lane<'_>,
-    outgoing: Vec<Outgoing<'_>>,
-    bar: &indicatif::ProgressBar,
+    outgoing: Vec<Outgoing>,
     summary: &mut Summary,
-) -> Result<()> {
+) -> Result<VecDeque<Part>> {
     let mut ready = Vec::with_capacity(outgoing.len());
     let mut sizes = Vec::with_capacity(outgoing.len());
     let tx = conn.transaction()?;
     for sent in outgoing {
         let size = sent.record.to_string().len() + 1;
         if size > plan::MAX_BATCH_BYTES {
-            // A role's payload grows by its leadId after planning; still never sent alone.
-            not_sent(&tx, run_id, sent.op, "skip", plan::too_large(size), summary)?;
+            not_sent(
+                &tx,
+                run_id,
+                &sent.op,
+                "skip",
+                plan::too_large(size),
+                summary,
+            )?;
             continue;
         }
         sizes.push(size);
         ready.push(sent);
     }
     tx.commit()?;
-    let mut queue = VecDeque::new();
-    let mut rest = ready.as_slice();
+    let chunk: Arc<[Outgoing]> = ready.into();
+    let mut parts = VecDeque::new();
+    let mut start = 0;
     for size in plan::batch_sizes(&sizes) {
-        let (batch, tail) = rest.split_at(size);
-        rest = tail;
-        queue.push_back(Part {
-            records: batch,
+        parts.push_back(Part {
+            chunk: Arc::clone(&chunk),
+            range: start..start + size,
             split: false,
         });
+        start += size;
     }
-    send_parts(conn, run_id, lane, queue, bar, summary)
+    Ok(parts)
 }
+
+/// Where `send_parts` gets more parts: the next chunk, or `None` when there is no more.
+type NextChunk<'f> =
+    dyn FnMut(&mut Connection, &mut Summary) -> Result<Option<VecDeque<Part>>> + 'f;
 
 /// Sends the parts with up to `max_in_flight` requests at once, recording each answer (in the
 /// order Marketo gives them, one transaction each) as it arrives. A part Marketo refuses at
 /// request level is split in halves, which go next, down to the record at fault, which is
-/// recorded as skipped. After an error nothing new is sent; the requests in flight are awaited
-/// and their answers recorded, then the first error is returned.
-fn send_parts<'b, 'a>(
+/// recorded as skipped. The next chunk is read as soon as the queue holds fewer parts than may
+/// be in flight, so the requests do not drain between chunks. After an error nothing new is
+/// sent; the requests in flight are awaited and their answers recorded, then the first error is
+/// returned.
+fn send_parts(
     conn: &mut Connection,
     run_id: i64,
     lane: &Lane<'_>,
-    mut queue: VecDeque<Part<'b, 'a>>,
     bar: &indicatif::ProgressBar,
     summary: &mut Summary,
+    next_chunk: &mut NextChunk<'_>,
 ) -> Result<()> {
-    let (tx, rx) = mpsc::channel::<(Part<'b, 'a>, Exchange)>();
+    let mut queue: VecDeque<Part> = VecDeque::new();
+    let mut more = true;
+    let (tx, rx) = mpsc::channel::<(Part, Exchange)>();
     let mut failed: Option<anyhow::Error> = None;
     std::thread::scope(|scope| -> Result<()> {
         let mut in_flight = 0;
@@ -361,11 +389,18 @@ fn send_parts<'b, 'a>(
             if failed.is_none() && crate::stop::requested() {
                 failed = Some(crate::stop::Stopped.into());
             }
+            while failed.is_none() && more && queue.len() < lane.max_in_flight {
+                match next_chunk(conn, summary) {
+                    Ok(Some(parts)) => queue.extend(parts),
+                    Ok(None) => more = false,
+                    Err(err) => failed = Some(err),
+                }
+            }
             while failed.is_none() && in_flight < lane.max_in_flight {
                 let Some(part) = queue.pop_front() else {
                     break;
                 };
-                let body = lane.body(part.records);
+                let body = lane.body(part.records());
                 // Parts of a split batch get two tries each: the whole batch had every retry.
                 let attempts = part.split.then_some(ISOLATION_ATTEMPTS);
                 let (tx, client, path) = (tx.clone(), lane.client, lane.path());
@@ -373,7 +408,7 @@ fn send_parts<'b, 'a>(
                     // Always answer, even if the request panicked, so that the loop below never
                     // waits for an answer that cannot come.
                     let exchange = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        client.post(path, &body, part.records.len(), attempts)
+                        client.post(path, &body, part.records().len(), attempts)
                     }))
                     .unwrap_or_else(|_| Exchange {
                         result: Err(anyhow::anyhow!("{path}: the request failed unexpectedly")),
@@ -391,11 +426,11 @@ fn send_parts<'b, 'a>(
                 .recv()
                 .context("a push request ended without an answer")?;
             in_flight -= 1;
-            let answered = record_answer(conn, run_id, lane, part.records, exchange, summary);
+            let answered = record_answer(conn, run_id, lane, part.records(), exchange, summary);
             bar.set_message(format!("{} calls", summary.calls));
             let Err(err) = answered else {
                 summary.answered = true;
-                bar.inc(part.records.len() as u64);
+                bar.inc(part.records().len() as u64);
                 continue;
             };
             if failed.is_some() {
@@ -415,21 +450,21 @@ fn send_parts<'b, 'a>(
 }
 
 /// What a refused part becomes.
-enum Isolated<'b, 'a> {
-    Split(Part<'b, 'a>, Part<'b, 'a>),
+enum Isolated {
+    Split(Part, Part),
     /// A single record, recorded as skipped with Marketo's answer.
     Skipped,
     /// Not the records' fault, or the isolation budget is spent: the push stops.
     Failed(anyhow::Error),
 }
 
-fn isolate<'b, 'a>(
+fn isolate(
     conn: &mut Connection,
     run_id: i64,
-    part: &Part<'b, 'a>,
+    part: &Part,
     err: anyhow::Error,
     summary: &mut Summary,
-) -> Result<Isolated<'b, 'a>> {
+) -> Result<Isolated> {
     let Some(Failure::Refused { message, answered }) = err.downcast_ref::<Failure>() else {
         return Ok(Isolated::Failed(err));
     };
@@ -443,22 +478,21 @@ fn isolate<'b, 'a>(
             "Marketo refused {ISOLATION_BUDGET} requests while push looked for the records at fault; stopping"
         ))));
     }
-    if part.records.len() > 1 {
-        let (first, second) = part.records.split_at(part.records.len() / 2);
+    if part.range.len() > 1 {
+        let middle = part.range.start + part.range.len() / 2;
+        let half = |range: Range<usize>| Part {
+            chunk: Arc::clone(&part.chunk),
+            range,
+            split: true,
+        };
         return Ok(Isolated::Split(
-            Part {
-                records: first,
-                split: true,
-            },
-            Part {
-                records: second,
-                split: true,
-            },
+            half(part.range.start..middle),
+            half(middle..part.range.end),
         ));
     }
     let reason = format!("Marketo refused this record alone: {}", redact(message));
     let tx = conn.transaction()?;
-    not_sent(&tx, run_id, part.records[0].op, "skip", reason, summary)?;
+    not_sent(&tx, run_id, &part.records()[0].op, "skip", reason, summary)?;
     tx.commit()?;
     Ok(Isolated::Skipped)
 }
@@ -469,7 +503,7 @@ fn record_answer(
     conn: &mut Connection,
     run_id: i64,
     lane: &Lane<'_>,
-    batch: &[Outgoing<'_>],
+    batch: &[Outgoing],
     exchange: Exchange,
     summary: &mut Summary,
 ) -> Result<()> {
@@ -505,7 +539,7 @@ fn record_answer(
     insert_calls(&tx, run_id, &calls)?;
     let mut native_sync = false;
     for (sent, result) in batch.iter().zip(paired) {
-        apply_result(&tx, run_id, object, delete, sent.op, result, summary)?;
+        apply_result(&tx, run_id, object, delete, &sent.op, result, summary)?;
         native_sync |= result["reasons"]
             .as_array()
             .is_some_and(|r| r.iter().any(|x| x["code"] == "1018"));

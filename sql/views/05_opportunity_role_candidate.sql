@@ -68,33 +68,32 @@ stakeholder AS (
     LEFT JOIN contact c ON c.contactid = x.other_id
     LEFT JOIN connectionrole r ON r.connectionroleid = x.role_id
 ),
-candidate AS MATERIALIZED (
+candidate AS (
     SELECT * FROM customer
     UNION ALL
     SELECT * FROM stakeholder
 ),
--- The kept candidate of each (opportunity, contact, role): the first by priority, then source
--- id (priority is one digit, so the text orders as the pair). A GROUP BY, not a window over
--- every candidate: a third of the time on large orgs, the same rows.
-kept AS (
-    SELECT opportunityid, contactid, role, min(priority || ' ' || source_id) AS first_key
+ranked AS (
+    SELECT
+        candidate.*,
+        row_number() OVER same_role AS rank_in_role,
+        first_value(source_id) OVER same_role AS kept_source_id
     FROM candidate
-    WHERE left_out_reason IS NULL
-    GROUP BY opportunityid, contactid, role
+    WINDOW same_role AS (
+        PARTITION BY opportunityid, contactid, role, left_out_reason IS NULL
+        ORDER BY priority, source_id
+    )
 )
 SELECT
-    c.opportunityid,
-    c.contactid,
-    c.role,
-    c.is_primary,
-    c.rule,
-    c.source_id,
+    opportunityid,
+    contactid,
+    role,
+    is_primary,
+    rule,
+    source_id,
     CASE
-        WHEN c.left_out_reason IS NULL AND c.priority || ' ' || c.source_id <> k.first_key
-            THEN 'same role already derived from ' || substr(k.first_key, 3)
-        ELSE c.left_out_reason
+        WHEN left_out_reason IS NULL AND rank_in_role > 1
+            THEN 'same role already derived from ' || kept_source_id
+        ELSE left_out_reason
     END AS left_out_reason
-FROM candidate c
-LEFT JOIN kept k
-    ON c.left_out_reason IS NULL
-   AND k.opportunityid = c.opportunityid AND k.contactid = c.contactid AND k.role IS c.role;
+FROM ranked;

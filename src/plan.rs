@@ -217,7 +217,7 @@ fn read(conn: &Connection, config: &Config, sends: bool) -> Result<Plan> {
         let counts = Counts {
             create: create as usize,
             update: update as usize,
-            unchanged: (total - create - update).max(0) as usize - skipped.len(),
+            unchanged: ((total - create - update).max(0) as usize).saturating_sub(skipped.len()),
             delete: deletes.len(),
             skip: skipped.len(),
         };

@@ -9,7 +9,6 @@ use super::pull::{self, PageText};
 use crate::demo::{CHANGES, INITIAL};
 use crate::exit::Outcome;
 use crate::export::client::MarketoClient;
-use crate::plan;
 use crate::sim::marketo::{MarketoSim, SimConfig};
 
 pub(crate) fn run(ctx: &mut Context) -> Result<Outcome> {
@@ -75,10 +74,7 @@ fn sync_round(ctx: &mut Context, sim: &MarketoSim, step: usize) -> Result<()> {
     ctx.say(format!(
         "\n== {step}. plan: the rule views against what Marketo acknowledged"
     ));
-    let plan = plan::load(&mut ctx.conn, &ctx.config)?;
-    if let Some(refreshed) = &plan.refreshed {
-        ctx.detail(refreshed.describe());
-    }
+    let plan = super::load_plan(ctx)?;
     if ctx.verbosity >= crate::progress::Level::Normal {
         super::plan::print_human(&plan);
     }

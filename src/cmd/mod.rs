@@ -41,6 +41,16 @@ pub(crate) struct Context {
     pub counts: Value,
 }
 
+/// The plan for push (`push`, `sync`, `demo`), with `-v` saying how the export rows were
+/// brought up to date.
+fn load_plan(ctx: &mut Context) -> Result<crate::plan::Plan> {
+    let plan = crate::plan::load(&mut ctx.conn, &ctx.config)?;
+    if let Some(refreshed) = &plan.refreshed {
+        ctx.detail(refreshed.describe());
+    }
+    Ok(plan)
+}
+
 impl Context {
     /// Prints a line of progress unless `-q` was given (secrets cut, as everywhere).
     pub(crate) fn say(&self, line: impl AsRef<str>) {

@@ -7,7 +7,7 @@ use super::Context;
 use crate::exit::Outcome;
 use crate::export::client::MarketoClient;
 use crate::export::push::{self, Summary};
-use crate::plan::{self, Plan};
+use crate::plan::Plan;
 use crate::problem::{self, Seen};
 
 /// At most this many skipped records are listed on the terminal; all are in `push_outcome`.
@@ -15,18 +15,12 @@ const LISTED_SKIPS: usize = 20;
 
 pub(crate) fn run(ctx: &mut Context, dry_run: bool) -> Result<Outcome> {
     if dry_run {
-        let plan = plan::load(&mut ctx.conn, &ctx.config)?;
-        if let Some(refreshed) = &plan.refreshed {
-            ctx.detail(refreshed.describe());
-        }
+        let plan = super::load_plan(ctx)?;
         print_dry_run(&plan);
         return Ok(Outcome::Done);
     }
     let mut client = MarketoClient::new(&ctx.config.marketo)?;
-    let plan = plan::load(&mut ctx.conn, &ctx.config)?;
-    if let Some(refreshed) = &plan.refreshed {
-        ctx.detail(refreshed.describe());
-    }
+    let plan = super::load_plan(ctx)?;
     send(ctx, &plan, &mut client)
 }
 

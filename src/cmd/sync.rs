@@ -18,7 +18,6 @@ use serde_json::json;
 use super::Context;
 use crate::exit::Outcome;
 use crate::export::client::MarketoClient;
-use crate::plan;
 
 pub(crate) fn run(
     ctx: &mut Context,
@@ -37,10 +36,7 @@ pub(crate) fn run(
     };
     let pull_counts = std::mem::take(&mut ctx.counts);
     crate::stop::check()?;
-    let plan = plan::load(&mut ctx.conn, &ctx.config)?;
-    if let Some(refreshed) = &plan.refreshed {
-        ctx.detail(refreshed.describe());
-    }
+    let plan = super::load_plan(ctx)?;
     let pushed = match &mut client {
         Some(client) => super::push::send(ctx, &plan, client)?,
         None => {

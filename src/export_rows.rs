@@ -104,9 +104,9 @@ fn definition(conn: &Connection, config: &Config) -> Result<String> {
     Ok(text)
 }
 
-/// Whether the stored rows are current: evaluated with this definition, and nothing staged
-/// since.
-pub(crate) fn is_current(conn: &Connection, config: &Config) -> Result<bool> {
+/// Whether the stored rows were evaluated with this definition (the view SQL, settings and
+/// mappings this run has).
+fn has_definition(conn: &Connection, config: &Config) -> Result<bool> {
     let state: Option<(i64, Option<String>)> = conn
         .query_row(
             "SELECT built, definition FROM main.export_state WHERE id = 1",
@@ -117,11 +117,17 @@ pub(crate) fn is_current(conn: &Connection, config: &Config) -> Result<bool> {
     let Some((1, Some(stored))) = state else {
         return Ok(false);
     };
+    Ok(stored == definition(conn, config)?)
+}
+
+/// Whether the stored rows are current: evaluated with this definition, and nothing staged
+/// since.
+pub(crate) fn is_current(conn: &Connection, config: &Config) -> Result<bool> {
     let dirty: bool =
         conn.query_row("SELECT EXISTS (SELECT 1 FROM main.export_dirty)", [], |r| {
             r.get(0)
         })?;
-    Ok(!dirty && stored == definition(conn, config)?)
+    Ok(!dirty && has_definition(conn, config)?)
 }
 
 /// Brings `export_row` up to date, in one transaction: nothing when it is current, the roots a
@@ -186,11 +192,14 @@ pub(crate) fn invalidate(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// For a connection that may not write: when the stored rows are not current, evaluates them
-/// in full into temp tables that shadow `export_row`, `export_removed`, `derived_opportunity`
-/// and `export_total` for this connection.
+/// For a connection that may not write: when the stored rows were evaluated with another
+/// definition (or never), evaluates them in full into temp tables that shadow `export_row`,
+/// `export_removed`, `derived_opportunity` and `export_total` for this connection. Records
+/// staged since the last refresh (a pull still running, or one that failed) are not waited
+/// for: the stored rows are read as of that refresh, which the next writing command brings
+/// up to date, rather than evaluating a large org in full for a look at it.
 pub(crate) fn evaluate_temporary(conn: &mut Connection, config: &Config) -> Result<()> {
-    if is_current(conn, config)? {
+    if has_definition(conn, config)? {
         return Ok(());
     }
     let tx = conn.transaction()?;

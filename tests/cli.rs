@@ -646,3 +646,47 @@ fn verify_checks_the_export_rows_against_the_views_and_names_a_row_that_drifted(
         .expect_code(0);
     db.run(&["verify"]).expect_code(0);
 }
+
+#[test]
+fn read_only_commands_read_the_export_rows_as_of_the_last_refresh_while_a_pull_is_unfinished() {
+    let db = TestDb::new();
+    db.run(&["pull", "--fixtures", &scenario("customer-account")])
+        .expect_code(0);
+    let creates = |db: &TestDb| -> Value {
+        let run = db.run(&["plan", "--json"]);
+        run.expect_code(0);
+        let json: Value = serde_json::from_str(&run.stdout).unwrap();
+        json["objects"]["opportunity"]["create"].clone()
+    };
+    let before = creates(&db);
+    // A pull that stages one new opportunity, then fails on its next page before refreshing.
+    let pages = db.dir.path().join("unfinished");
+    std::fs::create_dir(&pages).unwrap();
+    std::fs::write(
+        pages.join("1-opportunities.json"),
+        r#"{"@odata.context": "https://org.invalid/api/data/v9.2/$metadata#opportunities",
+            "value": [{"opportunityid": "0b0b0b0b-2c44-ef11-a316-000d3a5c0099", "name": "Staged, not refreshed"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(pages.join("2-accounts.json"), "{ not json").unwrap();
+    db.run(&["pull", "--fixtures", pages.to_str().unwrap()])
+        .expect_code(1);
+    assert_eq!(
+        creates(&db),
+        before,
+        "read-only commands read the rows of the last refresh"
+    );
+    let run = db.run(&["verify"]);
+    run.expect_code(0);
+    assert!(
+        format!("{}{}", run.stdout, run.stderr).contains("not current"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    // The next writing command refreshes them: the staged opportunity is planned.
+    db.run(&["pull", "--fixtures", &scenario("customer-account")])
+        .expect_code(0);
+    assert_eq!(creates(&db), before.as_u64().unwrap() + 1);
+    db.run(&["verify"]).expect_code(0);
+}

@@ -229,6 +229,7 @@ fn full(tx: &Transaction<'_>, config: &Config, schema: &str) -> Result<()> {
         "stored the export rows in {} ms",
         started.elapsed().as_millis()
     ));
+    let started = Instant::now();
     tx.execute_batch(&format!(
         "DELETE FROM {schema}.derived_opportunity;
          INSERT INTO {schema}.derived_opportunity (opportunityid, accountid, contact_roles)
@@ -256,6 +257,10 @@ fn full(tx: &Transaction<'_>, config: &Config, schema: &str) -> Result<()> {
         &format!("DELETE FROM {schema}.export_total WHERE value = 0"),
         [],
     )?;
+    crate::progress::detail(&format!(
+        "counted per opportunity and in total in {} ms",
+        started.elapsed().as_millis()
+    ));
     drop_materialized(tx)?;
     if schema == "temp" {
         crate::rules::create_temporary_views(tx)?;

@@ -114,24 +114,22 @@ WHEN (SELECT built FROM export_state)
 BEGIN
     INSERT INTO export_dirty (kind, value) VALUES ('id', NEW.opportunityid) ON CONFLICT DO NOTHING;
 END;
-CREATE TRIGGER opportunity_dirty_link AFTER UPDATE ON opportunity
+CREATE TRIGGER opportunity_dirty_update AFTER UPDATE ON opportunity
 WHEN (SELECT built FROM export_state)
-    AND (OLD.deleted_run IS NOT NEW.deleted_run OR OLD.new_synctomkto IS NOT NEW.new_synctomkto
-         OR OLD.customerid IS NOT NEW.customerid OR OLD.customerid_type IS NOT NEW.customerid_type
-         OR OLD.parentaccountid IS NOT NEW.parentaccountid OR OLD.parentcontactid IS NOT NEW.parentcontactid)
+    AND (OLD.raw IS NOT NEW.raw OR OLD.deleted_run IS NOT NEW.deleted_run)
 BEGIN
-    INSERT INTO export_dirty (kind, value) VALUES ('id', NEW.opportunityid) ON CONFLICT DO NOTHING;
     INSERT INTO export_dirty (kind, value)
-    SELECT 'ref', v FROM (SELECT OLD.customerid AS v UNION ALL SELECT OLD.parentaccountid
-        UNION ALL SELECT OLD.parentcontactid) WHERE v IS NOT NULL ON CONFLICT DO NOTHING;
-END;
-CREATE TRIGGER opportunity_dirty_row AFTER UPDATE ON opportunity
-WHEN (SELECT built FROM export_state) AND OLD.raw IS NOT NEW.raw
-    AND NOT (OLD.deleted_run IS NOT NEW.deleted_run OR OLD.new_synctomkto IS NOT NEW.new_synctomkto
-         OR OLD.customerid IS NOT NEW.customerid OR OLD.customerid_type IS NOT NEW.customerid_type
-         OR OLD.parentaccountid IS NOT NEW.parentaccountid OR OLD.parentcontactid IS NOT NEW.parentcontactid)
-BEGIN
-    INSERT INTO export_dirty (kind, value) VALUES ('row', NEW.opportunityid) ON CONFLICT DO NOTHING;
+    VALUES (CASE WHEN OLD.deleted_run IS NOT NEW.deleted_run OR OLD.new_synctomkto IS NOT NEW.new_synctomkto
+                   OR OLD.customerid IS NOT NEW.customerid OR OLD.customerid_type IS NOT NEW.customerid_type
+                   OR OLD.parentaccountid IS NOT NEW.parentaccountid OR OLD.parentcontactid IS NOT NEW.parentcontactid
+                 THEN 'id' ELSE 'row' END, NEW.opportunityid)
+    ON CONFLICT DO NOTHING;
+    INSERT INTO export_dirty (kind, value)
+    SELECT 'ref', v FROM (
+        SELECT OLD.customerid AS v WHERE OLD.customerid IS NOT NEW.customerid
+        UNION ALL SELECT OLD.parentaccountid WHERE OLD.parentaccountid IS NOT NEW.parentaccountid
+        UNION ALL SELECT OLD.parentcontactid WHERE OLD.parentcontactid IS NOT NEW.parentcontactid
+    ) WHERE v IS NOT NULL ON CONFLICT DO NOTHING;
 END;
 
 CREATE TRIGGER account_dirty_insert AFTER INSERT ON account
@@ -154,26 +152,24 @@ WHEN (SELECT built FROM export_state)
 BEGIN
     INSERT INTO export_dirty (kind, value) VALUES ('id', NEW.contactid) ON CONFLICT DO NOTHING;
 END;
-CREATE TRIGGER contact_dirty_link AFTER UPDATE ON contact
+CREATE TRIGGER contact_dirty_update AFTER UPDATE ON contact
 WHEN (SELECT built FROM export_state)
-    AND (OLD.deleted_run IS NOT NEW.deleted_run OR OLD.new_synctomkto IS NOT NEW.new_synctomkto
-         OR OLD.emailaddress1 IS NOT NEW.emailaddress1 OR OLD.parentcustomerid IS NOT NEW.parentcustomerid
-         OR OLD.parentcustomerid_type IS NOT NEW.parentcustomerid_type)
+    AND (OLD.raw IS NOT NEW.raw OR OLD.deleted_run IS NOT NEW.deleted_run)
 BEGIN
-    INSERT INTO export_dirty (kind, value) VALUES ('id', NEW.contactid) ON CONFLICT DO NOTHING;
     INSERT INTO export_dirty (kind, value)
-    SELECT 'ref', OLD.parentcustomerid WHERE OLD.parentcustomerid IS NOT NULL ON CONFLICT DO NOTHING;
-    INSERT INTO export_dirty (kind, value)
-    SELECT 'email', lower(trim(OLD.emailaddress1)) WHERE nullif(trim(OLD.emailaddress1), '') IS NOT NULL
+    VALUES (CASE WHEN OLD.deleted_run IS NOT NEW.deleted_run OR OLD.new_synctomkto IS NOT NEW.new_synctomkto
+                   OR OLD.emailaddress1 IS NOT NEW.emailaddress1 OR OLD.parentcustomerid IS NOT NEW.parentcustomerid
+                   OR OLD.parentcustomerid_type IS NOT NEW.parentcustomerid_type
+                 THEN 'id' ELSE 'row' END, NEW.contactid)
     ON CONFLICT DO NOTHING;
-END;
-CREATE TRIGGER contact_dirty_row AFTER UPDATE ON contact
-WHEN (SELECT built FROM export_state) AND OLD.raw IS NOT NEW.raw
-    AND NOT (OLD.deleted_run IS NOT NEW.deleted_run OR OLD.new_synctomkto IS NOT NEW.new_synctomkto
-         OR OLD.emailaddress1 IS NOT NEW.emailaddress1 OR OLD.parentcustomerid IS NOT NEW.parentcustomerid
-         OR OLD.parentcustomerid_type IS NOT NEW.parentcustomerid_type)
-BEGIN
-    INSERT INTO export_dirty (kind, value) VALUES ('row', NEW.contactid) ON CONFLICT DO NOTHING;
+    INSERT INTO export_dirty (kind, value)
+    SELECT 'ref', OLD.parentcustomerid
+    WHERE OLD.parentcustomerid IS NOT NULL AND OLD.parentcustomerid IS NOT NEW.parentcustomerid
+    ON CONFLICT DO NOTHING;
+    INSERT INTO export_dirty (kind, value)
+    SELECT 'email', lower(trim(OLD.emailaddress1))
+    WHERE nullif(trim(OLD.emailaddress1), '') IS NOT NULL AND OLD.emailaddress1 IS NOT NEW.emailaddress1
+    ON CONFLICT DO NOTHING;
 END;
 
 CREATE TRIGGER connection_dirty_insert AFTER INSERT ON connection
@@ -187,8 +183,10 @@ WHEN (SELECT built FROM export_state)
 BEGIN
     INSERT INTO export_dirty (kind, value) VALUES ('id', NEW.connectionid) ON CONFLICT DO NOTHING;
     INSERT INTO export_dirty (kind, value)
-    SELECT 'ref', v FROM (SELECT OLD.record1id AS v UNION ALL SELECT OLD.record2id)
-    WHERE v IS NOT NULL ON CONFLICT DO NOTHING;
+    SELECT 'ref', v FROM (
+        SELECT OLD.record1id AS v WHERE OLD.record1id IS NOT NEW.record1id
+        UNION ALL SELECT OLD.record2id WHERE OLD.record2id IS NOT NEW.record2id
+    ) WHERE v IS NOT NULL ON CONFLICT DO NOTHING;
 END;
 
 CREATE TRIGGER connectionrole_dirty_insert AFTER INSERT ON connectionrole

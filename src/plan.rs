@@ -164,30 +164,25 @@ pub(crate) fn batch_sizes(sizes: &[usize]) -> Vec<usize> {
 /// read-only one evaluates them into temp tables when the stored ones are not current), then
 /// reads the plan.
 pub(crate) fn load(conn: &mut Connection, config: &Config) -> Result<Plan> {
-    let refreshed = bring_up_to_date(conn, config)?;
-    let mut plan = read(conn, config, true)?;
-    plan.refreshed = refreshed;
-    Ok(plan)
+    load_reading(conn, config, true)
 }
 
 /// The plan's counts, skips and deletes only, without the batches and fields that need every
 /// record to send read (`status`).
 pub(crate) fn load_counts(conn: &mut Connection, config: &Config) -> Result<Plan> {
-    let refreshed = bring_up_to_date(conn, config)?;
-    let mut plan = read(conn, config, false)?;
-    plan.refreshed = refreshed;
-    Ok(plan)
+    load_reading(conn, config, false)
 }
 
-fn bring_up_to_date(conn: &mut Connection, config: &Config) -> Result<Option<Refreshed>> {
-    if conn.is_readonly(MAIN_DB)? {
+fn load_reading(conn: &mut Connection, config: &Config, sends: bool) -> Result<Plan> {
+    let refreshed = if conn.is_readonly(MAIN_DB)? {
         export_rows::evaluate_temporary(conn, config)?;
-        Ok(None)
+        None
     } else {
-        Ok(Some(
-            export_rows::refresh(conn, config).context("refreshing the export rows")?,
-        ))
-    }
+        Some(export_rows::refresh(conn, config).context("refreshing the export rows")?)
+    };
+    let mut plan = read(conn, config, sends)?;
+    plan.refreshed = refreshed;
+    Ok(plan)
 }
 
 /// The condition on an export row (aliased `e`) that it can be sent: the view gives it a key

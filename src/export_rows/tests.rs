@@ -363,6 +363,31 @@ fn round() -> impl Strategy<Value = Round> {
         .prop_map(|(changes, acks)| Round { changes, acks })
 }
 
+/// Account 0, as staged by the unit tests below.
+fn account_0() -> Change {
+    Change::Account {
+        n: 0,
+        sync: None,
+        owner: None,
+        name: 0,
+    }
+}
+
+/// A named opportunity whose customer is account 0.
+fn opportunity_of_account_0(n: u32) -> Change {
+    Change::Opportunity {
+        n,
+        customer: Some((true, 0)),
+        annotate: true,
+        parent_account: None,
+        parent_contact: None,
+        sync: None,
+        named: true,
+        state: 0,
+        owner: None,
+    }
+}
+
 fn db() -> Connection {
     let mut conn = Connection::open_in_memory().unwrap();
     crate::db::configure(&conn).unwrap();
@@ -471,41 +496,12 @@ proptest! {
 fn a_refresh_with_nothing_staged_since_does_nothing_and_a_new_definition_evaluates_in_full() {
     let mut conn = db();
     let mut config = Config::default();
-    stage(
-        &mut conn,
-        &Change::Account {
-            n: 0,
-            sync: None,
-            owner: None,
-            name: 0,
-        },
-    );
-    stage(
-        &mut conn,
-        &Change::Opportunity {
-            n: 0,
-            customer: Some((true, 0)),
-            annotate: true,
-            parent_account: None,
-            parent_contact: None,
-            sync: None,
-            named: true,
-            state: 0,
-            owner: None,
-        },
-    );
+    stage(&mut conn, &account_0());
+    stage(&mut conn, &opportunity_of_account_0(0));
     assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Full);
     assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Current);
     // The same account staged again unchanged leaves nothing to do.
-    stage(
-        &mut conn,
-        &Change::Account {
-            n: 0,
-            sync: None,
-            owner: None,
-            name: 0,
-        },
-    );
+    stage(&mut conn, &account_0());
     assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Current);
     config
         .mapping
@@ -527,29 +523,8 @@ fn a_refresh_with_nothing_staged_since_does_nothing_and_a_new_definition_evaluat
 fn verify_names_a_stored_row_that_no_longer_matches() {
     let mut conn = db();
     let config = Config::default();
-    stage(
-        &mut conn,
-        &Change::Account {
-            n: 0,
-            sync: None,
-            owner: None,
-            name: 0,
-        },
-    );
-    stage(
-        &mut conn,
-        &Change::Opportunity {
-            n: 1,
-            customer: Some((true, 0)),
-            annotate: true,
-            parent_account: None,
-            parent_contact: None,
-            sync: None,
-            named: true,
-            state: 0,
-            owner: None,
-        },
-    );
+    stage(&mut conn, &account_0());
+    stage(&mut conn, &opportunity_of_account_0(1));
     refresh(&mut conn, &config).unwrap();
     conn.execute(
         "UPDATE export_row SET payload = '{}' WHERE object = 'opportunity'",

@@ -47,12 +47,17 @@ SELECT o.opportunityid, 0 FROM dirty_row d CROSS JOIN main.opportunity o ON o.op
 UNION SELECT o.opportunityid, 0 FROM dirty_id d CROSS JOIN main.opportunity o ON o.ownerid = d.id;
 
 -- Contacts whose role, lead or account reference may change: their links changed, an old side
--- of a change, below an account whose links changed, or a candidate for a role on a linked
--- target opportunity. (Contacts that share a changed email are found through target_lead.)
+-- of a change, a side of a dirty connection (also when its opportunity side is not staged, so
+-- no target opportunity leads to it), below an account whose links changed, or a candidate for
+-- a role on a linked target opportunity. (Contacts that share a changed email are found
+-- through target_lead.)
 CREATE TEMP TABLE target_contact (id TEXT PRIMARY KEY) WITHOUT ROWID;
 INSERT OR IGNORE INTO target_contact
 SELECT c.contactid FROM dirty_id d CROSS JOIN main.contact c ON c.contactid = d.id
 UNION SELECT c.contactid FROM dirty_ref d CROSS JOIN main.contact c ON c.contactid = d.id
+UNION SELECT c.contactid FROM dirty_connection dc
+    CROSS JOIN main.connection x ON x.connectionid = dc.connectionid
+    CROSS JOIN main.contact c ON c.contactid IN (x.record1id, x.record2id)
 UNION SELECT c.contactid FROM dirty_id d CROSS JOIN main.contact c ON c.parentcustomerid = d.id
 UNION SELECT c.contactid FROM target_opportunity t
     CROSS JOIN main.opportunity o ON o.opportunityid = t.id

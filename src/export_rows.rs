@@ -29,6 +29,14 @@ const FORMAT: &str = "export rows 1";
 /// Above this share of the opportunities to re-evaluate, a full evaluation is cheaper.
 const INCREMENTAL_SHARE: f64 = 0.2;
 
+/// Helper threads SQLite may sort with during a full evaluation.
+const SORT_THREADS: i64 = 2;
+
+/// Rule views left as views rather than materialized, because the one view that reads them
+/// evaluates them more cheaply inline: materializing `opportunity_role_candidate` wrote every
+/// candidate (2.5M rows at 1M opportunities) to read back only the roles kept.
+const INLINED: &[&str] = &["opportunity_role_candidate"];
+
 /// The indexes each materialized view gets: the columns the views after it look rows up by.
 const VIEW_INDEXES: &[(&str, &[&str])] = &[
     ("opportunity_customer", &["opportunityid", "customer_id"]),
@@ -209,24 +217,50 @@ pub(crate) fn evaluate_temporary(conn: &mut Connection, config: &Config) -> Resu
 }
 
 /// Every row evaluated from the views, into `schema`.export_row, with `export_removed` rebuilt.
+/// Rule views become indexed temp tables in file order; each export view is stored straight
+/// into `export_row` and, when a later view reads it, shadowed by the columns read back from
+/// the stored rows, so that no export row is written twice.
 fn full(tx: &Transaction<'_>, config: &Config, schema: &str) -> Result<()> {
     if schema == "temp" {
         create_temp_tables(tx)?;
     }
-    materialize_views(tx, VIEWS)?;
     let started = Instant::now();
     let mut rows = Vec::new();
-    without_indexes(tx, schema, || {
-        tx.execute_batch(&format!("DELETE FROM {schema}.export_row;"))?;
-        for object in Object::ALL {
-            let inserted = insert_rows(tx, config, object, schema, None)
-                .with_context(|| format!("evaluating {}", object.view()))?;
-            rows.push((object, inserted));
-        }
-        Ok(())
+    sorting_in_parallel(tx, || {
+        without_indexes(tx, schema, || {
+            tx.execute_batch(&format!("DELETE FROM {schema}.export_row;"))?;
+            for (i, file) in VIEWS.iter().enumerate() {
+                let name = file.view_name();
+                let Some(object) = Object::ALL.into_iter().find(|o| o.view() == name) else {
+                    materialize_views(tx, std::slice::from_ref(file))?;
+                    continue;
+                };
+                let evaluating = Instant::now();
+                view_from_text(tx, file)?;
+                let last: i64 = tx.query_row(
+                    &format!("SELECT coalesce(max(rowid), 0) FROM {schema}.export_row"),
+                    [],
+                    |r| r.get(0),
+                )?;
+                let inserted = insert_rows(tx, config, object, schema, name, None)
+                    .with_context(|| format!("evaluating {}", file.path))?;
+                if VIEWS[i + 1..]
+                    .iter()
+                    .any(|later| mentions(later.text, name))
+                {
+                    shadow_with_stored(tx, object, schema, last)?;
+                }
+                crate::progress::detail(&format!(
+                    "evaluated and stored {name} in {} ms",
+                    evaluating.elapsed().as_millis()
+                ));
+                rows.push((object, inserted));
+            }
+            Ok(())
+        })
     })?;
     crate::progress::detail(&format!(
-        "stored the export rows in {} ms",
+        "evaluated every view and stored the export rows in {} ms",
         started.elapsed().as_millis()
     ));
     let started = Instant::now();
@@ -287,12 +321,50 @@ fn without_indexes(
         tx.execute_batch(&format!("DROP INDEX {schema}.\"{name}\";"))?;
     }
     fill()?;
+    let started = Instant::now();
     for (_, sql) in &indexes {
         // The stored SQL names no schema; the index belongs beside its table.
         let sql = sql.replacen("INDEX ", &format!("INDEX {schema}."), 1);
         tx.execute_batch(&sql)?;
     }
+    crate::progress::detail(&format!(
+        "built the indexes of {schema}.export_row in {} ms",
+        started.elapsed().as_millis()
+    ));
     Ok(())
+}
+
+/// Runs `work` with SQLite allowed helper threads for sorting: a full evaluation is mostly
+/// sorts (windows, GROUP BY, the index builds), and this machine's second core can take half.
+fn sorting_in_parallel(tx: &Transaction<'_>, work: impl FnOnce() -> Result<()>) -> Result<()> {
+    tx.pragma_update(None, "threads", SORT_THREADS)?;
+    let result = work();
+    tx.pragma_update(None, "threads", 0)?;
+    result
+}
+
+/// Whether `text` names `name` as a whole identifier (`mkto_opportunity` is not named by
+/// `mkto_opportunity_role`).
+fn mentions(text: &str, name: &str) -> bool {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(name).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + name.len()..].chars().next();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+    })
+}
+
+/// Shadows the export view of `object` with a temp table of the columns later views read from
+/// it, copied from the rows just stored (those after rowid `last`) instead of evaluating the
+/// view again.
+fn shadow_with_stored(tx: &Transaction<'_>, object: Object, schema: &str, last: i64) -> Result<()> {
+    let name = object.view();
+    tx.execute_batch(&format!(
+        "DROP VIEW IF EXISTS temp.{name};
+         CREATE TEMP TABLE {name} AS
+         SELECT key, source_id, skip_reason, sales_person_id FROM {schema}.export_row WHERE rowid > {last};"
+    ))?;
+    index_view(tx, name)
 }
 
 /// The derived totals of `export_total` (name, value) over `relation`, rows of
@@ -338,10 +410,15 @@ fn create_temp_tables(tx: &Transaction<'_>) -> Result<()> {
 }
 
 /// Each view of `files`, in order, as a temp table of its name with its indexes: later views
-/// (and `insert_rows`) read the temp table, which SQLite resolves before the stored view.
+/// (and `insert_rows`) read the temp table, which SQLite resolves before the stored view. The
+/// views of `INLINED` stay views, evaluated inside the one view that reads them.
 fn materialize_views(tx: &Transaction<'_>, files: &[SqlFile]) -> Result<()> {
     for file in files {
         let name = file.view_name();
+        if INLINED.contains(&name) {
+            view_from_text(tx, file)?;
+            continue;
+        }
         // A read-only command has the views as temporary views; the tables take their place.
         tx.execute_batch(&format!("DROP VIEW IF EXISTS temp.{name};"))?;
         let text = file.text.replacen(
@@ -352,15 +429,7 @@ fn materialize_views(tx: &Transaction<'_>, files: &[SqlFile]) -> Result<()> {
         let started = Instant::now();
         tx.execute_batch(&text)
             .with_context(|| format!("evaluating {}", file.path))?;
-        let columns = VIEW_INDEXES
-            .iter()
-            .find(|(view, _)| *view == name)
-            .map_or(&[][..], |(_, columns)| *columns);
-        for column in columns {
-            tx.execute_batch(&format!(
-                "CREATE INDEX temp.{name}_by_{column} ON {name} ({column});"
-            ))?;
-        }
+        index_view(tx, name)?;
         crate::progress::detail(&format!(
             "evaluated {name} in {} ms",
             started.elapsed().as_millis()
@@ -369,18 +438,52 @@ fn materialize_views(tx: &Transaction<'_>, files: &[SqlFile]) -> Result<()> {
     Ok(())
 }
 
-/// Drops every temp table a refresh made (materialized views, subsets, targets).
+/// View `file` as a temporary view of this connection, from its text: the names it reads then
+/// resolve to this connection's temp tables first, where the stored view's would resolve to
+/// the stored views and evaluate every rule again.
+fn view_from_text(tx: &Transaction<'_>, file: &SqlFile) -> Result<()> {
+    let name = file.view_name();
+    let text = file.text.replacen(
+        &format!("CREATE VIEW {name} AS"),
+        &format!("CREATE TEMP VIEW {name} AS"),
+        1,
+    );
+    tx.execute_batch(&format!("DROP VIEW IF EXISTS temp.{name};"))?;
+    tx.execute_batch(&text)
+        .with_context(|| format!("creating {} as a temporary view", file.path))?;
+    Ok(())
+}
+
+/// The indexes of `VIEW_INDEXES` on the temp table that stands for view `name`.
+fn index_view(tx: &Transaction<'_>, name: &str) -> Result<()> {
+    let columns = VIEW_INDEXES
+        .iter()
+        .find(|(view, _)| *view == name)
+        .map_or(&[][..], |(_, columns)| *columns);
+    for column in columns {
+        tx.execute_batch(&format!(
+            "CREATE INDEX temp.{name}_by_{column} ON {name} ({column});"
+        ))?;
+    }
+    Ok(())
+}
+
+/// Drops every temp table a refresh made (materialized views, subsets, targets) and every
+/// temporary view (views evaluated from their text; a read-only command creates its own again).
 fn drop_materialized(tx: &Transaction<'_>) -> Result<()> {
-    let names: Vec<String> = {
+    let names: Vec<(String, String)> = {
         let mut stmt = tx.prepare(
-            "SELECT name FROM temp.sqlite_master WHERE type = 'table'
-               AND name NOT IN ('export_row', 'export_removed', 'derived_opportunity', 'export_total', 'rule_setting')",
+            "SELECT type, name FROM temp.sqlite_master
+             WHERE (type = 'table'
+                    AND name NOT IN ('export_row', 'export_removed', 'derived_opportunity', 'export_total', 'rule_setting'))
+                OR type = 'view'",
         )?;
-        stmt.query_map([], |r| r.get(0))?
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?
     };
-    for name in names {
-        tx.execute_batch(&format!("DROP TABLE temp.\"{name}\";"))?;
+    for (kind, name) in names {
+        let kind = if kind == "view" { "VIEW" } else { "TABLE" };
+        tx.execute_batch(&format!("DROP {kind} temp.\"{name}\";"))?;
     }
     Ok(())
 }
@@ -395,8 +498,8 @@ fn target_table(object: Object) -> (&'static str, &'static str) {
     }
 }
 
-/// Inserts the rows of one export view (a materialized temp table by now) into
-/// `schema`.export_row: the root, the view's columns, the `[mapping.*]` fields merged into the
+/// Inserts the rows of one export view, read from `from` (the view itself, or a materialized
+/// temp table of it), into `schema`.export_row: the root, the view's columns, the `[mapping.*]` fields merged into the
 /// payload with `json_set` (paths and columns bound, never pasted), and `pending` against
 /// `mkto_ack`. With `targets`, only rows whose root is in that temp table.
 fn insert_rows(
@@ -404,6 +507,7 @@ fn insert_rows(
     config: &Config,
     object: Object,
     schema: &str,
+    from: &str,
     targets: Option<(&str, &str)>,
 ) -> Result<usize> {
     let root = match object {
@@ -460,9 +564,11 @@ fn insert_rows(
          FROM (
              SELECT {root} AS root, v.key, v.source_id, {payload} AS payload, v.skip_reason,
                  {lead_key} AS lead_key, {sales_person} AS sales_person_id
-             FROM temp.{view} v {join} {filter}
-         ) r",
-        view = object.view(),
+             FROM {from} v {join} {filter}
+             -- An OFFSET keeps SQLite from flattening this into the outer query, which would
+             -- compute the view's payload once for each time the outer query names it.
+             LIMIT -1 OFFSET 0
+         ) r"
     );
     Ok(tx.execute(&sql, rusqlite::params_from_iter(&params))?)
 }
@@ -575,7 +681,8 @@ fn replace_roots(tx: &Transaction<'_>, config: &Config, object: Object) -> Resul
         &format!("DELETE FROM main.export_row WHERE {in_targets}"),
         [object.name()],
     )?;
-    let inserted = insert_rows(tx, config, object, "main", Some((table, column)))
+    let from = format!("temp.{}", object.view());
+    let inserted = insert_rows(tx, config, object, "main", &from, Some((table, column)))
         .with_context(|| format!("evaluating {} for the changed records", object.view()))?;
     let change = inserted as i64 - deleted as i64;
     let rows = format!("SELECT 'rows:{}' AS name, {change} AS value", object.name());

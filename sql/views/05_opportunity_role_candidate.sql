@@ -77,7 +77,9 @@ ranked AS (
     SELECT
         candidate.*,
         row_number() OVER same_role AS rank_in_role,
-        first_value(source_id) OVER same_role AS kept_source_id
+        -- A ROWS frame gives the same first row as the default RANGE frame, which SQLite
+        -- evaluates at about twice the cost.
+        first_value(source_id) OVER (same_role ROWS UNBOUNDED PRECEDING) AS kept_source_id
     FROM candidate
     WINDOW same_role AS (
         PARTITION BY opportunityid, contactid, role, left_out_reason IS NULL

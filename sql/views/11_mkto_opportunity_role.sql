@@ -17,21 +17,21 @@ WITH role AS (
     JOIN contact c ON c.contactid = r.contactid
     JOIN mkto_opportunity o ON o.key = r.opportunityid
 )
+-- One pass over the roles: a role without a lead key is a group of its own (its source_id), so
+-- that it stays one row, as it cannot be sent.
 SELECT
-    json_array(opportunityid, lead_key, role) AS key,
+    CASE WHEN lead_key IS NOT NULL THEN json_array(opportunityid, lead_key, role) END AS key,
     min(source_id) AS source_id,
     lead_key,
-    json_object(
+    CASE WHEN lead_key IS NOT NULL THEN json_object(
         'externalOpportunityId', opportunityid,
         'role', role,
         'isPrimary', json(CASE WHEN max(is_primary) = 1 THEN 'true' ELSE 'false' END)
-    ) AS payload,
-    CASE WHEN opportunity_skip_reason IS NOT NULL THEN 'opportunity not sent: ' || opportunity_skip_reason END AS skip_reason,
+    ) END AS payload,
+    CASE
+        WHEN lead_key IS NULL THEN 'contact has no email, so it has no lead'
+        WHEN opportunity_skip_reason IS NOT NULL THEN 'opportunity not sent: ' || opportunity_skip_reason
+    END AS skip_reason,
     opportunityid
 FROM role
-WHERE lead_key IS NOT NULL
-GROUP BY opportunityid, lead_key, role
-UNION ALL
-SELECT NULL, source_id, NULL, NULL, 'contact has no email, so it has no lead', opportunityid
-FROM role
-WHERE lead_key IS NULL;
+GROUP BY opportunityid, lead_key, role, CASE WHEN lead_key IS NULL THEN source_id END;

@@ -43,11 +43,9 @@ const VIEW_INDEXES: &[(&str, &[&str])] = &[
     ("contact_account", &["contactid"]),
     ("opportunity_account", &["opportunityid"]),
     ("opportunity_connection", &["opportunityid"]),
-    ("opportunity_role_candidate", &["opportunityid"]),
     ("opportunity_contact_role", &["contactid", "opportunityid"]),
     ("owner_sales_person", &["ownerid"]),
     ("mkto_company", &["key"]),
-    ("mkto_lead", &["key"]),
     ("mkto_opportunity", &["key"]),
 ];
 

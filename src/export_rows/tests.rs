@@ -545,3 +545,50 @@ fn verify_names_a_stored_row_that_no_longer_matches() {
         ]
     );
 }
+
+/// What a refresh made of this connection's temp schema: tables and views other than the
+/// stored ones' stand-ins.
+fn temp_objects(conn: &Connection) -> Vec<String> {
+    conn.prepare(
+        "SELECT type || ' ' || name FROM temp.sqlite_master
+         WHERE type IN ('table', 'view') ORDER BY type, name",
+    )
+    .unwrap()
+    .query_map([], |r| r.get(0))
+    .unwrap()
+    .collect::<rusqlite::Result<_>>()
+    .unwrap()
+}
+
+#[test]
+fn a_refresh_leaves_no_temp_table_or_view_behind() {
+    // A temporary view left on a writing connection would shadow the stored view for every
+    // later statement; a temp table would hold the connection's memory and disk.
+    let mut conn = db();
+    let config = Config::default();
+    stage(&mut conn, &account_0());
+    stage(&mut conn, &opportunity_of_account_0(0));
+    assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Full);
+    assert_eq!(temp_objects(&conn), Vec::<String>::new());
+    stage(&mut conn, &opportunity_of_account_0(1));
+    assert!(matches!(
+        refresh(&mut conn, &config).unwrap().how,
+        Refresh::Incremental { .. }
+    ));
+    assert_eq!(temp_objects(&conn), Vec::<String>::new());
+}
+
+#[test]
+fn a_view_is_read_later_only_when_named_as_a_whole_identifier() {
+    for (text, name, named) in [
+        ("FROM mkto_opportunity o", "mkto_opportunity", true),
+        ("JOIN mkto_opportunity_role r", "mkto_opportunity", false),
+        ("FROM x_mkto_lead", "mkto_lead", false),
+        ("(SELECT key FROM mkto_company)", "mkto_company", true),
+        ("mkto_company", "mkto_company", true),
+        ("temp.mkto_lead", "mkto_lead", true),
+        ("", "mkto_lead", false),
+    ] {
+        assert_eq!(mentions(text, name), named, "{name} in {text:?}");
+    }
+}

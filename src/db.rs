@@ -33,6 +33,12 @@ pub fn open(path: &Path) -> Result<Connection> {
 /// with 8; 32 MiB was no faster and took the pull's peak RSS past 100 MB).
 const CACHE_SIZE: i64 = -8 * 1024;
 
+/// The page size of a new database: 8 KiB instead of SQLite's 4. The first full evaluation of
+/// the export rows at 1M opportunities wrote half as many WAL frames, each of them looked up and
+/// copied (58 s with 4 KiB pages, 50 s with 8, 49 s with 16), and staging was no slower (76 s
+/// with 4 KiB, 71 s with 8, 84 s with 16). An existing database keeps the page size it has.
+const PAGE_SIZE: i64 = 8 * 1024;
+
 /// Opens an existing database for reading only: no migration, no pragma that writes, so an
 /// auditor with read access can run `status`, `plan` and `explain`. The schema must be the one
 /// this build knows; an older one is migrated by the next writing command.
@@ -139,6 +145,8 @@ fn warn_if_shared(path: &Path) {
 /// Pragmas set on every connection, outside migrations.
 pub(crate) fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Only a database not yet written takes it, so before journal_mode writes the header.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     // WAL lets `status` and `sqlite3` read while a pull writes.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -259,6 +267,24 @@ mod tests {
             .unwrap();
         let err = migrate(&mut conn).unwrap_err();
         assert!(format!("{err:#}").contains("newer than this oppsync knows"));
+    }
+
+    #[test]
+    fn a_new_database_has_8_kib_pages_and_an_existing_one_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let page_size = |conn: &Connection| -> i64 {
+            conn.pragma_query_value(None, "page_size", |r| r.get(0))
+                .unwrap()
+        };
+        let new = dir.path().join("new.db");
+        assert_eq!(page_size(&open(&new).unwrap()), PAGE_SIZE);
+        assert_eq!(page_size(&open(&new).unwrap()), PAGE_SIZE);
+        let old = dir.path().join("old.db");
+        Connection::open(&old)
+            .unwrap()
+            .execute_batch("PRAGMA page_size = 4096; CREATE TABLE t (x);")
+            .unwrap();
+        assert_eq!(page_size(&open(&old).unwrap()), 4096);
     }
 
     #[cfg(unix)]

@@ -1,8 +1,9 @@
 //! The export views materialized in `export_row`, kept current at the cost of what changed.
 //!
-//! A full evaluation materializes every view of `sql/views/` once, in file order, as an indexed
-//! temp table that shadows the view (so each rule is evaluated once, not once per view that
-//! reads it), then stores the export rows with the `[mapping.*]` fields merged in SQL.
+//! A full evaluation materializes the rule views of `sql/views/` once, in file order, as indexed
+//! temp tables that shadow the views (so each rule is evaluated once, not once per view that
+//! reads it), and stores each export view's rows, with the `[mapping.*]` fields merged in SQL,
+//! straight into `export_row`.
 //! Afterwards staging triggers note what a pull changed (`export_dirty`); a refresh turns that
 //! into the roots to re-evaluate (`sql/refresh/1_targets.sql`), shadows the staging tables with
 //! just the records those roots depend on (`2_subset.sql`), evaluates the same views over them
@@ -497,9 +498,10 @@ fn target_table(object: Object) -> (&'static str, &'static str) {
 }
 
 /// Inserts the rows of one export view, read from `from` (the view itself, or a materialized
-/// temp table of it), into `schema`.export_row: the root, the view's columns, the `[mapping.*]` fields merged into the
-/// payload with `json_set` (paths and columns bound, never pasted), and `pending` against
-/// `mkto_ack`. With `targets`, only rows whose root is in that temp table.
+/// temp table of it), into `schema`.export_row: the root, the view's columns, the
+/// `[mapping.*]` fields merged into the payload with `json_set` (paths and columns bound, never
+/// pasted), and `pending` against `mkto_ack`. With `targets`, only rows whose root is in that
+/// temp table.
 fn insert_rows(
     tx: &Transaction<'_>,
     config: &Config,

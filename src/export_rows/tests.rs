@@ -388,6 +388,14 @@ fn opportunity_of_account_0(n: u32) -> Change {
     }
 }
 
+/// A database with account 0 and opportunity `n` of it staged, not yet refreshed.
+fn db_with_opportunity_of_account_0(n: u32) -> Connection {
+    let mut conn = db();
+    stage(&mut conn, &account_0());
+    stage(&mut conn, &opportunity_of_account_0(n));
+    conn
+}
+
 fn db() -> Connection {
     let mut conn = Connection::open_in_memory().unwrap();
     crate::db::configure(&conn).unwrap();
@@ -494,10 +502,8 @@ proptest! {
 
 #[test]
 fn a_refresh_with_nothing_staged_since_does_nothing_and_a_new_definition_evaluates_in_full() {
-    let mut conn = db();
+    let mut conn = db_with_opportunity_of_account_0(0);
     let mut config = Config::default();
-    stage(&mut conn, &account_0());
-    stage(&mut conn, &opportunity_of_account_0(0));
     assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Full);
     assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Current);
     // The same account staged again unchanged leaves nothing to do.
@@ -521,10 +527,8 @@ fn a_refresh_with_nothing_staged_since_does_nothing_and_a_new_definition_evaluat
 
 #[test]
 fn verify_names_a_stored_row_that_no_longer_matches() {
-    let mut conn = db();
+    let mut conn = db_with_opportunity_of_account_0(1);
     let config = Config::default();
-    stage(&mut conn, &account_0());
-    stage(&mut conn, &opportunity_of_account_0(1));
     refresh(&mut conn, &config).unwrap();
     conn.execute(
         "UPDATE export_row SET payload = '{}' WHERE object = 'opportunity'",
@@ -564,10 +568,8 @@ fn temp_objects(conn: &Connection) -> Vec<String> {
 fn a_refresh_leaves_no_temp_table_or_view_behind() {
     // A temporary view left on a writing connection would shadow the stored view for every
     // later statement; a temp table would hold the connection's memory and disk.
-    let mut conn = db();
+    let mut conn = db_with_opportunity_of_account_0(0);
     let config = Config::default();
-    stage(&mut conn, &account_0());
-    stage(&mut conn, &opportunity_of_account_0(0));
     assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Full);
     assert_eq!(temp_objects(&conn), Vec::<String>::new());
     stage(&mut conn, &opportunity_of_account_0(1));

@@ -420,13 +420,8 @@ fn materialize_views(tx: &Transaction<'_>, files: &[SqlFile]) -> Result<()> {
         }
         // A read-only command has the views as temporary views; the tables take their place.
         tx.execute_batch(&format!("DROP VIEW IF EXISTS temp.{name};"))?;
-        let text = file.text.replacen(
-            &format!("CREATE VIEW {name} AS"),
-            &format!("CREATE TEMP TABLE {name} AS"),
-            1,
-        );
         let started = Instant::now();
-        tx.execute_batch(&text)
+        tx.execute_batch(&file.created_as("TEMP TABLE"))
             .with_context(|| format!("evaluating {}", file.path))?;
         index_view(tx, name)?;
         crate::progress::detail(&format!(
@@ -441,14 +436,8 @@ fn materialize_views(tx: &Transaction<'_>, files: &[SqlFile]) -> Result<()> {
 /// resolve to this connection's temp tables first, where the stored view's would resolve to
 /// the stored views and evaluate every rule again.
 fn view_from_text(tx: &Transaction<'_>, file: &SqlFile) -> Result<()> {
-    let name = file.view_name();
-    let text = file.text.replacen(
-        &format!("CREATE VIEW {name} AS"),
-        &format!("CREATE TEMP VIEW {name} AS"),
-        1,
-    );
-    tx.execute_batch(&format!("DROP VIEW IF EXISTS temp.{name};"))?;
-    tx.execute_batch(&text)
+    tx.execute_batch(&format!("DROP VIEW IF EXISTS temp.{};", file.view_name()))?;
+    tx.execute_batch(&file.created_as("TEMP VIEW"))
         .with_context(|| format!("creating {} as a temporary view", file.path))?;
     Ok(())
 }

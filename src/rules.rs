@@ -59,8 +59,7 @@ pub(crate) fn install_temporary(
 /// temp tables of the same names, too).
 pub(crate) fn create_temporary_views(tx: &rusqlite::Transaction<'_>) -> Result<()> {
     for file in VIEWS {
-        let text = file.text.replacen("CREATE VIEW", "CREATE TEMP VIEW", 1);
-        tx.execute_batch(&text)
+        tx.execute_batch(&file.created_as("TEMP VIEW"))
             .with_context(|| format!("creating view from {}", file.path))?;
     }
     Ok(())

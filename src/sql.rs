@@ -61,6 +61,17 @@ impl SqlFile {
         let stem = file.strip_suffix(".sql").unwrap_or(file);
         stem.split_once('_').map_or(stem, |(_, name)| name)
     }
+
+    /// The text of a view file with its view declared as `kind` instead (`TEMP VIEW`, or
+    /// `TEMP TABLE` to materialize it): the same SQL, created in this connection's temp schema.
+    pub(crate) fn created_as(&self, kind: &str) -> String {
+        let name = self.view_name();
+        self.text.replacen(
+            &format!("CREATE VIEW {name} AS"),
+            &format!("CREATE {kind} {name} AS"),
+            1,
+        )
+    }
 }
 
 #[cfg(test)]

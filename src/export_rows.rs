@@ -469,8 +469,8 @@ fn drop_materialized(tx: &Transaction<'_>) -> Result<()> {
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?
     };
+    // `kind` is sqlite_master's type, 'table' or 'view': the DROP statement's own keyword.
     for (kind, name) in names {
-        let kind = if kind == "view" { "VIEW" } else { "TABLE" };
         tx.execute_batch(&format!("DROP {kind} temp.\"{name}\";"))?;
     }
     Ok(())

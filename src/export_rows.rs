@@ -34,9 +34,9 @@ const INCREMENTAL_SHARE: f64 = 0.2;
 const SORT_THREADS: i64 = 2;
 
 /// Rule views left as views rather than materialized, because the one view that reads them
-/// evaluates them more cheaply inline: materializing `opportunity_role_candidate` wrote every
-/// candidate (2.5M rows at 1M opportunities) to read back only the roles kept.
-const INLINED: &[&str] = &["opportunity_role_candidate"];
+/// evaluates them more cheaply inline: materializing `opportunity_role_claim` wrote every claim
+/// (2.5M rows at 1M opportunities) to read back only the roles kept.
+const INLINED: &[&str] = &["opportunity_role_claim"];
 
 /// The indexes each materialized view gets: the columns the views after it look rows up by.
 const VIEW_INDEXES: &[(&str, &[&str])] = &[
@@ -342,15 +342,20 @@ fn sorting_in_parallel(tx: &Transaction<'_>, work: impl FnOnce() -> Result<()>) 
     result
 }
 
-/// Whether `text` names `name` as a whole identifier (`mkto_opportunity` is not named by
-/// `mkto_opportunity_role`).
+/// Whether the SQL of `text` names `name` as a whole identifier (`mkto_opportunity` is not
+/// named by `mkto_opportunity_role`), outside `--` comments: a view whose comment explains
+/// itself by another does not read it.
 fn mentions(text: &str, name: &str) -> bool {
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    text.match_indices(name).any(|(at, _)| {
-        let before = text[..at].chars().next_back();
-        let after = text[at + name.len()..].chars().next();
-        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
-    })
+    text.lines()
+        .map(|line| line.split_once("--").map_or(line, |(code, _)| code))
+        .any(|code| {
+            code.match_indices(name).any(|(at, _)| {
+                let before = code[..at].chars().next_back();
+                let after = code[at + name.len()..].chars().next();
+                !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+            })
+        })
 }
 
 /// Shadows the export view of `object` with a temp table of the columns later views read from
@@ -410,10 +415,14 @@ fn create_temp_tables(tx: &Transaction<'_>) -> Result<()> {
 
 /// Each view of `files`, in order, as a temp table of its name with its indexes: later views
 /// (and `insert_rows`) read the temp table, which SQLite resolves before the stored view. The
-/// views of `INLINED` stay views, evaluated inside the one view that reads them.
+/// views of `INLINED` stay views, evaluated inside the one view that reads them; a view nothing
+/// after it reads (`read_later`) is not evaluated at all.
 fn materialize_views(tx: &Transaction<'_>, files: &[SqlFile]) -> Result<()> {
     for file in files {
         let name = file.view_name();
+        if !read_later(name) {
+            continue;
+        }
         if INLINED.contains(&name) {
             view_from_text(tx, file)?;
             continue;
@@ -430,6 +439,18 @@ fn materialize_views(tx: &Transaction<'_>, files: &[SqlFile]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Whether a refresh reads view `name` after evaluating it: an export view's rows are stored,
+/// and a rule view is read when a later view, or the counts of `DERIVED`, names it. Others
+/// (`opportunity_role_candidate`, the audit of every claim) are left to the stored view.
+fn read_later(name: &str) -> bool {
+    if Object::ALL.into_iter().any(|object| object.view() == name) {
+        return true;
+    }
+    let position = VIEWS.iter().position(|file| file.view_name() == name);
+    let later = position.map_or(&[][..], |at| &VIEWS[at + 1..]);
+    later.iter().any(|file| mentions(file.text, name)) || mentions(DERIVED, name)
 }
 
 /// View `file` as a temporary view of this connection, from its text: the names it reads then

@@ -37,14 +37,15 @@ pub(crate) const VIEWS: &[SqlFile] = &[
     sql_file!("sql/views/02_contact_account.sql"),
     sql_file!("sql/views/03_opportunity_account.sql"),
     sql_file!("sql/views/04_opportunity_connection.sql"),
-    sql_file!("sql/views/05_opportunity_role_candidate.sql"),
-    sql_file!("sql/views/06_opportunity_contact_role.sql"),
-    sql_file!("sql/views/07_owner_sales_person.sql"),
-    sql_file!("sql/views/08_mkto_company.sql"),
-    sql_file!("sql/views/09_mkto_lead.sql"),
-    sql_file!("sql/views/10_mkto_opportunity.sql"),
-    sql_file!("sql/views/11_mkto_opportunity_role.sql"),
-    sql_file!("sql/views/12_mkto_sales_person.sql"),
+    sql_file!("sql/views/05_opportunity_role_claim.sql"),
+    sql_file!("sql/views/06_opportunity_role_candidate.sql"),
+    sql_file!("sql/views/07_opportunity_contact_role.sql"),
+    sql_file!("sql/views/08_owner_sales_person.sql"),
+    sql_file!("sql/views/09_mkto_company.sql"),
+    sql_file!("sql/views/10_mkto_lead.sql"),
+    sql_file!("sql/views/11_mkto_opportunity.sql"),
+    sql_file!("sql/views/12_mkto_opportunity_role.sql"),
+    sql_file!("sql/views/13_mkto_sales_person.sql"),
 ];
 
 /// The scripts of a partial refresh of the export rows (`export_rows`): the roots a change

@@ -465,7 +465,31 @@ fn check(conn: &mut Connection, config: &Config, when: &str) -> Result<(), TestC
         differences.is_empty(),
         "{when}: the stored export rows differ from the views: {differences:?}"
     );
+    let roles = contact_roles_not_candidates(conn);
+    prop_assert!(
+        roles.is_empty(),
+        "{when}: opportunity_contact_role and the candidates not left out differ: {roles:?}"
+    );
     Ok(())
+}
+
+/// The rows that `opportunity_contact_role` (a GROUP BY over the claims) and the candidates of
+/// `opportunity_role_candidate` that were not left out (a ranking of the same claims) do not
+/// share, each marked with the side that has it.
+fn contact_roles_not_candidates(conn: &Connection) -> Vec<String> {
+    let columns = "opportunityid, contactid, role, is_primary, rule, source_id";
+    let kept =
+        format!("SELECT {columns} FROM opportunity_role_candidate WHERE left_out_reason IS NULL");
+    let roles = format!("SELECT {columns} FROM opportunity_contact_role");
+    let sql = format!(
+        "SELECT 'role only: ' || source_id FROM ({roles} EXCEPT {kept})
+         UNION ALL SELECT 'candidate only: ' || source_id FROM ({kept} EXCEPT {roles})"
+    );
+    let mut stmt = conn.prepare(&sql).unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
 }
 
 proptest! {
@@ -590,6 +614,13 @@ fn a_view_is_read_later_only_when_named_as_a_whole_identifier() {
         ("mkto_company", "mkto_company", true),
         ("temp.mkto_lead", "mkto_lead", true),
         ("", "mkto_lead", false),
+        ("-- as mkto_lead does\nSELECT 1", "mkto_lead", false),
+        (
+            "SELECT key -- of mkto_lead\nFROM mkto_company",
+            "mkto_lead",
+            false,
+        ),
+        ("-- a comment\nFROM mkto_lead", "mkto_lead", true),
     ] {
         assert_eq!(mentions(text, name), named, "{name} in {text:?}");
     }

@@ -1,13 +1,14 @@
--- rule: every contact considered for a role on a staged, in-scope opportunity, with the reason it
--- was left out (NULL when it yields a role). Candidates are the customer contact ('customer_contact',
+-- rule: every claim of a contact to a role on a staged, in-scope opportunity, with the reason the
+-- rules leave it out (NULL when it stands). Claims are the customer contact ('customer_contact',
 -- primary, role from the customer_contact_role setting) and each connection to the opportunity
 -- ('stakeholder'). A stakeholder counts when the connection is active (statecode 0; a missing
 -- statecode was not selected and is read as active), the other side is a staged, live, in-scope
 -- contact, and its role is null (named by stakeholder_default_role), not staged (named by its
--- FormattedValue, else the default) or staged, live, active and of a stakeholder category. One row
--- per (opportunity, contact, role) yields the role: the customer row first, then the
--- opportunity-side row of a reciprocal pair, then the lowest source id; the others are duplicates.
-CREATE VIEW opportunity_role_candidate AS
+-- FormattedValue, else the default) or staged, live, active and of a stakeholder category.
+-- priority orders the claims to one role: the customer first (0), then the opportunity side of a
+-- reciprocal pair (1), then the other side (2). opportunity_role_candidate and
+-- opportunity_contact_role decide between claims to the same role.
+CREATE VIEW opportunity_role_claim AS
 WITH
 setting AS (
     SELECT
@@ -67,35 +68,7 @@ stakeholder AS (
     CROSS JOIN setting s
     LEFT JOIN contact c ON c.contactid = x.other_id
     LEFT JOIN connectionrole r ON r.connectionroleid = x.role_id
-),
-candidate AS (
-    SELECT * FROM customer
-    UNION ALL
-    SELECT * FROM stakeholder
-),
-ranked AS (
-    SELECT
-        candidate.*,
-        row_number() OVER same_role AS rank_in_role,
-        -- A ROWS frame gives the same first row as the default RANGE frame, which SQLite
-        -- evaluates at about twice the cost.
-        first_value(source_id) OVER (same_role ROWS UNBOUNDED PRECEDING) AS kept_source_id
-    FROM candidate
-    WINDOW same_role AS (
-        PARTITION BY opportunityid, contactid, role, left_out_reason IS NULL
-        ORDER BY priority, source_id
-    )
 )
-SELECT
-    opportunityid,
-    contactid,
-    role,
-    is_primary,
-    rule,
-    source_id,
-    CASE
-        WHEN left_out_reason IS NULL AND rank_in_role > 1
-            THEN 'same role already derived from ' || kept_source_id
-        ELSE left_out_reason
-    END AS left_out_reason
-FROM ranked;
+SELECT * FROM customer
+UNION ALL
+SELECT * FROM stakeholder;

@@ -29,11 +29,7 @@ WITH candidate AS (
 ranked AS (
     SELECT
         candidate.*,
-        row_number() OVER by_email AS rank_in_email,
-        json_group_array(contactid) OVER (
-            PARTITION BY email_key ORDER BY contactid
-            ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
-        ) AS contactids
+        row_number() OVER by_email AS rank_in_email
     FROM candidate
     WHERE email_key IS NOT NULL
     WINDOW by_email AS (PARTITION BY email_key ORDER BY modifiedon DESC, contactid)
@@ -41,7 +37,14 @@ ranked AS (
 SELECT
     email_key AS key,
     contactid AS source_id,
-    contactids,
+    -- A subquery rather than a window over the whole email: SQLite skips it when the column is
+    -- not read, as storing the export rows does not (a window took 2 s at 1M contacts).
+    (
+        SELECT json_group_array(folded.contactid)
+        FROM (
+            SELECT contactid FROM candidate WHERE email_key = ranked.email_key ORDER BY contactid
+        ) folded
+    ) AS contactids,
     json_object(
         'email', trim(emailaddress1),
         'firstName', firstname,

@@ -446,3 +446,37 @@ fn widening_sends_every_in_scope_contact_with_an_email_and_every_in_scope_accoun
         "not the account out of scope"
     );
 }
+
+#[test]
+fn mkto_lead_folds_contacts_sharing_an_email_into_the_latest_and_lists_them_all() {
+    let mut conn = db();
+    for (id, email, modified) in [
+        ("c3", " Ann@Example.com", "2026-03-01T00:00:00Z"),
+        ("c1", "ann@example.com ", "2026-01-01T00:00:00Z"),
+        ("c2", "ANN@example.com", "2026-03-01T00:00:00Z"),
+        ("c4", "bob@example.com", "2026-01-01T00:00:00Z"),
+    ] {
+        contact(&conn, id, None, None);
+        conn.execute(
+            "UPDATE contact SET emailaddress1 = ?2, modifiedon = ?3 WHERE contactid = ?1",
+            params![id, email, modified],
+        )
+        .unwrap();
+    }
+    let export = ExportConfig {
+        leads: crate::config::LeadScope::AllInScope,
+        ..ExportConfig::default()
+    };
+    install(&mut conn, &RulesConfig::default(), &export).unwrap();
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT key || ' ' || source_id || ' ' || contactids FROM mkto_lead ORDER BY key"
+        ),
+        [
+            r#"ann@example.com c2 ["c1","c2","c3"]"#,
+            r#"bob@example.com c4 ["c4"]"#,
+        ],
+        "the latest change wins, the lower id on a tie; contactids in id order"
+    );
+}

@@ -15,7 +15,8 @@ WITH candidate AS (
         c.jobtitle,
         c.telephone1,
         c.modifiedon,
-        nullif(lower(trim(c.emailaddress1)), '') AS email_key,
+        -- nullif(lower(trim(emailaddress1)), ''), the column contact_by_email_key indexes.
+        c.email_key,
         ca.accountid,
         osp.sales_person_id
     FROM contact c

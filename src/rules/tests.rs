@@ -480,3 +480,16 @@ fn mkto_lead_folds_contacts_sharing_an_email_into_the_latest_and_lists_them_all(
         "the latest change wins, the lower id on a tie; contactids in id order"
     );
 }
+
+#[test]
+fn mkto_lead_finds_the_contacts_of_an_email_through_its_index() {
+    // contactids is a subquery per lead: without the index, reading the column would scan every
+    // contact once per lead.
+    let conn = db();
+    let plan = rows(&conn, "EXPLAIN QUERY PLAN SELECT contactids FROM mkto_lead");
+    assert!(
+        plan.iter()
+            .any(|step| step.contains("INDEX contact_by_email_key (email_key=?)")),
+        "{plan:#?}"
+    );
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# First full evaluation benchmark (issue 9, goal 4): how long the first evaluation of the export
+# rows takes at N opportunities (with N contacts, N/10 accounts and 2N connections), for one or
+# more builds side by side. The org is staged once; each run copies that staged database (no
+# export rows yet) and pulls one unchanged page into it, which evaluates every export row, and
+# reads the time from `pull -v` ("export rows evaluated in full in ... ms": the views, the
+# index builds, the counts and the commit with its WAL checkpoint). Runs alternate between the
+# builds, so that the machine's drift falls on all of them; the median of each is printed last.
+#
+# usage: tests/bench/first_evaluation.sh [OPPORTUNITIES] [RUNS] [BIN...]
+#   defaults: 100000 opportunities, 3 runs, this checkout's release build
+#   e.g. tests/bench/first_evaluation.sh 1000000 3 /tmp/oppsync-before target/release/oppsync
+# The builds must share the schema version. Not run by CI: timings are noisy.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+n=${1:-100000}
+runs=${2:-3}
+shift $(($# < 2 ? $# : 2))
+if [ $# -eq 0 ]; then
+    cargo build --release --quiet
+    set -- "$PWD/target/release/oppsync"
+fi
+if [ ! -x /usr/bin/time ] || ! command -v sqlite3 >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq time sqlite3 >/dev/null
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+python3 tests/bench/gen_pages.py "$work/full" "$n"
+mkdir "$work/one"
+cp "$(ls "$work"/full/accounts-*.json | head -1)" "$work/one/"
+"$1" --db "$work/staged.db" -q pull --fixtures "$work/full"
+# The staged records without export rows, as a first pull leaves them before evaluating.
+sqlite3 "$work/staged.db" "
+    DELETE FROM export_row; DELETE FROM derived_opportunity; DELETE FROM export_total;
+    DELETE FROM export_removed; DELETE FROM export_dirty;
+    UPDATE export_state SET built = 0, definition = NULL;
+    VACUUM INTO '$work/snapshot.db';"
+rm -f "$work"/staged.db*
+sqlite3 "$work/snapshot.db" "PRAGMA journal_mode=WAL" > /dev/null
+
+for run in $(seq "$runs"); do
+    for bin in "$@"; do
+        rm -f "$work"/run.db*
+        cp "$work/snapshot.db" "$work/run.db"
+        chmod 600 "$work/run.db"
+        sync
+        /usr/bin/time -o "$work/time" -f "%M" "$bin" --db "$work/run.db" -v pull --fixtures "$work/one" \
+            > "$work/log" 2>&1
+        ms=$(sed -n 's/.*export rows evaluated in full in \([0-9]*\) ms.*/\1/p' "$work/log")
+        [ -n "$ms" ] || { echo "$bin did not evaluate in full:"; tail -5 "$work/log"; exit 1; }
+        printf '%s run %d: %6.1f s, peak RSS %d KiB\n' "$bin" "$run" "$(awk "BEGIN {print $ms / 1000}")" "$(cat "$work/time")"
+        echo "$ms" >> "$work/ms-$(echo "$bin" | md5sum | cut -c1-8)"
+    done
+done
+echo "== median of $runs runs at $n opportunities"
+for bin in "$@"; do
+    sort -n "$work/ms-$(echo "$bin" | md5sum | cut -c1-8)" |
+        awk -v bin="$bin" '{a[NR] = $1} END {printf "%s: %.1f s\n", bin, a[int((NR + 1) / 2)] / 1000}'
+done

@@ -58,6 +58,8 @@ SELECT a.* FROM subset_reference r CROSS JOIN main.account a ON a.accountid = r.
 CREATE INDEX temp.subset_opportunity_key ON opportunity (opportunityid);
 CREATE INDEX temp.subset_opportunity_customer ON opportunity (customerid);
 CREATE INDEX temp.subset_contact_key ON contact (contactid);
+-- mkto_lead's contactids looks up the contacts of each lead's email.
+CREATE INDEX temp.subset_contact_email_key ON contact (email_key);
 CREATE INDEX temp.subset_account_key ON account (accountid);
 CREATE INDEX temp.subset_connection_record1 ON connection (record1id);
 CREATE INDEX temp.subset_connection_record2 ON connection (record2id);

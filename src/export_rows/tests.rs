@@ -625,3 +625,34 @@ fn a_view_is_read_later_only_when_named_as_a_whole_identifier() {
         assert_eq!(mentions(text, name), named, "{name} in {text:?}");
     }
 }
+
+#[test]
+fn a_partial_refresh_finds_the_contacts_of_a_leads_email_through_an_index() {
+    // mkto_lead's contactids is a subquery per lead over the contacts of its email. Over the
+    // contacts a partial refresh copies, without an index it scanned every copy once per lead
+    // (3.6 s instead of 20 ms for a 1% change at 100k opportunities).
+    let mut conn = db_with_opportunity_of_account_0(0);
+    refresh(&mut conn, &Config::default()).unwrap();
+    let tx = conn.transaction().unwrap();
+    for script in REFRESH {
+        tx.execute_batch(script.text).unwrap();
+    }
+    let lead = VIEWS
+        .iter()
+        .find(|file| file.view_name() == "mkto_lead")
+        .unwrap();
+    view_from_text(&tx, lead).unwrap();
+    let mut stmt = tx
+        .prepare("EXPLAIN QUERY PLAN SELECT contactids FROM temp.mkto_lead")
+        .unwrap();
+    let plan: Vec<String> = stmt
+        .query_map([], |r| r.get(3))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert!(
+        plan.iter()
+            .any(|step| step.contains("INDEX subset_contact_email_key (email_key=?)")),
+        "{plan:#?}"
+    );
+}

@@ -493,3 +493,45 @@ fn mkto_lead_finds_the_contacts_of_an_email_through_its_index() {
         "{plan:#?}"
     );
 }
+
+#[test]
+fn reading_one_opportunitys_rules_does_not_scan_the_org() {
+    // explain, and anyone auditing with sqlite3, filters these views on one opportunity: SQLite
+    // must push the filter down to the staged records (a GROUP BY in opportunity_contact_role
+    // once stopped it, and reading one opportunity's roles read every claim).
+    let conn = db();
+    account(&conn, "a1");
+    for n in 0..300 {
+        let (id, customer) = (format!("o{n}"), format!("c{n}"));
+        contact(&conn, &customer, Some("a1"), Some("account"));
+        opportunity(&conn, &id, Some(&customer), Some("contact"), None, None);
+        connection(
+            &conn,
+            &format!("x{n}"),
+            (&id, 3, None),
+            (&customer, 2, None),
+            0,
+        );
+    }
+    for view in [
+        "opportunity_customer",
+        "opportunity_account",
+        "opportunity_connection",
+        "opportunity_role_claim",
+        "opportunity_role_candidate",
+        "opportunity_contact_role",
+    ] {
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT count(*) FROM {view} WHERE opportunityid = 'o7'"
+            ))
+            .unwrap();
+        let found: i64 = stmt.query_row([], |r| r.get(0)).unwrap();
+        assert!(found > 0, "{view} has rows for o7");
+        let scanned = stmt.get_status(rusqlite::StatementStatus::FullscanStep);
+        assert!(
+            scanned < 100,
+            "{view}: {scanned} rows scanned for one opportunity"
+        );
+    }
+}

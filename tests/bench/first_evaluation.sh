@@ -29,7 +29,7 @@ trap 'rm -rf "$work"' EXIT
 python3 tests/bench/gen_pages.py "$work/full" "$n"
 mkdir "$work/one"
 cp "$(ls "$work"/full/accounts-*.json | head -1)" "$work/one/"
-"$1" --db "$work/staged.db" -q pull --fixtures "$work/full"
+"$1" --db "$work/staged.db" -q pull --fixtures "$work/full" || { echo "staging with $1 failed"; exit 1; }
 # The staged records without export rows, as a first pull leaves them before evaluating.
 sqlite3 "$work/staged.db" "
     DELETE FROM export_row; DELETE FROM derived_opportunity; DELETE FROM export_total;
@@ -46,7 +46,7 @@ for run in $(seq "$runs"); do
         chmod 600 "$work/run.db"
         sync
         /usr/bin/time -o "$work/time" -f "%M" "$bin" --db "$work/run.db" -v pull --fixtures "$work/one" \
-            > "$work/log" 2>&1
+            > "$work/log" 2>&1 || { echo "$bin failed:"; tail -5 "$work/log"; exit 1; }
         ms=$(sed -n 's/.*export rows evaluated in full in \([0-9]*\) ms.*/\1/p' "$work/log")
         [ -n "$ms" ] || { echo "$bin did not evaluate in full:"; tail -5 "$work/log"; exit 1; }
         printf '%s run %d: %6.1f s, peak RSS %d KiB\n' "$bin" "$run" "$(awk "BEGIN {print $ms / 1000}")" "$(cat "$work/time")"

@@ -228,9 +228,9 @@ fn full(tx: &Transaction<'_>, config: &Config, schema: &str) -> Result<()> {
     sorting_in_parallel(tx, || {
         without_indexes(tx, schema, || {
             tx.execute_batch(&format!("DELETE FROM {schema}.export_row;"))?;
-            for (i, file) in VIEWS.iter().enumerate() {
+            for file in VIEWS {
                 let name = file.view_name();
-                let Some(object) = Object::ALL.into_iter().find(|o| o.view() == name) else {
+                let Some(object) = Object::from_view(name) else {
                     materialize_views(tx, std::slice::from_ref(file))?;
                     continue;
                 };
@@ -243,10 +243,7 @@ fn full(tx: &Transaction<'_>, config: &Config, schema: &str) -> Result<()> {
                 )?;
                 let inserted = insert_rows(tx, config, object, schema, name, None)
                     .with_context(|| format!("evaluating {}", file.path))?;
-                if VIEWS[i + 1..]
-                    .iter()
-                    .any(|later| mentions(later.text, name))
-                {
+                if read_by_a_later_view(name) {
                     shadow_with_stored(tx, object, schema, last)?;
                 }
                 crate::progress::detail(&format!(
@@ -455,12 +452,14 @@ fn materialize_views(tx: &Transaction<'_>, files: &[SqlFile]) -> Result<()> {
 /// and a rule view is read when a later view, or the counts of `DERIVED`, names it. Others
 /// (`opportunity_role_candidate`, the audit of every claim) are left to the stored view.
 fn read_later(name: &str) -> bool {
-    if Object::ALL.into_iter().any(|object| object.view() == name) {
-        return true;
-    }
+    Object::from_view(name).is_some() || read_by_a_later_view(name) || mentions(DERIVED, name)
+}
+
+/// Whether a view after view `name` in `VIEWS` names it in its SQL.
+fn read_by_a_later_view(name: &str) -> bool {
     let position = VIEWS.iter().position(|file| file.view_name() == name);
     let later = position.map_or(&[][..], |at| &VIEWS[at + 1..]);
-    later.iter().any(|file| mentions(file.text, name)) || mentions(DERIVED, name)
+    later.iter().any(|file| mentions(file.text, name))
 }
 
 /// View `file` as a temporary view of this connection, from its text: the names it reads then

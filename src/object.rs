@@ -168,6 +168,11 @@ impl Object {
         }
     }
 
+    /// The object whose export view is `view`; `None` for a rule view.
+    pub(crate) fn from_view(view: &str) -> Option<Object> {
+        Object::ALL.into_iter().find(|o| o.view() == view)
+    }
+
     /// The object whose records come from `entity_set`.
     pub(crate) fn from_entity_set(entity_set: &str) -> Option<Object> {
         Object::ALL

@@ -473,9 +473,9 @@ fn check(conn: &mut Connection, config: &Config, when: &str) -> Result<(), TestC
     Ok(())
 }
 
-/// The rows that `opportunity_contact_role` (a GROUP BY over the claims) and the candidates of
-/// `opportunity_role_candidate` that were not left out (a ranking of the same claims) do not
-/// share, each marked with the side that has it.
+/// The rows that `opportunity_contact_role` (a ranking of the claims that stand) and the
+/// candidates of `opportunity_role_candidate` that were not left out (a ranking of every claim)
+/// do not share, each marked with the side that has it.
 fn contact_roles_not_candidates(conn: &Connection) -> Vec<String> {
     let columns = "opportunityid, contactid, role, is_primary, rule, source_id";
     let kept =

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sync cycle benchmark (issue 9): what each step of a cycle costs at N opportunities (with N
-# contacts, N/10 accounts and 2N connections), from the first load to an idle cycle and small
-# deltas, against the Marketo simulator with its limits raised (and oppsync's limiter with
-# them) so that the figures measure oppsync. Each line is wall time and peak RSS
+# contacts, N/10 accounts, 2N connections and N/1000 owning users), from the first load to an
+# idle cycle and small deltas, against the Marketo simulator with its limits raised (and
+# oppsync's limiter with them) so that the figures measure oppsync. Each line is wall time and peak RSS
 # (/usr/bin/time), and for pushes the REST calls made.
 #
 #   pull (first)        stage every page, then evaluate the export rows in full

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # First full evaluation benchmark (issue 9, goal 4): how long the first evaluation of the export
-# rows takes at N opportunities (with N contacts, N/10 accounts and 2N connections), for one or
-# more builds side by side. The org is staged once; each run copies that staged database (no
+# rows takes at N opportunities (with N contacts, N/10 accounts, 2N connections and N/1000
+# owning users, gen_pages.py), for one or more builds side by side. The org is staged once; each run copies that staged database (no
 # export rows yet) and pulls one unchanged page into it, which evaluates every export row, and
 # reads the time from `pull -v` ("export rows evaluated in full in ... ms": the views, the
 # index builds, the counts and the commit with its WAL checkpoint). Runs alternate between the

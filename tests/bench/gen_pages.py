@@ -4,8 +4,11 @@
 usage: gen_pages.py OUT_DIR OPPORTUNITIES [PAGE_SIZE] [--change FRACTION]
 
 Per opportunity: one contact (half of them the customer, with an account parent), one
-stakeholder connection pair; one account per ten opportunities. Pages hold PAGE_SIZE records
-(default 5000, the Web API maximum), with the annotations the real service sends.
+stakeholder connection pair; one account per ten opportunities. Every account, contact and
+opportunity has an owner, as in Dynamics: one of the system users (one per thousand
+opportunities, one in twenty of them disabled), or a team for one record in fifty. Amounts come
+in the transaction and the base currency. Pages hold PAGE_SIZE records (default 5000, the Web
+API maximum), with the annotations the real service sends.
 
 With --change FRACTION, writes instead what a delta pull of the same org brings after that
 share of it changed: every k-th opportunity (k = 1/FRACTION) with a new amount and stage, and
@@ -22,6 +25,29 @@ LT = "@Microsoft.Dynamics.CRM.lookuplogicalname"
 
 def guid(kind, n):
     return f"{kind:08x}-0000-4000-8000-{n:012x}"
+
+
+def users(n):
+    return max(10, n // 1000)
+
+
+def owner(i, n):
+    """The owner annotations of the i-th record: a system user, or a team for one in fifty."""
+    if i % 50 == 49:
+        return {"_ownerid_value" + FV: "Sales Team", "_ownerid_value" + LT: "team",
+                "_ownerid_value": guid(6, 0)}
+    u = i % users(n)
+    return {"_ownerid_value" + FV: f"User{u} Seller", "_ownerid_value" + LT: "systemuser",
+            "_ownerid_value": guid(5, u)}
+
+
+def write_users(out, n, size):
+    pages(out, "systemusers", ({
+        "fullname": f"User{u} Seller", "firstname": f"User{u}", "lastname": "Seller",
+        "internalemailaddress": f"user{u}@bench.example", "title": "Account Executive",
+        "mobilephone": None, "address1_telephone1": "+1 425 555 0100",
+        "isdisabled" + FV: "Disabled" if u % 20 == 19 else "Enabled", "isdisabled": u % 20 == 19,
+        "modifiedon": "2025-03-01T08:00:00Z", "systemuserid": guid(5, u)} for u in range(users(n))), size)
 
 
 def pages(out, entity_set, records, size):
@@ -41,17 +67,21 @@ def write(out, entity_set, index, batch):
         json.dump({"@odata.context": f"{ORG}$metadata#{entity_set}", "value": batch}, f)
 
 
+def contact(i, n, accounts, jobtitle="Director", modifiedon="2025-05-01T16:10:02Z"):
+    return {"firstname": f"First{i}", "lastname": f"Last{i}", "fullname": f"First{i} Last{i}",
+            "emailaddress1": f"person{i}@example.com", "jobtitle": jobtitle, "telephone1": None,
+            "_parentcustomerid_value" + LT: "account", "_parentcustomerid_value": guid(1, i % accounts),
+            **owner(i, n), "statecode": 0, "modifiedon": modifiedon, "contactid": guid(2, i)}
+
+
 def write_accounts_and_contacts(out, n, accounts, size):
+    write_users(out, n, size)
     pages(out, "accounts", ({
         "name": f"Account {i}", "websiteurl": f"https://a{i}.example", "industrycode": 7,
         "industrycode" + FV: "Consulting", "numberofemployees": 100 + i % 900, "revenue": 1e6 + i,
-        "address1_city": "Redmond", "statecode": 0, "modifiedon": "2025-05-01T10:00:00Z",
-        "accountid": guid(1, i)} for i in range(accounts)), size)
-    pages(out, "contacts", ({
-        "firstname": f"First{i}", "lastname": f"Last{i}", "fullname": f"First{i} Last{i}",
-        "emailaddress1": f"person{i}@example.com", "jobtitle": "Director", "telephone1": None,
-        "_parentcustomerid_value" + LT: "account", "_parentcustomerid_value": guid(1, i % accounts),
-        "statecode": 0, "modifiedon": "2025-05-01T16:10:02Z", "contactid": guid(2, i)} for i in range(n)), size)
+        "revenue_base": 1e6 + i, "address1_city": "Redmond", **owner(i, n), "statecode": 0,
+        "modifiedon": "2025-05-01T10:00:00Z", "accountid": guid(1, i)} for i in range(accounts)), size)
+    pages(out, "contacts", (contact(i, n, accounts) for i in range(n)), size)
 
 
 def main():
@@ -71,6 +101,7 @@ def main():
     def opportunity(i):
         contact = i % 2 == 0
         return {"name": f"Opportunity {i}", "description": None, "estimatedvalue": 25000.0 + i,
+                "estimatedvalue_base": 25000.0 + i, **owner(i, n),
                 "estimatedclosedate": "2025-06-30", "closeprobability": 40, "statecode": 0,
                 "statecode" + FV: "Open", "stepname": "1-Qualify", "createdon": "2025-04-01T09:00:00Z",
                 "modifiedon": "2025-05-02T14:03:11Z",
@@ -83,16 +114,12 @@ def main():
         step = max(1, round(1 / change))
         def changed_opportunity(i):
             record = opportunity(i)
-            record.update({"estimatedvalue": 99000.0 + i, "stepname": "2-Develop",
+            record.update({"estimatedvalue": 99000.0 + i, "estimatedvalue_base": 99000.0 + i, "stepname": "2-Develop",
                            "modifiedon": "2025-06-01T08:00:00Z"})
             return record
         pages(out, "opportunities", (changed_opportunity(i) for i in range(0, n, step)), size)
-        pages(out, "contacts", ({
-            "firstname": f"First{i}", "lastname": f"Last{i}", "fullname": f"First{i} Last{i}",
-            "emailaddress1": f"person{i}@example.com", "jobtitle": "Vice President", "telephone1": None,
-            "_parentcustomerid_value" + LT: "account", "_parentcustomerid_value": guid(1, i % accounts),
-            "statecode": 0, "modifiedon": "2025-06-01T08:00:00Z", "contactid": guid(2, i)}
-            for i in range(step // 2, n, step)), size)
+        pages(out, "contacts", (contact(i, n, accounts, "Vice President", "2025-06-01T08:00:00Z")
+                                for i in range(step // 2, n, step)), size)
         return
     pages(out, "opportunities", (opportunity(i) for i in range(n)), size)
     def connections():

@@ -299,9 +299,10 @@ fn full(tx: &Transaction<'_>, config: &Config, schema: &str) -> Result<()> {
 }
 
 /// Indexes of `export_row` left in place while a full evaluation fills the table: an entry's
-/// key is only the object, so rows stored object by object, in rowid order, each append one, and
-/// building the index afterwards would read every row once more for the few it holds.
-const KEPT_WHILE_FILLING: &[&str] = &["export_row_skipped"];
+/// key is only the object, so rows stored object by object, in rowid order, each append one,
+/// where building the index afterwards would read every row once more (`export_row_pending`
+/// holds nearly every row of a first evaluation, `export_row_skipped` few).
+const KEPT_WHILE_FILLING: &[&str] = &["export_row_pending", "export_row_skipped"];
 
 /// Runs `fill` with the indexes of `schema`.export_row dropped (but `KEPT_WHILE_FILLING`), then
 /// builds them again: sorting once is cheaper than millions of B-tree inserts in random key
@@ -412,7 +413,7 @@ fn create_temp_tables(tx: &Transaction<'_>) -> Result<()> {
     tx.execute_batch(
         "CREATE TEMP TABLE IF NOT EXISTS export_row AS SELECT * FROM main.export_row WHERE 0;
          CREATE INDEX IF NOT EXISTS temp.export_row_by_key ON export_row (object, key);
-         CREATE INDEX IF NOT EXISTS temp.export_row_pending ON export_row (object, key) WHERE pending = 1;
+         CREATE INDEX IF NOT EXISTS temp.export_row_pending ON export_row (object) WHERE pending = 1;
          CREATE TEMP TABLE IF NOT EXISTS export_removed AS SELECT * FROM main.export_removed WHERE 0;
          CREATE TEMP TABLE IF NOT EXISTS derived_opportunity AS SELECT * FROM main.derived_opportunity WHERE 0;
          CREATE TEMP TABLE IF NOT EXISTS export_total AS SELECT * FROM main.export_total WHERE 0;",

@@ -5,8 +5,9 @@
 //! The diff is SQL over indexed columns: a row is to send when `pending` (its payload is not the
 //! acknowledged one), unchanged otherwise; skipped when the view gives a reason or it cannot be
 //! carried. The plan holds the counts, the skipped records, the deletes and the batch sizes;
-//! the records to send are read in key order, a chunk at a time (`upserts`), so neither plan nor
-//! push holds the org in memory. Nothing here calls Marketo.
+//! the records to send are read in rowid order (the order a full evaluation stores them in, which
+//! `export_row_pending` keeps), a chunk at a time (`upserts`), so neither plan nor push holds the
+//! org in memory. Nothing here calls Marketo.
 //!
 //! Companies and leads are never deleted (Marketo's own practice for persons). An opportunity is
 //! deleted only when it was deleted in Dynamics (a tombstone) and `on_opportunity_delete` is
@@ -253,11 +254,11 @@ fn push_batches(batches: &mut Vec<Batch>, object: Object, deletes: bool, sizes: 
     }
 }
 
-/// The serialized size of each record to send, in key order (the order push sends them in).
+/// The serialized size of each record to send, in rowid order (the order push sends them in).
 fn upsert_sizes(conn: &Connection, object: Object) -> Result<Vec<usize>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT length(e.payload) + 1 FROM export_row e
-         WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} ORDER BY e.key"
+         WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} ORDER BY e.rowid"
     ))?;
     let sizes = stmt
         .query_map(params![object.name(), MAX_BATCH_BYTES as i64], |r| {
@@ -372,31 +373,34 @@ fn deletes(conn: &Connection, object: Object, config: &Config) -> Result<Vec<Ope
     Ok(operations)
 }
 
-/// Up to `limit` records of `object` to create or update, in key order, after `after`: push
-/// reads the records to send a chunk at a time. Records acknowledged since are no longer
-/// pending and are not read again.
+/// What `upserts` reads: ?1 the object, ?2 the largest payload, ?3 the rowid after which, ?4
+/// how many.
+fn upserts_sql() -> String {
+    format!(
+        "SELECT e.key, e.source_id, e.payload, e.lead_key, a.key IS NOT NULL, e.rowid
+         FROM export_row e LEFT JOIN main.mkto_ack a ON a.object = e.object AND a.key = e.key
+         WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} AND e.rowid > ?3
+         ORDER BY e.rowid LIMIT ?4"
+    )
+}
+
+/// Up to `limit` records of `object` to create or update, in rowid order, after rowid `after`,
+/// with the rowid of the last: push reads the records to send a chunk at a time. Records
+/// acknowledged since are no longer pending and are not read again; push changes no rowid.
 pub(crate) fn upserts(
     conn: &Connection,
     object: Object,
-    after: Option<&str>,
+    after: i64,
     limit: usize,
-) -> Result<Vec<Operation>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT e.key, e.source_id, e.payload, e.lead_key, a.key IS NOT NULL
-         FROM export_row e LEFT JOIN main.mkto_ack a ON a.object = e.object AND a.key = e.key
-         WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} AND e.key > ?3
-         ORDER BY e.key LIMIT ?4"
-    ))?;
+) -> Result<(Vec<Operation>, i64)> {
+    let mut stmt = conn.prepare_cached(&upserts_sql())?;
+    let mut last = after;
     let rows = stmt
         .query_map(
-            params![
-                object.name(),
-                MAX_BATCH_BYTES as i64,
-                after.unwrap_or(""),
-                limit as i64
-            ],
+            params![object.name(), MAX_BATCH_BYTES as i64, after, limit as i64],
             |r| {
                 let acked: bool = r.get(4)?;
+                last = r.get(5)?;
                 Ok(Operation {
                     object,
                     action: if acked {
@@ -414,7 +418,7 @@ pub(crate) fn upserts(
         )?
         .collect::<rusqlite::Result<_>>()
         .with_context(|| format!("reading the {} to send", object.plural()))?;
-    Ok(rows)
+    Ok((rows, last))
 }
 
 #[cfg(test)]
@@ -431,5 +435,69 @@ mod tests {
             "an oversized record still goes alone"
         );
         assert!(batch_sizes(&[]).is_empty());
+    }
+
+    fn db() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::db::configure(&conn).unwrap();
+        crate::db::migrate(&mut conn).unwrap();
+        conn
+    }
+
+    #[test]
+    fn push_reads_the_rows_to_send_a_chunk_at_a_time_in_rowid_order_once_each() {
+        let conn = db();
+        // Keys out of rowid order, one row acknowledged as it is, one skipped, one of another object.
+        conn.execute_batch(
+            r#"INSERT INTO export_row (object, root, key, source_id, payload, skip_reason, pending) VALUES
+                 ('lead', 'c', 'c', 's1', '{"n":1}', NULL, 1),
+                 ('lead', 'a', 'a', 's2', '{"n":2}', NULL, 1),
+                 ('company', 'b', 'b', 's3', '{"n":3}', NULL, 1),
+                 ('lead', 'e', 'e', 's4', '{"n":4}', 'left out', 0),
+                 ('lead', 'b', 'b', 's5', '{"n":5}', NULL, 1),
+                 ('lead', 'd', 'd', 's6', '{"n":6}', NULL, 1);
+               INSERT INTO run (run_id, command, args, started_at) VALUES (1, 'push', '[]', 'now');
+               INSERT INTO mkto_ack (object, key, payload, run_id, acked_at) VALUES
+                 ('lead', 'b', '{"n":5}', 1, 'now'),
+                 ('lead', 'd', '{"n":0}', 1, 'now');"#,
+        )
+        .unwrap();
+        let mut read = Vec::new();
+        let mut after = 0;
+        loop {
+            let (ops, last) = upserts(&conn, Object::Lead, after, 2).unwrap();
+            if ops.is_empty() {
+                break;
+            }
+            assert!(last > after, "the cursor moves on");
+            after = last;
+            read.extend(ops.into_iter().map(|op| (op.key.unwrap(), op.action)));
+        }
+        assert_eq!(
+            read,
+            [
+                ("c".to_string(), Action::Create),
+                ("a".to_string(), Action::Create),
+                ("d".to_string(), Action::Update),
+            ]
+        );
+    }
+
+    #[test]
+    fn push_reads_the_rows_to_send_on_the_pending_index_without_sorting() {
+        let conn = db();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", upserts_sql()))
+            .unwrap()
+            .query_map(params!["lead", 1, 0, 1], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("USING INDEX export_row_pending (object=? AND rowid>?)"),
+            "{plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
 }

@@ -104,16 +104,16 @@ pub(crate) fn push(
             max_in_flight,
         };
         let bar = crate::progress::bar(object.plural(), total as u64);
-        // The records to send, a chunk at a time in key order, the next read while the last
+        // The records to send, a chunk at a time in rowid order, the next read while the last
         // requests of the one before are in flight: memory holds about two chunks, and a record
         // acknowledged meanwhile is no longer pending.
-        let mut after: Option<String> = None;
+        let mut after = 0;
         let mut next_chunk = |conn: &mut Connection, summary: &mut Summary| {
-            let ops = plan::upserts(conn, object, after.as_deref(), CHUNK_RECORDS)?;
-            let Some(last) = ops.last() else {
+            let (ops, last) = plan::upserts(conn, object, after, CHUNK_RECORDS)?;
+            if ops.is_empty() {
                 return Ok(None);
-            };
-            after = last.key.clone();
+            }
+            after = last;
             let outgoing = upsert_records(conn, run_id, object, ops, summary)?;
             batches(conn, run_id, outgoing, summary).map(Some)
         };

@@ -457,7 +457,8 @@ mod tests {
     #[test]
     fn push_reads_the_rows_to_send_a_chunk_at_a_time_in_rowid_order_once_each() {
         let conn = db();
-        // Keys out of rowid order, one row acknowledged as it is, one skipped, one of another object.
+        // Keys out of rowid order; b acknowledged as it is (not sent), d with another payload
+        // (an update), e skipped, and a company between them.
         conn.execute_batch(
             r#"INSERT INTO export_row (object, root, key, source_id, payload, skip_reason, pending) VALUES
                  ('lead', 'c', 'c', 's1', '{"n":1}', NULL, 1),

@@ -60,6 +60,12 @@ SPECS = {
         ("relatedconnectionid", "_relatedconnectionid_value", True),
         ("ismaster", "ismaster", False), ("statecode", "statecode", False),
         ("modifiedon", "modifiedon", False)]),
+    "systemusers": ("systemuser", "systemuserid", [
+        ("fullname", "fullname", False), ("firstname", "firstname", False),
+        ("lastname", "lastname", False), ("internalemailaddress", "internalemailaddress", False),
+        ("title", "title", False), ("mobilephone", "mobilephone", False),
+        ("address1_telephone1", "address1_telephone1", False), ("isdisabled", "isdisabled", False),
+        ("modifiedon", "modifiedon", False)]),
 }
 
 

@@ -245,6 +245,19 @@ pub(crate) fn writer_pid(db: &Path) -> Option<u32> {
     }
 }
 
+/// SQLite's query plan for `sql`, one step a line, for tests that a query is served by an index.
+#[cfg(test)]
+pub(crate) fn query_plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> String {
+    let plan: Vec<String> = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .unwrap()
+        .query_map(params, |r| r.get(3))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    plan.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

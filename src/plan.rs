@@ -494,20 +494,9 @@ mod tests {
         );
     }
 
-    fn query_plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> String {
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap()
-            .query_map(params, |r| r.get(3))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        plan.join("\n")
-    }
-
     #[test]
     fn push_reads_the_rows_to_send_on_the_pending_index_without_sorting() {
-        let plan = query_plan(&db(), &upserts_sql(), params!["lead", 1, 0, 1]);
+        let plan = crate::db::query_plan(&db(), &upserts_sql(), params!["lead", 1, 0, 1]);
         assert!(
             plan.contains("USING INDEX export_row_pending (object=? AND rowid>?)"),
             "{plan}"
@@ -519,7 +508,7 @@ mod tests {
     fn an_idle_plan_counts_on_the_pending_index_not_every_row() {
         // export_row_by_key also serves `key IS NOT NULL` (as a range): chosen, it made an idle
         // plan read every row of every object (1.2 s at 1M opportunities).
-        let plan = query_plan(&db(), &pending_counts_sql(), params!["lead", 1]);
+        let plan = crate::db::query_plan(&db(), &pending_counts_sql(), params!["lead", 1]);
         assert!(
             plan.contains("SEARCH e USING INDEX export_row_pending (object=?)"),
             "{plan}"

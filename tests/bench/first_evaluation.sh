@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # First full evaluation benchmark (issue 9, goal 4): how long the first evaluation of the export
 # rows takes at N opportunities (with N contacts, N/10 accounts, 2N connections and N/1000
-# owning users, gen_pages.py), for one or more builds side by side. The org is staged once; each run copies that staged database (no
-# export rows yet) and pulls one unchanged page into it, which evaluates every export row, and
-# reads the time from `pull -v` ("export rows evaluated in full in ... ms": the views, the
+# owning users, gen_pages.py), for one or more builds side by side. The org is staged once; each
+# run copies that staged database (no export rows yet) and pulls one unchanged page into it,
+# which evaluates every export row, and reads the time from `pull -v` ("export rows evaluated in full in ... ms": the views, the
 # index builds, the counts and the commit with its WAL checkpoint). Runs alternate between the
 # builds, so that the machine's drift falls on all of them; the median of each is printed last.
 #
 # usage: tests/bench/first_evaluation.sh [OPPORTUNITIES] [RUNS] [BIN...]
 #   defaults: 100000 opportunities, 3 runs, this checkout's release build
 #   e.g. tests/bench/first_evaluation.sh 1000000 3 /tmp/oppsync-before target/release/oppsync
-# The builds must share the schema version. Not run by CI: timings are noisy.
+# The first BIN stages the org, so give the oldest first: a newer build migrates the staged
+# copy when it opens it (for 0007, an index on the empty export_row), an older one refuses it.
+# Not run by CI: timings are noisy.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-100000}

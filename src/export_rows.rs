@@ -11,14 +11,19 @@
 //! rows that name the users concerned. `pending` marks what push has to send; triggers on
 //! `mkto_ack` keep it true. `verify` compares the stored rows with a fresh full evaluation.
 //!
-//! Writing commands refresh in one transaction; read-only ones, when the stored rows are not
-//! current, evaluate in full into temp tables that shadow the stored ones.
+//! Writing commands refresh in one transaction, but for a full evaluation, which commits after
+//! each export view (with `built` 0 until the last commit, so that a stopped one is done again)
+//! while a thread of its own copies the committed WAL frames into the database. Read-only
+//! commands, when the stored rows are not current, evaluate in full into temp tables that shadow
+//! the stored ones.
 
 use std::fmt::Write as _;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use rusqlite::{Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction};
 
 use crate::config::Config;
 use crate::object::Object;
@@ -149,7 +154,6 @@ pub(crate) fn refresh(conn: &mut Connection, config: &Config) -> Result<Refreshe
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let how = if built == 0 || stored.as_deref() != Some(definition.as_str()) {
-        full(&tx, config, "main")?;
         Refresh::Full
     } else {
         let dirty: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM export_dirty)", [], |r| {
@@ -158,15 +162,26 @@ pub(crate) fn refresh(conn: &mut Connection, config: &Config) -> Result<Refreshe
         if !dirty {
             Refresh::Current
         } else {
-            match incremental(&tx, config)? {
-                Some(how) => how,
-                None => {
-                    full(&tx, config, "main")?;
-                    Refresh::Full
-                }
-            }
+            incremental(&tx, config)?.unwrap_or(Refresh::Full)
         }
     };
+    if how == Refresh::Full {
+        let checkpoints = Checkpoints::start(&tx)?;
+        tx.execute("UPDATE export_state SET built = 0 WHERE id = 1", [])?;
+        let evaluated = full(&tx, config, "main", checkpoints.as_ref());
+        if let Some(checkpoints) = checkpoints {
+            checkpoints.finish(&tx)?;
+        }
+        if let Err(err) = evaluated {
+            // The step in progress is rolled back, but the temp tables the steps before it
+            // committed would shadow the views for the rest of this connection's life.
+            drop(tx);
+            let tx = conn.transaction()?;
+            drop_materialized(&tx)?;
+            tx.commit()?;
+            return Err(err);
+        }
+    }
     if how != Refresh::Current {
         tx.execute("DELETE FROM export_dirty", [])?;
         tx.execute(
@@ -210,7 +225,7 @@ pub(crate) fn evaluate_temporary(conn: &mut Connection, config: &Config) -> Resu
         return Ok(());
     }
     let tx = conn.transaction()?;
-    full(&tx, config, "temp")?;
+    full(&tx, config, "temp", None)?;
     tx.commit()?;
     Ok(())
 }
@@ -218,8 +233,14 @@ pub(crate) fn evaluate_temporary(conn: &mut Connection, config: &Config) -> Resu
 /// Every row evaluated from the views, into `schema`.export_row, with `export_removed` rebuilt.
 /// Rule views become indexed temp tables in file order; each export view is stored straight
 /// into `export_row` and, when a later view reads it, shadowed by the columns read back from
-/// the stored rows, so that no export row is written twice.
-fn full(tx: &Transaction<'_>, config: &Config, schema: &str) -> Result<()> {
+/// the stored rows, so that no export row is written twice. With `checkpoints`, what is stored
+/// is committed after each export view and handed to them to copy into the database.
+fn full(
+    tx: &Transaction<'_>,
+    config: &Config,
+    schema: &str,
+    checkpoints: Option<&Checkpoints>,
+) -> Result<()> {
     if schema == "temp" {
         create_temp_tables(tx)?;
     }
@@ -251,6 +272,9 @@ fn full(tx: &Transaction<'_>, config: &Config, schema: &str) -> Result<()> {
                     evaluating.elapsed().as_millis()
                 ));
                 rows.push((object, inserted));
+                if let Some(checkpoints) = checkpoints {
+                    checkpoints.commit_step(tx)?;
+                }
             }
             Ok(())
         })
@@ -306,26 +330,37 @@ const KEPT_WHILE_FILLING: &[&str] = &["export_row_pending", "export_row_skipped"
 
 /// Runs `fill` with the indexes of `schema`.export_row dropped (but `KEPT_WHILE_FILLING`), then
 /// builds them again: sorting once is cheaper than millions of B-tree inserts in random key
-/// order.
+/// order. In `main`, the dropped ones are noted in `export_index_aside` first, since the fill
+/// may commit: a full evaluation stopped before the end leaves them there, and the next one
+/// builds them too.
 fn without_indexes(
     tx: &Transaction<'_>,
     schema: &str,
     fill: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
-    let indexes: Vec<(String, String)> = {
-        let mut stmt = tx.prepare(&format!(
-            "SELECT name, sql FROM {schema}.sqlite_master
-             WHERE type = 'index' AND tbl_name = 'export_row' AND sql IS NOT NULL"
-        ))?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?
+    let index_sql = |sql: &str| -> Result<Vec<(String, String)>> {
+        let mut stmt = tx.prepare(sql)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     };
-    let indexes: Vec<_> = indexes
-        .into_iter()
-        .filter(|(name, _)| !KEPT_WHILE_FILLING.contains(&name.as_str()))
-        .collect();
+    let mut indexes: Vec<(String, String)> = index_sql(&format!(
+        "SELECT name, sql FROM {schema}.sqlite_master
+         WHERE type = 'index' AND tbl_name = 'export_row' AND sql IS NOT NULL"
+    ))?
+    .into_iter()
+    .filter(|(name, _)| !KEPT_WHILE_FILLING.contains(&name.as_str()))
+    .collect();
+    if schema == "main" {
+        for (name, sql) in &indexes {
+            tx.execute(
+                "INSERT OR REPLACE INTO main.export_index_aside (name, sql) VALUES (?1, ?2)",
+                [name, sql],
+            )?;
+        }
+        indexes = index_sql("SELECT name, sql FROM main.export_index_aside ORDER BY name")?;
+    }
     for (name, _) in &indexes {
-        tx.execute_batch(&format!("DROP INDEX {schema}.\"{name}\";"))?;
+        tx.execute_batch(&format!("DROP INDEX IF EXISTS {schema}.\"{name}\";"))?;
     }
     fill()?;
     let started = Instant::now();
@@ -334,11 +369,83 @@ fn without_indexes(
         let sql = sql.replacen("INDEX ", &format!("INDEX {schema}."), 1);
         tx.execute_batch(&sql)?;
     }
+    if schema == "main" {
+        tx.execute("DELETE FROM main.export_index_aside", [])?;
+    }
     crate::progress::detail(&format!(
         "built the indexes of {schema}.export_row in {} ms",
         started.elapsed().as_millis()
     ));
     Ok(())
+}
+
+/// Copies the WAL frames a full evaluation commits into the database file on a thread of its
+/// own, while the evaluation goes on, instead of all of them at the last commit (at 1M
+/// opportunities, 2.3 GB of rows and indexes: the last commit took 8-9 s, most of it that copy
+/// and its fsyncs). The connection's own automatic checkpoints are off meanwhile; `finish` puts
+/// them back before the last commit, which copies what is left, as any commit does.
+struct Checkpoints {
+    requests: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+    autocheckpoint: i64,
+}
+
+impl Checkpoints {
+    /// Starts the thread, on a connection of its own to the database of `tx`; `None` when there
+    /// is nothing to copy (a database in memory, or one not in WAL mode).
+    fn start(tx: &Transaction<'_>) -> Result<Option<Checkpoints>> {
+        let mode: String = tx.query_row("PRAGMA main.journal_mode", [], |r| r.get(0))?;
+        let path = tx.path().filter(|p| !p.is_empty()).map(str::to_string);
+        let Some(path) = path.filter(|_| mode.eq_ignore_ascii_case("wal")) else {
+            return Ok(None);
+        };
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .with_context(|| format!("opening {path} to copy its WAL"))?;
+        let autocheckpoint: i64 = tx.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?;
+        tx.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let (requests, asked) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            while asked.recv().is_ok() {
+                while asked.try_recv().is_ok() {}
+                let started = Instant::now();
+                // PASSIVE never waits and never blocks the writer; frames it cannot copy now
+                // are copied by the next request, or by the last commit.
+                let copied = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                });
+                crate::progress::detail(&match copied {
+                    Ok((frames, done)) => format!(
+                        "copied {done} of {frames} WAL frames into the database in {} ms",
+                        started.elapsed().as_millis()
+                    ),
+                    Err(err) => format!("copying the WAL into the database: {err}"),
+                });
+            }
+        });
+        Ok(Some(Checkpoints {
+            requests,
+            thread,
+            autocheckpoint,
+        }))
+    }
+
+    /// Commits what `tx` stored so far, and has the thread copy it.
+    fn commit_step(&self, tx: &Transaction<'_>) -> Result<()> {
+        // The transaction goes on: `tx` commits or rolls back whatever follows.
+        tx.execute_batch("COMMIT; BEGIN IMMEDIATE;")
+            .context("committing the export rows stored so far")?;
+        // A thread that ended (it never does but by panicking) just leaves the copy to the end.
+        let _ = self.requests.send(());
+        Ok(())
+    }
+
+    /// Waits for the copy in progress, and puts the automatic checkpoints back.
+    fn finish(self, tx: &Transaction<'_>) -> Result<()> {
+        drop(self.requests);
+        let _ = self.thread.join();
+        tx.pragma_update(None, "wal_autocheckpoint", self.autocheckpoint)?;
+        Ok(())
+    }
 }
 
 /// Runs `work` with SQLite allowed helper threads for sorting: a full evaluation is mostly
@@ -724,7 +831,7 @@ pub(crate) struct Difference {
 /// removed keys, the derived counts per opportunity and the totals. Empty when they agree.
 pub(crate) fn verify(conn: &mut Connection, config: &Config) -> Result<Vec<Difference>> {
     let tx = conn.transaction()?;
-    full(&tx, config, "temp")?;
+    full(&tx, config, "temp", None)?;
     let mut differences = Vec::new();
     let columns =
         "object, root, key, source_id, payload, skip_reason, lead_key, sales_person_id, pending";

@@ -400,6 +400,16 @@ fn db() -> Connection {
     let mut conn = Connection::open_in_memory().unwrap();
     crate::db::configure(&conn).unwrap();
     crate::db::migrate(&mut conn).unwrap();
+    with_rules_and_a_run(conn)
+}
+
+/// A database in a file in WAL mode, as `oppsync` opens one: a full evaluation commits as it
+/// goes there.
+fn file_db(dir: &tempfile::TempDir) -> Connection {
+    with_rules_and_a_run(crate::db::open(&dir.path().join("oppsync.db")).unwrap())
+}
+
+fn with_rules_and_a_run(mut conn: Connection) -> Connection {
     let config = Config::default();
     crate::rules::install(&mut conn, &config.rules, &config.export).unwrap();
     conn.execute(
@@ -572,6 +582,72 @@ fn verify_names_a_stored_row_that_no_longer_matches() {
             ("fresh only", "opportunity", Some(key.as_str()))
         ]
     );
+}
+
+/// The indexes of `export_row`, by name.
+fn export_row_indexes(conn: &Connection) -> Vec<String> {
+    conn.prepare(
+        "SELECT name FROM main.sqlite_master
+         WHERE type = 'index' AND tbl_name = 'export_row' AND sql IS NOT NULL ORDER BY name",
+    )
+    .unwrap()
+    .query_map([], |r| r.get(0))
+    .unwrap()
+    .collect::<rusqlite::Result<_>>()
+    .unwrap()
+}
+
+#[test]
+fn a_full_evaluation_stopped_after_a_commit_is_done_again_and_builds_every_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = file_db(&dir);
+    stage(&mut conn, &account_0());
+    stage(&mut conn, &opportunity_of_account_0(0));
+    let indexes = export_row_indexes(&conn);
+    let mut config = Config::default();
+    config
+        .mapping
+        .opportunity
+        .insert("expectedRevenue".into(), "estimatedvalue".into());
+    // The opportunity's raw record made unreadable: merging its mapping fails, after the
+    // companies were stored and committed.
+    let raw: String = conn
+        .query_row("SELECT raw FROM opportunity", [], |r| r.get(0))
+        .unwrap();
+    conn.execute("UPDATE opportunity SET raw = 'not json'", [])
+        .unwrap();
+    let err = refresh(&mut conn, &config).unwrap_err();
+    assert!(format!("{err:#}").contains("mkto_opportunity"), "{err:#}");
+
+    let count =
+        |conn: &Connection, sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count(&conn, "SELECT built FROM export_state"), 0);
+    let stored = "SELECT count(*) FROM export_row WHERE object = ";
+    assert_eq!(count(&conn, &format!("{stored} 'company'")), 1);
+    assert_eq!(count(&conn, &format!("{stored} 'opportunity'")), 0);
+    let kept: Vec<String> = KEPT_WHILE_FILLING.iter().map(|n| n.to_string()).collect();
+    assert_eq!(export_row_indexes(&conn), kept, "the others were dropped");
+    let aside: Vec<String> = conn
+        .prepare("SELECT name FROM export_index_aside ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let dropped: Vec<String> = indexes
+        .iter()
+        .filter(|n| !kept.contains(n))
+        .cloned()
+        .collect();
+    assert_eq!(aside, dropped, "and noted");
+    assert!(!is_current(&conn, &config).unwrap());
+
+    conn.execute("UPDATE opportunity SET raw = ?1", [&raw])
+        .unwrap();
+    assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Full);
+    assert_eq!(export_row_indexes(&conn), indexes);
+    assert_eq!(count(&conn, "SELECT count(*) FROM export_index_aside"), 0);
+    assert!(verify(&mut conn, &config).unwrap().is_empty());
 }
 
 /// What a refresh made of this connection's temp schema: tables and views other than the

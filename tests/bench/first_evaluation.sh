@@ -3,9 +3,10 @@
 # rows takes at N opportunities (with N contacts, N/10 accounts, 2N connections and N/1000
 # owning users, gen_pages.py), for one or more builds side by side. The org is staged once; each
 # run copies that staged database (no export rows yet) and pulls one unchanged page into it,
-# which evaluates every export row, and reads the time from `pull -v` ("export rows evaluated in full in ... ms": the views, the
-# index builds, the counts and the commit with its WAL checkpoint). Runs alternate between the
-# builds, so that the machine's drift falls on all of them; the median of each is printed last.
+# which evaluates every export row, and reads the time from `pull -v` ("export rows evaluated in
+# full in ... ms": the views, the index builds, the counts and the commits with their WAL
+# checkpoints). Runs alternate between the builds, so that the machine's drift falls on all of
+# them; the median of each is printed last.
 #
 # usage: tests/bench/first_evaluation.sh [OPPORTUNITIES] [RUNS] [BIN...]
 #   defaults: 100000 opportunities, 3 runs, this checkout's release build

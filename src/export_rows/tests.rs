@@ -586,15 +586,21 @@ fn verify_names_a_stored_row_that_no_longer_matches() {
 
 /// The indexes of `export_row`, by name.
 fn export_row_indexes(conn: &Connection) -> Vec<String> {
-    conn.prepare(
+    texts(
+        conn,
         "SELECT name FROM main.sqlite_master
          WHERE type = 'index' AND tbl_name = 'export_row' AND sql IS NOT NULL ORDER BY name",
     )
-    .unwrap()
-    .query_map([], |r| r.get(0))
-    .unwrap()
-    .collect::<rusqlite::Result<_>>()
-    .unwrap()
+}
+
+/// The one text column of every row `sql` gives.
+fn texts(conn: &Connection, sql: &str) -> Vec<String> {
+    conn.prepare(sql)
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
 }
 
 #[test]
@@ -627,13 +633,7 @@ fn a_full_evaluation_stopped_after_a_commit_is_done_again_and_builds_every_index
     assert_eq!(count(&conn, &format!("{stored} 'opportunity'")), 0);
     let kept: Vec<String> = KEPT_WHILE_FILLING.iter().map(|n| n.to_string()).collect();
     assert_eq!(export_row_indexes(&conn), kept, "the others were dropped");
-    let aside: Vec<String> = conn
-        .prepare("SELECT name FROM export_index_aside ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
+    let aside = texts(&conn, "SELECT name FROM export_index_aside ORDER BY name");
     let dropped: Vec<String> = indexes
         .iter()
         .filter(|n| !kept.contains(n))
@@ -653,15 +653,11 @@ fn a_full_evaluation_stopped_after_a_commit_is_done_again_and_builds_every_index
 /// What a refresh made of this connection's temp schema: tables and views other than the
 /// stored ones' stand-ins.
 fn temp_objects(conn: &Connection) -> Vec<String> {
-    conn.prepare(
+    texts(
+        conn,
         "SELECT type || ' ' || name FROM temp.sqlite_master
          WHERE type IN ('table', 'view') ORDER BY type, name",
     )
-    .unwrap()
-    .query_map([], |r| r.get(0))
-    .unwrap()
-    .collect::<rusqlite::Result<_>>()
-    .unwrap()
 }
 
 #[test]

@@ -11,11 +11,11 @@
 //! rows that name the users concerned. `pending` marks what push has to send; triggers on
 //! `mkto_ack` keep it true. `verify` compares the stored rows with a fresh full evaluation.
 //!
-//! Writing commands refresh in one transaction, but for a full evaluation, which commits after
-//! each export view (with `built` 0 until the last commit, so that a stopped one is done again)
-//! while a thread of its own copies the committed WAL frames into the database. Read-only
-//! commands, when the stored rows are not current, evaluate in full into temp tables that shadow
-//! the stored ones.
+//! Writing commands refresh: a partial refresh in one transaction; a full evaluation commits
+//! after each export view (`built` stays 0 until its last commit, so that one stopped midway is
+//! done again) while a thread of its own copies the committed WAL frames into the database.
+//! Read-only commands, when the stored rows are not current, evaluate in full into temp tables
+//! that shadow the stored ones.
 
 use std::fmt::Write as _;
 use std::sync::mpsc;

@@ -169,9 +169,7 @@ pub(crate) fn refresh(conn: &mut Connection, config: &Config) -> Result<Refreshe
         let checkpoints = Checkpoints::start(&tx)?;
         tx.execute("UPDATE export_state SET built = 0 WHERE id = 1", [])?;
         let evaluated = full(&tx, config, "main", checkpoints.as_ref());
-        if let Some(checkpoints) = checkpoints {
-            checkpoints.finish(&tx)?;
-        }
+        let finished = checkpoints.map_or(Ok(()), |checkpoints| checkpoints.finish(&tx));
         if let Err(err) = evaluated {
             // The step in progress is rolled back, but the temp tables the steps before it
             // committed would shadow the views for the rest of this connection's life.
@@ -181,6 +179,7 @@ pub(crate) fn refresh(conn: &mut Connection, config: &Config) -> Result<Refreshe
             tx.commit()?;
             return Err(err);
         }
+        finished?;
     }
     if how != Refresh::Current {
         tx.execute("DELETE FROM export_dirty", [])?;

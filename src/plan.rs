@@ -448,10 +448,7 @@ mod tests {
     }
 
     fn db() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::db::configure(&conn).unwrap();
-        crate::db::migrate(&mut conn).unwrap();
-        conn
+        crate::db::open_scratch().unwrap()
     }
 
     #[test]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes a synthetic Dynamics export as Web API pages, for the pull benchmark.
 
-usage: gen_pages.py OUT_DIR OPPORTUNITIES [PAGE_SIZE] [--change FRACTION]
+usage: gen_pages.py OUT_DIR OPPORTUNITIES [PAGE_SIZE] [--change FRACTION] [--scattered-ids]
 
 Per opportunity: one contact (half of them the customer, with an account parent), one
 stakeholder connection pair; one account per ten opportunities. Every account, contact and
@@ -13,10 +13,19 @@ API maximum), with the annotations the real service sends.
 With --change FRACTION, writes instead what a delta pull of the same org brings after that
 share of it changed: every k-th opportunity (k = 1/FRACTION) with a new amount and stage, and
 as many contacts with a new job title.
+
+Ids are sequential by default (record n of a kind is ...-{n:012x}), so that the text order of
+the ids is the order the pages list the records: lookups by id then read the staging tables in
+order. With --scattered-ids (give it to the delta pages too), each id is a hash of the same
+kind and number instead, in no order, as a real org's ids are in text order: the same org, with
+lookups by id as scattered as they are in production.
 """
+import hashlib
 import json
 import os
 import sys
+
+SCATTERED = False
 
 ORG = "https://bench.crm.dynamics.com/api/data/v9.2/"
 FV = "@OData.Community.Display.V1.FormattedValue"
@@ -24,6 +33,9 @@ LT = "@Microsoft.Dynamics.CRM.lookuplogicalname"
 
 
 def guid(kind, n):
+    if SCATTERED:
+        h = hashlib.md5(f"{kind}/{n}".encode()).hexdigest()
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-8{h[17:20]}-{h[20:32]}"
     return f"{kind:08x}-0000-4000-8000-{n:012x}"
 
 
@@ -85,7 +97,11 @@ def write_accounts_and_contacts(out, n, accounts, size):
 
 
 def main():
+    global SCATTERED
     args = sys.argv[1:]
+    if "--scattered-ids" in args:
+        SCATTERED = True
+        args.remove("--scattered-ids")
     change = None
     if "--change" in args:
         at = args.index("--change")

@@ -286,7 +286,8 @@ fn full(
     tx.execute_batch(&format!(
         "DELETE FROM {schema}.derived_opportunity;
          INSERT INTO {schema}.derived_opportunity (opportunityid, accountid, contact_roles)
-         {DERIVED};"
+         {};",
+        derived("")
     ))?;
     tx.execute_batch(&format!(
         "DELETE FROM {schema}.export_removed;
@@ -509,10 +510,21 @@ fn add_totals(tx: &Transaction<'_>, select: &str, sign: i64) -> Result<()> {
     Ok(())
 }
 
-/// What `derived_opportunity` holds, from the materialized rule views.
-const DERIVED: &str = "SELECT oa.opportunityid, oa.accountid,
-        (SELECT count(*) FROM temp.opportunity_contact_role r WHERE r.opportunityid = oa.opportunityid)
-    FROM temp.opportunity_account oa";
+/// What `derived_opportunity` holds, from the materialized rule views, for the opportunities
+/// `filter` (a WHERE clause on `oa`, or nothing) keeps. Counted by a join grouped by
+/// opportunity rather than a count per opportunity: SQLite then walks both tables' indexes on
+/// opportunityid side by side, in order, where a count per opportunity looked each one up in
+/// the order the opportunities were staged (6.2 s against 2.4 s at 1M opportunities whose ids
+/// are in no order), and the rows come out in the order of `derived_opportunity`'s key.
+fn derived(filter: &str) -> String {
+    format!(
+        "SELECT oa.opportunityid, oa.accountid, count(r.opportunityid)
+         FROM temp.opportunity_account oa
+         LEFT JOIN temp.opportunity_contact_role r ON r.opportunityid = oa.opportunityid
+         {filter}
+         GROUP BY oa.opportunityid"
+    )
+}
 
 /// The same tables as the stored ones, as temp tables of this connection.
 fn create_temp_tables(tx: &Transaction<'_>) -> Result<()> {
@@ -556,10 +568,10 @@ fn materialize_views(tx: &Transaction<'_>, files: &[SqlFile]) -> Result<()> {
 }
 
 /// Whether a refresh reads view `name` after evaluating it: an export view's rows are stored,
-/// and a rule view is read when a later view, or the counts of `DERIVED`, names it. Others
+/// and a rule view is read when a later view, or the counts of `derived`, names it. Others
 /// (`opportunity_role_candidate`, the audit of every claim) are left to the stored view.
 fn read_later(name: &str) -> bool {
-    Object::from_view(name).is_some() || read_by_a_later_view(name) || mentions(DERIVED, name)
+    Object::from_view(name).is_some() || read_by_a_later_view(name) || mentions(&derived(""), name)
 }
 
 /// Whether a view after view `name` in `VIEWS` names it in its SQL.
@@ -741,7 +753,8 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
         "DELETE FROM main.derived_opportunity
          WHERE opportunityid IN (SELECT id FROM temp.target_opportunity);
          INSERT INTO main.derived_opportunity (opportunityid, accountid, contact_roles)
-         {DERIVED} WHERE oa.opportunityid IN (SELECT id FROM temp.target_opportunity);"
+         {};",
+        derived("WHERE oa.opportunityid IN (SELECT id FROM temp.target_opportunity)")
     ))?;
     add_totals(tx, &targeted, 1)?;
 

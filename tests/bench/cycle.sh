@@ -15,7 +15,8 @@
 #
 # usage: tests/bench/cycle.sh [OPPORTUNITIES]   (default 100000)
 # OPPSYNC_BIN=path runs another build (a baseline side by side) instead of building this one.
-# VERIFY=1 also times `oppsync verify` at the end. Not run by CI: timings are noisy.
+# VERIFY=1 also times `oppsync verify` at the end. SCATTERED_IDS=1 gives the org ids in no
+# order (gen_pages.py --scattered-ids), as a real org's are. Not run by CI: timings are noisy.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-100000}
@@ -30,9 +31,9 @@ if [ -z "${OPPSYNC_BIN:-}" ]; then
     cargo build --release --quiet
 fi
 bin=${OPPSYNC_BIN:-$PWD/target/release/oppsync}
-python3 tests/bench/gen_pages.py "$work/full" "$n"
-python3 tests/bench/gen_pages.py "$work/delta-1" "$n" --change 0.01
-python3 tests/bench/gen_pages.py "$work/delta-0.01" "$n" --change 0.0001
+python3 tests/bench/gen_pages.py "$work/full" "$n" ${SCATTERED_IDS:+--scattered-ids}
+python3 tests/bench/gen_pages.py "$work/delta-1" "$n" --change 0.01 ${SCATTERED_IDS:+--scattered-ids}
+python3 tests/bench/gen_pages.py "$work/delta-0.01" "$n" --change 0.0001 ${SCATTERED_IDS:+--scattered-ids}
 printf '[marketo]\nrate_limit_calls = 1000\nrate_limit_window_secs = 1\n' > "$work/oppsync.toml"
 
 "$bin" sim marketo --port 0 --rate-limit-calls 1000000 --daily-quota 100000000 > "$work/sim.out" &
@@ -61,7 +62,9 @@ step "plan" plan
 step "push (first)" -q push
 step "push (idle)" -q push
 step "status" status
-step "explain" explain 00000003-0000-4000-8000-000000000000
+# The first opportunity generated: its id depends on SCATTERED_IDS.
+first_opportunity=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["value"][0]["opportunityid"])' "$work/full/opportunities-00000.json")
+step "explain" explain "$first_opportunity"
 step "pull 1%" -q pull --fixtures "$work/delta-1"
 step "push 1%" -q push
 step "pull 0.01%" -q pull --fixtures "$work/delta-0.01"

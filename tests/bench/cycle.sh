@@ -16,7 +16,7 @@
 # usage: tests/bench/cycle.sh [OPPORTUNITIES]   (default 100000)
 # OPPSYNC_BIN=path runs another build (a baseline side by side) instead of building this one.
 # VERIFY=1 also times `oppsync verify` at the end. SCATTERED_IDS=1 gives the org ids in no
-# order (gen_pages.py --scattered-ids), as a real org's are. Not run by CI: timings are noisy.
+# order (read by gen_pages.py), as a real org's are. Not run by CI: timings are noisy.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-100000}
@@ -31,9 +31,9 @@ if [ -z "${OPPSYNC_BIN:-}" ]; then
     cargo build --release --quiet
 fi
 bin=${OPPSYNC_BIN:-$PWD/target/release/oppsync}
-python3 tests/bench/gen_pages.py "$work/full" "$n" ${SCATTERED_IDS:+--scattered-ids}
-python3 tests/bench/gen_pages.py "$work/delta-1" "$n" --change 0.01 ${SCATTERED_IDS:+--scattered-ids}
-python3 tests/bench/gen_pages.py "$work/delta-0.01" "$n" --change 0.0001 ${SCATTERED_IDS:+--scattered-ids}
+python3 tests/bench/gen_pages.py "$work/full" "$n"
+python3 tests/bench/gen_pages.py "$work/delta-1" "$n" --change 0.01
+python3 tests/bench/gen_pages.py "$work/delta-0.01" "$n" --change 0.0001
 printf '[marketo]\nrate_limit_calls = 1000\nrate_limit_window_secs = 1\n' > "$work/oppsync.toml"
 
 "$bin" sim marketo --port 0 --rate-limit-calls 1000000 --daily-quota 100000000 > "$work/sim.out" &

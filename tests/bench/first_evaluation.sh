@@ -11,7 +11,7 @@
 # usage: tests/bench/first_evaluation.sh [OPPORTUNITIES] [RUNS] [BIN...]
 #   defaults: 100000 opportunities, 3 runs, this checkout's release build
 #   e.g. tests/bench/first_evaluation.sh 1000000 3 /tmp/oppsync-before target/release/oppsync
-# With SCATTERED_IDS=1, the org's ids are in no order (gen_pages.py --scattered-ids), as a real
+# With SCATTERED_IDS=1 (read by gen_pages.py), the org's ids are in no order, as a real
 # org's are; by default they are sequential, which flatters every lookup by id.
 # The first BIN stages the org, so give the oldest first: a newer build migrates the staged
 # copy when it opens it (for 0007, an index on the empty export_row), an older one refuses it.
@@ -31,7 +31,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-python3 tests/bench/gen_pages.py "$work/full" "$n" ${SCATTERED_IDS:+--scattered-ids}
+python3 tests/bench/gen_pages.py "$work/full" "$n"
 mkdir "$work/one"
 cp "$(ls "$work"/full/accounts-*.json | head -1)" "$work/one/"
 "$1" --db "$work/staged.db" -q pull --fixtures "$work/full" || { echo "staging with $1 failed"; exit 1; }

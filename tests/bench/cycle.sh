@@ -49,10 +49,16 @@ calls() {
 step() {
     local label=$1
     shift
-    /usr/bin/time -o "$work/time" -f "%e %M" "$bin" --db "$db" --config "$work/oppsync.toml" "$@" > /dev/null 2>&1 || true
-    read -r seconds rss < "$work/time"
+    local status=0
+    /usr/bin/time -o "$work/time" -f "%e %M" "$bin" --db "$db" --config "$work/oppsync.toml" "$@" > "$work/step.log" 2>&1 || status=$?
+    # time writes "Command exited with non-zero status N" before the figures when it fails.
+    read -r seconds rss < <(tail -1 "$work/time")
     printf '%-22s %8.2f s %8d KiB' "$label" "$seconds" "$rss"
     case $label in push*) printf ' %6d REST calls' "$(calls)" ;; esac
+    # Exit 3 is pull's and push's "done, with records refused": a figure like any other.
+    if [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; then
+        printf '  FAILED (exit %d): %s' "$status" "$(tail -1 "$work/step.log")"
+    fi
     printf '\n'
 }
 

@@ -55,7 +55,7 @@ step() {
     read -r seconds rss < <(tail -1 "$work/time")
     printf '%-22s %8.2f s %8d KiB' "$label" "$seconds" "$rss"
     case $label in push*) printf ' %6d REST calls' "$(calls)" ;; esac
-    # Exit 3 is pull's and push's "done, with records refused": a figure like any other.
+    # Exit 3 is "finished, with a new problem" (a record refused or not sent): a figure too.
     if [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; then
         printf '  FAILED (exit %d): %s' "$status" "$(tail -1 "$work/step.log")"
     fi

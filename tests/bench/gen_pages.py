@@ -16,8 +16,8 @@ as many contacts with a new job title.
 
 Ids are sequential by default (record n of a kind is ...-{n:012x}), so that the text order of
 the ids is the order the pages list the records: lookups by id then read the staging tables in
-order. With --scattered-ids, or SCATTERED_IDS=1 in the environment (which every benchmark in
-tests/bench/ then passes on), each id is a hash of the same kind and number instead, in no
+order. With --scattered-ids, or SCATTERED_IDS=1 in the environment (so that it reaches this
+script from any benchmark in tests/bench/), each id is a hash of the same kind and number, in no
 order, as a real org's ids are in text order: the same org, with lookups by id as scattered as
 they are in production. Give it to the delta pages of the same org too.
 """

@@ -338,15 +338,13 @@ fn without_indexes(
     schema: &str,
     fill: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
-    let index_sql = |sql: &str| -> Result<Vec<(String, String)>> {
-        let mut stmt = tx.prepare(sql)?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    };
-    let mut indexes: Vec<(String, String)> = index_sql(&format!(
-        "SELECT name, sql FROM {schema}.sqlite_master
-         WHERE type = 'index' AND tbl_name = 'export_row' AND sql IS NOT NULL"
-    ))?
+    let mut indexes: Vec<(String, String)> = text_pairs(
+        tx,
+        &format!(
+            "SELECT name, sql FROM {schema}.sqlite_master
+             WHERE type = 'index' AND tbl_name = 'export_row' AND sql IS NOT NULL"
+        ),
+    )?
     .into_iter()
     .filter(|(name, _)| !KEPT_WHILE_FILLING.contains(&name.as_str()))
     .collect();
@@ -357,7 +355,10 @@ fn without_indexes(
                 [name, sql],
             )?;
         }
-        indexes = index_sql("SELECT name, sql FROM main.export_index_aside ORDER BY name")?;
+        indexes = text_pairs(
+            tx,
+            "SELECT name, sql FROM main.export_index_aside ORDER BY name",
+        )?;
     }
     for (name, _) in &indexes {
         tx.execute_batch(&format!("DROP INDEX IF EXISTS {schema}.\"{name}\";"))?;
@@ -605,19 +606,23 @@ fn index_view(tx: &Transaction<'_>, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The two text columns of every row `sql` gives: schema objects' names with their SQL or kind.
+fn text_pairs(tx: &Transaction<'_>, sql: &str) -> Result<Vec<(String, String)>> {
+    let mut stmt = tx.prepare(sql)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Drops every temp table a refresh made (materialized views, subsets, targets) and every
 /// temporary view (views evaluated from their text; a read-only command creates its own again).
 fn drop_materialized(tx: &Transaction<'_>) -> Result<()> {
-    let names: Vec<(String, String)> = {
-        let mut stmt = tx.prepare(
-            "SELECT type, name FROM temp.sqlite_master
-             WHERE (type = 'table'
-                    AND name NOT IN ('export_row', 'export_removed', 'derived_opportunity', 'export_total', 'rule_setting'))
-                OR type = 'view'",
-        )?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?
-    };
+    let names = text_pairs(
+        tx,
+        "SELECT type, name FROM temp.sqlite_master
+         WHERE (type = 'table'
+                AND name NOT IN ('export_row', 'export_removed', 'derived_opportunity', 'export_total', 'rule_setting'))
+            OR type = 'view'",
+    )?;
     // `kind` is sqlite_master's type, 'table' or 'view': the DROP statement's own keyword.
     for (kind, name) in names {
         tx.execute_batch(&format!("DROP {kind} temp.\"{name}\";"))?;

@@ -143,8 +143,11 @@ pub(crate) fn is_current(conn: &Connection, config: &Config) -> Result<bool> {
 }
 
 /// Brings `export_row` up to date, in one transaction: nothing when it is current, the roots a
-/// change touched when that is small, else a full evaluation.
+/// change touched when that is small, else a full evaluation. Staging indexes a pull set aside
+/// (`stage::indexes`) are built first, in a transaction of their own.
 pub(crate) fn refresh(conn: &mut Connection, config: &Config) -> Result<Refreshed> {
+    // The rules and the refresh look staged records up through them.
+    crate::stage::indexes::build_set_aside(conn)?;
     let started = Instant::now();
     let definition = definition(conn, config)?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

@@ -21,6 +21,8 @@ use crate::run::now;
 use crate::source::page::{self, Page};
 use crate::source::strict;
 
+pub(crate) mod indexes;
+
 const LOOKUP_TYPE: &str = "@Microsoft.Dynamics.CRM.lookuplogicalname";
 const FORMATTED: &str = "@OData.Community.Display.V1.FormattedValue";
 

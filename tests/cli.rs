@@ -690,3 +690,39 @@ fn read_only_commands_read_the_export_rows_as_of_the_last_refresh_while_a_pull_i
     assert_eq!(creates(&db), before.as_u64().unwrap() + 1);
     db.run(&["verify"]).expect_code(0);
 }
+
+#[test]
+fn a_first_pull_stopped_midway_leaves_its_indexes_aside_and_the_next_pull_builds_them() {
+    let db = TestDb::new();
+    let pages = db.dir.path().join("first");
+    std::fs::create_dir(&pages).unwrap();
+    std::fs::write(
+        pages.join("1-opportunities.json"),
+        r#"{"@odata.context": "https://org.invalid/api/data/v9.2/$metadata#opportunities",
+            "value": [{"opportunityid": "0b0b0b0b-2c44-ef11-a316-000d3a5c0099", "name": "Staged first"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(pages.join("2-accounts.json"), "{ not json").unwrap();
+    let lookups = "SELECT count(*) FROM sqlite_master WHERE type = 'index'
+                   AND name IN ('opportunity_by_customer', 'contact_by_parent', 'connection_record1')";
+    db.run(&["pull", "--fixtures", pages.to_str().unwrap()])
+        .expect_code(1);
+    assert_eq!(db.count(lookups), 0, "a first pull stages without them");
+    assert!(db.count("SELECT count(*) FROM staging_index_aside") >= 10);
+    // Read-only commands read the staged records all the same.
+    let run = db.run(&["explain", "0b0b0b0b-2c44-ef11-a316-000d3a5c0099"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("Staged first"), "{}", run.stdout);
+    db.run(&["pull", "--fixtures", &scenario("customer-account")])
+        .expect_code(0);
+    assert_eq!(db.count(lookups), 3);
+    assert_eq!(db.count("SELECT count(*) FROM staging_index_aside"), 0);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM export_row
+             WHERE object = 'opportunity' AND key = '0b0b0b0b-2c44-ef11-a316-000d3a5c0099'"
+        ),
+        1
+    );
+    db.run(&["verify"]).expect_code(0);
+}

@@ -239,6 +239,7 @@ pub(crate) fn stage_pages(
     pages: impl Iterator<Item = Result<PageText>>,
     full: bool,
 ) -> Result<Outcome> {
+    set_indexes_aside(ctx)?;
     let mut tally = Tally {
         full,
         ..Tally::default()
@@ -257,6 +258,7 @@ pub(crate) fn stage_pages(
 pub(crate) fn run_live(ctx: &mut Context, full: bool) -> Result<Outcome> {
     let mut api = WebApi::new(&ctx.config.dynamics)?;
     ctx.say(format!("pulling from {}", api.org_url()));
+    set_indexes_aside(ctx)?;
     let mut tally = Tally {
         full,
         ..Tally::default()
@@ -271,6 +273,18 @@ pub(crate) fn run_live(ctx: &mut Context, full: bool) -> Result<Outcome> {
     counts["new_problems"] = ctx.counts["new_problems"].clone();
     ctx.counts = counts;
     Ok(outcome)
+}
+
+/// Sets aside the lookup indexes of the staging tables this pull starts filling from empty; the
+/// refresh that ends the pull builds them (`stage::indexes`).
+fn set_indexes_aside(ctx: &mut Context) -> Result<()> {
+    let n = stage::indexes::set_aside_while_empty(&mut ctx.conn)?;
+    if n > 0 {
+        ctx.detail(format!(
+            "set aside {n} indexes of empty staging tables, to build once they are filled"
+        ));
+    }
+    Ok(())
 }
 
 fn pull_entity_set(

@@ -1,0 +1,143 @@
+//! The staging tables' lookup indexes, set aside while a pull fills tables that were empty.
+//!
+//! A first pull inserts every record of the org, and a real org's ids (and the customers,
+//! parents, owners and connection sides that point at them) come in no order: each insert into
+//! an index keyed by them lands on a leaf of its own, so a page of 5,000 records rewrites
+//! thousands of leaves, which the WAL writes and the checkpoint copies again. The rules and the
+//! refresh need those indexes only once the records are staged, so a pull that begins with a
+//! table empty drops them, notes them in `staging_index_aside`, and builds them after its last
+//! page, from one sort each. Unique indexes stay: they are the upsert's constraint.
+//!
+//! A pull stopped midway leaves the indexes aside; whatever stages next keeps filling without
+//! them, and the next refresh of the export rows builds them (every writing command refreshes
+//! before it reads the rules). Read-only commands read the same rows without them, only slower.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::SPECS;
+
+/// Drops the non-unique indexes of every staging table that holds no record, noting each in
+/// `staging_index_aside`, in one transaction. Returns how many it set aside.
+pub(crate) fn set_aside_while_empty(conn: &mut Connection) -> Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut aside = Vec::new();
+    for spec in SPECS {
+        let empty: bool = tx.query_row(
+            &format!("SELECT NOT EXISTS (SELECT 1 FROM main.{})", spec.table),
+            [],
+            |r| r.get(0),
+        )?;
+        if !empty {
+            continue;
+        }
+        let mut stmt = tx.prepare(
+            "SELECT m.name, m.sql FROM main.sqlite_master m
+             JOIN pragma_index_list(?1, 'main') l ON l.name = m.name
+             WHERE m.type = 'index' AND m.sql IS NOT NULL AND l.\"unique\" = 0
+             ORDER BY m.name",
+        )?;
+        let indexes = stmt
+            .query_map([spec.table], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        aside.extend(indexes);
+    }
+    for (name, sql) in &aside {
+        tx.execute(
+            "INSERT INTO main.staging_index_aside (name, sql) VALUES (?1, ?2)",
+            [name, sql],
+        )?;
+        tx.execute_batch(&format!("DROP INDEX main.\"{name}\";"))?;
+    }
+    tx.commit()
+        .context("setting aside the indexes of empty staging tables")?;
+    Ok(aside.len())
+}
+
+/// Builds the indexes `set_aside_while_empty` dropped, in one transaction, and reports it under
+/// `-v`. Returns how many it built (0, at once, when none is aside).
+pub(crate) fn build_set_aside(conn: &mut Connection) -> Result<usize> {
+    let started = Instant::now();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let aside = {
+        let mut stmt =
+            tx.prepare("SELECT name, sql FROM main.staging_index_aside ORDER BY name")?;
+        stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    if aside.is_empty() {
+        return Ok(0);
+    }
+    for (name, sql) in &aside {
+        tx.execute_batch(sql)
+            .with_context(|| format!("building the staging index {name} set aside"))?;
+    }
+    tx.execute("DELETE FROM main.staging_index_aside", [])?;
+    tx.commit()
+        .context("storing the staging indexes set aside")?;
+    crate::progress::detail(&format!(
+        "built the {} indexes of the staging tables set aside while they filled in {} ms",
+        aside.len(),
+        started.elapsed().as_millis()
+    ));
+    Ok(aside.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (table, name, sql) of every index of the staging tables, in name order; '' for the
+    /// SQL of the indexes SQLite makes for a primary key or a UNIQUE column.
+    fn staging_indexes(conn: &Connection) -> Vec<(String, String, String)> {
+        let tables: Vec<&str> = SPECS.iter().map(|spec| spec.table).collect();
+        let mut stmt = conn
+            .prepare(
+                "SELECT tbl_name, name, coalesce(sql, '') FROM sqlite_master
+                 WHERE type = 'index' ORDER BY name",
+            )
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|(table, _, _): &(String, String, String)| tables.contains(&table.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn empty_tables_lose_their_lookup_indexes_until_built_again() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::db::migrate(&mut conn).unwrap();
+        let before = staging_indexes(&conn);
+        conn.execute_batch(
+            "INSERT INTO run (run_id, command, args, started_at) VALUES (1, 'test', '[]', 'now');
+             INSERT INTO account (accountid, raw, source_file, staged_run, seen_run)
+             VALUES ('a1', '{}', 'accounts.json', 1, 1);",
+        )
+        .unwrap();
+        let set_aside = set_aside_while_empty(&mut conn).unwrap();
+        // What stays: the filled table's indexes, and every table's primary key.
+        let kept: Vec<_> = before
+            .iter()
+            .filter(|(table, _, sql)| table == "account" || sql.is_empty())
+            .cloned()
+            .collect();
+        assert_eq!(staging_indexes(&conn), kept);
+        assert!(kept.iter().any(|(_, name, _)| name == "account_by_owner"));
+        assert_eq!(set_aside, before.len() - kept.len());
+        assert!(set_aside >= 10, "{set_aside}");
+        let noted: i64 = conn
+            .query_row("SELECT count(*) FROM staging_index_aside", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(noted as usize, set_aside);
+        // Again: nothing more to drop, and what is aside stays noted.
+        assert_eq!(set_aside_while_empty(&mut conn).unwrap(), 0);
+        assert_eq!(build_set_aside(&mut conn).unwrap(), set_aside);
+        assert_eq!(staging_indexes(&conn), before);
+        assert_eq!(build_set_aside(&mut conn).unwrap(), 0);
+    }
+}

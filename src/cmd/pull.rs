@@ -46,6 +46,8 @@ struct Tally {
     bar: Option<indicatif::ProgressBar>,
     /// `--full`: the export rows are evaluated in full afterwards.
     full: bool,
+    /// The staging tables this pull has staged a page into (`stage::indexes`).
+    filling: BTreeSet<&'static str>,
 }
 
 impl Tally {
@@ -59,6 +61,19 @@ impl Tally {
     /// Stages one parsed page and reports on it; a requested stop ends the pull before it.
     fn stage_parsed(&mut self, ctx: &mut Context, source: &str, page: &Page<'_>) -> Result<()> {
         crate::stop::check()?;
+        let spec = page.entity_set.as_deref().and_then(stage::spec_for);
+        let filling =
+            spec.filter(|spec| !page.records.is_empty() && self.filling.insert(spec.table));
+        if let Some(spec) = filling {
+            // The first records for this table: empty, it fills faster without its lookup indexes.
+            let n = stage::indexes::set_aside_if_empty(&mut ctx.conn, spec.table)?;
+            if n > 0 {
+                ctx.detail(format!(
+                    "{}: empty, so staged without its {n} lookup indexes, built once the pull is staged",
+                    spec.table
+                ));
+            }
+        }
         let report = stage::stage_page(&mut ctx.conn, ctx.run_id, source, page)?;
         self.record(ctx, source, &report, page.records.is_empty());
         Ok(())
@@ -239,7 +254,6 @@ pub(crate) fn stage_pages(
     pages: impl Iterator<Item = Result<PageText>>,
     full: bool,
 ) -> Result<Outcome> {
-    set_indexes_aside(ctx)?;
     let mut tally = Tally {
         full,
         ..Tally::default()
@@ -258,7 +272,6 @@ pub(crate) fn stage_pages(
 pub(crate) fn run_live(ctx: &mut Context, full: bool) -> Result<Outcome> {
     let mut api = WebApi::new(&ctx.config.dynamics)?;
     ctx.say(format!("pulling from {}", api.org_url()));
-    set_indexes_aside(ctx)?;
     let mut tally = Tally {
         full,
         ..Tally::default()
@@ -273,18 +286,6 @@ pub(crate) fn run_live(ctx: &mut Context, full: bool) -> Result<Outcome> {
     counts["new_problems"] = ctx.counts["new_problems"].clone();
     ctx.counts = counts;
     Ok(outcome)
-}
-
-/// Sets aside the lookup indexes of the staging tables this pull starts filling from empty; the
-/// refresh that ends the pull builds them (`stage::indexes`).
-fn set_indexes_aside(ctx: &mut Context) -> Result<()> {
-    let n = stage::indexes::set_aside_while_empty(&mut ctx.conn)?;
-    if n > 0 {
-        ctx.detail(format!(
-            "set aside {n} indexes of empty staging tables, to build once they are filled"
-        ));
-    }
-    Ok(())
 }
 
 fn pull_entity_set(

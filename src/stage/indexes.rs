@@ -4,9 +4,10 @@
 //! parents, owners and connection sides that point at them) come in no order: each insert into
 //! an index keyed by them lands on a leaf of its own, so a page of 5,000 records rewrites
 //! thousands of leaves, which the WAL writes and the checkpoint copies again. The rules and the
-//! refresh need those indexes only once the records are staged, so a pull that begins with a
-//! table empty drops them, notes them in `staging_index_aside`, and builds them after its last
-//! page, from one sort each. Unique indexes stay: they are the upsert's constraint.
+//! refresh need those indexes only once the records are staged, so a pull about to stage the
+//! first page of a table that is empty drops them, notes them in `staging_index_aside`, and
+//! builds them after its last page, from one sort each. Unique indexes stay: they are the
+//! upsert's constraint. Tables a pull stages nothing into are left alone.
 //!
 //! A pull stopped midway leaves the indexes aside; whatever stages next keeps filling without
 //! them, and the next refresh of the export rows builds them (every writing command refreshes
@@ -17,35 +18,30 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::SPECS;
-
-/// Drops the non-unique indexes of every staging table that holds no record, noting each in
+/// Drops the non-unique indexes of `table` when it holds no record, noting each in
 /// `staging_index_aside`, in one transaction. Returns how many it set aside.
-pub(crate) fn set_aside_while_empty(conn: &mut Connection) -> Result<usize> {
+pub(crate) fn set_aside_if_empty(conn: &mut Connection, table: &str) -> Result<usize> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut aside = Vec::new();
-    for spec in SPECS {
-        let empty: bool = tx.query_row(
-            &format!("SELECT NOT EXISTS (SELECT 1 FROM main.{})", spec.table),
-            [],
-            |r| r.get(0),
-        )?;
-        if !empty {
-            continue;
-        }
+    let empty: bool = tx.query_row(
+        &format!("SELECT NOT EXISTS (SELECT 1 FROM main.\"{table}\")"),
+        [],
+        |r| r.get(0),
+    )?;
+    if !empty {
+        return Ok(0);
+    }
+    let aside = {
         let mut stmt = tx.prepare(
             "SELECT m.name, m.sql FROM main.sqlite_master m
              JOIN pragma_index_list(?1, 'main') l ON l.name = m.name
              WHERE m.type = 'index' AND m.sql IS NOT NULL AND l.\"unique\" = 0
              ORDER BY m.name",
         )?;
-        let indexes = stmt
-            .query_map([spec.table], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        aside.extend(indexes);
-    }
+        stmt.query_map([table], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+    };
     for (name, sql) in &aside {
         tx.execute(
             "INSERT INTO main.staging_index_aside (name, sql) VALUES (?1, ?2)",
@@ -54,11 +50,11 @@ pub(crate) fn set_aside_while_empty(conn: &mut Connection) -> Result<usize> {
         tx.execute_batch(&format!("DROP INDEX main.\"{name}\";"))?;
     }
     tx.commit()
-        .context("setting aside the indexes of empty staging tables")?;
+        .with_context(|| format!("setting aside the indexes of {table}, empty"))?;
     Ok(aside.len())
 }
 
-/// Builds the indexes `set_aside_while_empty` dropped, in one transaction, and reports it under
+/// Builds the indexes `set_aside_if_empty` dropped, in one transaction, and reports it under
 /// `-v`. Returns how many it built (0, at once, when none is aside).
 pub(crate) fn build_set_aside(conn: &mut Connection) -> Result<usize> {
     let started = Instant::now();
@@ -90,6 +86,7 @@ pub(crate) fn build_set_aside(conn: &mut Connection) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stage::SPECS;
 
     /// (table, name, sql) of every index of the staging tables, in name order; '' for the
     /// SQL of the indexes SQLite makes for a primary key or a UNIQUE column.
@@ -119,7 +116,10 @@ mod tests {
              VALUES ('a1', '{}', 'accounts.json', 1, 1);",
         )
         .unwrap();
-        let set_aside = set_aside_while_empty(&mut conn).unwrap();
+        let set_aside = SPECS
+            .iter()
+            .map(|spec| set_aside_if_empty(&mut conn, spec.table).unwrap())
+            .sum::<usize>();
         // What stays: the filled table's indexes, and every table's primary key.
         let kept: Vec<_> = before
             .iter()
@@ -135,7 +135,8 @@ mod tests {
             .unwrap();
         assert_eq!(noted as usize, set_aside);
         // Again: nothing more to drop, and what is aside stays noted.
-        assert_eq!(set_aside_while_empty(&mut conn).unwrap(), 0);
+        assert_eq!(set_aside_if_empty(&mut conn, "opportunity").unwrap(), 0);
+        assert_eq!(set_aside_if_empty(&mut conn, "account").unwrap(), 0);
         assert_eq!(build_set_aside(&mut conn).unwrap(), set_aside);
         assert_eq!(staging_indexes(&conn), before);
         assert_eq!(build_set_aside(&mut conn).unwrap(), 0);

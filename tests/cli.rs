@@ -2,13 +2,28 @@
 //! status, reruns and what a failed pull leaves behind.
 
 use std::fs::OpenOptions;
+use std::path::PathBuf;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::util::{BIN, TestDb, fixtures};
 
 fn scenario(name: &str) -> String {
     fixtures().join(name).display().to_string()
+}
+
+/// A fixture folder whose first page stages opportunity 0b0b0b0b-...0099 named `name`, and whose
+/// second is not JSON, so that a pull of it stops after staging the first.
+fn one_opportunity_then_a_broken_page(db: &TestDb, name: &str) -> PathBuf {
+    let pages = db.dir.path().join("unfinished");
+    std::fs::create_dir(&pages).unwrap();
+    let page = json!({
+        "@odata.context": "https://org.invalid/api/data/v9.2/$metadata#opportunities",
+        "value": [{"opportunityid": "0b0b0b0b-2c44-ef11-a316-000d3a5c0099", "name": name}]
+    });
+    std::fs::write(pages.join("1-opportunities.json"), page.to_string()).unwrap();
+    std::fs::write(pages.join("2-accounts.json"), "{ not json").unwrap();
+    pages
 }
 
 #[test]
@@ -660,15 +675,7 @@ fn read_only_commands_read_the_export_rows_as_of_the_last_refresh_while_a_pull_i
     };
     let before = creates(&db);
     // A pull that stages one new opportunity, then fails on its next page before refreshing.
-    let pages = db.dir.path().join("unfinished");
-    std::fs::create_dir(&pages).unwrap();
-    std::fs::write(
-        pages.join("1-opportunities.json"),
-        r#"{"@odata.context": "https://org.invalid/api/data/v9.2/$metadata#opportunities",
-            "value": [{"opportunityid": "0b0b0b0b-2c44-ef11-a316-000d3a5c0099", "name": "Staged, not refreshed"}]}"#,
-    )
-    .unwrap();
-    std::fs::write(pages.join("2-accounts.json"), "{ not json").unwrap();
+    let pages = one_opportunity_then_a_broken_page(&db, "Staged, not refreshed");
     db.run(&["pull", "--fixtures", pages.to_str().unwrap()])
         .expect_code(1);
     assert_eq!(
@@ -694,15 +701,7 @@ fn read_only_commands_read_the_export_rows_as_of_the_last_refresh_while_a_pull_i
 #[test]
 fn a_first_pull_stopped_midway_leaves_its_indexes_aside_and_the_next_pull_builds_them() {
     let db = TestDb::new();
-    let pages = db.dir.path().join("first");
-    std::fs::create_dir(&pages).unwrap();
-    std::fs::write(
-        pages.join("1-opportunities.json"),
-        r#"{"@odata.context": "https://org.invalid/api/data/v9.2/$metadata#opportunities",
-            "value": [{"opportunityid": "0b0b0b0b-2c44-ef11-a316-000d3a5c0099", "name": "Staged first"}]}"#,
-    )
-    .unwrap();
-    std::fs::write(pages.join("2-accounts.json"), "{ not json").unwrap();
+    let pages = one_opportunity_then_a_broken_page(&db, "Staged first");
     let index = |name: &str| {
         db.count(&format!(
             "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = '{name}'"

@@ -7,7 +7,7 @@
 //! Afterwards staging triggers note what a pull changed (`export_dirty`); a refresh turns that
 //! into the roots to re-evaluate (`sql/refresh/1_targets.sql`), shadows the staging tables with
 //! just the records those roots depend on (`2_subset.sql`), evaluates the same views over them
-//! and replaces the rows of those roots. Sales persons are then re-evaluated from the stored
+//! and replaces the rows of those roots that differ. Sales persons are then re-evaluated from the stored
 //! rows that name the users concerned. `pending` marks what push has to send; triggers on
 //! `mkto_ack` keep it true. `verify` compares the stored rows with a fresh full evaluation.
 //!

@@ -245,6 +245,18 @@ pub(crate) fn writer_pid(db: &Path) -> Option<u32> {
     }
 }
 
+/// The two text columns of every row `sql` gives with `params`: schema objects' names with
+/// their SQL or kind, as the code that sets indexes aside and drops temp tables reads them.
+pub(crate) fn text_pairs(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params, |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// SQLite's query plan for `sql`, one step a line, for tests that a query is served by an index.
 #[cfg(test)]
 pub(crate) fn query_plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> String {

@@ -7,8 +7,8 @@
 //! Afterwards staging triggers note what a pull changed (`export_dirty`); a refresh turns that
 //! into the roots to re-evaluate (`sql/refresh/1_targets.sql`), shadows the staging tables with
 //! just the records those roots depend on (`2_subset.sql`), evaluates the same views over them
-//! and replaces the rows of those roots that differ. Sales persons are then re-evaluated from the stored
-//! rows that name the users concerned. `pending` marks what push has to send; triggers on
+//! and replaces the rows of those roots that differ. Sales persons are then re-evaluated from
+//! the stored rows that name the users concerned. `pending` marks what push has to send; triggers on
 //! `mkto_ack` keep it true. `verify` compares the stored rows with a fresh full evaluation.
 //!
 //! Writing commands refresh: a partial refresh in one transaction; a full evaluation commits
@@ -26,6 +26,7 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction};
 
 use crate::config::Config;
+use crate::db::text_pairs;
 use crate::object::Object;
 use crate::sql::{REFRESH, SqlFile, VIEWS};
 
@@ -358,6 +359,7 @@ fn without_indexes(
             "SELECT name, sql FROM {schema}.sqlite_master
              WHERE type = 'index' AND tbl_name = 'export_row' AND sql IS NOT NULL"
         ),
+        [],
     )?
     .into_iter()
     .filter(|(name, _)| !KEPT_WHILE_FILLING.contains(&name.as_str()))
@@ -372,6 +374,7 @@ fn without_indexes(
         indexes = text_pairs(
             tx,
             "SELECT name, sql FROM main.export_index_aside ORDER BY name",
+            [],
         )?;
     }
     for (name, _) in &indexes {
@@ -620,13 +623,6 @@ fn index_view(tx: &Transaction<'_>, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The two text columns of every row `sql` gives: schema objects' names with their SQL or kind.
-fn text_pairs(tx: &Transaction<'_>, sql: &str) -> Result<Vec<(String, String)>> {
-    let mut stmt = tx.prepare(sql)?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
 /// Drops every temp table a refresh made (materialized views, subsets, targets) and every
 /// temporary view (views evaluated from their text; a read-only command creates its own again).
 fn drop_materialized(tx: &Transaction<'_>) -> Result<()> {
@@ -636,6 +632,7 @@ fn drop_materialized(tx: &Transaction<'_>) -> Result<()> {
          WHERE (type = 'table'
                 AND name NOT IN ('export_row', 'export_removed', 'derived_opportunity', 'export_total', 'rule_setting'))
             OR type = 'view'",
+        [],
     )?;
     // `kind` is sqlite_master's type, 'table' or 'view': the DROP statement's own keyword.
     for (kind, name) in names {
@@ -655,8 +652,8 @@ fn target_table(object: Object) -> (&'static str, &'static str) {
 }
 
 /// Inserts the rows of one export view, read from `from` (the view itself, or a materialized
-/// temp table of it), into `into` (an `export_row` table, or a table of its columns): the root, the view's columns, the
-/// `[mapping.*]` fields merged into the payload with `json_set` (paths and columns bound, never
+/// temp table of it), into `into` (an `export_row` table, or a table of its columns): the root,
+/// the view's columns, the `[mapping.*]` fields merged into the payload with `json_set` (paths and columns bound, never
 /// pasted), and `pending` against `mkto_ack`. With `targets`, only rows whose root is in that
 /// temp table.
 fn insert_rows(
@@ -753,7 +750,8 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
     let (sales_person_view, rule_views) = VIEWS.split_last().expect("VIEWS is not empty");
     materialize_views(tx, rule_views)?;
 
-    // The rows of the target roots, before: their keys decide what may now need deleting.
+    // The stored rows each object's replacement deletes, noted (their keys decide what may now
+    // need deleting in Marketo), and the fresh rows it compares them with.
     tx.execute_batch(&format!(
         "CREATE TEMP TABLE replaced (object TEXT, key TEXT, sales_person_id TEXT);
          CREATE TEMP TABLE fresh_row AS SELECT {ROW_COLUMNS} FROM main.export_row WHERE false;
@@ -895,14 +893,13 @@ pub(crate) fn verify(conn: &mut Connection, config: &Config) -> Result<Vec<Diffe
     let tx = conn.transaction()?;
     full(&tx, config, "temp", None)?;
     let mut differences = Vec::new();
-    let columns = ROW_COLUMNS;
     for (side, left, right) in [
         ("stored only", "main", "temp"),
         ("fresh only", "temp", "main"),
     ] {
         let sql = format!(
-            "SELECT object, key, source_id FROM (SELECT {columns} FROM {left}.export_row
-                 EXCEPT SELECT {columns} FROM {right}.export_row)
+            "SELECT object, key, source_id FROM (SELECT {ROW_COLUMNS} FROM {left}.export_row
+                 EXCEPT SELECT {ROW_COLUMNS} FROM {right}.export_row)
              UNION ALL
              SELECT object, key, '' FROM (SELECT object, key FROM {left}.export_removed
                  EXCEPT SELECT object, key FROM {right}.export_removed)

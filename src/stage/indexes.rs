@@ -18,6 +18,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, TransactionBehavior};
 
+use crate::db::text_pairs;
+
 /// Drops the non-unique indexes of `table` when it holds no record, noting each in
 /// `staging_index_aside`, in one transaction. Returns how many it set aside.
 pub(crate) fn set_aside_if_empty(conn: &mut Connection, table: &str) -> Result<usize> {
@@ -30,18 +32,14 @@ pub(crate) fn set_aside_if_empty(conn: &mut Connection, table: &str) -> Result<u
     if !empty {
         return Ok(0);
     }
-    let aside = {
-        let mut stmt = tx.prepare(
-            "SELECT m.name, m.sql FROM main.sqlite_master m
-             JOIN pragma_index_list(?1, 'main') l ON l.name = m.name
-             WHERE m.type = 'index' AND m.sql IS NOT NULL AND l.\"unique\" = 0
-             ORDER BY m.name",
-        )?;
-        stmt.query_map([table], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?
-    };
+    let aside = text_pairs(
+        &tx,
+        "SELECT m.name, m.sql FROM main.sqlite_master m
+         JOIN pragma_index_list(?1, 'main') l ON l.name = m.name
+         WHERE m.type = 'index' AND m.sql IS NOT NULL AND l.\"unique\" = 0
+         ORDER BY m.name",
+        [table],
+    )?;
     for (name, sql) in &aside {
         tx.execute(
             "INSERT INTO main.staging_index_aside (name, sql) VALUES (?1, ?2)",
@@ -59,12 +57,11 @@ pub(crate) fn set_aside_if_empty(conn: &mut Connection, table: &str) -> Result<u
 pub(crate) fn build_set_aside(conn: &mut Connection) -> Result<usize> {
     let started = Instant::now();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let aside = {
-        let mut stmt =
-            tx.prepare("SELECT name, sql FROM main.staging_index_aside ORDER BY name")?;
-        stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-    };
+    let aside = text_pairs(
+        &tx,
+        "SELECT name, sql FROM main.staging_index_aside ORDER BY name",
+        [],
+    )?;
     if aside.is_empty() {
         return Ok(0);
     }

@@ -7,7 +7,9 @@
 -- FormattedValue, else the default) or staged, live, active and of a stakeholder category.
 -- priority orders the claims to one role: the customer first (0), then the opportunity side of a
 -- reciprocal pair (1), then the other side (2). opportunity_role_candidate and
--- opportunity_contact_role decide between claims to the same role.
+-- opportunity_contact_role decide between claims to the same role. lead_key is the contact's email
+-- key (the lead it is sent as), read here with the rest of the contact so that the views after it
+-- need not look each role's contact up again.
 CREATE VIEW opportunity_role_claim AS
 WITH
 setting AS (
@@ -29,7 +31,8 @@ customer AS (
             WHEN c.deleted_run IS NOT NULL THEN 'contact deleted'
             WHEN c.new_synctomkto = 0 THEN 'contact filtered out (new_synctomkto = false)'
         END AS left_out_reason,
-        0 AS priority
+        0 AS priority,
+        c.email_key AS lead_key
     FROM opportunity_customer oc
     CROSS JOIN setting s
     LEFT JOIN contact c ON c.contactid = oc.customer_id
@@ -62,7 +65,8 @@ stakeholder AS (
                 OR r.category NOT IN (SELECT j.value FROM json_each(s.categories) j)
                 THEN 'role not a stakeholder category (category ' || coalesce(r.category, 'null') || ')'
         END AS left_out_reason,
-        CASE WHEN x.opportunity_is_record1 = 1 THEN 1 ELSE 2 END AS priority
+        CASE WHEN x.opportunity_is_record1 = 1 THEN 1 ELSE 2 END AS priority,
+        c.email_key AS lead_key
     FROM opportunity_connection x
     JOIN opportunity_customer oc ON oc.opportunityid = x.opportunityid
     CROSS JOIN setting s

@@ -5,6 +5,7 @@
 -- opportunity_role_candidate ranks them. Ranking only the claims that stand costs less than
 -- ranking every claim; a window rather than a GROUP BY (cheaper still) lets SQLite push a filter
 -- on opportunityid down into the claims, so that reading one opportunity's roles stays a lookup.
+-- lead_key: the contact's email key, as opportunity_role_claim read it.
 CREATE VIEW opportunity_contact_role AS
 SELECT
     opportunityid,
@@ -12,7 +13,8 @@ SELECT
     role,
     is_primary,
     rule,
-    source_id
+    source_id,
+    lead_key
 FROM (
     SELECT
         claim.*,

@@ -15,16 +15,21 @@ WITH setting AS (
 referenced AS (
     SELECT accountid FROM opportunity_account WHERE accountid IS NOT NULL
     UNION
+    -- The accounts of the leads: role holders with an email, and with `[export] leads =
+    -- "all_in_scope"` every live, in-scope contact with one. Role holders are read from the roles,
+    -- which carry their email key, in contact order beside contact_account's.
+    SELECT ca.accountid
+    FROM opportunity_contact_role r
+    JOIN contact_account ca ON ca.contactid = r.contactid
+    WHERE r.lead_key IS NOT NULL AND ca.accountid IS NOT NULL
+    UNION
     SELECT ca.accountid
     FROM contact_account ca
     JOIN contact c ON c.contactid = ca.contactid
-    WHERE ca.accountid IS NOT NULL
+    WHERE (SELECT leads FROM setting) = 'all_in_scope'
+      AND ca.accountid IS NOT NULL
       AND nullif(trim(c.emailaddress1), '') IS NOT NULL
-      AND (
-          ca.contactid IN (SELECT contactid FROM opportunity_contact_role)
-          OR ((SELECT leads FROM setting) = 'all_in_scope'
-              AND c.deleted_run IS NULL AND coalesce(c.new_synctomkto, 1) <> 0)
-      )
+      AND c.deleted_run IS NULL AND coalesce(c.new_synctomkto, 1) <> 0
     UNION
     SELECT accountid FROM account
     WHERE (SELECT companies FROM setting) = 'all_in_scope'

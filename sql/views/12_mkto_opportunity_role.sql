@@ -11,10 +11,9 @@ WITH role AS (
         r.role,
         r.is_primary,
         r.source_id,
-        nullif(lower(trim(c.emailaddress1)), '') AS lead_key,
+        r.lead_key,
         o.skip_reason AS opportunity_skip_reason
     FROM opportunity_contact_role r
-    JOIN contact c ON c.contactid = r.contactid
     JOIN mkto_opportunity o ON o.key = r.opportunityid
 )
 -- One pass over the roles: a role without a lead key is a group of its own (its source_id), so

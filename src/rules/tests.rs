@@ -407,6 +407,56 @@ fn amounts_come_from_the_base_currency_unless_told_otherwise() {
 }
 
 #[test]
+fn companies_are_the_accounts_of_leads_with_an_email_role_holders_or_all_in_scope() {
+    // Each account is reached only through one contact: the opportunity has no customer, so
+    // opportunity_account names none of them.
+    let mut conn = db();
+    for id in ["a2", "a3", "a4", "a5"] {
+        account(&conn, id);
+    }
+    opportunity(&conn, "o1", None, None, None, None);
+    for (id, account) in [("c2", "a2"), ("c3", "a3"), ("c4", "a4"), ("c5", "a5")] {
+        contact(&conn, id, Some(account), Some("account"));
+    }
+    conn.execute(
+        "UPDATE contact SET emailaddress1 = ' ' || upper(contactid) || '@Example.com ' WHERE contactid <> 'c3'",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE contact SET new_synctomkto = 0 WHERE contactid = 'c5'",
+        [],
+    )
+    .unwrap();
+    connection(&conn, "x2", ("o1", 3, None), ("c2", 2, None), 0);
+    connection(&conn, "x3", ("o1", 3, None), ("c3", 2, None), 0);
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT contactid || ' ' || coalesce(lead_key, '-') FROM opportunity_contact_role ORDER BY 1"
+        ),
+        ["c2 c2@example.com", "c3 -"],
+        "a role carries its contact's email key"
+    );
+    let companies = "SELECT key FROM mkto_company ORDER BY 1";
+    assert_eq!(
+        rows(&conn, companies),
+        ["a2"],
+        "role holders with an email; not c3 (no email), c4 (no role) or c5"
+    );
+    let export = ExportConfig {
+        leads: crate::config::LeadScope::AllInScope,
+        ..ExportConfig::default()
+    };
+    install(&mut conn, &RulesConfig::default(), &export).unwrap();
+    assert_eq!(
+        rows(&conn, companies),
+        ["a2", "a4"],
+        "every in-scope contact with an email; not c5, filtered out"
+    );
+}
+
+#[test]
 fn widening_sends_every_in_scope_contact_with_an_email_and_every_in_scope_account() {
     let mut conn = db();
     account(&conn, "a1");

@@ -848,10 +848,13 @@ fn replace_roots(tx: &Transaction<'_>, config: &Config, object: Object) -> Resul
         Some((table, column)),
     )
     .with_context(|| format!("evaluating {} for the changed records", object.view()))?;
-    let same = "f.object = e.object AND f.root = e.root AND f.key IS e.key
-        AND f.source_id = e.source_id AND f.payload IS e.payload AND f.skip_reason IS e.skip_reason
-        AND f.lead_key IS e.lead_key AND f.sales_person_id IS e.sales_person_id
-        AND f.pending = e.pending";
+    // Every column, so that one added to `export_row` is compared too; IS, as most may be null
+    // (on the others it is =, served by the same index on (object, root)).
+    let same = ROW_COLUMNS
+        .split(", ")
+        .map(|column| format!("f.{column} IS e.{column}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
     tx.execute(
         &format!(
             "CREATE TEMP TABLE stale AS

@@ -76,8 +76,8 @@ pub(crate) enum Refresh {
         leads: usize,
         companies: usize,
     },
-    /// Every row evaluated again (first time, a changed definition, or a large change).
-    Full,
+    /// Every row evaluated again, for this reason.
+    Full(FullBecause),
 }
 
 /// What a refresh did, for the run's counts and `-v`.
@@ -99,7 +99,39 @@ impl Refreshed {
                 "export rows refreshed for {opportunities} opportunities, {leads} leads and {companies} companies in {} ms",
                 self.millis
             ),
-            Refresh::Full => format!("export rows evaluated in full in {} ms", self.millis),
+            Refresh::Full(_) => format!("export rows evaluated in full in {} ms", self.millis),
+        }
+    }
+}
+
+/// Why a refresh evaluates every row rather than the roots a change touched. It is said to
+/// whoever runs the command, since it is the one step whose cost grows with the org: at 1M
+/// opportunities over a minute, where a partial refresh takes seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FullBecause {
+    /// `built` is 0: never evaluated, or the last full evaluation stopped before its end.
+    NoneComplete,
+    /// The definition was cleared (`pull --full`).
+    Asked,
+    /// The views, settings or mappings differ from those the rows were evaluated with.
+    DefinitionChanged,
+    /// The change touches more than `INCREMENTAL_SHARE` of the opportunities.
+    LargeChange,
+}
+
+impl FullBecause {
+    fn describe(self) -> &'static str {
+        match self {
+            FullBecause::NoneComplete => {
+                "no complete evaluation is stored yet (a first pull, or an evaluation stopped before its end)"
+            }
+            FullBecause::Asked => "a full pull asks for one",
+            FullBecause::DefinitionChanged => {
+                "the views, the [rules] or [export] settings or the mappings changed since the stored rows were evaluated"
+            }
+            FullBecause::LargeChange => {
+                "the change touches more than a fifth of the opportunities (a partial refresh would cost more)"
+            }
         }
     }
 }
@@ -166,8 +198,12 @@ pub(crate) fn refresh(conn: &mut Connection, config: &Config) -> Result<Refreshe
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let how = if built == 0 || stored.as_deref() != Some(definition.as_str()) {
-        Refresh::Full
+    let how = if built == 0 {
+        Refresh::Full(FullBecause::NoneComplete)
+    } else if stored.is_none() {
+        Refresh::Full(FullBecause::Asked)
+    } else if stored.as_deref() != Some(definition.as_str()) {
+        Refresh::Full(FullBecause::DefinitionChanged)
     } else {
         let dirty: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM export_dirty)", [], |r| {
             r.get(0)
@@ -175,10 +211,14 @@ pub(crate) fn refresh(conn: &mut Connection, config: &Config) -> Result<Refreshe
         if !dirty {
             Refresh::Current
         } else {
-            incremental(&tx, config)?.unwrap_or(Refresh::Full)
+            incremental(&tx, config)?.unwrap_or(Refresh::Full(FullBecause::LargeChange))
         }
     };
-    if how == Refresh::Full {
+    if let Refresh::Full(because) = how {
+        crate::progress::say(&format!(
+            "evaluating every export row in full: {}",
+            because.describe()
+        ));
         let checkpoints = Checkpoints::start(&tx)?;
         tx.execute("UPDATE export_state SET built = 0 WHERE id = 1", [])?;
         let evaluated = full(&tx, config, "main", checkpoints.as_ref());
@@ -236,6 +276,9 @@ pub(crate) fn evaluate_temporary(conn: &mut Connection, config: &Config) -> Resu
     if has_definition(conn, config)? {
         return Ok(());
     }
+    crate::progress::say(
+        "evaluating every export row for this command only: the stored ones were evaluated with other views, settings or mappings, or not yet (the next pull or push stores them)",
+    );
     let tx = conn.transaction()?;
     full(&tx, config, "temp", None)?;
     tx.commit()?;
@@ -257,6 +300,7 @@ fn full(
         create_temp_tables(tx)?;
     }
     let started = Instant::now();
+    let shown = crate::progress::stages("export rows");
     let mut rows = Vec::new();
     sorting_in_parallel(tx, || {
         without_indexes(tx, schema, || {
@@ -264,9 +308,11 @@ fn full(
             for file in VIEWS {
                 let name = file.view_name();
                 let Some(object) = Object::from_view(name) else {
+                    shown.at(&format!("evaluating {name}"));
                     materialize_views(tx, std::slice::from_ref(file))?;
                     continue;
                 };
+                shown.at(&format!("evaluating and storing {name}"));
                 let evaluating = Instant::now();
                 view_from_text(tx, file)?;
                 let last: i64 = tx.query_row(
@@ -295,6 +341,7 @@ fn full(
                     checkpoints.commit_step(tx)?;
                 }
             }
+            shown.at(&format!("building the indexes of {schema}.export_row"));
             Ok(())
         })
     })?;
@@ -303,6 +350,7 @@ fn full(
         started.elapsed().as_millis()
     ));
     let started = Instant::now();
+    shown.at("counting per opportunity and in total");
     tx.execute_batch(&format!(
         "DELETE FROM {schema}.derived_opportunity;
          INSERT INTO {schema}.derived_opportunity (opportunityid, accountid, contact_roles)

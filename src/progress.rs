@@ -140,3 +140,25 @@ pub(crate) fn spinner(prefix: &str) -> ProgressBar {
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
 }
+
+/// A spinner for one long piece of work that names the stage it is at (a full evaluation of the
+/// export rows: the view it evaluates), cleared when dropped, on an error too, so that the
+/// error is not printed below a spinner left behind. Hidden off a terminal, like the others.
+pub(crate) struct Stages(ProgressBar);
+
+impl Stages {
+    pub(crate) fn at(&self, stage: &str) {
+        self.0.set_message(stage.to_string());
+    }
+}
+
+impl Drop for Stages {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// A spinner of `Stages` for `prefix`.
+pub(crate) fn stages(prefix: &str) -> Stages {
+    Stages(spinner(prefix))
+}

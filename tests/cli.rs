@@ -396,6 +396,70 @@ fn every_view_reads_in_the_sqlite3_cli_that_users_audit_with() {
 }
 
 #[test]
+fn a_full_evaluation_of_the_export_rows_says_why_and_a_partial_refresh_says_nothing() {
+    let db = TestDb::new();
+    let pages = scenario("customer-contact");
+    let rules = "[rules]\ncustomer_contact_role = \"Buyer\"\n";
+    let announced = "evaluating every export row";
+    // (the config in place, the command, what it says about evaluating every export row)
+    let steps: [(&str, Vec<&str>, Option<&str>); 6] = [
+        (
+            "",
+            vec!["pull", "--fixtures", &pages],
+            Some("in full: no complete evaluation is stored yet"),
+        ),
+        ("", vec!["pull", "--fixtures", &pages], None),
+        // With --json the lines go to stderr, and stdout stays one JSON document, -v too.
+        (
+            rules,
+            vec!["-v", "status", "--json"],
+            Some("for this command only"),
+        ),
+        (
+            rules,
+            vec!["pull", "--fixtures", &pages],
+            Some("in full: the views, the [rules] or [export] settings or the mappings changed"),
+        ),
+        (
+            rules,
+            vec!["pull", "--full", "--fixtures", &pages],
+            Some("in full: a full pull asks for one"),
+        ),
+        (rules, vec!["plan"], None),
+    ];
+    for (config, args, says) in steps {
+        std::fs::write(db.dir.path().join("oppsync.toml"), config).unwrap();
+        let run = db.run(&args);
+        run.expect_code(0);
+        let printed = if args.contains(&"--json") {
+            let parsed = serde_json::from_str::<Value>(&run.stdout);
+            assert!(
+                parsed.is_ok(),
+                "{args:?}: not one JSON document:\n{}",
+                run.stdout
+            );
+            &run.stderr
+        } else {
+            &run.stdout
+        };
+        let lines: Vec<&str> = printed
+            .lines()
+            .filter(|line| line.contains(announced))
+            .collect();
+        match says {
+            Some(reason) => assert!(
+                lines.len() == 1 && lines[0].contains(reason),
+                "{args:?} with {config:?} should say {reason:?}:\n{printed}"
+            ),
+            None => assert!(
+                lines.is_empty(),
+                "{args:?} with {config:?} evaluated in full:\n{printed}"
+            ),
+        }
+    }
+}
+
+#[test]
 fn read_only_commands_record_nothing_and_follow_the_current_rules() {
     let db = TestDb::new();
     db.run(&["pull", "--fixtures", &scenario("customer-contact")])

@@ -79,7 +79,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         (false, 0) => Level::Normal,
         (false, _) => Level::Verbose,
     };
-    crate::progress::init(verbosity, json_result);
+    crate::progress::init(verbosity, prints_json(&cli.command));
     let _lock = if writes {
         Some(WriterLock::acquire(&db_path).inspect_err(|err| {
             if json_result {
@@ -166,6 +166,22 @@ fn record_run(
         print_result(&ctx, name, &finished, started);
     }
     result
+}
+
+/// Whether the command prints JSON on stdout (any `--json`), so that its progress lines go to
+/// stderr: `plan --json` that evaluates the export rows first still prints one JSON document.
+fn prints_json(command: &Command) -> bool {
+    match command {
+        Command::Pull(args) => args.json,
+        Command::Plan { json }
+        | Command::Push { json, .. }
+        | Command::Sync { json, .. }
+        | Command::Check { json }
+        | Command::Status { json }
+        | Command::Verify { json }
+        | Command::Explain { json, .. } => *json,
+        Command::Init | Command::Demo | Command::Sim { .. } => false,
+    }
 }
 
 /// Whether the command was asked for its result as one JSON object (`pull`, `push`, `sync`).

@@ -534,7 +534,7 @@ proptest! {
             stage(&mut conn, change);
         }
         let first = refresh(&mut conn, &config).unwrap();
-        prop_assert_eq!(first.how, Refresh::Full);
+        prop_assert_eq!(first.how, Refresh::Full(FullBecause::NoneComplete));
         check(&mut conn, &config, "after the first evaluation")?;
         for (i, round) in rounds.iter().enumerate() {
             acknowledge(&conn, &round.acks);
@@ -556,7 +556,10 @@ proptest! {
 fn a_refresh_with_nothing_staged_since_does_nothing_and_a_new_definition_evaluates_in_full() {
     let mut conn = db_with_opportunity_of_account_0(0);
     let mut config = Config::default();
-    assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Full);
+    assert_eq!(
+        refresh(&mut conn, &config).unwrap().how,
+        Refresh::Full(FullBecause::NoneComplete)
+    );
     assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Current);
     // The same account staged again unchanged leaves nothing to do.
     stage(&mut conn, &account_0());
@@ -565,7 +568,10 @@ fn a_refresh_with_nothing_staged_since_does_nothing_and_a_new_definition_evaluat
         .mapping
         .opportunity
         .insert("expectedRevenue".into(), "estimatedvalue".into());
-    assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Full);
+    assert_eq!(
+        refresh(&mut conn, &config).unwrap().how,
+        Refresh::Full(FullBecause::DefinitionChanged)
+    );
     let payload: String = conn
         .query_row(
             "SELECT payload FROM export_row WHERE object = 'opportunity'",
@@ -575,6 +581,54 @@ fn a_refresh_with_nothing_staged_since_does_nothing_and_a_new_definition_evaluat
         .unwrap();
     assert!(payload.contains("\"expectedRevenue\":0"), "{payload}");
     assert!(verify(&mut conn, &config).unwrap().is_empty());
+}
+
+#[test]
+fn a_full_pull_or_a_change_to_most_opportunities_evaluates_in_full_and_says_so() {
+    let mut conn = db();
+    stage(&mut conn, &account_0());
+    // More opportunities than a partial refresh is ever refused for (1,000), in one page.
+    let text = json!({
+        "@odata.context": "https://org.invalid/api/data/v9.2/$metadata#opportunities",
+        "value": (0..1001).map(|n| opportunity_of_account_0(n).record()).collect::<Vec<_>>(),
+    })
+    .to_string();
+    let page = page::parse("test", &text, None).unwrap();
+    crate::stage::stage_page(&mut conn, 1, "test", &page).unwrap();
+    let config = Config::default();
+    assert_eq!(
+        refresh(&mut conn, &config).unwrap().how,
+        Refresh::Full(FullBecause::NoneComplete)
+    );
+    invalidate(&conn).unwrap();
+    assert_eq!(
+        refresh(&mut conn, &config).unwrap().how,
+        Refresh::Full(FullBecause::Asked)
+    );
+    // Every opportunity points at account 0: filtering it out touches them all.
+    stage(
+        &mut conn,
+        &Change::Account {
+            n: 0,
+            sync: Some(false),
+            owner: None,
+            name: 0,
+        },
+    );
+    assert_eq!(
+        refresh(&mut conn, &config).unwrap().how,
+        Refresh::Full(FullBecause::LargeChange)
+    );
+    assert!(verify(&mut conn, &config).unwrap().is_empty());
+    // One opportunity changed is a partial refresh again.
+    stage(&mut conn, &opportunity_of_account_0(1001));
+    assert!(matches!(
+        refresh(&mut conn, &config).unwrap().how,
+        Refresh::Incremental {
+            opportunities: 1,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -662,7 +716,10 @@ fn a_full_evaluation_stopped_after_a_commit_is_done_again_and_builds_every_index
 
     conn.execute("UPDATE opportunity SET raw = ?1", [&raw])
         .unwrap();
-    assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Full);
+    assert_eq!(
+        refresh(&mut conn, &config).unwrap().how,
+        Refresh::Full(FullBecause::NoneComplete)
+    );
     assert_eq!(export_row_indexes(&conn), indexes);
     assert_eq!(count(&conn, "SELECT count(*) FROM export_index_aside"), 0);
     assert!(verify(&mut conn, &config).unwrap().is_empty());
@@ -684,7 +741,10 @@ fn a_refresh_leaves_no_temp_table_or_view_behind() {
     // later statement; a temp table would hold the connection's memory and disk.
     let mut conn = db_with_opportunity_of_account_0(0);
     let config = Config::default();
-    assert_eq!(refresh(&mut conn, &config).unwrap().how, Refresh::Full);
+    assert!(matches!(
+        refresh(&mut conn, &config).unwrap().how,
+        Refresh::Full(_)
+    ));
     assert_eq!(temp_objects(&conn), Vec::<String>::new());
     stage(&mut conn, &opportunity_of_account_0(1));
     assert!(matches!(

@@ -308,7 +308,10 @@ fn full(
             for file in VIEWS {
                 let name = file.view_name();
                 let Some(object) = Object::from_view(name) else {
-                    shown.at(&format!("evaluating {name}"));
+                    // The views materialize_views evaluates on their own, as it decides.
+                    if read_later(name) && !INLINED.contains(&name) {
+                        shown.at(&format!("evaluating {name}"));
+                    }
                     materialize_views(tx, std::slice::from_ref(file))?;
                     continue;
                 };

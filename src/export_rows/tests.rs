@@ -798,3 +798,47 @@ fn a_partial_refresh_finds_the_contacts_of_a_leads_email_through_an_index() {
         "{plan}"
     );
 }
+
+#[test]
+fn a_full_evaluation_reads_the_skip_reasons_of_companies_and_opportunities_from_an_index() {
+    // Every lead, opportunity and role looks up the skip reason of its company or opportunity.
+    // Read from the shadow's row, each was a page read in no order: at 1M opportunities with
+    // scattered ids, the first evaluation took 74.5-76.1 s instead of 68.5-70.5 s.
+    let mut conn = db_with_opportunity_of_account_0(0);
+    refresh(&mut conn, &Config::default()).unwrap();
+    let tx = conn.transaction().unwrap();
+    let (company_at, _) = VIEWS
+        .iter()
+        .enumerate()
+        .find(|(_, file)| file.view_name() == "mkto_company")
+        .unwrap();
+    materialize_views(&tx, &VIEWS[..company_at]).unwrap();
+    // As a full evaluation goes: each export view in turn, shadowed once stored.
+    shadow_with_stored(&tx, Object::Company, "main", 0).unwrap();
+    for (view, reads, index, stored) in [
+        ("mkto_lead", "payload", "mkto_company_by_key", None),
+        (
+            "mkto_opportunity",
+            "payload",
+            "mkto_company_by_key",
+            Some(Object::Opportunity),
+        ),
+        (
+            "mkto_opportunity_role",
+            "skip_reason",
+            "mkto_opportunity_by_key",
+            None,
+        ),
+    ] {
+        let file = VIEWS.iter().find(|f| f.view_name() == view).unwrap();
+        view_from_text(&tx, file).unwrap();
+        let plan = crate::db::query_plan(&tx, &format!("SELECT {reads} FROM temp.{view}"), []);
+        assert!(
+            plan.contains(&format!("USING COVERING INDEX {index} (key=?")),
+            "{view}:\n{plan}"
+        );
+        if let Some(object) = stored {
+            shadow_with_stored(&tx, object, "main", 0).unwrap();
+        }
+    }
+}

@@ -587,7 +587,7 @@ fn a_refresh_with_nothing_staged_since_does_nothing_and_a_new_definition_evaluat
 fn a_full_pull_or_a_change_to_most_opportunities_evaluates_in_full_and_says_so() {
     let mut conn = db();
     stage(&mut conn, &account_0());
-    // More opportunities than a partial refresh is ever refused for (1,000), in one page.
+    // Over the 1,000 opportunities up to which a refresh is always partial, in one page.
     let text = json!({
         "@odata.context": "https://org.invalid/api/data/v9.2/$metadata#opportunities",
         "value": (0..1001).map(|n| opportunity_of_account_0(n).record()).collect::<Vec<_>>(),

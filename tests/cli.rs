@@ -395,39 +395,52 @@ fn every_view_reads_in_the_sqlite3_cli_that_users_audit_with() {
     }
 }
 
+/// The config in place, the command, the reason it gives for evaluating every export row (None
+/// when it says nothing of it), and a line it prints besides.
+type Step<'a> = (&'a str, Vec<&'a str>, Option<&'a str>, Option<&'a str>);
+
 #[test]
 fn a_full_evaluation_of_the_export_rows_says_why_and_a_partial_refresh_says_nothing() {
     let db = TestDb::new();
-    let pages = scenario("customer-contact");
+    let initial = scenario("demo/1-initial");
+    let changes = scenario("demo/2-changes");
     let rules = "[rules]\ncustomer_contact_role = \"Buyer\"\n";
     let announced = "evaluating every export row";
-    // (the config in place, the command, what it says about evaluating every export row)
-    let steps: [(&str, Vec<&str>, Option<&str>); 6] = [
+    let steps: [Step; 6] = [
         (
             "",
-            vec!["pull", "--fixtures", &pages],
+            vec!["pull", "--fixtures", &initial],
             Some("in full: no complete evaluation is stored yet"),
+            None,
         ),
-        ("", vec!["pull", "--fixtures", &pages], None),
+        (
+            "",
+            vec!["-v", "pull", "--fixtures", &changes],
+            None,
+            Some("export rows refreshed for "),
+        ),
         // With --json the lines go to stderr, and stdout stays one JSON document, -v too.
         (
             rules,
             vec!["-v", "status", "--json"],
             Some("for this command only"),
+            None,
         ),
         (
             rules,
-            vec!["pull", "--fixtures", &pages],
+            vec!["pull", "--fixtures", &changes],
             Some("in full: the views, the [rules] or [export] settings or the mappings changed"),
+            None,
         ),
         (
             rules,
-            vec!["pull", "--full", "--fixtures", &pages],
+            vec!["pull", "--full", "--fixtures", &initial],
             Some("in full: a full pull asks for one"),
+            None,
         ),
-        (rules, vec!["plan"], None),
+        (rules, vec!["plan"], None, None),
     ];
-    for (config, args, says) in steps {
+    for (config, args, says, also) in steps {
         std::fs::write(db.dir.path().join("oppsync.toml"), config).unwrap();
         let run = db.run(&args);
         run.expect_code(0);
@@ -455,6 +468,12 @@ fn a_full_evaluation_of_the_export_rows_says_why_and_a_partial_refresh_says_noth
                 lines.is_empty(),
                 "{args:?} with {config:?} evaluated in full:\n{printed}"
             ),
+        }
+        if let Some(line) = also {
+            assert!(
+                printed.contains(line),
+                "{args:?}: no {line:?} in\n{printed}"
+            );
         }
     }
 }

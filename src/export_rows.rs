@@ -310,11 +310,7 @@ fn full(
             for file in VIEWS {
                 let name = file.view_name();
                 let Some(object) = Object::from_view(name) else {
-                    // The views materialize_views evaluates on their own, as it decides.
-                    if read_later(name) && !INLINED.contains(&name) {
-                        shown.at(&format!("evaluating {name}"));
-                    }
-                    materialize_views(tx, std::slice::from_ref(file))?;
+                    materialize_views(tx, std::slice::from_ref(file), Some(&shown))?;
                     continue;
                 };
                 shown.at(&format!("evaluating and storing {name}"));
@@ -618,8 +614,13 @@ fn create_temp_tables(tx: &Transaction<'_>) -> Result<()> {
 /// Each view of `files`, in order, as a temp table of its name with its indexes: later views
 /// (and `insert_rows`) read the temp table, which SQLite resolves before the stored view. The
 /// views of `INLINED` stay views, evaluated inside the one view that reads them; a view nothing
-/// after it reads (`read_later`) is not evaluated at all.
-fn materialize_views(tx: &Transaction<'_>, files: &[SqlFile]) -> Result<()> {
+/// after it reads (`read_later`) is not evaluated at all. `shown`, when given, names each view
+/// evaluated.
+fn materialize_views(
+    tx: &Transaction<'_>,
+    files: &[SqlFile],
+    shown: Option<&crate::progress::Stages>,
+) -> Result<()> {
     for file in files {
         let name = file.view_name();
         if !read_later(name) {
@@ -631,6 +632,9 @@ fn materialize_views(tx: &Transaction<'_>, files: &[SqlFile]) -> Result<()> {
         }
         // A read-only command has the views as temporary views; the tables take their place.
         tx.execute_batch(&format!("DROP VIEW IF EXISTS temp.{name};"))?;
+        if let Some(shown) = shown {
+            shown.at(&format!("evaluating {name}"));
+        }
         let started = Instant::now();
         tx.execute_batch(&file.created_as("TEMP TABLE"))
             .with_context(|| format!("evaluating {}", file.path))?;
@@ -807,7 +811,7 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
     tx.execute_batch(subset.text)
         .with_context(|| format!("running {}", subset.path))?;
     let (sales_person_view, rule_views) = VIEWS.split_last().expect("VIEWS is not empty");
-    materialize_views(tx, rule_views)?;
+    materialize_views(tx, rule_views, None)?;
 
     // The stored rows each object's replacement deletes, noted (their keys decide what may now
     // need deleting in Marketo), and the fresh rows it compares them with.
@@ -862,7 +866,7 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
          CREATE TEMP TABLE mkto_opportunity AS SELECT e.* FROM temp.target_user u
              CROSS JOIN main.export_row e ON e.object = 'opportunity' AND e.sales_person_id = u.id;",
     )?;
-    materialize_views(tx, std::slice::from_ref(sales_person_view))?;
+    materialize_views(tx, std::slice::from_ref(sales_person_view), None)?;
     replace_roots(tx, config, Object::SalesPerson)?;
 
     // Keys Marketo holds that the views no longer give; keys given again are no longer removed.

@@ -186,11 +186,10 @@ fn prints_json(command: &Command) -> bool {
 
 /// Whether the command was asked for its result as one JSON object (`pull`, `push`, `sync`).
 fn wants_json(command: &Command) -> bool {
-    match command {
-        Command::Pull(args) => args.json,
-        Command::Push { json, .. } | Command::Sync { json, .. } => *json,
-        _ => false,
-    }
+    matches!(
+        command,
+        Command::Pull(_) | Command::Push { .. } | Command::Sync { .. }
+    ) && prints_json(command)
 }
 
 /// The `--json` result of a command that failed before its run could be recorded (the

@@ -812,7 +812,7 @@ fn a_full_evaluation_reads_the_skip_reasons_of_companies_and_opportunities_from_
         .enumerate()
         .find(|(_, file)| file.view_name() == "mkto_company")
         .unwrap();
-    materialize_views(&tx, &VIEWS[..company_at]).unwrap();
+    materialize_views(&tx, &VIEWS[..company_at], None).unwrap();
     // As a full evaluation goes: each export view in turn, shadowed once stored.
     shadow_with_stored(&tx, Object::Company, "main", 0).unwrap();
     for (view, reads, index, stored) in [

@@ -15,7 +15,11 @@
 # org's are; by default they are sequential, which flatters every lookup by id.
 # The first BIN stages the org, so give the oldest first: a newer build migrates the staged
 # copy when it opens it (for 0007, an index on the empty export_row), an older one refuses it.
-# Not run by CI: timings are noisy.
+# Not run by CI: timings are noisy. Each run also prints the CPU time in oppsync itself and in
+# the kernel for it: most of the kernel's is SQLite's page reads and writes, and its cost per
+# call varies from one day to the next on these VMs. With COUNT_IO=1, each run also counts
+# those calls (`perf stat` on the pread64 and pwrite64 tracepoints), which do not vary with the
+# machine's load, so that builds compare on a noisy day too.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-100000}
@@ -27,6 +31,10 @@ if [ $# -eq 0 ]; then
 fi
 if [ ! -x /usr/bin/time ] || ! command -v sqlite3 >/dev/null; then
     apt-get update -qq && apt-get install -y -qq time sqlite3 >/dev/null
+fi
+count_io=${COUNT_IO:-0}
+if [ "$count_io" != 0 ] && ! command -v perf >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -50,11 +58,22 @@ for run in $(seq "$runs"); do
         cp "$work/snapshot.db" "$work/run.db"
         chmod 600 "$work/run.db"
         sync
-        /usr/bin/time -o "$work/time" -f "%M" "$bin" --db "$work/run.db" -v pull --fixtures "$work/one" \
+        counting=()
+        if [ "$count_io" != 0 ]; then
+            counting=(perf stat -x, -o "$work/io" -e syscalls:sys_enter_pread64,syscalls:sys_enter_pwrite64 --)
+        fi
+        "${counting[@]}" /usr/bin/time -o "$work/time" -f "%M %U %S" \
+            "$bin" --db "$work/run.db" -v pull --fixtures "$work/one" \
             > "$work/log" 2>&1 || { echo "$bin failed:"; tail -5 "$work/log"; exit 1; }
         ms=$(sed -n 's/.*export rows evaluated in full in \([0-9]*\) ms.*/\1/p' "$work/log")
         [ -n "$ms" ] || { echo "$bin did not evaluate in full:"; tail -5 "$work/log"; exit 1; }
-        printf '%s run %d: %6.1f s, peak RSS %d KiB\n' "$bin" "$run" "$(awk "BEGIN {print $ms / 1000}")" "$(cat "$work/time")"
+        read -r rss user sys < "$work/time"
+        io=""
+        if [ "$count_io" != 0 ]; then
+            io=$(awk -F, '/pread64/ {r = $1} /pwrite64/ {w = $1} END {printf ", %d reads, %d writes", r, w}' "$work/io")
+        fi
+        printf '%s run %d: %6.1f s (CPU: %s s oppsync, %s s kernel), peak RSS %d KiB%s\n' \
+            "$bin" "$run" "$(awk "BEGIN {print $ms / 1000}")" "$user" "$sys" "$rss" "$io"
         echo "$ms" >> "$work/ms-$(echo "$bin" | md5sum | cut -c1-8)"
     done
 done

@@ -60,7 +60,7 @@ for run in $(seq "$runs"); do
         sync
         counting=()
         if [ "$count_io" != 0 ]; then
-            counting=(perf stat -x, -o "$work/io" -e syscalls:sys_enter_pread64,syscalls:sys_enter_pwrite64 --)
+            counting=(perf stat -x ',' -o "$work/io" -e 'syscalls:sys_enter_pread64,syscalls:sys_enter_pwrite64' --)
         fi
         "${counting[@]}" /usr/bin/time -o "$work/time" -f "%M %U %S" \
             "$bin" --db "$work/run.db" -v pull --fixtures "$work/one" \

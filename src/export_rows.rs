@@ -346,6 +346,10 @@ fn full(
             Ok(())
         })
     })?;
+    // The index builds' pages are copied while the counts are made, not at the last commit.
+    if let Some(checkpoints) = checkpoints {
+        checkpoints.commit_step(tx)?;
+    }
     crate::progress::detail(&format!(
         "evaluated every view and stored the export rows in {} ms",
         started.elapsed().as_millis()

@@ -807,10 +807,9 @@ fn a_full_evaluation_reads_the_skip_reasons_of_companies_and_opportunities_from_
     let mut conn = db_with_opportunity_of_account_0(0);
     refresh(&mut conn, &Config::default()).unwrap();
     let tx = conn.transaction().unwrap();
-    let (company_at, _) = VIEWS
+    let company_at = VIEWS
         .iter()
-        .enumerate()
-        .find(|(_, file)| file.view_name() == "mkto_company")
+        .position(|file| file.view_name() == "mkto_company")
         .unwrap();
     materialize_views(&tx, &VIEWS[..company_at], None).unwrap();
     // As a full evaluation goes: each export view in turn, shadowed once stored.

@@ -51,7 +51,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let open = |conn: Connection| -> Result<(Connection, usize)> {
-        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "cache_size", CACHE_SIZE)?;
         let version = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
         Ok((conn, version))
@@ -61,6 +61,28 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
         .and_then(open);
     let (conn, version) = match opened {
         Ok(opened) => opened,
+        // A writer holds the database exclusively: read around it (`immutable`) and the pages
+        // it is writing in place would be read half-written.
+        Err(err) if is_busy(&err) => {
+            return Err(err.context(format!(
+                "database {} is locked: a pull evaluating every export row for the first time \
+                 holds it until it has stored them (about a minute per million opportunities); \
+                 try again then",
+                path.display()
+            )));
+        }
+        // A write stopped while the database was held in rollback-journal mode left a hot
+        // journal: reading around it (`immutable`) would read the pages it wrote in place.
+        // Only a connection that may write can roll it back, and a read-only command writes
+        // nothing.
+        Err(err) if has_hot_journal(path) => {
+            return Err(err.context(format!(
+                "database {} has a write to roll back (its -journal file, left by an oppsync \
+                 stopped while it held the database): run a writing command such as \
+                 `oppsync pull` once, then read it",
+                path.display()
+            )));
+        }
         // A WAL database whose -wal and -shm files are gone (no writer has it open) cannot
         // be read by a user who may not create them beside it. With no writer, the file is
         // not changing, which is what SQLite's `immutable` asks for.
@@ -86,6 +108,25 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
         );
     }
     Ok(conn)
+}
+
+/// Whether `err` is SQLite's SQLITE_BUSY: another connection holds a lock this one waited for
+/// in vain.
+pub(crate) fn is_busy(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<rusqlite::Error>()
+            .and_then(rusqlite::Error::sqlite_error_code)
+            == Some(rusqlite::ErrorCode::DatabaseBusy)
+    })
+}
+
+/// Whether the database at `path` has a rollback journal beside it that is not empty: a write
+/// in rollback-journal mode in progress, or one stopped that the next writer rolls back.
+fn has_hot_journal(path: &Path) -> bool {
+    let mut journal = path.as_os_str().to_owned();
+    journal.push("-journal");
+    std::fs::metadata(journal).is_ok_and(|m| m.len() > 0)
 }
 
 /// `file:PATH?immutable=1`, with the characters a URI path cannot hold escaped.
@@ -142,9 +183,12 @@ fn warn_if_shared(path: &Path) {
     let _ = path;
 }
 
+/// How long a connection waits for another one's lock before giving up with SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Pragmas set on every connection, outside migrations.
 pub(crate) fn configure(conn: &Connection) -> Result<()> {
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     // Only a database not yet written takes it, so before journal_mode writes the header.
     conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     // WAL lets `status` and `sqlite3` read while a pull writes.

@@ -11,9 +11,11 @@
 //! the stored rows that name the users concerned. `pending` marks what push has to send; triggers on
 //! `mkto_ack` keep it true. `verify` compares the stored rows with a fresh full evaluation.
 //!
-//! Writing commands refresh: a partial refresh in one transaction; a full evaluation commits
-//! after each export view (`built` stays 0 until its last commit, so that one stopped midway is
-//! done again) while a thread of its own copies the committed WAL frames into the database.
+//! Writing commands refresh: a partial refresh in one transaction; a first full evaluation (no
+//! row stored) in one transaction holding the database in rollback-journal mode, so that its
+//! rows are written once (`db::hold_in_rollback_mode`); any other full evaluation commits after
+//! each export view (`built` stays 0 until its last commit, so that one stopped midway is done
+//! again) while a thread of its own copies the committed WAL frames into the database.
 //! Read-only commands, when the stored rows are not current, evaluate in full into temp tables
 //! that shadow the stored ones.
 
@@ -186,9 +188,9 @@ pub(crate) fn is_current(conn: &Connection, config: &Config) -> Result<bool> {
     Ok(!dirty && has_definition(conn, config)?)
 }
 
-/// Brings `export_row` up to date, in one transaction: nothing when it is current, the roots a
-/// change touched when that is small, else a full evaluation. Staging indexes a pull set aside
-/// (`stage::indexes`) are built first, in a transaction of their own.
+/// Brings `export_row` up to date: nothing when it is current, the roots a change touched when
+/// that is small (in one transaction), else a full evaluation (`evaluate_in_full`). Staging
+/// indexes a pull set aside (`stage::indexes`) are built first, in a transaction of their own.
 pub(crate) fn refresh(conn: &mut Connection, config: &Config) -> Result<Refreshed> {
     // The rules and the refresh look staged records up through them.
     crate::stage::indexes::build_set_aside(conn)?;
@@ -216,38 +218,86 @@ pub(crate) fn refresh(conn: &mut Connection, config: &Config) -> Result<Refreshe
             incremental(&tx, config)?.unwrap_or(Refresh::Full(FullBecause::LargeChange))
         }
     };
-    if let Refresh::Full(because) = how {
-        crate::progress::say(&format!(
-            "evaluating every export row in full: {}",
-            because.describe()
-        ));
-        let checkpoints = Checkpoints::start(&tx)?;
-        tx.execute("UPDATE export_state SET built = 0 WHERE id = 1", [])?;
-        let evaluated = full(&tx, config, "main", checkpoints.as_ref());
-        let finished = checkpoints.map_or(Ok(()), |checkpoints| checkpoints.finish(&tx));
-        if let Err(err) = evaluated {
-            // The step in progress is rolled back, but the temp tables the steps before it
-            // committed would shadow the views for the rest of this connection's life.
-            drop(tx);
-            let tx = conn.transaction()?;
-            drop_materialized(&tx)?;
-            tx.commit()?;
-            return Err(err);
-        }
-        finished?;
+    let refreshed = |how| Refreshed {
+        how,
+        millis: started.elapsed().as_millis(),
+    };
+    let Refresh::Full(because) = how else {
+        store_refreshed(tx, how, &definition)?;
+        return Ok(refreshed(how));
+    };
+    crate::progress::say(&format!(
+        "evaluating every export row in full: {}",
+        because.describe()
+    ));
+    let first: bool = tx.query_row(
+        "SELECT NOT EXISTS (SELECT 1 FROM main.export_row)",
+        [],
+        |r| r.get(0),
+    )?;
+    // Nothing is written yet: the evaluation has a transaction of its own.
+    drop(tx);
+    let held = first && crate::db::hold_in_rollback_mode(conn)?;
+    if held {
+        crate::progress::say(
+            "no export row is stored yet: writing them once, in rollback-journal mode, with the \
+             database held until they are stored (readers find it locked until then)",
+        );
     }
+    let evaluated = evaluate_in_full(conn, config, held, how, &definition);
+    let released = if held {
+        crate::db::release_to_wal(conn)
+    } else {
+        Ok(())
+    };
+    evaluated?;
+    released?;
+    Ok(refreshed(how))
+}
+
+/// Evaluates every row and stores them, in a transaction that takes the database exclusively
+/// when `held` (in rollback-journal mode, `db::hold_in_rollback_mode`), else in WAL mode, where
+/// it commits as it goes (with `Checkpoints`).
+fn evaluate_in_full(
+    conn: &mut Connection,
+    config: &Config,
+    held: bool,
+    how: Refresh,
+    definition: &str,
+) -> Result<()> {
+    let behavior = if held {
+        rusqlite::TransactionBehavior::Exclusive
+    } else {
+        rusqlite::TransactionBehavior::Immediate
+    };
+    let tx = conn.transaction_with_behavior(behavior)?;
+    let checkpoints = Checkpoints::start(&tx)?;
+    tx.execute("UPDATE export_state SET built = 0 WHERE id = 1", [])?;
+    let evaluated = full(&tx, config, "main", checkpoints.as_ref());
+    let finished = checkpoints.map_or(Ok(()), |checkpoints| checkpoints.finish(&tx));
+    if let Err(err) = evaluated {
+        // The step in progress is rolled back, but the temp tables the steps before it
+        // committed would shadow the views for the rest of this connection's life.
+        drop(tx);
+        let tx = conn.transaction()?;
+        drop_materialized(&tx)?;
+        tx.commit()?;
+        return Err(err);
+    }
+    finished?;
+    store_refreshed(tx, how, definition)
+}
+
+/// Marks the rows refreshed (`how`) as evaluated with `definition`, and commits.
+fn store_refreshed(tx: Transaction<'_>, how: Refresh, definition: &str) -> Result<()> {
     if how != Refresh::Current {
         tx.execute("DELETE FROM export_dirty", [])?;
         tx.execute(
             "UPDATE export_state SET built = 1, definition = ?1 WHERE id = 1",
-            [&definition],
+            [definition],
         )?;
     }
-    tx.commit().context("storing the export rows")?;
-    Ok(Refreshed {
-        how,
-        millis: started.elapsed().as_millis(),
-    })
+    tx.commit().context("storing the export rows")
 }
 
 /// A total of `export_total` (0 when the rows hold none of it).

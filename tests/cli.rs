@@ -828,3 +828,121 @@ fn a_first_pull_stopped_midway_leaves_its_indexes_aside_and_the_next_pull_builds
     );
     db.run(&["verify"]).expect_code(0);
 }
+
+/// Pages of a generated org in `dir`: `n` accounts, `n` contacts each of an account, and `n`
+/// opportunities, each with a contact as its customer and an account as its parent, in pages of
+/// 5000, so that evaluating its export rows takes a while.
+fn generated_org(dir: &std::path::Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let id = |kind: u32, i: usize| format!("{kind:08x}-2c44-ef11-a316-{i:012x}");
+    let page = |set: &str, records: Vec<Value>| {
+        json!({
+            "@odata.context": format!("https://org.invalid/api/data/v9.2/$metadata#{set}"),
+            "value": records,
+        })
+    };
+    for (at, first) in (0..n).step_by(5000).enumerate() {
+        let range = first..(first + 5000).min(n);
+        let accounts = range
+            .clone()
+            .map(|i| json!({"accountid": id(1, i), "name": format!("Account {i}")}));
+        let contacts = range.clone().map(|i| {
+            json!({
+                "contactid": id(2, i), "firstname": "Pat", "lastname": format!("Contact {i}"),
+                "emailaddress1": format!("pat.{i}@example.com"),
+                "_parentcustomerid_value": id(1, i),
+                "_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "account",
+            })
+        });
+        let opportunities = range.map(|i| {
+            json!({
+                "opportunityid": id(3, i), "name": format!("Deal {i}"), "estimatedvalue": i,
+                "_customerid_value": id(2, i),
+                "_customerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "contact",
+                "_parentaccountid_value": id(1, i),
+            })
+        });
+        for (set, records) in [
+            ("accounts", accounts.collect::<Vec<_>>()),
+            ("contacts", contacts.collect()),
+            ("opportunities", opportunities.collect()),
+        ] {
+            let text = page(set, records).to_string();
+            std::fs::write(dir.join(format!("{set}-{at:03}.json")), text).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_first_pull_killed_while_it_holds_the_database_is_rolled_back_by_the_next_pull() {
+    use std::io::BufRead;
+    let db = TestDb::new();
+    let pages = db.dir.path().join("org");
+    generated_org(&pages, 40_000);
+    let mut child = db
+        .command(
+            db.dir.path(),
+            &["-v", "pull", "--fixtures", pages.to_str().unwrap()],
+            &[],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Progress lines go to stdout off a terminal.
+    let said = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    for line in said.lines() {
+        let line = line.unwrap();
+        // The leads' rows outgrow SQLite's page cache, which spills them into the database.
+        let spilled = line.contains("evaluated and stored mkto_lead");
+        seen.push(line);
+        if spilled {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, in the middle of the evaluation
+    child.wait().unwrap();
+    assert!(
+        seen.iter().any(|l| l.contains("rollback-journal mode")),
+        "the first evaluation did not hold the database: {seen:#?}"
+    );
+    // A hot journal: its header's magic number is written before the first page is written in
+    // place, and the journal is deleted at the commit.
+    let journal = PathBuf::from(format!("{}-journal", db.path().display()));
+    let header =
+        std::fs::read(&journal).expect("killed after the evaluation committed; grow the org");
+    assert_eq!(
+        header[..8],
+        [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7]
+    );
+
+    // A read-only command does not read around the journal, and says what to do.
+    let run = db.run(&["status"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("has a write to roll back"),
+        "{}",
+        run.stderr
+    );
+
+    let run = db.run(&["-v", "pull", "--fixtures", pages.to_str().unwrap()]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("no complete evaluation is stored yet"),
+        "{}",
+        run.stdout
+    );
+    assert!(!journal.exists());
+    assert_eq!(
+        db.count("SELECT count(*) FROM export_row WHERE object = 'opportunity'"),
+        40_000
+    );
+    db.run(&["verify"]).expect_code(0);
+    db.run(&["status"]).expect_code(0);
+    let mode: String = rusqlite::Connection::open(db.path())
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}

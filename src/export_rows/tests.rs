@@ -682,18 +682,12 @@ fn a_full_evaluation_stopped_after_a_commit_is_done_again_and_builds_every_index
     stage(&mut conn, &account_0());
     stage(&mut conn, &opportunity_of_account_0(0));
     let indexes = export_row_indexes(&conn);
-    let mut config = Config::default();
-    config
-        .mapping
-        .opportunity
-        .insert("expectedRevenue".into(), "estimatedvalue".into());
+    // Rows stored, so that the next full evaluation is not a first one: it commits as it goes.
+    refresh(&mut conn, &Config::default()).unwrap();
+    let config = with_an_opportunity_mapping();
     // The opportunity's raw record made unreadable: merging its mapping fails, after the
     // companies were stored and committed.
-    let raw: String = conn
-        .query_row("SELECT raw FROM opportunity", [], |r| r.get(0))
-        .unwrap();
-    conn.execute("UPDATE opportunity SET raw = 'not json'", [])
-        .unwrap();
+    let raw = unreadable_opportunity(&conn);
     let err = refresh(&mut conn, &config).unwrap_err();
     assert!(format!("{err:#}").contains("mkto_opportunity"), "{err:#}");
 
@@ -723,6 +717,90 @@ fn a_full_evaluation_stopped_after_a_commit_is_done_again_and_builds_every_index
     assert_eq!(export_row_indexes(&conn), indexes);
     assert_eq!(count(&conn, "SELECT count(*) FROM export_index_aside"), 0);
     assert!(verify(&mut conn, &config).unwrap().is_empty());
+}
+
+/// Makes the staged opportunity's raw record unreadable, so that merging an opportunity mapping
+/// fails (after the companies are stored); returns the record as it was.
+fn unreadable_opportunity(conn: &Connection) -> String {
+    let raw: String = conn
+        .query_row("SELECT raw FROM opportunity", [], |r| r.get(0))
+        .unwrap();
+    conn.execute("UPDATE opportunity SET raw = 'not json'", [])
+        .unwrap();
+    raw
+}
+
+/// A config whose opportunity mapping reads the staged record's raw JSON.
+fn with_an_opportunity_mapping() -> Config {
+    let mut config = Config::default();
+    config
+        .mapping
+        .opportunity
+        .insert("expectedRevenue".into(), "estimatedvalue".into());
+    config
+}
+
+fn journal_mode(conn: &Connection) -> String {
+    conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_first_evaluation_is_one_transaction_holding_the_database_and_leaves_it_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = file_db(&dir);
+    stage(&mut conn, &account_0());
+    stage(&mut conn, &opportunity_of_account_0(0));
+    let config = with_an_opportunity_mapping();
+    let raw = unreadable_opportunity(&conn);
+    let err = refresh(&mut conn, &config).unwrap_err();
+    assert!(format!("{err:#}").contains("mkto_opportunity"), "{err:#}");
+
+    // The companies were evaluated before the failure, yet nothing was committed: one
+    // transaction, rolled back, where WAL mode would have committed them (test above).
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM export_row", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0);
+    assert_eq!(journal_mode(&conn), "wal");
+    let reader = Connection::open(dir.path().join("oppsync.db")).unwrap();
+    assert_eq!(journal_mode(&reader), "wal", "and the lock let go");
+    drop(reader);
+
+    conn.execute("UPDATE opportunity SET raw = ?1", [&raw])
+        .unwrap();
+    assert_eq!(
+        refresh(&mut conn, &config).unwrap().how,
+        Refresh::Full(FullBecause::NoneComplete)
+    );
+    assert_eq!(journal_mode(&conn), "wal");
+    assert!(verify(&mut conn, &config).unwrap().is_empty());
+}
+
+#[test]
+fn a_first_evaluation_with_the_database_open_elsewhere_commits_as_it_goes_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = file_db(&dir);
+    stage(&mut conn, &account_0());
+    stage(&mut conn, &opportunity_of_account_0(0));
+    let config = with_an_opportunity_mapping();
+    unreadable_opportunity(&conn);
+    // A reader has the database open (`sqlite3`, say): it is not locked out.
+    let reader = Connection::open(dir.path().join("oppsync.db")).unwrap();
+    let staged = "SELECT count(*) FROM opportunity";
+    let count =
+        |conn: &Connection, sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count(&reader, staged), 1);
+    refresh(&mut conn, &config).unwrap_err();
+
+    assert_eq!(
+        count(
+            &reader,
+            "SELECT count(*) FROM export_row WHERE object = 'company'"
+        ),
+        1
+    );
+    assert_eq!(journal_mode(&conn), "wal");
 }
 
 /// What a refresh made of this connection's temp schema: tables and views other than the

@@ -390,7 +390,15 @@ fn opportunity_of_account_0(n: u32) -> Change {
 
 /// A database with account 0 and opportunity `n` of it staged, not yet refreshed.
 fn db_with_opportunity_of_account_0(n: u32) -> Connection {
-    let mut conn = db();
+    with_opportunity_of_account_0(db(), n)
+}
+
+/// `file_db` with account 0 and its opportunity 0 staged, not yet refreshed.
+fn file_db_with_opportunity_of_account_0(dir: &tempfile::TempDir) -> Connection {
+    with_opportunity_of_account_0(file_db(dir), 0)
+}
+
+fn with_opportunity_of_account_0(mut conn: Connection, n: u32) -> Connection {
     stage(&mut conn, &account_0());
     stage(&mut conn, &opportunity_of_account_0(n));
     conn
@@ -678,9 +686,7 @@ fn texts(conn: &Connection, sql: &str) -> Vec<String> {
 #[test]
 fn a_full_evaluation_stopped_after_a_commit_is_done_again_and_builds_every_index() {
     let dir = tempfile::tempdir().unwrap();
-    let mut conn = file_db(&dir);
-    stage(&mut conn, &account_0());
-    stage(&mut conn, &opportunity_of_account_0(0));
+    let mut conn = file_db_with_opportunity_of_account_0(&dir);
     let indexes = export_row_indexes(&conn);
     // Rows stored, so that the next full evaluation is not a first one: it commits as it goes.
     refresh(&mut conn, &Config::default()).unwrap();
@@ -748,9 +754,7 @@ fn journal_mode(conn: &Connection) -> String {
 #[test]
 fn a_first_evaluation_is_one_transaction_holding_the_database_and_leaves_it_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
-    let mut conn = file_db(&dir);
-    stage(&mut conn, &account_0());
-    stage(&mut conn, &opportunity_of_account_0(0));
+    let mut conn = file_db_with_opportunity_of_account_0(&dir);
     let config = with_an_opportunity_mapping();
     let raw = unreadable_opportunity(&conn);
     let err = refresh(&mut conn, &config).unwrap_err();
@@ -780,9 +784,7 @@ fn a_first_evaluation_is_one_transaction_holding_the_database_and_leaves_it_in_w
 #[test]
 fn a_first_evaluation_with_the_database_open_elsewhere_commits_as_it_goes_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
-    let mut conn = file_db(&dir);
-    stage(&mut conn, &account_0());
-    stage(&mut conn, &opportunity_of_account_0(0));
+    let mut conn = file_db_with_opportunity_of_account_0(&dir);
     let config = with_an_opportunity_mapping();
     unreadable_opportunity(&conn);
     // A reader has the database open (`sqlite3`, say): it is not locked out.

@@ -15,9 +15,9 @@ be read against the machine's state on the day:
 - then writes the same pages again over the file, whose pages are now in the page cache.
 
 Where new pages cost many times what overwritten ones do past the first few GiB, the machine
-is charging for memory the guest gave back to its host when it was freed (virtio-balloon free
-page reporting; see /sys/module/page_reporting): a first evaluation's kernel time then follows
-the bytes it writes, not its page reads. On 2026-12-06, 2.7-3.3 us a new page for the first
+is most likely charging for memory the guest gave back to its host when it was freed
+(virtio-balloon free page reporting, on here; see /sys/module/page_reporting): a first
+evaluation's kernel time then follows the bytes it writes, not its page reads. On 2026-12-06, 2.7-3.3 us a new page for the first
 6 GiB, then 21.8 and 67.7 us, against 1.9-4.0 us overwritten; earlier the same day the jump
 came after 3 GiB. How far the cheap part goes depends on what was freed lately.
 

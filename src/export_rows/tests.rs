@@ -673,6 +673,11 @@ fn export_row_indexes(conn: &Connection) -> Vec<String> {
     )
 }
 
+/// The one integer `sql` gives.
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
 /// The one text column of every row `sql` gives.
 fn texts(conn: &Connection, sql: &str) -> Vec<String> {
     conn.prepare(sql)
@@ -697,8 +702,6 @@ fn a_full_evaluation_stopped_after_a_commit_is_done_again_and_builds_every_index
     let err = refresh(&mut conn, &config).unwrap_err();
     assert!(format!("{err:#}").contains("mkto_opportunity"), "{err:#}");
 
-    let count =
-        |conn: &Connection, sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
     assert_eq!(count(&conn, "SELECT built FROM export_state"), 0);
     let stored = "SELECT count(*) FROM export_row WHERE object = ";
     assert_eq!(count(&conn, &format!("{stored} 'company'")), 1);
@@ -762,10 +765,7 @@ fn a_first_evaluation_is_one_transaction_holding_the_database_and_leaves_it_in_w
 
     // The companies were evaluated before the failure, yet nothing was committed: one
     // transaction, rolled back, where WAL mode would have committed them (test above).
-    let rows: i64 = conn
-        .query_row("SELECT count(*) FROM export_row", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(rows, 0);
+    assert_eq!(count(&conn, "SELECT count(*) FROM export_row"), 0);
     assert_eq!(journal_mode(&conn), "wal");
     let reader = Connection::open(dir.path().join("oppsync.db")).unwrap();
     assert_eq!(journal_mode(&reader), "wal", "and the lock let go");
@@ -790,8 +790,6 @@ fn a_first_evaluation_with_the_database_open_elsewhere_commits_as_it_goes_in_wal
     // A reader has the database open (`sqlite3`, say): it is not locked out.
     let reader = Connection::open(dir.path().join("oppsync.db")).unwrap();
     let staged = "SELECT count(*) FROM opportunity";
-    let count =
-        |conn: &Connection, sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
     assert_eq!(count(&reader, staged), 1);
     refresh(&mut conn, &config).unwrap_err();
 

@@ -83,14 +83,29 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
                 path.display()
             )));
         }
+        // Committed pages in a -wal this user cannot read through a -shm (one it may not
+        // create, or not open): reading around them (`immutable`) would read the database as
+        // it was before them, or pages a checkpoint is copying in.
+        Err(err) if has_wal_content(path) => {
+            return Err(err.context(format!(
+                "database {} has changes in its -wal file that this user cannot read, having \
+                 no access to the -shm file beside it: wait for the oppsync writing it to \
+                 finish, or run a writing command such as `oppsync pull` once, then read it",
+                path.display()
+            )));
+        }
         // A WAL database whose -wal and -shm files are gone (no writer has it open) cannot
-        // be read by a user who may not create them beside it. With no writer, the file is
-        // not changing, which is what SQLite's `immutable` asks for.
-        Err(_) => {
+        // be read by a user who may not create them beside it (SQLite says so with
+        // SQLITE_READONLY_DIRECTORY). With no writer, the file is not changing, which is
+        // what SQLite's `immutable` asks for. Any other error is the reader's to see.
+        Err(err) if is_readonly_directory(&err) => {
             Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
                 .map_err(anyhow::Error::from)
                 .and_then(open)
                 .with_context(|| format!("opening database {} read-only", path.display()))?
+        }
+        Err(err) => {
+            return Err(err.context(format!("opening database {} read-only", path.display())));
         }
     };
     if version > MIGRATIONS.len() {
@@ -121,12 +136,35 @@ fn is_busy(err: &anyhow::Error) -> bool {
     })
 }
 
+/// Whether `err` is SQLite's SQLITE_READONLY_DIRECTORY: the database is in WAL mode and this
+/// connection may not create the -wal and -shm files beside it.
+fn is_readonly_directory(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(e, _))
+                if e.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY
+        )
+    })
+}
+
 /// Whether the database at `path` has a rollback journal beside it that is not empty: a write
 /// in rollback-journal mode in progress, or one stopped that the next writer rolls back.
 fn has_hot_journal(path: &Path) -> bool {
-    let mut journal = path.as_os_str().to_owned();
-    journal.push("-journal");
-    std::fs::metadata(journal).is_ok_and(|m| m.len() > 0)
+    is_not_empty(path, "-journal")
+}
+
+/// Whether the database at `path` has a -wal file beside it that is not empty: a writer has
+/// it open, or one stopped before folding its pages into the database.
+fn has_wal_content(path: &Path) -> bool {
+    is_not_empty(path, "-wal")
+}
+
+/// Whether the file named `path` followed by `suffix` exists and is not empty.
+fn is_not_empty(path: &Path, suffix: &str) -> bool {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    std::fs::metadata(name).is_ok_and(|m| m.len() > 0)
 }
 
 /// `file:PATH?immutable=1`, with the characters a URI path cannot hold escaped.

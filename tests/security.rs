@@ -732,36 +732,56 @@ fn errors_say_what_the_server_did() {
 
 // Row 12: an auditor with read access only can run the read-only commands.
 
+/// Runs the binary as user and group 65534 (nobody), from `/`; `None` when this test process
+/// cannot (it needs root and `setpriv`, and a binary another user may run), after saying so.
 #[cfg(unix)]
-#[test]
-fn an_auditor_who_can_only_read_the_file_can_run_the_read_only_commands() {
-    use std::os::unix::fs::PermissionsExt;
+fn as_nobody(args: &[&std::ffi::OsStr]) -> Option<std::process::Output> {
     let is_root = std::process::Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let as_nobody = |args: &[&std::ffi::OsStr]| {
+    let run = |args: &[&std::ffi::OsStr]| {
         std::process::Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(crate::util::BIN)
             .args(args)
             .current_dir("/")
             .output()
+            .ok()
     };
-    let can_act = is_root && as_nobody(&["--version".as_ref()]).is_ok_and(|o| o.status.success());
-    if !can_act {
+    if !is_root || !run(&["--version".as_ref()]).is_some_and(|o| o.status.success()) {
         eprintln!(
             "needs root, setpriv and a binary another user may run: skipped here; CI runs as root"
         );
+        return None;
+    }
+    run(args)
+}
+
+/// Lets users other than the owner enter the folder of `db` and read its files, and write
+/// none of them.
+#[cfg(unix)]
+fn readable_by_all(db: &TestDb) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = db.dir.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn an_auditor_who_can_only_read_the_file_can_run_the_read_only_commands() {
+    if as_nobody(&["--version".as_ref()]).is_none() {
         return;
     }
     let db = TestDb::new();
     let dir = fixtures().join("stakeholders");
     db.run(&["pull", "--fixtures", dir.to_str().unwrap()])
         .expect_code(0);
-    // The auditor may enter the folder and read the database, and write neither.
-    std::fs::set_permissions(db.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(db.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    readable_by_all(&db);
     let before = std::fs::read(db.path()).unwrap();
     let path = db.path();
     for args in [
@@ -780,4 +800,55 @@ fn an_auditor_who_can_only_read_the_file_can_run_the_read_only_commands() {
         );
     }
     assert_eq!(std::fs::read(db.path()).unwrap(), before, "nothing written");
+}
+
+// Row 12: an auditor who cannot read the pages a writer left in the -wal is told so, rather
+// than shown the database as it was before them (SQLite's `immutable`, which reads the
+// database file alone).
+
+#[cfg(unix)]
+#[test]
+fn an_auditor_who_cannot_read_the_wal_is_refused_rather_than_shown_an_older_database() {
+    if as_nobody(&["--version".as_ref()]).is_none() {
+        return;
+    }
+    let written = TestDb::new();
+    let dir = fixtures().join("stakeholders");
+    written
+        .run(&["pull", "--fixtures", dir.to_str().unwrap()])
+        .expect_code(0);
+    // As a writer stopped before a checkpoint leaves them: a run recorded in the -wal only,
+    // and no -shm (gone, or one the auditor may not open).
+    let writer = rusqlite::Connection::open(written.path()).unwrap();
+    writer
+        .execute_batch(
+            "PRAGMA wal_autocheckpoint = 0;
+             INSERT INTO run (command, args, started_at) VALUES ('pull', '[]', 'now');",
+        )
+        .unwrap();
+    let db = TestDb::new();
+    for suffix in ["", "-wal"] {
+        let name = |path: std::path::PathBuf| format!("{}{suffix}", path.display());
+        std::fs::copy(name(written.path()), name(db.path())).unwrap();
+    }
+    drop(writer);
+    readable_by_all(&db);
+    let before = std::fs::read(db.path()).unwrap();
+
+    let path = db.path();
+    let output = as_nobody(&["--db".as_ref(), path.as_os_str(), "status".as_ref()]).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("has changes in its -wal file that this user cannot read"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "nothing shown");
+    assert_eq!(std::fs::read(db.path()).unwrap(), before, "nothing written");
+    // Its owner, who may create the -shm, reads the run from the -wal.
+    db.run(&["status"]).expect_code(0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM run"),
+        written.count("SELECT count(*) FROM run")
+    );
 }

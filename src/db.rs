@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::exit::usage;
 use crate::sql::MIGRATIONS;
@@ -59,11 +59,13 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
     let opened = Connection::open_with_flags(path, flags)
         .map_err(anyhow::Error::from)
         .and_then(open);
+    let failure = opened.as_ref().err().and_then(sqlite_failure);
+    let code = failure.map(|failure| failure.code);
     let (conn, version) = match opened {
         Ok(opened) => opened,
         // A writer holds the database exclusively: read around it (`immutable`) and the pages
         // it is writing in place would be read half-written.
-        Err(err) if is_busy(&err) => {
+        Err(err) if code == Some(ErrorCode::DatabaseBusy) => {
             return Err(err.context(format!(
                 "database {} is locked: a pull evaluating every export row for the first time \
                  holds it until it has stored them (about a minute per million opportunities); \
@@ -86,7 +88,10 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
         // Committed pages in a -wal this user cannot read through a -shm (one it may not
         // create, or not open): reading around them (`immutable`) would read the database as
         // it was before them, or pages a checkpoint is copying in.
-        Err(err) if has_wal_content(path) => {
+        Err(err)
+            if matches!(code, Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly))
+                && has_wal_content(path) =>
+        {
             return Err(err.context(format!(
                 "database {} has changes in its -wal file that this user cannot read, having \
                  no access to the -shm file beside it: wait for the oppsync writing it to \
@@ -98,7 +103,11 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
         // be read by a user who may not create them beside it (SQLite says so with
         // SQLITE_READONLY_DIRECTORY). With no writer, the file is not changing, which is
         // what SQLite's `immutable` asks for. Any other error is the reader's to see.
-        Err(err) if is_readonly_directory(&err) => {
+        Err(_)
+            if failure.is_some_and(|failure| {
+                failure.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY
+            }) =>
+        {
             Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
                 .map_err(anyhow::Error::from)
                 .and_then(open)
@@ -125,27 +134,16 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Whether `err` is SQLite's SQLITE_BUSY: another connection holds a lock this one waited for
-/// in vain.
-fn is_busy(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        cause
-            .downcast_ref::<rusqlite::Error>()
-            .and_then(rusqlite::Error::sqlite_error_code)
-            == Some(rusqlite::ErrorCode::DatabaseBusy)
-    })
-}
-
-/// Whether `err` is SQLite's SQLITE_READONLY_DIRECTORY: the database is in WAL mode and this
-/// connection may not create the -wal and -shm files beside it.
-fn is_readonly_directory(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<rusqlite::Error>(),
-            Some(rusqlite::Error::SqliteFailure(e, _))
-                if e.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY
-        )
-    })
+/// The SQLite error that caused `err`, if SQLite's: its code (SQLITE_BUSY when another
+/// connection holds a lock this one waited for in vain) and extended code
+/// (SQLITE_READONLY_DIRECTORY when this connection may not create the -wal and -shm files of
+/// a WAL database).
+fn sqlite_failure(err: &anyhow::Error) -> Option<rusqlite::ffi::Error> {
+    err.chain()
+        .find_map(|cause| match cause.downcast_ref::<rusqlite::Error>() {
+            Some(rusqlite::Error::SqliteFailure(failure, _)) => Some(*failure),
+            _ => None,
+        })
 }
 
 /// Whether the database at `path` has a rollback journal beside it that is not empty: a write

@@ -732,30 +732,37 @@ fn errors_say_what_the_server_did() {
 
 // Row 12: an auditor with read access only can run the read-only commands.
 
-/// Runs the binary as user and group 65534 (nobody), from `/`; `None` when this test process
-/// cannot (it needs root and `setpriv`, and a binary another user may run), after saying so.
+/// Runs the binary as user and group 65534 (nobody), from `/`.
 #[cfg(unix)]
-fn as_nobody(args: &[&std::ffi::OsStr]) -> Option<std::process::Output> {
+fn as_nobody(args: &[&std::ffi::OsStr]) -> std::io::Result<std::process::Output> {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(crate::util::BIN)
+        .args(args)
+        .current_dir("/")
+        .output()
+}
+
+/// The stakeholders fixture pulled, for a test that reads it as another user (`as_nobody`);
+/// `None`, after saying so, when this test process cannot act as one: it needs root and
+/// `setpriv`, and a binary another user may run.
+#[cfg(unix)]
+fn pulled_for_an_auditor() -> Option<TestDb> {
     let is_root = std::process::Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let run = |args: &[&std::ffi::OsStr]| {
-        std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(crate::util::BIN)
-            .args(args)
-            .current_dir("/")
-            .output()
-            .ok()
-    };
-    if !is_root || !run(&["--version".as_ref()]).is_some_and(|o| o.status.success()) {
+    if !is_root || !as_nobody(&["--version".as_ref()]).is_ok_and(|o| o.status.success()) {
         eprintln!(
             "needs root, setpriv and a binary another user may run: skipped here; CI runs as root"
         );
         return None;
     }
-    run(args)
+    let db = TestDb::new();
+    let dir = fixtures().join("stakeholders");
+    db.run(&["pull", "--fixtures", dir.to_str().unwrap()])
+        .expect_code(0);
+    Some(db)
 }
 
 /// Lets users other than the owner enter the folder of `db` and read its files, and write
@@ -774,13 +781,9 @@ fn readable_by_all(db: &TestDb) {
 #[cfg(unix)]
 #[test]
 fn an_auditor_who_can_only_read_the_file_can_run_the_read_only_commands() {
-    if as_nobody(&["--version".as_ref()]).is_none() {
+    let Some(db) = pulled_for_an_auditor() else {
         return;
-    }
-    let db = TestDb::new();
-    let dir = fixtures().join("stakeholders");
-    db.run(&["pull", "--fixtures", dir.to_str().unwrap()])
-        .expect_code(0);
+    };
     readable_by_all(&db);
     let before = std::fs::read(db.path()).unwrap();
     let path = db.path();
@@ -809,14 +812,9 @@ fn an_auditor_who_can_only_read_the_file_can_run_the_read_only_commands() {
 #[cfg(unix)]
 #[test]
 fn an_auditor_who_cannot_read_the_wal_is_refused_rather_than_shown_an_older_database() {
-    if as_nobody(&["--version".as_ref()]).is_none() {
+    let Some(written) = pulled_for_an_auditor() else {
         return;
-    }
-    let written = TestDb::new();
-    let dir = fixtures().join("stakeholders");
-    written
-        .run(&["pull", "--fixtures", dir.to_str().unwrap()])
-        .expect_code(0);
+    };
     // As a writer stopped before a checkpoint leaves them: a run recorded in the -wal only,
     // and no -shm (gone, or one the auditor may not open).
     let writer = rusqlite::Connection::open(written.path()).unwrap();

@@ -100,13 +100,15 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
             )));
         }
         // A WAL database whose -wal and -shm files are gone (no writer has it open) cannot
-        // be read by a user who may not create them beside it (SQLite says so with
-        // SQLITE_READONLY_DIRECTORY). With no writer, the file is not changing, which is
-        // what SQLite's `immutable` asks for. Any other error is the reader's to see.
+        // be read by a user who may not create them beside it: SQLite says
+        // SQLITE_READONLY_DIRECTORY, or SQLITE_CANTOPEN when an empty -wal is left without
+        // its -shm. With no writer, the file is not changing, which is what SQLite's
+        // `immutable` asks for. Any other error is the reader's to see.
         Err(_)
-            if failure.is_some_and(|failure| {
-                failure.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY
-            }) =>
+            if code == Some(ErrorCode::CannotOpen)
+                || failure.is_some_and(|failure| {
+                    failure.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY
+                }) =>
         {
             Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
                 .map_err(anyhow::Error::from)

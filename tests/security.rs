@@ -807,7 +807,7 @@ fn an_auditor_who_can_only_read_the_file_can_run_the_read_only_commands() {
 
 // Row 12: an auditor who cannot read the pages a writer left in the -wal is told so, rather
 // than shown the database as it was before them (SQLite's `immutable`, which reads the
-// database file alone).
+// database file alone); an empty -wal holds nothing to miss.
 
 #[cfg(unix)]
 #[test]
@@ -848,5 +848,20 @@ fn an_auditor_who_cannot_read_the_wal_is_refused_rather_than_shown_an_older_data
     assert_eq!(
         db.count("SELECT count(*) FROM run"),
         written.count("SELECT count(*) FROM run")
+    );
+
+    // The writer's run folded into the database file, and an empty -wal left without a -shm.
+    let folded = TestDb::new();
+    std::fs::copy(written.path(), folded.path()).unwrap();
+    std::fs::write(format!("{}-wal", folded.path().display()), b"").unwrap();
+    readable_by_all(&folded);
+    let path = folded.path();
+    let output = as_nobody(&["--db".as_ref(), path.as_os_str(), "status".as_ref()]).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let runs = written.count("SELECT count(*) FROM run");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(&format!("#{runs} ")),
+        "the last run shown"
     );
 }

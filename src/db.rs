@@ -269,7 +269,7 @@ pub(crate) fn hold_in_rollback_mode(conn: &Connection) -> Result<bool> {
             conn.pragma_update(None, "synchronous", "FULL")?;
             Ok(true)
         }
-        Ok(_) | Err(_) => {
+        _ => {
             conn.pragma_update(None, "locking_mode", "NORMAL")?;
             Ok(false)
         }
@@ -399,6 +399,14 @@ pub(crate) fn text_pairs(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// The journal mode of the main database of `conn` (`wal`, `delete`), for tests that a write
+/// leaves it as it should.
+#[cfg(test)]
+pub(crate) fn journal_mode(conn: &Connection) -> String {
+    conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap()
+}
+
 /// SQLite's query plan for `sql`, one step a line, for tests that a query is served by an index.
 #[cfg(test)]
 pub(crate) fn query_plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> String {
@@ -479,10 +487,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("x.db");
         let mut conn = open(&db).unwrap();
-        let journal_mode = |conn: &Connection| -> String {
-            conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
-                .unwrap()
-        };
         let runs = "SELECT count(*) FROM run";
         let count = |conn: &Connection| -> i64 { conn.query_row(runs, [], |r| r.get(0)).unwrap() };
 

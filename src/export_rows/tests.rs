@@ -749,11 +749,6 @@ fn with_an_opportunity_mapping() -> Config {
     config
 }
 
-fn journal_mode(conn: &Connection) -> String {
-    conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap()
-}
-
 #[test]
 fn a_first_evaluation_is_one_transaction_holding_the_database_and_leaves_it_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
@@ -766,9 +761,13 @@ fn a_first_evaluation_is_one_transaction_holding_the_database_and_leaves_it_in_w
     // The companies were evaluated before the failure, yet nothing was committed: one
     // transaction, rolled back, where WAL mode would have committed them (test above).
     assert_eq!(count(&conn, "SELECT count(*) FROM export_row"), 0);
-    assert_eq!(journal_mode(&conn), "wal");
+    assert_eq!(crate::db::journal_mode(&conn), "wal");
     let reader = Connection::open(dir.path().join("oppsync.db")).unwrap();
-    assert_eq!(journal_mode(&reader), "wal", "and the lock let go");
+    assert_eq!(
+        crate::db::journal_mode(&reader),
+        "wal",
+        "and the lock let go"
+    );
     drop(reader);
 
     conn.execute("UPDATE opportunity SET raw = ?1", [&raw])
@@ -777,7 +776,7 @@ fn a_first_evaluation_is_one_transaction_holding_the_database_and_leaves_it_in_w
         refresh(&mut conn, &config).unwrap().how,
         Refresh::Full(FullBecause::NoneComplete)
     );
-    assert_eq!(journal_mode(&conn), "wal");
+    assert_eq!(crate::db::journal_mode(&conn), "wal");
     assert!(verify(&mut conn, &config).unwrap().is_empty());
 }
 
@@ -800,7 +799,7 @@ fn a_first_evaluation_with_the_database_open_elsewhere_commits_as_it_goes_in_wal
         ),
         1
     );
-    assert_eq!(journal_mode(&conn), "wal");
+    assert_eq!(crate::db::journal_mode(&conn), "wal");
 }
 
 /// What a refresh made of this connection's temp schema: tables and views other than the

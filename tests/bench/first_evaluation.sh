@@ -17,9 +17,10 @@
 # copy when it opens it (for 0007, an index on the empty export_row), an older one refuses it.
 # Not run by CI: timings are noisy. Each run also prints the CPU time in oppsync itself and in
 # the kernel for it: most of the kernel's is SQLite's page writes, into new page-cache memory,
-# whose cost varies within a day on these VMs (tests/bench/fresh_pages.py measures it). With COUNT_IO=1, each run also counts
-# those calls (`perf stat` on the pread64 and pwrite64 tracepoints), which do not vary with the
-# machine's load, so that builds compare on a noisy day too.
+# whose cost varies within a day on these VMs (tests/bench/fresh_pages.py measures it). With
+# COUNT_IO=1, each run also counts its page reads and writes (`perf stat` on the pread64 and
+# pwrite64 tracepoints), which do not vary with the machine's load, so that builds compare on
+# a noisy day too.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-100000}

@@ -4,11 +4,11 @@
 A first full evaluation at 1M opportunities wrote about 13 GB of new file data (0670f2f, counted
 with strace): 8.3 GB of SQLite temp files (sorts and the materialized rule views), 2.3 GB of WAL
 and 2.3 GB copied from it into the database; since e06351a the rows go straight into the
-database, without the WAL. On these VMs the kernel time of that evaluation moves from one day to the next
-(23-72 s for the same build on the same data), and a profile puts it in the copy of each written
-page into the page cache (`copy_folio_from_iter_atomic`) and the zeroing of new page-cache
-memory, not in the reads. This measures that cost directly, so that an evaluation's figures can
-be read against the machine's state on the day:
+database, without the WAL. On these VMs the kernel time of that evaluation moves from one day
+to the next (23-72 s for the same build on the same data), and a profile puts it in the copy
+of each written page into the page cache (`copy_folio_from_iter_atomic`) and the zeroing of
+new page-cache memory, not in the reads. This measures that cost directly, so that an
+evaluation's figures can be read against the machine's state on the day:
 
 - writes 8 KiB pages (SQLite's page size here) to a new file, one GiB at a time, each GiB
   synced so that dirty pages never pile up, and prints the microseconds per page of each GiB;
@@ -17,9 +17,10 @@ be read against the machine's state on the day:
 Where new pages cost many times what overwritten ones do past the first few GiB, the machine
 is most likely charging for memory the guest gave back to its host when it was freed
 (virtio-balloon free page reporting, on here; see /sys/module/page_reporting): a first
-evaluation's kernel time then follows the bytes it writes, not its page reads. On 2026-12-06, 2.7-3.3 us a new page for the first
-6 GiB, then 21.8 and 67.7 us, against 1.9-4.0 us overwritten; earlier the same day the jump
-came after 3 GiB. How far the cheap part goes depends on what was freed lately.
+evaluation's kernel time then follows the bytes it writes, not its page reads. On 2026-12-06,
+2.7-3.3 us a new page for the first 6 GiB, then 21.8 and 67.7 us, against 1.9-4.0 us
+overwritten; earlier the same day the jump came after 3 GiB. How far the cheap part goes
+depends on what was freed lately.
 
 usage: tests/bench/fresh_pages.py [GIB] [DIR]
   defaults: 8 GiB (twice: 16 GiB written), in /var/tmp (where SQLite puts its temp files)

@@ -20,7 +20,9 @@
 # whose cost varies within a day on these VMs (tests/bench/fresh_pages.py measures it). With
 # COUNT_IO=1, each run also counts its page reads and writes (`perf stat` on the pread64 and
 # pwrite64 tracepoints), which do not vary with the machine's load, so that builds compare on
-# a noisy day too.
+# a noisy day too. With PHASES=1, each run also prints a table of its phases (the rule views,
+# each export view, the index builds, the counts): the CPU time in oppsync and in the kernel,
+# and the bytes written and read, of each (tests/bench/evaluation_phases.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-100000}
@@ -34,6 +36,7 @@ if [ ! -x /usr/bin/time ] || ! command -v sqlite3 >/dev/null; then
     apt-get update -qq && apt-get install -y -qq time sqlite3 >/dev/null
 fi
 count_io=${COUNT_IO:-0}
+phases=${PHASES:-0}
 if [ "$count_io" != 0 ] && ! command -v perf >/dev/null; then
     apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null
 fi
@@ -63,9 +66,17 @@ for run in $(seq "$runs"); do
         if [ "$count_io" != 0 ]; then
             counting=(perf stat -x ',' -o "$work/io" -e 'syscalls:sys_enter_pread64,syscalls:sys_enter_pwrite64' --)
         fi
-        "${counting[@]}" /usr/bin/time -o "$work/time" -f "%M %U %S" \
+        timing=(/usr/bin/time -o "$work/time" -f "%M %U %S")
+        out="$work/log"
+        if [ "$phases" != 0 ]; then
+            # It writes the log itself, and the time file as /usr/bin/time would.
+            timing=(python3 tests/bench/evaluation_phases.py --log "$work/log" --db "$work/run.db"
+                --table "$work/phases" --time "$work/time" --)
+            out="$work/sampler.log"
+        fi
+        "${counting[@]}" "${timing[@]}" \
             "$bin" --db "$work/run.db" -v pull --fixtures "$work/one" \
-            > "$work/log" 2>&1 || { echo "$bin failed:"; tail -5 "$work/log"; exit 1; }
+            > "$out" 2>&1 || { echo "$bin failed:"; tail -5 "$work/log"; [ "$out" = "$work/log" ] || cat "$out"; exit 1; }
         ms=$(sed -n 's/.*export rows evaluated in full in \([0-9]*\) ms.*/\1/p' "$work/log")
         [ -n "$ms" ] || { echo "$bin did not evaluate in full:"; tail -5 "$work/log"; exit 1; }
         read -r rss user sys < "$work/time"
@@ -75,6 +86,9 @@ for run in $(seq "$runs"); do
         fi
         printf '%s run %d: %6.1f s (CPU: %s s oppsync, %s s kernel), peak RSS %d KiB%s\n' \
             "$bin" "$run" "$(awk "BEGIN {print $ms / 1000}")" "$user" "$sys" "$rss" "$io"
+        if [ "$phases" != 0 ]; then
+            cat "$work/phases"
+        fi
         echo "$ms" >> "$work/ms-$(echo "$bin" | md5sum | cut -c1-8)"
     done
 done

@@ -5,16 +5,20 @@ Runs one oppsync command with `-v` (first_evaluation.sh runs `pull` through this
 PHASES=1) and, every 0.2 s, reads what the kernel counts for it: its CPU time in oppsync itself
 and in the kernel (/proc/PID/stat), the bytes it wrote and read through system calls
 (/proc/PID/io: the database, its journal and SQLite's temp files, whether or not they reach
-the disk), and the size of the database file. Each `-v` line that ends a phase ("evaluated
+the disk), the memory pages the kernel handed out (/proc/vmstat's pgalloc counters, for the
+whole machine, which an otherwise idle machine spends on this command: new page-cache memory
+for what it writes beyond what its files already held, and its own heap), and the size of the
+database file. Each `-v` line that ends a phase ("evaluated
 opportunity_contact_role in 13459 ms", "built the indexes of main.export_row in 9035 ms", ...)
 closes the phase at the sample that first sees it, so each phase's figures are within 0.2 s of
 its own. The table is written to --table; the command's peak RSS, user and kernel CPU seconds
 to --time, as `/usr/bin/time -f "%M %U %S"` writes them; the exit code is the command's.
 
-On these VMs a phase's kernel time follows the bytes it writes to new page-cache memory
-(tests/bench/fresh_pages.py), so the written column is the one that says which phase a
-redesign must make write less; bytes written minus the database's growth is what went to
-SQLite's temp files (sorts, materialized rule views, their indexes).
+On these VMs a phase's kernel time follows the new page-cache memory its writes take
+(tests/bench/fresh_pages.py), so the new-memory column is the one that says which phase a
+redesign must make write less: bytes written over pages already cached (a sort's merge
+buffers, written again and again) cost little. Bytes written minus the database's growth is
+what went to SQLite's temp files (sorts, materialized rule views, their indexes).
 
 usage: tests/bench/evaluation_phases.py --log LOG --db DB --table TABLE --time TIME -- CMD...
 """
@@ -32,8 +36,16 @@ PHASE_END = re.compile(r"Z ((?:evaluated|built|counted) .*) in (\d+) ms$")
 SUMMARY = ("evaluated every view", "export rows evaluated in full")
 
 
+def allocated():
+    """Bytes of memory the kernel has handed out since boot, machine-wide."""
+    with open("/proc/vmstat") as f:
+        pages = sum(int(line.split()[1]) for line in f if line.startswith("pgalloc_"))
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
 def sample(pid, db):
-    """(user s, kernel s, bytes written, bytes read, database bytes), or None once it exited."""
+    """(user s, kernel s, bytes written, bytes read, database bytes, bytes of new memory), or
+    None once it exited."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             # The fields after the command name, which is in parentheses and may hold spaces.
@@ -46,7 +58,7 @@ def sample(pid, db):
     # utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
     user, kernel = int(fields[11]) / ticks, int(fields[12]) / ticks
     size = os.stat(db).st_size if os.path.exists(db) else 0
-    return (user, kernel, int(io["wchar"]), int(io["rchar"]), size)
+    return (user, kernel, int(io["wchar"]), int(io["rchar"]), size, allocated())
 
 
 def phases_seen(log):
@@ -65,12 +77,12 @@ def phases_seen(log):
 
 
 def table(rows, total):
-    out = ["| phase | wall | user CPU | kernel CPU | written | read | database grew |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| phase | wall | user CPU | kernel CPU | written | new memory | read | database grew |",
+           "|---|---|---|---|---|---|---|---|"]
     for name, ms, d in rows + [("all phases, and what came before and after them", None, total)]:
         wall = f"{ms / 1000:.1f} s" if ms is not None else ""
         out.append(f"| {name} | {wall} | {d[0]:.1f} s | {d[1]:.1f} s | {d[2] / 1e9:.2f} GB "
-                   f"| {d[3] / 1e9:.2f} GB | {d[4] / 1e9:.2f} GB |")
+                   f"| {d[5] / 1e9:.2f} GB | {d[3] / 1e9:.2f} GB | {d[4] / 1e9:.2f} GB |")
     return "\n".join(out) + "\n"
 
 
@@ -85,9 +97,9 @@ def main():
         sys.exit("evaluation_phases.py: no command to run (give it after --)")
 
     start_size = os.stat(args.db).st_size if os.path.exists(args.db) else 0
+    first = (0.0, 0.0, 0, 0, start_size, allocated())
     with open(args.log, "w") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    first = (0.0, 0.0, 0, 0, start_size)
     last = first
     closed = []  # (name, ms, sample at its end)
     while True:
@@ -114,7 +126,8 @@ def main():
         rows.append((name, ms, tuple(b - a for a, b in zip(before, at))))
         before = at
     end_size = os.stat(args.db).st_size if os.path.exists(args.db) else 0
-    total = (usage.ru_utime, usage.ru_stime, last[2], last[3], end_size - start_size)
+    total = (usage.ru_utime, usage.ru_stime, last[2], last[3], end_size - start_size,
+             last[5] - first[5])
     with open(args.table, "w") as f:
         f.write(table(rows, total))
     with open(args.time, "w") as f:

@@ -22,7 +22,8 @@
 # pwrite64 tracepoints), which do not vary with the machine's load, so that builds compare on
 # a noisy day too. With PHASES=1, each run also prints a table of its phases (the rule views,
 # each export view, the index builds, the counts): the CPU time in oppsync and in the kernel,
-# and the bytes written and read, of each (tests/bench/evaluation_phases.py).
+# the bytes written and read, and the new memory the machine handed out, in each
+# (tests/bench/evaluation_phases.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-100000}

@@ -1,18 +1,18 @@
 #!/usr/bin/env python3
 """Where a full evaluation's time goes, phase by phase (issue 9, goal 4).
 
-Runs one oppsync command with `-v` (first_evaluation.sh runs `pull` through this with
-PHASES=1) and, every 0.2 s, reads what the kernel counts for it: its CPU time in oppsync itself
-and in the kernel (/proc/PID/stat), the bytes it wrote and read through system calls
-(/proc/PID/io: the database, its journal and SQLite's temp files, whether or not they reach
-the disk), the memory pages the kernel handed out (/proc/vmstat's pgalloc counters, for the
-whole machine, which an otherwise idle machine spends on this command: new page-cache memory
-for what it writes beyond what its files already held, and its own heap), and the size of the
-database file. Each `-v` line that ends a phase ("evaluated
-opportunity_contact_role in 13459 ms", "built the indexes of main.export_row in 9035 ms", ...)
-closes the phase at the sample that first sees it, so each phase's figures are within 0.2 s of
-its own. The table is written to --table; the command's peak RSS, user and kernel CPU seconds
-to --time, as `/usr/bin/time -f "%M %U %S"` writes them; the exit code is the command's.
+Runs one oppsync command with `-v` (first_evaluation.sh runs `pull` through this with PHASES=1)
+and, every 0.2 s, reads what the kernel counts for it: its CPU time in oppsync itself and in the
+kernel (/proc/PID/stat), the bytes it wrote and read through system calls (/proc/PID/io: the
+database, its journal and SQLite's temp files, whether or not they reach the disk), the memory
+pages the kernel handed out (/proc/vmstat's pgalloc counters, for the whole machine, which an
+otherwise idle machine spends on this command: new page-cache memory for what it writes beyond
+what its files already held, and its own heap), and the size of the database file. Each `-v`
+line that ends a phase ("evaluated opportunity_contact_role in 13459 ms", "built the indexes of
+main.export_row in 9035 ms", ...) closes the phase at the sample that first sees it, so each
+phase's figures are within 0.2 s of its own. The table is written to --table; the command's peak
+RSS, user and kernel CPU seconds to --time, as `/usr/bin/time -f "%M %U %S"` writes them; the
+exit code is the command's.
 
 On these VMs a phase's kernel time follows the new page-cache memory its writes take
 (tests/bench/fresh_pages.py), so the new-memory column is the one that says which phase a
@@ -126,6 +126,8 @@ def main():
         rows.append((name, ms, tuple(b - a for a, b in zip(before, at))))
         before = at
     end_size = os.stat(args.db).st_size if os.path.exists(args.db) else 0
+    # CPU time from the child's own rusage; what it wrote, read and took up to the last sample,
+    # which misses at most its last 0.2 s.
     total = (usage.ru_utime, usage.ru_stime, last[2], last[3], end_size - start_size,
              last[5] - first[5])
     with open(args.table, "w") as f:

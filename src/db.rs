@@ -254,8 +254,7 @@ pub(crate) fn configure(conn: &Connection) -> Result<()> {
 ///
 /// `synchronous` is FULL meanwhile: NORMAL is safe against a power cut in WAL mode only.
 pub(crate) fn hold_in_rollback_mode(conn: &Connection) -> Result<bool> {
-    let mode: String = conn.query_row("PRAGMA main.journal_mode", [], |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") || conn.path().is_none_or(str::is_empty) {
+    if !journal_mode(conn)?.eq_ignore_ascii_case("wal") || conn.path().is_none_or(str::is_empty) {
         return Ok(false);
     }
     conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
@@ -295,6 +294,12 @@ pub(crate) fn release_to_wal(conn: &Connection) -> Result<()> {
         )),
     }
     Ok(())
+}
+
+/// The journal mode of the main database of `conn`, as SQLite names it (`wal`, `delete`, or
+/// `memory` for a database in memory).
+pub(crate) fn journal_mode(conn: &Connection) -> Result<String> {
+    Ok(conn.query_row("PRAGMA main.journal_mode", [], |r| r.get(0))?)
 }
 
 /// Applies the migrations the database has not seen, each in its own transaction.
@@ -397,14 +402,6 @@ pub(crate) fn text_pairs(
     let mut stmt = conn.prepare(sql)?;
     let rows = stmt.query_map(params, |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-/// The journal mode of the main database of `conn` (`wal`, `delete`), for tests that a write
-/// leaves it as it should.
-#[cfg(test)]
-pub(crate) fn journal_mode(conn: &Connection) -> String {
-    conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap()
 }
 
 /// SQLite's query plan for `sql`, one step a line, for tests that a query is served by an index.
@@ -512,12 +509,12 @@ mod tests {
 
         tx.commit().unwrap();
         release_to_wal(&conn).unwrap();
-        assert_eq!(journal_mode(&conn), "wal");
+        assert_eq!(journal_mode(&conn).unwrap(), "wal");
         let reader = open_read_only(&db).unwrap();
         assert_eq!(count(&reader), 1);
         // With another connection open, the database is not held, and stays in WAL mode.
         assert!(!hold_in_rollback_mode(&conn).unwrap());
-        assert_eq!(journal_mode(&conn), "wal");
+        assert_eq!(journal_mode(&conn).unwrap(), "wal");
         conn.execute(
             "INSERT INTO run (command, args, started_at) VALUES ('t', '[]', 'now')",
             [],

@@ -520,7 +520,7 @@ impl Checkpoints {
     /// Starts the thread, on a connection of its own to the database of `tx`; `None` when there
     /// is nothing to copy (a database in memory, or one not in WAL mode).
     fn start(tx: &Transaction<'_>) -> Result<Option<Checkpoints>> {
-        let mode: String = tx.query_row("PRAGMA main.journal_mode", [], |r| r.get(0))?;
+        let mode = crate::db::journal_mode(tx)?;
         let path = tx.path().filter(|p| !p.is_empty()).map(str::to_string);
         let Some(path) = path.filter(|_| mode.eq_ignore_ascii_case("wal")) else {
             return Ok(None);

@@ -761,10 +761,10 @@ fn a_first_evaluation_is_one_transaction_holding_the_database_and_leaves_it_in_w
     // The companies were evaluated before the failure, yet nothing was committed: one
     // transaction, rolled back, where WAL mode would have committed them (test above).
     assert_eq!(count(&conn, "SELECT count(*) FROM export_row"), 0);
-    assert_eq!(crate::db::journal_mode(&conn), "wal");
+    assert_eq!(crate::db::journal_mode(&conn).unwrap(), "wal");
     let reader = Connection::open(dir.path().join("oppsync.db")).unwrap();
     assert_eq!(
-        crate::db::journal_mode(&reader),
+        crate::db::journal_mode(&reader).unwrap(),
         "wal",
         "and the lock let go"
     );
@@ -776,7 +776,7 @@ fn a_first_evaluation_is_one_transaction_holding_the_database_and_leaves_it_in_w
         refresh(&mut conn, &config).unwrap().how,
         Refresh::Full(FullBecause::NoneComplete)
     );
-    assert_eq!(crate::db::journal_mode(&conn), "wal");
+    assert_eq!(crate::db::journal_mode(&conn).unwrap(), "wal");
     assert!(verify(&mut conn, &config).unwrap().is_empty());
 }
 
@@ -799,7 +799,7 @@ fn a_first_evaluation_with_the_database_open_elsewhere_commits_as_it_goes_in_wal
         ),
         1
     );
-    assert_eq!(crate::db::journal_mode(&conn), "wal");
+    assert_eq!(crate::db::journal_mode(&conn).unwrap(), "wal");
 }
 
 /// What a refresh made of this connection's temp schema: tables and views other than the

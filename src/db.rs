@@ -42,7 +42,10 @@ const PAGE_SIZE: i64 = 8 * 1024;
 /// Opens an existing database for reading only: no migration, no pragma that writes, so an
 /// auditor with read access can run `status`, `plan` and `explain`. The schema must be the one
 /// this build knows; an older one is migrated by the next writing command.
-pub fn open_read_only(path: &Path) -> Result<Connection> {
+///
+/// When SQLite can read it only without its locks (`immutable`, below), the result carries an
+/// `UnlockedRead` to check once the command has read what it shows.
+pub fn open_read_only(path: &Path) -> Result<ReadOnly> {
     if !path.is_file() {
         return Err(usage(format!(
             "no database at {}: run `oppsync pull` first, or name one with --db",
@@ -59,19 +62,21 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
     let opened = Connection::open_with_flags(path, flags)
         .map_err(anyhow::Error::from)
         .and_then(open);
+    let mut unlocked = None;
     let failure = opened.as_ref().err().and_then(sqlite_failure);
     let code = failure.map(|failure| failure.code);
     let (conn, version) = match opened {
         Ok(opened) => opened,
         // A writer holds the database exclusively: read around it (`immutable`) and the pages
         // it is writing in place would be read half-written.
-        Err(err) if code == Some(ErrorCode::DatabaseBusy) => {
-            return Err(err.context(format!(
+        // SQLite's own words ("database is locked") would only repeat the first ones.
+        Err(_) if code == Some(ErrorCode::DatabaseBusy) => {
+            bail!(
                 "database {} is locked: a pull evaluating every export row for the first time \
                  holds it until it has stored them (about a minute per million opportunities); \
                  try again then",
                 path.display()
-            )));
+            );
         }
         // A write stopped while the database was held in rollback-journal mode left a hot
         // journal: reading around it (`immutable`) would read the pages it wrote in place.
@@ -103,13 +108,15 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
         // be read by a user who may not create them beside it: SQLite says
         // SQLITE_READONLY_DIRECTORY, or SQLITE_CANTOPEN when an empty -wal is left without
         // its -shm. With no writer, the file is not changing, which is what SQLite's
-        // `immutable` asks for. Any other error is the reader's to see.
+        // `immutable` asks for; one that starts meanwhile is not seen by SQLite, so the caller
+        // checks the `UnlockedRead` afterwards. Any other error is the reader's to see.
         Err(_)
             if code == Some(ErrorCode::CannotOpen)
                 || failure.is_some_and(|failure| {
                     failure.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY
                 }) =>
         {
+            unlocked = Some(UnlockedRead::begin(path));
             Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
                 .map_err(anyhow::Error::from)
                 .and_then(open)
@@ -133,7 +140,68 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
             MIGRATIONS.len()
         );
     }
-    Ok(conn)
+    Ok(ReadOnly { conn, unlocked })
+}
+
+/// A database opened by `open_read_only`.
+#[derive(Debug)]
+pub struct ReadOnly {
+    pub conn: Connection,
+    /// Set when SQLite reads the file without its locks: check it once what is shown was read.
+    pub unlocked: Option<UnlockedRead>,
+}
+
+/// A read of the database file without SQLite's locks (`immutable`), which `open_read_only`
+/// takes only when no writer had the database open, and the file as it was when the read began.
+/// SQLite cannot see a writer that starts meanwhile: one that writes pages into the file while
+/// they are read (a checkpoint, or a write in rollback-journal mode) leaves what was read a mix of
+/// before and after. A writer that only appends to its -wal changes nothing that is read here.
+#[derive(Debug)]
+pub struct UnlockedRead {
+    path: PathBuf,
+    began: Option<FileState>,
+}
+
+/// The size and modification time of a file, or `None` when it cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileState {
+    len: u64,
+    modified: std::time::SystemTime,
+}
+
+impl FileState {
+    fn of(path: &Path) -> Option<FileState> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileState {
+            len: meta.len(),
+            modified: meta.modified().ok()?,
+        })
+    }
+}
+
+impl UnlockedRead {
+    /// Notes the database file at `path` as it is now, before the read begins.
+    pub(crate) fn begin(path: &Path) -> UnlockedRead {
+        UnlockedRead {
+            path: path.to_path_buf(),
+            began: FileState::of(path),
+        }
+    }
+
+    /// An error when the database file was written since `begin`, or a write in
+    /// rollback-journal mode is under way: what was read may then be half old, half new.
+    pub fn check(&self) -> Result<()> {
+        let now = FileState::of(&self.path);
+        if now.is_some() && now == self.began && !has_hot_journal(&self.path) {
+            return Ok(());
+        }
+        bail!(
+            "database {} was written while this command read it without locks (as it reads a \
+             database whose directory it may not write in): what it read may mix the database \
+             before and after that write; run the command again",
+            self.path.display()
+        )
+    }
 }
 
 /// The SQLite error that caused `err`, if SQLite's: its code (SQLITE_BUSY when another
@@ -510,7 +578,7 @@ mod tests {
         tx.commit().unwrap();
         release_to_wal(&conn).unwrap();
         assert_eq!(journal_mode(&conn).unwrap(), "wal");
-        let reader = open_read_only(&db).unwrap();
+        let reader = open_read_only(&db).unwrap().conn;
         assert_eq!(count(&reader), 1);
         // With another connection open, the database is not held, and stays in WAL mode.
         assert!(!hold_in_rollback_mode(&conn).unwrap());
@@ -524,13 +592,46 @@ mod tests {
     }
 
     #[test]
+    fn a_read_without_locks_is_refused_once_the_file_was_written_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        drop(open(&db).unwrap());
+        let read = UnlockedRead::begin(&db);
+        read.check().unwrap();
+
+        // A writer's last close copies its WAL into the database file.
+        let writer = open(&db).unwrap();
+        writer
+            .execute(
+                "INSERT INTO run (command, args, started_at) VALUES ('t', ?1, 'now')",
+                ["x".repeat(64 * 1024)],
+            )
+            .unwrap();
+        read.check().unwrap();
+        drop(writer);
+        let err = read.check().unwrap_err();
+        assert!(
+            format!("{err:#}").contains("was written while this command read it"),
+            "{err:#}"
+        );
+
+        // A write in rollback-journal mode under way, its pages not yet in the file.
+        let read = UnlockedRead::begin(&db);
+        let journal = format!("{}-journal", db.display());
+        std::fs::write(&journal, b"pages to roll back").unwrap();
+        assert!(read.check().is_err());
+        std::fs::write(&journal, b"").unwrap();
+        read.check().unwrap();
+    }
+
+    #[test]
     fn a_read_only_connection_refuses_writes_and_an_outdated_schema() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("x.db");
         let err = open_read_only(&db).unwrap_err();
         assert!(crate::exit::is_usage(&err), "{err:#}");
         drop(open(&db).unwrap());
-        let conn = open_read_only(&db).unwrap();
+        let conn = open_read_only(&db).unwrap().conn;
         let err = conn
             .execute(
                 "INSERT INTO run (command, args, started_at) VALUES ('t', '[]', 'now')",

@@ -99,10 +99,12 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         // Read-only commands open the database read-only and record no run, so an auditor
         // with read access can use them and they leave no trace.
         // `check` works before the first pull: without a database it checks all but the fields.
-        let conn = if matches!(cli.command, Command::Check { .. }) && !db_path.is_file() {
-            db::open_scratch()?
+        let (conn, unlocked) = if matches!(cli.command, Command::Check { .. }) && !db_path.is_file()
+        {
+            (db::open_scratch()?, None)
         } else {
-            db::open_read_only(&db_path)?
+            let read = db::open_read_only(&db_path)?;
+            (read.conn, read.unlocked)
         };
         let mut ctx = Context {
             conn,
@@ -113,8 +115,16 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         };
         let (config, _source) = Config::load(cli.config.as_deref())?;
         ctx.config = config;
-        rules::install_temporary(&mut ctx.conn, &ctx.config.rules, &ctx.config.export)?;
-        return dispatch(&mut ctx, &cli.command);
+        let result = rules::install_temporary(&mut ctx.conn, &ctx.config.rules, &ctx.config.export)
+            .and_then(|()| dispatch(&mut ctx, &cli.command));
+        // Said after what was shown, which cannot be taken back; the exit code says it too.
+        return match unlocked.map(|read| read.check()) {
+            Some(Err(written)) => Err(match result {
+                Err(err) => anyhow::anyhow!("{written:#} (it stopped with: {err:#})"),
+                Ok(_) => written,
+            }),
+            _ => result,
+        };
     }
     if let Command::Sync {
         every: Some(every),

@@ -310,7 +310,7 @@ pub(crate) fn configure(conn: &Connection) -> Result<()> {
 /// written once, into the database, where in WAL mode they are written to the WAL and copied
 /// from there into the database. At 1M opportunities that is 2.3 GB written and copied once
 /// fewer, and on these VMs, where the kernel charges dearly for page-cache memory it has not
-/// used lately, the evaluation took 0.83-0.87 of the time (README, goal 4).
+/// used lately, the evaluation took 0.83-0.87 of the time (`tests/bench/README.md`, goal 4).
 ///
 /// The price is that readers (`status`, `plan`, `sqlite3`) find the database locked until the
 /// evaluation ends, where in WAL mode they read the staged records meanwhile; and a stop midway

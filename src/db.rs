@@ -188,6 +188,19 @@ impl UnlockedRead {
         }
     }
 
+    /// `result`, the outcome of a command that read through this, unless the database file was
+    /// written meanwhile: then an error saying so, with the command's own error if it failed
+    /// (a read of half-written pages often fails, as "database disk image is malformed").
+    pub fn vouch<T>(&self, result: Result<T>) -> Result<T> {
+        match (self.check(), result) {
+            (Ok(()), result) => result,
+            (Err(written), Ok(_)) => Err(written),
+            (Err(written), Err(err)) => {
+                Err(anyhow::anyhow!("{written:#} (it stopped with: {err:#})"))
+            }
+        }
+    }
+
     /// An error when the database file was written since `begin`, or a write in
     /// rollback-journal mode is under way: what was read may then be half old, half new.
     pub fn check(&self) -> Result<()> {
@@ -614,6 +627,21 @@ mod tests {
             format!("{err:#}").contains("was written while this command read it"),
             "{err:#}"
         );
+
+        // The command's outcome gives way to the write, and its error is kept.
+        assert!(read.vouch(Ok(())).is_err());
+        let err = read
+            .vouch::<()>(Err(anyhow::anyhow!("database disk image is malformed")))
+            .unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("was written while"), "{message}");
+        assert!(message.contains("(it stopped with: database disk image is malformed)"));
+        let unchanged = UnlockedRead::begin(&db);
+        assert_eq!(unchanged.vouch(Ok(7)).unwrap(), 7);
+        let err = unchanged
+            .vouch::<()>(Err(anyhow::anyhow!("no such opportunity")))
+            .unwrap_err();
+        assert_eq!(format!("{err:#}"), "no such opportunity");
 
         // A write in rollback-journal mode under way, its pages not yet in the file.
         let read = UnlockedRead::begin(&db);

@@ -118,12 +118,9 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         let result = rules::install_temporary(&mut ctx.conn, &ctx.config.rules, &ctx.config.export)
             .and_then(|()| dispatch(&mut ctx, &cli.command));
         // Said after what was shown, which cannot be taken back; the exit code says it too.
-        return match unlocked.map(|read| read.check()) {
-            Some(Err(written)) => Err(match result {
-                Err(err) => anyhow::anyhow!("{written:#} (it stopped with: {err:#})"),
-                Ok(_) => written,
-            }),
-            _ => result,
+        return match unlocked {
+            Some(read) => read.vouch(result),
+            None => result,
         };
     }
     if let Command::Sync {

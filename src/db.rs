@@ -191,7 +191,7 @@ impl UnlockedRead {
     /// `result`, the outcome of a command that read through this, unless the database file was
     /// written meanwhile: then an error saying so, with the command's own error if it failed
     /// (a read of half-written pages often fails, as "database disk image is malformed").
-    pub fn vouch<T>(&self, result: Result<T>) -> Result<T> {
+    pub(crate) fn vouch<T>(&self, result: Result<T>) -> Result<T> {
         match (self.check(), result) {
             (Ok(()), result) => result,
             (Err(written), Ok(_)) => Err(written),
@@ -203,15 +203,15 @@ impl UnlockedRead {
 
     /// An error when the database file was written since `begin`, or a write in
     /// rollback-journal mode is under way: what was read may then be half old, half new.
-    pub fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         let now = FileState::of(&self.path);
         if now.is_some() && now == self.began && !has_hot_journal(&self.path) {
             return Ok(());
         }
         bail!(
-            "database {} was written while this command read it without locks (as it reads a \
-             database whose directory it may not write in): what it read may mix the database \
-             before and after that write; run the command again",
+            "database {} was written while this command read it without locks (as it must \
+             when it may not create the database's -wal and -shm files): what it read may mix \
+             the database before and after that write; run the command again",
             self.path.display()
         )
     }

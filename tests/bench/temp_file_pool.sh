@@ -10,7 +10,7 @@
 # Needs gcc and SQLite's extension header (Debian: libsqlite3-dev), installed when missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-db=$(realpath "$1")
+db=$(realpath "${1:?usage: tests/bench/temp_file_pool.sh DB [RUNS]}")
 runs=${2:-2}
 if ! command -v gcc >/dev/null || [ ! -f /usr/include/sqlite3ext.h ] || [ ! -x /usr/bin/time ]; then
     apt-get update -qq && apt-get install -y -qq gcc libsqlite3-dev sqlite3 time >/dev/null

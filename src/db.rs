@@ -73,7 +73,7 @@ pub fn open_read_only(path: &Path) -> Result<ReadOnly> {
         Err(_) if code == Some(ErrorCode::DatabaseBusy) => {
             bail!(
                 "database {} is locked: a pull evaluating every export row for the first time \
-                 holds it until it has stored them (about a minute per million opportunities); \
+                 holds it until it has stored them (one to two minutes per million opportunities); \
                  try again then",
                 path.display()
             );

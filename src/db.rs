@@ -181,7 +181,7 @@ impl FileState {
 
 impl UnlockedRead {
     /// Notes the database file at `path` as it is now, before the read begins.
-    pub(crate) fn begin(path: &Path) -> UnlockedRead {
+    fn begin(path: &Path) -> UnlockedRead {
         UnlockedRead {
             path: path.to_path_buf(),
             began: FileState::of(path),
@@ -203,7 +203,7 @@ impl UnlockedRead {
 
     /// An error when the database file was written since `begin`, or a write in
     /// rollback-journal mode is under way: what was read may then be half old, half new.
-    pub(crate) fn check(&self) -> Result<()> {
+    fn check(&self) -> Result<()> {
         let now = FileState::of(&self.path);
         if now.is_some() && now == self.began && !has_hot_journal(&self.path) {
             return Ok(());

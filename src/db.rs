@@ -39,6 +39,34 @@ const CACHE_SIZE: i64 = -8 * 1024;
 /// with 4 KiB, 71 s with 8, 84 s with 16). An existing database keeps the page size it has.
 const PAGE_SIZE: i64 = 8 * 1024;
 
+/// Refuses a database path that cannot name a database file, before anything is created beside
+/// it (the writer lock is a file next to it): a directory or another kind of file, and, for a
+/// command that creates the database (`creates`), a file in a folder that does not exist.
+/// SQLite's own error for these ("unable to open database file") names neither cause.
+pub fn check_path(path: &Path, creates: bool) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(usage(format!(
+            "database path {} is a directory; --db names the database file, e.g. --db {}",
+            path.display(),
+            path.join("oppsync.db").display()
+        ))),
+        Ok(meta) if !meta.is_file() => Err(usage(format!(
+            "database path {} is not a regular file; --db names the database file",
+            path.display()
+        ))),
+        Ok(_) => Ok(()),
+        Err(_) if creates => match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(folder) if !folder.is_dir() => Err(usage(format!(
+                "database path {}: folder {} does not exist; create it or name another with --db",
+                path.display(),
+                folder.display()
+            ))),
+            _ => Ok(()),
+        },
+        Err(_) => Ok(()),
+    }
+}
+
 /// Opens an existing database for reading only: no migration, no pragma that writes, so an
 /// auditor with read access can run `status`, `plan` and `explain`. The schema must be the one
 /// this build knows; an older one is migrated by the next writing command.

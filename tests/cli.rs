@@ -353,6 +353,65 @@ fn quiet_prints_nothing_on_success_and_verbose_lists_pages() {
 }
 
 #[test]
+fn a_database_path_that_cannot_be_a_database_file_is_a_usage_error_naming_it() {
+    let db = TestDb::new();
+    let demo = scenario("demo");
+    // A directory where the database file should be: every kind of command refuses it.
+    std::fs::create_dir(db.path()).unwrap();
+    for args in [
+        &["pull", "--fixtures", demo.as_str()][..],
+        &["status"],
+        &["check"],
+    ] {
+        let run = db.run(args);
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains("is a directory")
+                && run.stderr.contains(&db.path().display().to_string()),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("readable by other users"),
+            "{}",
+            run.stderr
+        );
+    }
+    let json = db.run(&["pull", "--json", "--fixtures", demo.as_str()]);
+    json.expect_code(2);
+    let result: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(result["outcome"], "usage_error", "{}", json.stdout);
+    // A database in a folder that does not exist: a writing command names the folder and
+    // creates nothing, the lock file included.
+    let folder = db.dir.path().join("missing");
+    let run = crate::util::Run::from(
+        std::process::Command::new(BIN)
+            .current_dir(db.dir.path())
+            .arg("--db")
+            .arg(folder.join("oppsync.db"))
+            .args(["pull", "--fixtures", demo.as_str()])
+            .output()
+            .unwrap(),
+    );
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains(&format!("folder {} does not exist", folder.display())),
+        "{}",
+        run.stderr
+    );
+    let left: Vec<_> = std::fs::read_dir(db.dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        left,
+        ["oppsync.db"],
+        "nothing created beside the database path"
+    );
+}
+
+#[test]
 fn the_database_path_can_come_from_the_environment() {
     let db = TestDb::new();
     let status = std::process::Command::new(BIN)

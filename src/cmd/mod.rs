@@ -80,6 +80,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         (false, _) => Level::Verbose,
     };
     crate::progress::init(verbosity, prints_json(&cli.command));
+    db::check_path(&db_path, writes).inspect_err(|err| {
+        if json_result {
+            print_unstarted(name, err);
+        }
+    })?;
     let _lock = if writes {
         Some(WriterLock::acquire(&db_path).inspect_err(|err| {
             if json_result {

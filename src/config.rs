@@ -328,20 +328,38 @@ impl Config {
             Some(path) => Some(path.to_path_buf()),
             None => Some(PathBuf::from("oppsync.toml")).filter(|p| p.is_file()),
         };
-        let (mut config, source) = match path {
+        let (text, source) = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(&path).map_err(|err| {
                     usage(format!("cannot read config file {}: {err}", path.display()))
                 })?;
                 // Editors on Windows may start the file with a byte-order mark; TOML has no use
                 // for it.
-                let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-                (parse(&path, text)?, ConfigSource::File(path))
+                let text = text.strip_prefix('\u{feff}').unwrap_or(&text).to_string();
+                // Parsed on its own first, so that its errors name the file, line and column.
+                parse(&path, &text)?;
+                (text, ConfigSource::File(path))
             }
-            None => (Config::default(), ConfigSource::Defaults),
+            None => (String::new(), ConfigSource::Defaults),
         };
-        config.apply_env(env);
-        config.validate(&source)?;
+        let overrides = from_environment(env)?;
+        let mut table: toml::Table = toml::from_str(&text).unwrap_or_default();
+        for (setting, value) in &overrides {
+            let (section, key) = setting.split_once('.').unwrap_or(("", setting));
+            let section = table
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(section) = section {
+                section.insert(key.to_string(), value.clone());
+            }
+        }
+        // Each value was checked against its setting alone (`from_environment`), and the file
+        // on its own (`parse`), so this cannot fail on either; it is not unwrapped all the same.
+        let config: Config = table
+            .try_into()
+            .map_err(|err| usage(format!("configuration: {}", err.message().trim())))?;
+        let from_env: Vec<&str> = overrides.iter().map(|(setting, _)| *setting).collect();
+        config.validate(&source, &from_env)?;
         config.register_secrets();
         Ok((config, source))
     }
@@ -361,35 +379,17 @@ impl Config {
         }
     }
 
-    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
-        let set = |target: &mut Option<String>, name: &str| {
-            if let Some(value) = env(name).filter(|v| !v.is_empty()) {
-                *target = Some(value);
-            }
-        };
-        let set_secret = |target: &mut Option<Secret>, name: &str| {
-            if let Some(value) = env(name).filter(|v| !v.is_empty()) {
-                *target = Some(Secret(value));
-            }
-        };
-        set(&mut self.marketo.base_url, "MARKETO_BASE_URL");
-        set(&mut self.marketo.client_id, "MARKETO_CLIENT_ID");
-        set_secret(&mut self.marketo.client_secret, "MARKETO_CLIENT_SECRET");
-        set(&mut self.dynamics.url, "DYNAMICS_URL");
-        set(&mut self.dynamics.tenant, "DYNAMICS_TENANT");
-        set(&mut self.dynamics.client_id, "DYNAMICS_CLIENT_ID");
-        set_secret(&mut self.dynamics.client_secret, "DYNAMICS_CLIENT_SECRET");
-        set(&mut self.dynamics.username, "DYNAMICS_USERNAME");
-        set_secret(&mut self.dynamics.password, "DYNAMICS_PASSWORD");
-        set(&mut self.dynamics.token_url, "DYNAMICS_TOKEN_URL");
-    }
-
-    fn validate(&self, source: &ConfigSource) -> Result<()> {
-        let origin = match source {
+    /// Checks what parsing cannot: bounds, non-empty names, mapping names. An error names the
+    /// setting and where its value came from: the file, or the environment variable
+    /// (`from_env` lists the settings the environment set).
+    fn validate(&self, source: &ConfigSource, from_env: &[&str]) -> Result<()> {
+        let origin = |setting: &str| match source {
+            _ if from_env.contains(&setting) => format!("environment {}", env_name(setting)),
             ConfigSource::File(path) => format!("config {}", path.display()),
             ConfigSource::Defaults => "configuration".to_string(),
         };
-        let bad = |setting: &str, why: &str| Err(usage(format!("{origin}: {setting} {why}")));
+        let bad =
+            |setting: &str, why: &str| Err(usage(format!("{}: {setting} {why}", origin(setting))));
         if self.rules.customer_contact_role.trim().is_empty() {
             return bad("rules.customer_contact_role", "must not be empty");
         }
@@ -525,6 +525,105 @@ impl Config {
     }
 }
 
+/// Every setting outside `[mapping.*]`, each of which can also come from the environment
+/// (PRODUCT.md section 5), where it wins over the file: `[marketo]` and `[dynamics]` keys as
+/// MARKETO_KEY and DYNAMICS_KEY (the names PRODUCT.md gives, such as MARKETO_BASE_URL), the
+/// others as OPPSYNC_SECTION_KEY, so that no variable as generic as EXPORT_CURRENCY, meant for
+/// another program, changes what is sent to Marketo. The `[mapping.*]` tables are left out: their
+/// keys are Marketo field names, whose case an environment variable's name would lose.
+pub(crate) const SETTINGS: &[&str] = &[
+    "marketo.base_url",
+    "marketo.client_id",
+    "marketo.client_secret",
+    "marketo.rate_limit_calls",
+    "marketo.rate_limit_window_secs",
+    "marketo.on_opportunity_delete",
+    "marketo.retry_base_ms",
+    "marketo.max_attempts",
+    "marketo.http_timeout_secs",
+    "marketo.max_in_flight",
+    "dynamics.url",
+    "dynamics.tenant",
+    "dynamics.auth",
+    "dynamics.client_id",
+    "dynamics.client_secret",
+    "dynamics.username",
+    "dynamics.password",
+    "dynamics.token_url",
+    "dynamics.page_size",
+    "dynamics.retry_base_ms",
+    "dynamics.max_attempts",
+    "dynamics.http_timeout_secs",
+    "dynamics.max_pages_per_query",
+    "rules.customer_contact_role",
+    "rules.stakeholder_default_role",
+    "rules.stakeholder_categories",
+    "export.currency",
+    "export.leads",
+    "export.companies",
+    "history.keep_days",
+];
+
+/// The environment variable for `setting` (`section.key`): see `SETTINGS`.
+pub(crate) fn env_name(setting: &str) -> String {
+    let name = setting.replace('.', "_").to_uppercase();
+    if setting.starts_with("marketo.") || setting.starts_with("dynamics.") {
+        name
+    } else {
+        format!("OPPSYNC_{name}")
+    }
+}
+
+/// The settings the environment sets, each value checked against its setting alone. A value is
+/// taken as text when the setting is text, else as TOML (`4`, `[1000, 1001]`), else as a
+/// list (`1000, 1001`). An empty variable counts as unset, as an env file's `KEY=` line would.
+/// A value that fits none is a usage error naming the variable; a secret's value is never
+/// shown, and, being text, never fails.
+fn from_environment(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(&'static str, toml::Value)>> {
+    let mut overrides = Vec::new();
+    for &setting in SETTINGS {
+        let name = env_name(setting);
+        let Some(text) = env(&name).filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        let (section, key) = setting.split_once('.').unwrap_or(("", setting));
+        let fits = |value: &toml::Value| -> std::result::Result<(), String> {
+            let mut inner = toml::Table::new();
+            inner.insert(key.to_string(), value.clone());
+            let mut outer = toml::Table::new();
+            outer.insert(section.to_string(), toml::Value::Table(inner));
+            outer
+                .try_into::<Config>()
+                .map(drop)
+                .map_err(|err| err.message().trim().replace('\n', " "))
+        };
+        let as_text = toml::Value::String(text.clone());
+        let first_error = match fits(&as_text) {
+            Ok(()) => {
+                overrides.push((setting, as_text));
+                continue;
+            }
+            Err(err) => err,
+        };
+        let as_toml = [format!("v = {text}"), format!("v = [{text}]")]
+            .iter()
+            .filter_map(|line| toml::from_str::<toml::Table>(line).ok())
+            .filter_map(|mut table| table.remove("v"))
+            .find(|value| fits(value).is_ok());
+        match as_toml {
+            Some(value) => overrides.push((setting, value)),
+            None => {
+                return Err(usage(format!(
+                    "environment {name}={text:?}: {setting} {first_error}"
+                )));
+            }
+        }
+    }
+    Ok(overrides)
+}
+
 /// Parses TOML into a `Config`, turning errors into one line that names file, line and column.
 fn parse(path: &Path, text: &str) -> Result<Config> {
     toml::from_str(text).map_err(|err| {
@@ -618,6 +717,156 @@ mod tests {
         assert!(
             !format!("{config:?}").contains("s3cret"),
             "Debug must not show secrets"
+        );
+    }
+
+    /// A value other than the default for every setting, as its environment variable gives it.
+    const FROM_ENVIRONMENT: &[(&str, &str)] = &[
+        ("marketo.base_url", "http://127.0.0.1:9"),
+        ("marketo.client_id", "id-from-env"),
+        ("marketo.client_secret", "secret-from-env"),
+        ("marketo.rate_limit_calls", "50"),
+        ("marketo.rate_limit_window_secs", "10"),
+        ("marketo.on_opportunity_delete", "keep"),
+        ("marketo.retry_base_ms", "250"),
+        ("marketo.max_attempts", "3"),
+        ("marketo.http_timeout_secs", "30"),
+        ("marketo.max_in_flight", "2"),
+        ("dynamics.url", "https://org.example.invalid"),
+        ("dynamics.tenant", "tenant.example.invalid"),
+        ("dynamics.auth", "ropc"),
+        ("dynamics.client_id", "dyn-id"),
+        ("dynamics.client_secret", "dyn-secret"),
+        ("dynamics.username", "someone@example.invalid"),
+        ("dynamics.password", "dyn-password"),
+        ("dynamics.token_url", "https://login.example.invalid/token"),
+        ("dynamics.page_size", "500"),
+        ("dynamics.retry_base_ms", "100"),
+        ("dynamics.max_attempts", "2"),
+        ("dynamics.http_timeout_secs", "60"),
+        ("dynamics.max_pages_per_query", "10"),
+        ("rules.customer_contact_role", "Buyer"),
+        ("rules.stakeholder_default_role", "Influencer"),
+        ("rules.stakeholder_categories", "1000, 1001"),
+        ("export.currency", "transaction"),
+        ("export.leads", "all_in_scope"),
+        ("export.companies", "all_in_scope"),
+        ("history.keep_days", "30"),
+    ];
+
+    /// The settings the README's Configuration section documents (its first TOML block),
+    /// `[mapping.*]` aside.
+    fn documented_settings() -> Vec<String> {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("## Configuration").unwrap()..];
+        let block = &section[section.find("```toml\n").unwrap() + 8..];
+        let block = &block[..block.find("```").unwrap()];
+        let table: toml::Table = toml::from_str(block).unwrap();
+        let mut settings: Vec<String> = table
+            .iter()
+            .filter(|(section, _)| *section != "mapping")
+            .flat_map(|(section, keys)| {
+                let keys = keys.as_table().unwrap();
+                keys.keys().map(move |key| format!("{section}.{key}"))
+            })
+            .collect();
+        settings.sort();
+        settings
+    }
+
+    #[test]
+    fn every_documented_setting_can_come_from_the_environment_and_wins_over_the_file() {
+        let mut listed: Vec<String> = SETTINGS.iter().map(|s| s.to_string()).collect();
+        listed.sort();
+        assert_eq!(
+            listed,
+            documented_settings(),
+            "SETTINGS and the README differ"
+        );
+        let mut tested: Vec<String> = FROM_ENVIRONMENT
+            .iter()
+            .map(|(s, _)| s.to_string())
+            .collect();
+        tested.sort();
+        assert_eq!(tested, listed, "every setting is tried below");
+        // The file sets each to its default, so that what changes comes from the environment.
+        let file = "[marketo]\nmax_in_flight = 4\n[rules]\ncustomer_contact_role = \"Customer\"\n";
+        let plain = format!("{:?}", load_text(file, &[]).unwrap());
+        for (setting, text) in FROM_ENVIRONMENT {
+            let name = env_name(setting);
+            let config = load_text(file, &[(&name, text)])
+                .unwrap_or_else(|err| panic!("{name}={text}: {err:#}"));
+            let secret = match *setting {
+                "marketo.client_secret" => config.marketo.client_secret.as_ref(),
+                "dynamics.client_secret" => config.dynamics.client_secret.as_ref(),
+                "dynamics.password" => config.dynamics.password.as_ref(),
+                _ => None,
+            };
+            match secret {
+                Some(secret) => assert_eq!(secret.expose(), *text, "{name}"),
+                None => assert_ne!(
+                    format!("{config:?}"),
+                    plain,
+                    "{name}={text} changed nothing"
+                ),
+            }
+        }
+        let config = load_text(
+            file,
+            &[("OPPSYNC_RULES_STAKEHOLDER_CATEGORIES", "1000, 1001")],
+        );
+        assert_eq!(config.unwrap().rules.stakeholder_categories, [1000, 1001]);
+        let config = load_text(file, &[("OPPSYNC_RULES_STAKEHOLDER_CATEGORIES", "[7]")]);
+        assert_eq!(config.unwrap().rules.stakeholder_categories, [7]);
+        let config = load_text(file, &[("MARKETO_MAX_IN_FLIGHT", "7")]).unwrap();
+        assert_eq!(config.marketo.max_in_flight, 7);
+        // A text setting keeps text that reads as a number; an empty variable is unset.
+        let config = load_text(file, &[("OPPSYNC_RULES_CUSTOMER_CONTACT_ROLE", "2024")]).unwrap();
+        assert_eq!(config.rules.customer_contact_role, "2024");
+        let config = load_text(file, &[("OPPSYNC_EXPORT_CURRENCY", "")]).unwrap();
+        assert_eq!(config.export.currency, Currency::Base);
+    }
+
+    #[test]
+    fn a_bad_value_from_the_environment_is_a_usage_error_naming_the_variable() {
+        for (name, text, expected) in [
+            (
+                "MARKETO_MAX_IN_FLIGHT",
+                "four",
+                "environment MARKETO_MAX_IN_FLIGHT=\"four\": marketo.max_in_flight",
+            ),
+            (
+                "MARKETO_MAX_IN_FLIGHT",
+                "0",
+                "environment MARKETO_MAX_IN_FLIGHT: marketo.max_in_flight must be between 1 and 10",
+            ),
+            (
+                "OPPSYNC_EXPORT_CURRENCY",
+                "yen",
+                "environment OPPSYNC_EXPORT_CURRENCY=\"yen\": export.currency",
+            ),
+            (
+                "OPPSYNC_RULES_STAKEHOLDER_CATEGORIES",
+                "stakeholders",
+                "OPPSYNC_RULES_STAKEHOLDER_CATEGORIES",
+            ),
+            (
+                "DYNAMICS_PAGE_SIZE",
+                "9000",
+                "environment DYNAMICS_PAGE_SIZE: dynamics.page_size must be between 1 and 5000",
+            ),
+        ] {
+            let err = load_text("", &[(name, text)]).unwrap_err();
+            let message = format!("{err:#}");
+            assert!(crate::exit::is_usage(&err), "{message}");
+            assert!(message.contains(expected), "{name}={text}: {message}");
+            assert!(!message.contains('\n'), "one line: {message}");
+        }
+        // The file's own bad value still names the file.
+        let err = load_text("[marketo]\nmax_in_flight = 0\n", &[]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("oppsync.toml: marketo.max_in_flight"),
+            "{err:#}"
         );
     }
 

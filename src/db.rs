@@ -319,7 +319,7 @@ fn warn_if_shared(path: &Path) {
         if let Ok(meta) = std::fs::metadata(path) {
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o044 != 0 {
-                eprintln!(
+                errln!(
                     "warning: database {} is readable by other users (mode {mode:o}); it holds contact names and emails: chmod 600 {0}",
                     path.display()
                 );

@@ -5,6 +5,22 @@
 //! association rules, and `explain` / `status` read the result back. `cmd` holds one file of
 //! glue per subcommand; `db` and `sql` own the database file and the embedded SQL.
 
+/// `println!` for what a command shows on stdout (`progress::write_stdout`): once stdout is
+/// closed (`oppsync status | head -1`), the rest is dropped, where `println!` would panic in
+/// the middle of the command.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::progress::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` likewise, for warnings (`progress::write_stderr`).
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::progress::write_stderr(format_args!($($arg)*))
+    };
+}
+
 pub(crate) mod check;
 pub mod cli;
 pub mod cmd;

@@ -7,8 +7,10 @@
 //! Process-wide, set once by `cmd::run`: the lines come from far apart (the Marketo client's
 //! retries, the pull's pages), and a command has one terminal.
 
-use std::io::IsTerminal;
+use std::fmt;
+use std::io::{IsTerminal, Write as _};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -110,9 +112,45 @@ fn print(level: Level, line: &str) {
         // Above the bars, which are redrawn below it.
         let _ = out.bars.println(&line);
     } else if out.to_stderr {
-        eprintln!("{line}");
+        errln!("{line}");
     } else {
-        println!("{line}");
+        outln!("{line}");
+    }
+}
+
+/// Set once stdout or stderr failed a write: nothing more is written to it.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes one line to stdout (`outln!`). When the reader has gone (`| head`, a log pipe whose
+/// reader died) the write fails, with EPIPE since Rust ignores SIGPIPE: the rest of the output
+/// is then dropped, and the command goes on to finish its work (a pull keeps staging, a push
+/// keeps recording what Marketo acknowledged), its exit code saying how that went.
+/// `println!` would panic there, midway through whatever the command was doing. Another
+/// failure (a full disk under a redirected stdout) is said once on stderr.
+pub(crate) fn write_stdout(line: fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(err) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if err.kind() != std::io::ErrorKind::BrokenPipe {
+            write_stderr(format_args!(
+                "warning: writing to stdout failed ({err}); the rest of the output is dropped"
+            ));
+        }
+    }
+}
+
+/// Writes one line to stderr (`errln!`); once that fails, stderr is left alone.
+pub(crate) fn write_stderr(line: fmt::Arguments<'_>) {
+    if STDERR_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut err = std::io::stderr().lock();
+    if writeln!(err, "{line}").is_err() {
+        STDERR_CLOSED.store(true, Ordering::Relaxed);
     }
 }
 

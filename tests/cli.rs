@@ -412,6 +412,47 @@ fn a_database_path_that_cannot_be_a_database_file_is_a_usage_error_naming_it() {
 }
 
 #[test]
+fn a_reader_that_stops_reading_leaves_each_command_to_finish_as_it_would_have() {
+    // Each command runs twice, on twin databases: once with its output read, once with stdout
+    // a pipe whose reader is gone (as `oppsync status | head -1` leaves it).
+    let read = TestDb::new();
+    let unread = TestDb::new();
+    let demo = fixtures().join("demo").join("1-initial");
+    let demo = demo.to_str().unwrap();
+    let id = "a7d3c2b1-2c44-ef11-a316-000d3a5c0003";
+    for args in [
+        &["pull", "--fixtures", demo][..],
+        &["status"],
+        &["plan"],
+        &["explain", id],
+        &["plan", "--json"],
+    ] {
+        let expected = read.run(args);
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = unread
+            .command(unread.dir.path(), args, &[])
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let run = crate::util::Run::from(output);
+        assert!(!run.stderr.contains("panicked"), "{args:?}: {}", run.stderr);
+        assert_eq!(run.code, expected.code, "{args:?}: {}", run.stderr);
+        assert!(
+            !expected.stdout.is_empty(),
+            "{args:?} prints something to lose"
+        );
+    }
+    let rows = "SELECT count(*) FROM export_row";
+    assert!(read.count(rows) > 0);
+    assert_eq!(
+        unread.count(rows),
+        read.count(rows),
+        "the pull finished its work"
+    );
+}
+
+#[test]
 fn the_database_path_can_come_from_the_environment() {
     let db = TestDb::new();
     let status = std::process::Command::new(BIN)

@@ -20,7 +20,7 @@ pub(crate) fn run(ctx: &mut Context, json_output: bool) -> Result<Outcome> {
         (false, false) => 1,
     };
     if json_output {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({"items": items, "exit_code": code}))?
         );
@@ -31,9 +31,9 @@ pub(crate) fn run(ctx: &mut Context, json_output: bool) -> Result<Outcome> {
                 "warn" => "!",
                 _ => "✗",
             };
-            println!("{mark} {}: {}", item.name, item.detail);
+            outln!("{mark} {}: {}", item.name, item.detail);
             if let (Some(fix), false) = (&item.fix, item.verdict == "pass") {
-                println!("    fix: {fix}");
+                outln!("    fix: {fix}");
             }
         }
     }

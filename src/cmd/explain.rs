@@ -9,7 +9,7 @@ use crate::explain::{self, Explanation};
 pub(crate) fn run(ctx: &mut Context, opportunity_id: &str, json: bool) -> Result<Outcome> {
     let explanation = explain::explain(&ctx.conn, opportunity_id)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&explanation)?);
+        outln!("{}", serde_json::to_string_pretty(&explanation)?);
     } else {
         print_human(&explanation);
     }
@@ -22,13 +22,13 @@ fn or_none(value: Option<&str>) -> &str {
 
 fn print_human(e: &Explanation) {
     let s = &e.staged;
-    println!(
+    outln!(
         "opportunity {} \"{}\"",
         e.opportunityid,
         or_none(s.name.as_deref())
     );
-    println!("  staged from {} (run {})", s.source_file, s.staged_run);
-    println!(
+    outln!("  staged from {} (run {})", s.source_file, s.staged_run);
+    outln!(
         "  customerid {} ({}), parentaccountid {}, parentcontactid {}",
         or_none(s.customerid.as_deref()),
         s.customerid_type
@@ -38,13 +38,13 @@ fn print_human(e: &Explanation) {
         or_none(s.parentcontactid.as_deref())
     );
     if let Some(reason) = &e.out_of_views {
-        println!("  not synced: {reason}");
+        outln!("  not synced: {reason}");
         print_last_push(e);
         return;
     }
     print_owner("owner", &e.owner);
     if let Some(c) = &e.customer {
-        println!(
+        outln!(
             "customer: {} {} - {}",
             or_none(c.customer_type.as_deref()),
             or_none(c.customer_id.as_deref()),
@@ -62,7 +62,7 @@ fn print_human(e: &Explanation) {
             .as_deref()
             .map(|n| format!(" \"{n}\""))
             .unwrap_or_default();
-        println!(
+        outln!(
             "account: {}{name} (rule {}{state})",
             or_none(a.accountid.as_deref()),
             a.rule
@@ -72,10 +72,10 @@ fn print_human(e: &Explanation) {
         }
     }
     if e.roles.is_empty() {
-        println!("roles: none");
+        outln!("roles: none");
     }
     for r in &e.roles {
-        println!(
+        outln!(
             "role: {} for contact {} {} <{}>{} (rule {}, from {})",
             or_none(r.role.as_deref()),
             r.contactid,
@@ -90,7 +90,7 @@ fn print_human(e: &Explanation) {
         }
     }
     for l in &e.left_out {
-        println!(
+        outln!(
             "left out: {} {} role {} from {}: {}",
             l.rule,
             or_none(l.contactid.as_deref()),
@@ -112,7 +112,7 @@ fn print_owner(label: &str, owner: &explain::Owner) {
         .sales_person_id
         .as_deref()
         .map_or("none".to_string(), |id| id.to_string());
-    println!(
+    outln!(
         "{label}: {who} -> externalSalesPersonId {sent}: {}",
         explain::describe_owner_rule(&owner.rule)
     );
@@ -120,7 +120,7 @@ fn print_owner(label: &str, owner: &explain::Owner) {
 
 fn print_last_push(e: &Explanation) {
     if e.last_push.is_empty() {
-        println!("last push: none recorded");
+        outln!("last push: none recorded");
     }
     for p in &e.last_push {
         let reasons = p
@@ -129,9 +129,15 @@ fn print_last_push(e: &Explanation) {
             .filter(|r| *r != "null")
             .map(|r| format!(" {r}"))
             .unwrap_or_default();
-        println!(
+        outln!(
             "last push: {} {} {} -> {}{} (run {}, {})",
-            p.object, p.key, p.action, p.status, reasons, p.run_id, p.at
+            p.object,
+            p.key,
+            p.action,
+            p.status,
+            reasons,
+            p.run_id,
+            p.at
         );
     }
 }

@@ -259,7 +259,7 @@ fn print_json(
         "rest_calls": rest_calls,
         "counts": counts,
     });
-    println!("{}", crate::redact::redact(&result.to_string()));
+    outln!("{}", crate::redact::redact(&result.to_string()));
 }
 
 fn configure(ctx: &mut Context, explicit: Option<&Path>) -> Result<()> {

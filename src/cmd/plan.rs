@@ -12,7 +12,7 @@ pub(crate) fn run(ctx: &mut Context, json_output: bool) -> Result<Outcome> {
     let report = report(&plan);
     ctx.counts = report.clone();
     if json_output {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_human(&plan);
     }
@@ -39,13 +39,18 @@ pub(crate) fn report(plan: &Plan) -> Value {
 }
 
 pub(crate) fn print_human(plan: &Plan) {
-    println!(
+    outln!(
         "{:<14} {:>7} {:>7} {:>10} {:>7} {:>7}",
-        "", "create", "update", "unchanged", "delete", "skip"
+        "",
+        "create",
+        "update",
+        "unchanged",
+        "delete",
+        "skip"
     );
     for object in Object::ALL {
         let c = plan.counts(object);
-        println!(
+        outln!(
             "{:<14} {:>7} {:>7} {:>10} {:>7} {:>7}",
             object.plural(),
             c.create,
@@ -58,17 +63,17 @@ pub(crate) fn print_human(plan: &Plan) {
     let calls = plan.calls();
     let total: usize = calls.values().sum();
     if total == 0 {
-        println!("nothing to send: push would make no REST call");
+        outln!("nothing to send: push would make no REST call");
     } else {
         let detail = calls
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect::<Vec<_>>()
             .join(", ");
-        println!("REST calls needed: {total} ({detail}), plus one identity call");
+        outln!("REST calls needed: {total} ({detail}), plus one identity call");
     }
     for op in plan.skipped() {
-        println!(
+        outln!(
             "skip {} {}: {}",
             op.object.name(),
             op.key.as_deref().or(op.source_id.as_deref()).unwrap_or("?"),

@@ -101,7 +101,7 @@ impl Tally {
                 .entity_set
                 .clone()
                 .unwrap_or_else(|| "(none)".to_string());
-            eprintln!(
+            errln!(
                 "warning: {source}: entity set {set} is not one oppsync stages ({}); {} records skipped",
                 page::KNOWN_ENTITY_SETS.join(", "),
                 c.unknown
@@ -122,7 +122,7 @@ impl Tally {
                 reason: rejection.reason.clone(),
             });
             if self.listed < LISTED_REJECTS {
-                eprintln!(
+                errln!(
                     "rejected: {source} record {}: {}",
                     rejection.position,
                     crate::redact::redact(&rejection.reason)
@@ -180,7 +180,7 @@ impl Tally {
     /// Reports the pull and records its problems; exits 3 only for problems seen first now.
     fn finish(self, ctx: &mut Context) -> Result<Outcome> {
         if self.listed > LISTED_REJECTS {
-            eprintln!(
+            errln!(
                 "rejected: {} more; see: sqlite3 {} 'select * from rejected_record where run_id = {}'",
                 self.listed - LISTED_REJECTS,
                 ctx.conn.path().unwrap_or("oppsync.db"),
@@ -220,9 +220,10 @@ impl Tally {
         problem::close_staged(&ctx.conn, ctx.run_id)?;
         ctx.counts["new_problems"] = json!(new);
         if t.rejected > 0 || t.unknown > 0 {
-            eprintln!(
+            errln!(
                 "pull finished with {} rejected and {} skipped records (listed above), {new} of them new",
-                t.rejected, t.unknown
+                t.rejected,
+                t.unknown
             );
             if new > 0 {
                 return Ok(Outcome::DoneWithRejects);

@@ -82,7 +82,7 @@ fn print_summary(ctx: &Context, summary: &Summary) {
         ));
     }
     for skip in summary.skipped.iter().take(LISTED_SKIPS) {
-        eprintln!(
+        errln!(
             "skipped {} {}: {}",
             skip.object,
             skip.key
@@ -93,7 +93,7 @@ fn print_summary(ctx: &Context, summary: &Summary) {
         );
     }
     if summary.skipped.len() > LISTED_SKIPS {
-        eprintln!(
+        errln!(
             "skipped: {} more; see: sqlite3 {} \"select * from push_outcome where run_id = {} and status <> 'created' and status <> 'updated' and status <> 'deleted'\"",
             summary.skipped.len() - LISTED_SKIPS,
             ctx.conn.path().unwrap_or("oppsync.db"),
@@ -105,7 +105,7 @@ fn print_summary(ctx: &Context, summary: &Summary) {
 pub(crate) fn print_dry_run(plan: &Plan) {
     let batches = plan.batches();
     for batch in batches {
-        println!(
+        outln!(
             "would send {} {}{}: {} records, about {} bytes",
             batch.object.plural(),
             if batch.deletes { "delete" } else { "upsert" },
@@ -119,7 +119,7 @@ pub(crate) fn print_dry_run(plan: &Plan) {
         );
     }
     let skipped = plan.skipped().count();
-    println!(
+    outln!(
         "{} REST calls; {skipped} records would be skipped (see `oppsync plan`)",
         batches.len()
     );

@@ -13,7 +13,7 @@ pub(crate) fn run(ctx: &mut Context, json: bool) -> Result<Outcome> {
         .and_then(|path| crate::db::writer_pid(std::path::Path::new(path)));
     let status = status::read(&mut ctx.conn, writer, &ctx.config)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        outln!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print_human(&status);
     }
@@ -21,17 +21,19 @@ pub(crate) fn run(ctx: &mut Context, json: bool) -> Result<Outcome> {
 }
 
 fn print_human(s: &Status) {
-    println!("schema version {}", s.schema_version);
-    println!("staged (live / deleted):");
+    outln!("schema version {}", s.schema_version);
+    outln!("staged (live / deleted):");
     for c in &s.staged {
-        println!("  {:<16} {:>8} / {}", c.entity_set, c.live, c.deleted);
+        outln!("  {:<16} {:>8} / {}", c.entity_set, c.live, c.deleted);
     }
     let d = &s.derived;
-    println!(
+    outln!(
         "derived: {} opportunities in scope ({} with an account), {} contact roles",
-        d.opportunities, d.opportunities_with_account, d.contact_roles
+        d.opportunities,
+        d.opportunities_with_account,
+        d.contact_roles
     );
-    println!("recent runs:");
+    outln!("recent runs:");
     for r in &s.runs {
         let args = r
             .args
@@ -60,35 +62,42 @@ fn print_human(s: &Status) {
             ),
             _ => String::new(),
         };
-        println!(
+        outln!(
             "  #{} {} {} {} {}{running}{counts}{message}",
-            r.run_id, r.started_at, r.command, args, r.outcome
+            r.run_id,
+            r.started_at,
+            r.command,
+            args,
+            r.outcome
         );
     }
     match &s.last_success {
-        Some(r) => println!(
+        Some(r) => outln!(
             "last successful push: #{} {} ({}, finished {})",
             r.run_id,
             r.command,
             r.outcome,
             r.finished_at.as_deref().unwrap_or("?")
         ),
-        None => println!("last successful push: none yet"),
+        None => outln!("last successful push: none yet"),
     }
-    println!(
+    outln!(
         "newest opportunity change staged: {}; acknowledged by Marketo: {}",
         s.lag.newest_staged.as_deref().unwrap_or("none"),
         s.lag.newest_acknowledged.as_deref().unwrap_or("none")
     );
-    println!("pending for Marketo (create / update / delete / skip):");
+    outln!("pending for Marketo (create / update / delete / skip):");
     for (object, c) in &s.pending {
-        println!(
+        outln!(
             "  {object:<17} {} / {} / {} / {}",
-            c.create, c.update, c.delete, c.skip
+            c.create,
+            c.update,
+            c.delete,
+            c.skip
         );
     }
     for r in &s.last_errors {
-        println!(
+        outln!(
             "last error: #{} {} {}: {}",
             r.run_id,
             r.started_at,
@@ -96,19 +105,26 @@ fn print_human(s: &Status) {
             r.message.as_deref().unwrap_or("")
         );
     }
-    println!(
+    outln!(
         "standing problems: {} (a run exits 3 only when it finds a new one)",
         s.problems_total
     );
     for p in &s.problems {
-        println!(
+        outln!(
             "  {} {} {}: {} (first seen {} by run {}, last seen {} by run {})",
-            p.stage, p.subject, p.key, p.reason, p.first_seen, p.first_run, p.last_seen, p.last_run
+            p.stage,
+            p.subject,
+            p.key,
+            p.reason,
+            p.first_seen,
+            p.first_run,
+            p.last_seen,
+            p.last_run
         );
     }
-    println!("rejected records: {}", s.rejected_total);
+    outln!("rejected records: {}", s.rejected_total);
     for r in &s.rejected_recent {
-        println!(
+        outln!(
             "  run {} {} record {} ({}): {}",
             r.run_id,
             r.source,

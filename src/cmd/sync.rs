@@ -124,7 +124,7 @@ pub(crate) fn every(
 
 /// One line on stdout, stamped with the time (RFC 3339), for logs a scheduler keeps.
 fn log(line: &str) {
-    println!("{} {}", crate::run::now(), crate::redact::redact(line));
+    outln!("{} {}", crate::run::now(), crate::redact::redact(line));
 }
 
 fn is_daily_quota(err: &anyhow::Error) -> bool {

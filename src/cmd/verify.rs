@@ -19,7 +19,7 @@ pub(crate) fn run(ctx: &mut Context, json_output: bool) -> Result<Outcome> {
         // push re-evaluates them before anything reads them, so there is nothing to compare.
         let note = "the stored export rows are not current (records were staged since, or the rules or mappings changed); the next pull or push brings them up to date";
         if json_output {
-            println!(
+            outln!(
                 "{}",
                 json!({"current": false, "rows": rows, "differences": [], "note": note})
             );
@@ -30,13 +30,13 @@ pub(crate) fn run(ctx: &mut Context, json_output: bool) -> Result<Outcome> {
     }
     let differences = export_rows::verify(&mut ctx.conn, &ctx.config)?;
     if json_output {
-        println!(
+        outln!(
             "{}",
             json!({"current": true, "rows": rows, "differences": differences})
         );
     } else {
         for d in differences.iter().take(LISTED) {
-            println!(
+            outln!(
                 "{}: {} {} (source {})",
                 d.side,
                 d.object,
@@ -45,7 +45,7 @@ pub(crate) fn run(ctx: &mut Context, json_output: bool) -> Result<Outcome> {
             );
         }
         if differences.len() > LISTED {
-            println!("... and {} more", differences.len() - LISTED);
+            outln!("... and {} more", differences.len() - LISTED);
         }
     }
     if !differences.is_empty() {

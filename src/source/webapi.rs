@@ -332,5 +332,5 @@ impl WebApi {
 
 /// A warning on the terminal, with every known secret cut out.
 fn warn(line: &str) {
-    eprintln!("warning: {}", crate::redact::redact(line));
+    errln!("warning: {}", crate::redact::redact(line));
 }

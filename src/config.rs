@@ -328,37 +328,23 @@ impl Config {
             Some(path) => Some(path.to_path_buf()),
             None => Some(PathBuf::from("oppsync.toml")).filter(|p| p.is_file()),
         };
-        let (text, source) = match path {
+        let (mut config, source) = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(&path).map_err(|err| {
                     usage(format!("cannot read config file {}: {err}", path.display()))
                 })?;
                 // Editors on Windows may start the file with a byte-order mark; TOML has no use
                 // for it.
-                let text = text.strip_prefix('\u{feff}').unwrap_or(&text).to_string();
-                // Parsed on its own first, so that its errors name the file, line and column.
-                parse(&path, &text)?;
-                (text, ConfigSource::File(path))
+                let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+                (parse(&path, text)?, ConfigSource::File(path))
             }
-            None => (String::new(), ConfigSource::Defaults),
+            None => (Config::default(), ConfigSource::Defaults),
         };
         let overrides = from_environment(env)?;
-        let mut table: toml::Table = toml::from_str(&text).unwrap_or_default();
-        for (setting, value) in &overrides {
-            let (section, key) = setting.split_once('.').unwrap_or(("", setting));
-            let section = table
-                .entry(section)
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if let toml::Value::Table(section) = section {
-                section.insert(key.to_string(), value.clone());
-            }
-        }
-        // Each value was checked against its setting alone (`from_environment`), and the file
-        // on its own (`parse`), so this cannot fail on either; it is not unwrapped all the same.
-        let config: Config = table
-            .try_into()
-            .map_err(|err| usage(format!("configuration: {}", err.message().trim())))?;
         let from_env: Vec<&str> = overrides.iter().map(|(setting, _)| *setting).collect();
+        for (setting, from) in overrides {
+            config.take(setting, from);
+        }
         config.validate(&source, &from_env)?;
         config.register_secrets();
         Ok((config, source))
@@ -525,44 +511,65 @@ impl Config {
     }
 }
 
-/// Every setting outside `[mapping.*]`, each of which can also come from the environment
-/// (PRODUCT.md section 5), where it wins over the file: `[marketo]` and `[dynamics]` keys as
-/// MARKETO_KEY and DYNAMICS_KEY (the names PRODUCT.md gives, such as MARKETO_BASE_URL), the
-/// others as OPPSYNC_SECTION_KEY, so that no variable as generic as EXPORT_CURRENCY, meant for
-/// another program, changes what is sent to Marketo. The `[mapping.*]` tables are left out: their
-/// keys are Marketo field names, whose case an environment variable's name would lose.
-pub(crate) const SETTINGS: &[&str] = &[
-    "marketo.base_url",
-    "marketo.client_id",
-    "marketo.client_secret",
-    "marketo.rate_limit_calls",
-    "marketo.rate_limit_window_secs",
-    "marketo.on_opportunity_delete",
-    "marketo.retry_base_ms",
-    "marketo.max_attempts",
-    "marketo.http_timeout_secs",
-    "marketo.max_in_flight",
-    "dynamics.url",
-    "dynamics.tenant",
-    "dynamics.auth",
-    "dynamics.client_id",
-    "dynamics.client_secret",
-    "dynamics.username",
-    "dynamics.password",
-    "dynamics.token_url",
-    "dynamics.page_size",
-    "dynamics.retry_base_ms",
-    "dynamics.max_attempts",
-    "dynamics.http_timeout_secs",
-    "dynamics.max_pages_per_query",
-    "rules.customer_contact_role",
-    "rules.stakeholder_default_role",
-    "rules.stakeholder_categories",
-    "export.currency",
-    "export.leads",
-    "export.companies",
-    "history.keep_days",
-];
+/// Defines `SETTINGS` and `Config::take` from one list, so that no setting has a variable
+/// that sets nothing.
+macro_rules! settings {
+    ($($section:ident . $key:ident),* $(,)?) => {
+        pub(crate) const SETTINGS: &[&str] =
+            &[$(concat!(stringify!($section), ".", stringify!($key))),*];
+
+        impl Config {
+            /// Sets `setting` to its value in `from`.
+            fn take(&mut self, setting: &str, from: Config) {
+                $(
+                    if setting == concat!(stringify!($section), ".", stringify!($key)) {
+                        self.$section.$key = from.$section.$key;
+                        return;
+                    }
+                )*
+            }
+        }
+    };
+}
+
+// Every setting outside `[mapping.*]`, each of which can also come from the environment
+// (PRODUCT.md section 5), where it wins over the file: `[marketo]` and `[dynamics]` keys as
+// MARKETO_KEY and DYNAMICS_KEY (the names PRODUCT.md gives, such as MARKETO_BASE_URL), the
+// others as OPPSYNC_SECTION_KEY, so that no variable as generic as EXPORT_CURRENCY, meant for
+// another program, changes what is sent to Marketo. The `[mapping.*]` tables are left out: their
+// keys are Marketo field names, whose case an environment variable's name would lose.
+settings!(
+    marketo.base_url,
+    marketo.client_id,
+    marketo.client_secret,
+    marketo.rate_limit_calls,
+    marketo.rate_limit_window_secs,
+    marketo.on_opportunity_delete,
+    marketo.retry_base_ms,
+    marketo.max_attempts,
+    marketo.http_timeout_secs,
+    marketo.max_in_flight,
+    dynamics.url,
+    dynamics.tenant,
+    dynamics.auth,
+    dynamics.client_id,
+    dynamics.client_secret,
+    dynamics.username,
+    dynamics.password,
+    dynamics.token_url,
+    dynamics.page_size,
+    dynamics.retry_base_ms,
+    dynamics.max_attempts,
+    dynamics.http_timeout_secs,
+    dynamics.max_pages_per_query,
+    rules.customer_contact_role,
+    rules.stakeholder_default_role,
+    rules.stakeholder_categories,
+    export.currency,
+    export.leads,
+    export.companies,
+    history.keep_days,
+);
 
 /// The environment variable for `setting` (`section.key`): see `SETTINGS`.
 pub(crate) fn env_name(setting: &str) -> String {
@@ -579,9 +586,7 @@ pub(crate) fn env_name(setting: &str) -> String {
 /// list (`1000, 1001`). An empty variable counts as unset, as an env file's `KEY=` line would.
 /// A value that fits none is a usage error naming the variable; a secret's value is never
 /// shown, and, being text, never fails.
-fn from_environment(
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<(&'static str, toml::Value)>> {
+fn from_environment(env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(&'static str, Config)>> {
     let mut overrides = Vec::new();
     for &setting in SETTINGS {
         let name = env_name(setting);
@@ -589,20 +594,19 @@ fn from_environment(
             continue;
         };
         let (section, key) = setting.split_once('.').unwrap_or(("", setting));
-        let fits = |value: &toml::Value| -> std::result::Result<(), String> {
+        // The setting alone, in a configuration of defaults.
+        let alone = |value: toml::Value| -> std::result::Result<Config, String> {
             let mut inner = toml::Table::new();
-            inner.insert(key.to_string(), value.clone());
+            inner.insert(key.to_string(), value);
             let mut outer = toml::Table::new();
             outer.insert(section.to_string(), toml::Value::Table(inner));
             outer
                 .try_into::<Config>()
-                .map(drop)
                 .map_err(|err| err.message().trim().replace('\n', " "))
         };
-        let as_text = toml::Value::String(text.clone());
-        let first_error = match fits(&as_text) {
-            Ok(()) => {
-                overrides.push((setting, as_text));
+        let first_error = match alone(toml::Value::String(text.clone())) {
+            Ok(config) => {
+                overrides.push((setting, config));
                 continue;
             }
             Err(err) => err,
@@ -611,9 +615,9 @@ fn from_environment(
             .iter()
             .filter_map(|line| toml::from_str::<toml::Table>(line).ok())
             .filter_map(|mut table| table.remove("v"))
-            .find(|value| fits(value).is_ok());
+            .find_map(|value| alone(value).ok());
         match as_toml {
-            Some(value) => overrides.push((setting, value)),
+            Some(config) => overrides.push((setting, config)),
             None => {
                 return Err(usage(format!(
                     "environment {name}={text:?}: {setting} {first_error}"
@@ -862,12 +866,18 @@ mod tests {
             assert!(message.contains(expected), "{name}={text}: {message}");
             assert!(!message.contains('\n'), "one line: {message}");
         }
-        // The file's own bad value still names the file.
-        let err = load_text("[marketo]\nmax_in_flight = 0\n", &[]).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("oppsync.toml: marketo.max_in_flight"),
-            "{err:#}"
-        );
+        // The file's own bad value still names the file, with the environment set or not.
+        let huge = "[marketo]\nrate_limit_window_secs = 18446744073709551615\n";
+        for env in [&[][..], &[("MARKETO_RATE_LIMIT_CALLS", "50")]] {
+            let err = load_text("[marketo]\nmax_in_flight = 0\n", env).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("oppsync.toml: marketo.max_in_flight"),
+                "{err:#}"
+            );
+            let err = load_text(huge, env).unwrap_err();
+            assert!(crate::exit::is_usage(&err), "{err:#}");
+            assert!(format!("{err:#}").contains("oppsync.toml"), "{err:#}");
+        }
     }
 
     #[test]

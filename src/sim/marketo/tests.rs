@@ -185,6 +185,12 @@ fn leads_match_by_email_whatever_its_case_and_carry_no_seq() {
         json!({"input": [{"email": "ana@example.com"}]}),
     );
     assert_eq!(codes(&ambiguous), ["1007"]);
+    // One email twice in a batch, in any case: the second is refused, as for the other objects.
+    let twice = client.post(
+        "/rest/v1/leads.json",
+        json!({"input": [{"email": "bo@example.com"}, {"email": "Bo@Example.com"}, {"email": "cy@example.com"}]}),
+    );
+    assert_eq!(codes(&twice), ["created", "1036", "created"]);
 }
 
 #[test]

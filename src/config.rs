@@ -793,7 +793,8 @@ mod tests {
             .collect();
         tested.sort();
         assert_eq!(tested, listed, "every setting is tried below");
-        // The file sets each to its default, so that what changes comes from the environment.
+        // The file sets two settings to their defaults: what changes comes from the environment,
+        // and wins over the file.
         let file = "[marketo]\nmax_in_flight = 4\n[rules]\ncustomer_contact_role = \"Customer\"\n";
         let plain = format!("{:?}", load_text(file, &[]).unwrap());
         for (setting, text) in FROM_ENVIRONMENT {

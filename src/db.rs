@@ -41,9 +41,11 @@ const PAGE_SIZE: i64 = 8 * 1024;
 
 /// Refuses a database path that cannot name a database file, before anything is created beside
 /// it (the writer lock is a file next to it): a directory or another kind of file, and, for a
-/// command that creates the database (`creates`), a file in a folder that does not exist.
-/// SQLite's own error for these ("unable to open database file") names neither cause.
-pub fn check_path(path: &Path, creates: bool) -> Result<()> {
+/// command that writes (`writes`), a file in a folder that does not exist or an existing file
+/// this user may not write. SQLite's own errors for these ("unable to open database file",
+/// "attempt to write a readonly database", after it has left `-wal` and `-shm` files the owner
+/// may then not write either) name no cause.
+pub fn check_path(path: &Path, writes: bool) -> Result<()> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => Err(usage(format!(
             "database path {} is a directory; --db names the database file, e.g. --db {}",
@@ -54,8 +56,15 @@ pub fn check_path(path: &Path, creates: bool) -> Result<()> {
             "database path {} is not a regular file; --db names the database file",
             path.display()
         ))),
+        Ok(_) if writes => match OpenOptions::new().write(true).open(path) {
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => Err(usage(format!(
+                "database {} is not writable by this user ({err}); {WRITE_ACCESS}",
+                path.display()
+            ))),
+            _ => Ok(()),
+        },
         Ok(_) => Ok(()),
-        Err(_) if creates => match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Err(_) if writes => match path.parent().filter(|p| !p.as_os_str().is_empty()) {
             Some(folder) if !folder.is_dir() => Err(usage(format!(
                 "database path {}: folder {} does not exist; create it or name another with --db",
                 path.display(),
@@ -66,6 +75,11 @@ pub fn check_path(path: &Path, creates: bool) -> Result<()> {
         Err(_) => Ok(()),
     }
 }
+
+/// What a user who may not write the database, or beside it, is told.
+const WRITE_ACCESS: &str = "commands that write need write access to the database, its folder \
+     and its lock file; the read-only ones (status, plan, explain, check, verify, push --dry-run) \
+     need read access only";
 
 /// Opens an existing database for reading only: no migration, no pragma that writes, so an
 /// auditor with read access can run `status`, `plan` and `explain`. The schema must be the one
@@ -454,9 +468,18 @@ impl WriterLock {
         options.create(true).truncate(false).write(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options
-            .open(&path)
-            .with_context(|| format!("opening lock file {}", path.display()))?;
+        let file = match options.open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(usage(format!(
+                    "cannot open lock file {} ({err}); {WRITE_ACCESS}",
+                    path.display()
+                )));
+            }
+            Err(err) => {
+                return Err(err).with_context(|| format!("opening lock file {}", path.display()));
+            }
+        };
         match file.try_lock() {
             Ok(()) => {
                 // Who holds it, for `status`; the lock, not this text, is what excludes.

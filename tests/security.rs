@@ -805,6 +805,64 @@ fn an_auditor_who_can_only_read_the_file_can_run_the_read_only_commands() {
     assert_eq!(std::fs::read(db.path()).unwrap(), before, "nothing written");
 }
 
+// Row 12: a user who may read the database but not write it, or beside it, is told what a
+// writing command needs, and SQLite leaves no -wal or -shm behind it.
+
+#[cfg(unix)]
+#[test]
+fn a_writing_command_without_write_access_says_what_it_needs_and_leaves_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(db) = pulled_for_an_auditor() else {
+        return;
+    };
+    let demo = fixtures().join("demo").join("1-initial");
+    let pull = |path: &std::path::Path| {
+        as_nobody(&[
+            "--db".as_ref(),
+            path.as_os_str(),
+            "pull".as_ref(),
+            "--fixtures".as_ref(),
+            demo.as_os_str(),
+        ])
+        .unwrap()
+    };
+    let listing = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    // The owner's folder and lock file: the database itself may be written, the lock may not.
+    readable_by_all(&db);
+    std::fs::set_permissions(db.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let before = listing(db.dir.path());
+    let output = pull(&db.path());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot open lock file"), "{stderr}");
+    assert!(stderr.contains("read access only"), "{stderr}");
+    assert_eq!(listing(db.dir.path()), before);
+    // A database of the user's own, in its own folder, that it may only read.
+    let own = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(own.path(), Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(own.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = own.path().join("oppsync.db");
+    std::fs::copy(db.path(), &copy).unwrap();
+    std::os::unix::fs::chown(&copy, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let output = pull(&copy);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is not writable by this user"), "{stderr}");
+    assert_eq!(
+        listing(own.path()),
+        ["oppsync.db"],
+        "no -wal, -shm or lock left"
+    );
+}
+
 // Row 12: an auditor who cannot read the pages a writer left in the -wal is told so, rather
 // than shown the database as it was before them (SQLite's `immutable`, which reads the
 // database file alone); an empty -wal holds nothing to miss.

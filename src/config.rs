@@ -336,7 +336,9 @@ impl Config {
                 // Editors on Windows may start the file with a byte-order mark; TOML has no use
                 // for it.
                 let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-                (parse(&path, text)?, ConfigSource::File(path))
+                let config = parse(&path, text)?;
+                warn_if_secrets_shared(&path, &config);
+                (config, ConfigSource::File(path))
             }
             None => (Config::default(), ConfigSource::Defaults),
         };
@@ -626,6 +628,39 @@ fn from_environment(env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(&'stati
         }
     }
     Ok(overrides)
+}
+
+/// Warns when the file holds a secret and users other than its owner may read it, as `db` does
+/// for the database: the secret is then theirs too.
+fn warn_if_secrets_shared(path: &Path, config: &Config) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let held: Vec<&str> = [
+            (
+                "marketo.client_secret",
+                config.marketo.client_secret.is_some(),
+            ),
+            (
+                "dynamics.client_secret",
+                config.dynamics.client_secret.is_some(),
+            ),
+            ("dynamics.password", config.dynamics.password.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(setting, set)| set.then_some(setting))
+        .collect();
+        let mode = std::fs::metadata(path).map_or(0, |meta| meta.permissions().mode() & 0o777);
+        if !held.is_empty() && mode & 0o044 != 0 {
+            let variables: Vec<String> = held.iter().map(|setting| env_name(setting)).collect();
+            errln!(
+                "warning: config {} holds {} and is readable by other users (mode {mode:o}): chmod 600 {0}, or set {} in the environment instead",
+                path.display(),
+                held.join(", "),
+                variables.join(", ")
+            );
+        }
+    }
 }
 
 /// Parses TOML into a `Config`, turning errors into one line that names file, line and column.

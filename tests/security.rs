@@ -535,6 +535,35 @@ fn the_database_is_created_private_and_a_shared_one_draws_a_warning() {
     );
 }
 
+#[cfg(unix)]
+#[test]
+fn a_config_file_holding_a_secret_that_others_may_read_draws_a_warning_naming_the_variable() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new();
+    let dir = fixtures().join("customer-account");
+    db.run(&["pull", "--fixtures", dir.to_str().unwrap()])
+        .expect_code(0);
+    let config = db.dir.path().join("oppsync.toml");
+    let warned = |text: &str, mode: u32, env: &[(&str, &str)]| -> bool {
+        std::fs::write(&config, text).unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(mode)).unwrap();
+        let run = db.run_with_env(&["status"], env);
+        run.expect_code(0);
+        assert!(!run.stderr.contains("s3cret-in-file"), "{}", run.stderr);
+        run.stderr.contains("is readable by other users (mode 644)")
+            && run.stderr.contains("DYNAMICS_PASSWORD")
+    };
+    let secret = "[dynamics]\npassword = \"s3cret-in-file\"\n";
+    assert!(warned(secret, 0o644, &[]));
+    assert!(!warned(secret, 0o600, &[]), "private: no warning");
+    let no_secret = "[dynamics]\nusername = \"someone@example.invalid\"\n";
+    assert!(!warned(
+        no_secret,
+        0o644,
+        &[("DYNAMICS_PASSWORD", "from-env")]
+    ));
+}
+
 // Row 7: no setting or answer can panic.
 
 #[test]

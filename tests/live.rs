@@ -579,6 +579,39 @@ fn sync_every_stops_after_max_cycles_and_stamps_its_lines() {
     assert!(bad.stderr.contains("between 1s and 24h"), "{}", bad.stderr);
 }
 
+#[test]
+fn the_last_of_max_cycles_failing_says_so_rather_than_when_the_next_starts() {
+    let db = TestDb::new();
+    quick(&db);
+    let dir = fixtures().join("demo/1-initial");
+    let run = db.run_with_env(
+        &[
+            "sync",
+            "--every",
+            "1s",
+            "--max-cycles",
+            "1",
+            "--fixtures",
+            dir.to_str().unwrap(),
+        ],
+        &[
+            // Nothing listens on port 1; one attempt, so that the cycle fails at once.
+            ("MARKETO_BASE_URL", "http://127.0.0.1:1"),
+            ("MARKETO_CLIENT_ID", "oppsync-sim"),
+            ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+            ("MARKETO_MAX_ATTEMPTS", "1"),
+        ],
+    );
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("cycle 1 failed (1 in a row)")
+            && run.stdout.contains("that was the last of --max-cycles"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("next cycle in"), "{}", run.stdout);
+}
+
 /// Whether a line starts with an RFC 3339 UTC timestamp.
 fn chrono_like(line: &str) -> bool {
     let stamp = line.split(' ').next().unwrap_or("");

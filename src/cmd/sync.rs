@@ -52,6 +52,9 @@ pub(crate) fn run(
     })
 }
 
+/// Said instead of when the next cycle starts, after the last of `--max-cycles`.
+const LAST: &str = "that was the last of --max-cycles";
+
 /// The longest wait after failing cycles.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
@@ -68,6 +71,7 @@ pub(crate) fn every(
     let mut number = 0u32;
     loop {
         number += 1;
+        let last = max_cycles.is_some_and(|max| number >= max);
         log(&format!("cycle {number}: pull, then push"));
         let result = cycle(number);
         let wait = match &result {
@@ -87,9 +91,16 @@ pub(crate) fn every(
             Err(err) if is_daily_quota(err) => {
                 failures += 1;
                 let wait = until_quota_reset();
+                let next = if last {
+                    LAST.to_string()
+                } else {
+                    format!(
+                        "the next cycle waits {} min for its reset",
+                        wait.as_secs() / 60
+                    )
+                };
                 log(&format!(
-                    "cycle {number}: Marketo's daily quota is spent; the next cycle waits {} min for its reset",
-                    wait.as_secs() / 60
+                    "cycle {number}: Marketo's daily quota is spent; {next}"
                 ));
                 wait
             }
@@ -98,15 +109,19 @@ pub(crate) fn every(
                 let wait = interval
                     .saturating_mul(1 << failures.min(12))
                     .min(MAX_BACKOFF.max(interval));
+                let next = if last {
+                    LAST.to_string()
+                } else {
+                    format!("next cycle in {} s", wait.as_secs())
+                };
                 log(&format!(
-                    "cycle {number} failed ({failures} in a row): {}; next cycle in {} s",
+                    "cycle {number} failed ({failures} in a row): {}; {next}",
                     crate::exit::error_line(err),
-                    wait.as_secs()
                 ));
                 wait
             }
         };
-        if crate::stop::requested() || max_cycles.is_some_and(|max| number >= max) {
+        if crate::stop::requested() || last {
             return result.or_else(|err| {
                 if crate::stop::is_stopped(&err) {
                     Ok(Outcome::Done)

@@ -545,24 +545,7 @@ fn sync_every_runs_cycles_and_a_sigterm_mid_push_ends_it_cleanly_then_a_rerun_co
 fn sync_every_stops_after_max_cycles_and_stamps_its_lines() {
     let marketo = SimProcess::start(&["sim", "marketo", "--port", "0"]);
     let db = TestDb::new();
-    quick(&db);
-    let dir = fixtures().join("demo/1-initial");
-    let run = db.run_with_env(
-        &[
-            "sync",
-            "--every",
-            "1s",
-            "--max-cycles",
-            "2",
-            "--fixtures",
-            dir.to_str().unwrap(),
-        ],
-        &[
-            ("MARKETO_BASE_URL", marketo.url.as_str()),
-            ("MARKETO_CLIENT_ID", "oppsync-sim"),
-            ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
-        ],
-    );
+    let run = sync_the_demo_every_second(&db, "2", &[("MARKETO_BASE_URL", marketo.url.as_str())]);
     run.expect_code(0); // the second cycle finds only the standing problem
     assert_eq!(
         db.count("SELECT count(*) FROM run WHERE command = 'sync'"),
@@ -582,23 +565,12 @@ fn sync_every_stops_after_max_cycles_and_stamps_its_lines() {
 #[test]
 fn the_last_of_max_cycles_failing_says_so_rather_than_when_the_next_starts() {
     let db = TestDb::new();
-    quick(&db);
-    let dir = fixtures().join("demo/1-initial");
-    let run = db.run_with_env(
+    // Nothing listens on port 1; one attempt, so that the cycle fails at once.
+    let run = sync_the_demo_every_second(
+        &db,
+        "1",
         &[
-            "sync",
-            "--every",
-            "1s",
-            "--max-cycles",
-            "1",
-            "--fixtures",
-            dir.to_str().unwrap(),
-        ],
-        &[
-            // Nothing listens on port 1; one attempt, so that the cycle fails at once.
             ("MARKETO_BASE_URL", "http://127.0.0.1:1"),
-            ("MARKETO_CLIENT_ID", "oppsync-sim"),
-            ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
             ("MARKETO_MAX_ATTEMPTS", "1"),
         ],
     );
@@ -610,6 +582,22 @@ fn the_last_of_max_cycles_failing_says_so_rather_than_when_the_next_starts() {
         run.stdout
     );
     assert!(!run.stdout.contains("next cycle in"), "{}", run.stdout);
+}
+
+/// `sync --every 1s --max-cycles MAX` of the demo's first fixture folder into `db` (with the
+/// quick settings), with the simulator's Marketo credentials and `env`.
+fn sync_the_demo_every_second(db: &TestDb, max: &str, env: &[(&str, &str)]) -> crate::util::Run {
+    quick(db);
+    let dir = fixtures().join("demo/1-initial");
+    let mut env = env.to_vec();
+    env.extend([
+        ("MARKETO_CLIENT_ID", "oppsync-sim"),
+        ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+    ]);
+    let args = ["sync", "--every", "1s", "--max-cycles", max, "--fixtures"];
+    let mut args = args.to_vec();
+    args.push(dir.to_str().unwrap());
+    db.run_with_env(&args, &env)
 }
 
 /// Whether a line starts with an RFC 3339 UTC timestamp.

@@ -586,7 +586,7 @@ fn the_last_of_max_cycles_failing_says_so_rather_than_when_the_next_starts() {
 
 /// `sync --every 1s --max-cycles MAX` of the demo's first fixture folder into `db` (with the
 /// quick settings), with the simulator's Marketo credentials and `env`.
-fn sync_the_demo_every_second(db: &TestDb, max: &str, env: &[(&str, &str)]) -> crate::util::Run {
+fn sync_the_demo_every_second(db: &TestDb, max: &str, env: &[(&str, &str)]) -> Run {
     quick(db);
     let dir = fixtures().join("demo/1-initial");
     let mut env = env.to_vec();

@@ -80,20 +80,13 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         (false, _) => Level::Verbose,
     };
     crate::progress::init(verbosity, prints_json(&cli.command));
-    db::check_path(&db_path, writes).inspect_err(|err| {
-        if json_result {
-            print_unstarted(name, err);
-        }
-    })?;
-    let _lock = if writes {
-        Some(WriterLock::acquire(&db_path).inspect_err(|err| {
+    let _lock = db::check_path(&db_path, writes)
+        .and_then(|()| writes.then(|| WriterLock::acquire(&db_path)).transpose())
+        .inspect_err(|err| {
             if json_result {
                 print_unstarted(name, err);
             }
-        })?)
-    } else {
-        None
-    };
+        })?;
     if matches!(cli.command, Command::Demo) && cli.db.is_none() {
         // The demo starts afresh in its own default database, never in one given with --db.
         for suffix in ["", "-wal", "-shm"] {

@@ -72,6 +72,8 @@ pub(crate) fn every(
     loop {
         number += 1;
         let last = max_cycles.is_some_and(|max| number >= max);
+        // When the next cycle starts, said unless this was the last.
+        let next_cycle = |when: String| if last { LAST.to_string() } else { when };
         log(&format!("cycle {number}: pull, then push"));
         let result = cycle(number);
         let wait = match &result {
@@ -91,14 +93,10 @@ pub(crate) fn every(
             Err(err) if is_daily_quota(err) => {
                 failures += 1;
                 let wait = until_quota_reset();
-                let next = if last {
-                    LAST.to_string()
-                } else {
-                    format!(
-                        "the next cycle waits {} min for its reset",
-                        wait.as_secs() / 60
-                    )
-                };
+                let next = next_cycle(format!(
+                    "the next cycle waits {} min for its reset",
+                    wait.as_secs() / 60
+                ));
                 log(&format!(
                     "cycle {number}: Marketo's daily quota is spent; {next}"
                 ));
@@ -109,11 +107,7 @@ pub(crate) fn every(
                 let wait = interval
                     .saturating_mul(1 << failures.min(12))
                     .min(MAX_BACKOFF.max(interval));
-                let next = if last {
-                    LAST.to_string()
-                } else {
-                    format!("next cycle in {} s", wait.as_secs())
-                };
+                let next = next_cycle(format!("next cycle in {} s", wait.as_secs()));
                 log(&format!(
                     "cycle {number} failed ({failures} in a row): {}; {next}",
                     crate::exit::error_line(err),

@@ -355,16 +355,23 @@ impl Config {
     /// Tells the redactor every configured secret, so that no server can make oppsync print
     /// or store one by quoting it back.
     fn register_secrets(&self) {
-        for secret in [
-            &self.marketo.client_secret,
-            &self.dynamics.client_secret,
-            &self.dynamics.password,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            crate::redact::register(secret.expose());
+        for (_, secret) in self.secrets() {
+            if let Some(secret) = secret {
+                crate::redact::register(secret.expose());
+            }
         }
+    }
+
+    /// Every secret setting, by name, with its value when set.
+    fn secrets(&self) -> [(&'static str, Option<&Secret>); 3] {
+        [
+            ("marketo.client_secret", self.marketo.client_secret.as_ref()),
+            (
+                "dynamics.client_secret",
+                self.dynamics.client_secret.as_ref(),
+            ),
+            ("dynamics.password", self.dynamics.password.as_ref()),
+        ]
     }
 
     /// Checks what parsing cannot: bounds, non-empty names, mapping names. An error names the
@@ -633,34 +640,24 @@ fn from_environment(env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(&'stati
 /// Warns when the file holds a secret and users other than its owner may read it, as `db` does
 /// for the database: the secret is then theirs too.
 fn warn_if_secrets_shared(path: &Path, config: &Config) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let held: Vec<&str> = [
-            (
-                "marketo.client_secret",
-                config.marketo.client_secret.is_some(),
-            ),
-            (
-                "dynamics.client_secret",
-                config.dynamics.client_secret.is_some(),
-            ),
-            ("dynamics.password", config.dynamics.password.is_some()),
-        ]
+    let held: Vec<&str> = config
+        .secrets()
         .into_iter()
-        .filter_map(|(setting, set)| set.then_some(setting))
+        .filter_map(|(setting, secret)| secret.and(Some(setting)))
         .collect();
-        let mode = std::fs::metadata(path).map_or(0, |meta| meta.permissions().mode() & 0o777);
-        if !held.is_empty() && mode & 0o044 != 0 {
-            let variables: Vec<String> = held.iter().map(|setting| env_name(setting)).collect();
-            errln!(
-                "warning: config {} holds {} and is readable by other users (mode {mode:o}): chmod 600 {0}, or set {} in the environment instead",
-                path.display(),
-                held.join(", "),
-                variables.join(", ")
-            );
-        }
+    if held.is_empty() {
+        return;
     }
+    let Some(mode) = crate::db::readable_by_others(path) else {
+        return;
+    };
+    let variables: Vec<String> = held.iter().map(|setting| env_name(setting)).collect();
+    errln!(
+        "warning: config {} holds {} and is readable by other users (mode {mode:o}): chmod 600 {0}, or set {} in the environment instead",
+        path.display(),
+        held.join(", "),
+        variables.join(", ")
+    );
 }
 
 /// Parses TOML into a `Config`, turning errors into one line that names file, line and column.
@@ -836,12 +833,10 @@ mod tests {
             let name = env_name(setting);
             let config = load_text(file, &[(&name, text)])
                 .unwrap_or_else(|err| panic!("{name}={text}: {err:#}"));
-            let secret = match *setting {
-                "marketo.client_secret" => config.marketo.client_secret.as_ref(),
-                "dynamics.client_secret" => config.dynamics.client_secret.as_ref(),
-                "dynamics.password" => config.dynamics.password.as_ref(),
-                _ => None,
-            };
+            let secret = config
+                .secrets()
+                .into_iter()
+                .find_map(|(name, secret)| (name == *setting).then_some(secret).flatten());
             match secret {
                 Some(secret) => assert_eq!(secret.expose(), *text, "{name}"),
                 None => assert_ne!(

@@ -327,21 +327,28 @@ fn create_private(path: &Path) -> std::io::Result<()> {
 
 /// Warns when the database file can be read by users other than its owner.
 fn warn_if_shared(path: &Path) {
+    if let Some(mode) = readable_by_others(path) {
+        errln!(
+            "warning: database {} is readable by other users (mode {mode:o}); it holds contact names and emails: chmod 600 {0}",
+            path.display()
+        );
+    }
+}
+
+/// The permission bits of the file at `path` when users other than its owner may read it
+/// (group or others); `None` when they may not, or it cannot be told.
+pub(crate) fn readable_by_others(path: &Path) -> Option<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o044 != 0 {
-                errln!(
-                    "warning: database {} is readable by other users (mode {mode:o}); it holds contact names and emails: chmod 600 {0}",
-                    path.display()
-                );
-            }
-        }
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o044 != 0).then_some(mode)
     }
     #[cfg(not(unix))]
-    let _ = path;
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// How long a connection waits for another one's lock before giving up with SQLITE_BUSY.

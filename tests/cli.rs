@@ -400,12 +400,8 @@ fn a_database_path_that_cannot_be_a_database_file_is_a_usage_error_naming_it() {
         "{}",
         run.stderr
     );
-    let left: Vec<_> = std::fs::read_dir(db.dir.path())
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .collect();
     assert_eq!(
-        left,
+        crate::util::file_names(db.dir.path()),
         ["oppsync.db"],
         "nothing created beside the database path"
     );

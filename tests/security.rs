@@ -855,24 +855,16 @@ fn a_writing_command_without_write_access_says_what_it_needs_and_leaves_nothing(
         ])
         .unwrap()
     };
-    let listing = |dir: &std::path::Path| -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    };
     // The owner's folder and lock file: the database itself may be written, the lock may not.
     readable_by_all(&db);
     std::fs::set_permissions(db.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
-    let before = listing(db.dir.path());
+    let before = crate::util::file_names(db.dir.path());
     let output = pull(&db.path());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("cannot open lock file"), "{stderr}");
     assert!(stderr.contains("read access only"), "{stderr}");
-    assert_eq!(listing(db.dir.path()), before);
+    assert_eq!(crate::util::file_names(db.dir.path()), before);
     // A database of the user's own, in its own folder, that it may only read.
     let own = tempfile::tempdir().unwrap();
     std::os::unix::fs::chown(own.path(), Some(65534), Some(65534)).unwrap();
@@ -886,7 +878,7 @@ fn a_writing_command_without_write_access_says_what_it_needs_and_leaves_nothing(
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("is not writable by this user"), "{stderr}");
     assert_eq!(
-        listing(own.path()),
+        crate::util::file_names(own.path()),
         ["oppsync.db"],
         "no -wal, -shm or lock left"
     );

@@ -12,12 +12,13 @@
 //! quota (607), tokens that expire (601 unknown, 602 expired), duplicate keys in a batch (1036),
 //! unknown fields (1006), bad values (1003), roles needing an existing opportunity and lead.
 //! Faults can be injected at random (`transient_rate`) or queued through `POST /sim/faults`;
+//! `POST /sim/fields` deletes a field from an object (or restores it), as an administrator can;
 //! `GET /sim/state` shows every stored record and counter.
 //!
 //! Record-level codes Marketo does not document for these objects are chosen by analogy and
 //! marked "unconfirmed" below, so that a rehearsal never relies on them silently.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -154,6 +155,9 @@ struct State {
     rng: u64,
     next_id: i64,
     faults: VecDeque<Fault>,
+    /// Fields an administrator deleted since the simulator started (`POST /sim/fields`), by
+    /// object: gone from the describes, and 1006 when a record carries one.
+    removed_fields: BTreeSet<(&'static str, String)>,
     leads: BTreeMap<i64, Map<String, Value>>,
     /// Lead ids by lower-cased email: Marketo matches emails without regard to case, and a
     /// scan of every lead per record would make large rehearsals quadratic.
@@ -305,6 +309,7 @@ impl Sim {
             "/identity/oauth/token" => return self.identity(&req),
             "/sim/state" => return Response::json(200, &self.state_json()),
             "/sim/faults" if req.method == "POST" => return self.queue_faults(&req),
+            "/sim/fields" if req.method == "POST" => return self.change_fields(&req),
             _ => {}
         }
         if !req.path.starts_with("/rest/") {

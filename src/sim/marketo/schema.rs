@@ -4,8 +4,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Sim, envelope};
-use crate::sim::http::Response;
+use super::{Sim, State, envelope};
+use crate::sim::http::{Request, Response};
 
 /// The object types, with their describe metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,14 @@ impl Kind {
         }
         None
     }
+
+    const ALL: [Kind; 5] = [
+        Kind::Lead,
+        Kind::Company,
+        Kind::Opportunity,
+        Kind::Role,
+        Kind::SalesPerson,
+    ];
 
     pub(super) fn name(self) -> &'static str {
         match self {
@@ -169,16 +177,82 @@ impl Kind {
     }
 }
 
+/// The fields of `kind` the instance has now: its own, less those deleted since.
+fn present(state: &State, kind: Kind) -> Vec<(&'static str, &'static str, bool)> {
+    kind.fields()
+        .iter()
+        .filter(|(name, _, _)| {
+            !state
+                .removed_fields
+                .contains(&(kind.name(), (*name).to_string()))
+        })
+        .copied()
+        .collect()
+}
+
+/// `POST /sim/fields`: `{"object": "opportunity", "remove": ["nextStep"], "restore": [...]}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldChange {
+    object: String,
+    #[serde(default)]
+    remove: Vec<String>,
+    #[serde(default)]
+    restore: Vec<String>,
+}
+
 impl Sim {
+    /// Deletes fields from an object, or restores them, as an administrator can; answers with
+    /// every field deleted so far. The id and dedupe fields cannot be deleted.
+    pub(super) fn change_fields(&self, req: &Request) -> Response {
+        let change: FieldChange = match serde_json::from_slice(&req.body) {
+            Ok(change) => change,
+            Err(err) => return Response::json(400, &json!({"error": err.to_string()})),
+        };
+        let Some(kind) = Kind::ALL.into_iter().find(|k| k.name() == change.object) else {
+            let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+            return Response::json(
+                400,
+                &json!({"error": format!("unknown object {}; one of {names:?}", change.object)}),
+            );
+        };
+        for name in change.remove.iter().chain(&change.restore) {
+            if !kind.fields().iter().any(|(f, _, _)| f == name) {
+                return Response::json(
+                    400,
+                    &json!({"error": format!("{} has no field {name}", kind.name())}),
+                );
+            }
+            if *name == kind.id_field() || kind.dedupe_fields().contains(&name.as_str()) {
+                return Response::json(
+                    400,
+                    &json!({"error": format!("{name} is {}'s id or dedupe field, which cannot be deleted", kind.name())}),
+                );
+            }
+        }
+        let mut state = self.lock();
+        for name in change.remove {
+            state.removed_fields.insert((kind.name(), name));
+        }
+        for name in change.restore {
+            state.removed_fields.remove(&(kind.name(), name));
+        }
+        let removed: Vec<String> = state
+            .removed_fields
+            .iter()
+            .map(|(object, name)| format!("{object}.{name}"))
+            .collect();
+        Response::json(200, &json!({"removed": removed}))
+    }
+
     pub(super) fn describe(&self, kind: Kind, rng: u64) -> Response {
-        let fields: Vec<Value> = kind
-            .fields()
+        let fields = present(&self.lock(), kind);
+        let described: Vec<Value> = fields
             .iter()
             .map(|(name, data_type, updateable)| json!({"name": name, "displayName": name, "dataType": data_type, "updateable": updateable}))
             .collect();
         if kind == Kind::Lead {
-            let fields: Vec<Value> = kind
-                .fields()
+            let fields: Vec<Value> = fields
                 .iter()
                 .enumerate()
                 .map(|(i, (name, data_type, updateable))| json!({"id": i + 1, "displayName": name, "dataType": data_type, "rest": {"name": name, "readOnly": !updateable}}))
@@ -198,7 +272,7 @@ impl Sim {
                 "idField": kind.id_field(),
                 "dedupeFields": kind.dedupe_fields(),
                 "searchableFields": searchable_fields,
-                "fields": fields,
+                "fields": described,
             })],
             None,
         )
@@ -206,13 +280,14 @@ impl Sim {
 
     /// Checks field names and value types against the describe; `Err((code, message))` skips.
     pub(super) fn validate(
+        state: &State,
         kind: Kind,
         record: &Map<String, Value>,
         creating: bool,
     ) -> Result<(), (String, String)> {
+        let fields = present(state, kind);
         for (name, value) in record {
-            let Some((_, data_type, updateable)) = kind.fields().iter().find(|(f, _, _)| f == name)
-            else {
+            let Some((_, data_type, updateable)) = fields.iter().find(|(f, _, _)| f == name) else {
                 return Err(("1006".into(), format!("Field '{name}' not found")));
             };
             if !updateable

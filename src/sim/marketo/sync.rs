@@ -77,7 +77,7 @@ impl Sim {
                 format!("Field '{lookup}' not supported for lookup"),
             ));
         }
-        Self::validate(Kind::Lead, record, true)?;
+        Self::validate(state, Kind::Lead, record, true)?;
         Self::check_sales_person(state, record)?;
         let wanted = record.get(lookup).filter(|v| !v.is_null());
         let matches: Vec<i64> = match wanted {
@@ -188,7 +188,7 @@ impl Sim {
             Kind::Role => state.roles.contains_key(&role_key(&key_values)),
             Kind::Lead => false,
         };
-        Self::validate(kind, record, !exists)?;
+        Self::validate(state, kind, record, !exists)?;
         if kind != Kind::SalesPerson {
             Self::check_sales_person(state, record)?;
         }

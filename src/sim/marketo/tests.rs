@@ -464,3 +464,87 @@ fn an_instance_with_native_crm_sync_answers_1018_to_writes_and_roles() {
     );
     assert_eq!(leads["success"], true, "leads are not switched off");
 }
+
+#[test]
+fn a_field_deleted_by_an_administrator_leaves_the_describe_and_gets_1006_until_restored() {
+    let client = start(SimConfig::default());
+    let fields = |change: Value| -> (u16, Value) {
+        let mut response = client
+            .agent
+            .post(&format!("{}/sim/fields", client.sim.url()))
+            .send(change.to_string())
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap())
+    };
+    let described = |path: &str| -> Vec<String> {
+        client.get(path)["result"][0]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let lead_described = || -> Vec<String> {
+        client.get("/rest/v1/leads/describe.json")["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["rest"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut with_step = opportunity("o1");
+    with_step["nextStep"] = json!("call back");
+    let sync = |record: &Value| {
+        client.post(
+            "/rest/v1/opportunities.json",
+            json!({"action": "createOrUpdate", "dedupeBy": "dedupeFields", "input": [record]}),
+        )
+    };
+    let opportunity_fields = "/rest/v1/opportunities/describe.json";
+    assert!(described(opportunity_fields).contains(&"nextStep".to_string()));
+    assert_eq!(codes(&sync(&with_step)), ["created"]);
+
+    let (status, body) = fields(json!({"object": "opportunity", "remove": ["nextStep"]}));
+    assert_eq!(
+        (status, &body),
+        (200, &json!({"removed": ["opportunity.nextStep"]}))
+    );
+    assert!(!described(opportunity_fields).contains(&"nextStep".to_string()));
+    assert_eq!(codes(&sync(&with_step)), ["1006"]);
+    assert_eq!(codes(&sync(&opportunity("o1"))), ["updated"]);
+    // Other objects keep their fields.
+    assert!(lead_described().contains(&"title".to_string()));
+
+    let (status, _) = fields(json!({"object": "lead", "remove": ["title"]}));
+    assert_eq!(status, 200);
+    assert!(!lead_described().contains(&"title".to_string()));
+
+    let (status, body) = fields(json!({"object": "opportunity", "restore": ["nextStep"]}));
+    assert_eq!((status, &body), (200, &json!({"removed": ["lead.title"]})));
+    assert_eq!(codes(&sync(&with_step)), ["updated"]);
+
+    for (change, error) in [
+        (
+            json!({"object": "opportunity", "remove": ["externalOpportunityId"]}),
+            "cannot be deleted",
+        ),
+        (
+            json!({"object": "opportunity", "remove": ["colour"]}),
+            "has no field colour",
+        ),
+        (
+            json!({"object": "widget", "remove": ["name"]}),
+            "unknown object widget",
+        ),
+        (
+            json!({"object": "lead", "drop": ["title"]}),
+            "unknown field",
+        ),
+    ] {
+        let (status, body) = fields(change);
+        assert_eq!(status, 400);
+        assert!(body["error"].as_str().unwrap().contains(error), "{body}");
+    }
+}

@@ -243,8 +243,9 @@ fn marketo(config: &Config, conn: Option<&mut Connection>, items: &mut Vec<Item>
         }
     };
     let mut calls = Vec::new();
-    match super::export::describe::check(&client, &plan, &config.mapping, 1, &mut calls) {
-        Ok(()) => items.push(Item::pass(
+    // Described afresh, whatever push stored: this is the check of the instance as it is now.
+    match super::export::describe::check(&client, &plan, &config.mapping, None, 1, &mut calls) {
+        Ok(_) => items.push(Item::pass(
             "Marketo fields",
             "every field oppsync would send exists and is updateable",
         )),

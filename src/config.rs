@@ -179,6 +179,9 @@ pub struct MarketoConfig {
     /// Requests push keeps in flight at once (Marketo allows 10 per instance, shared with
     /// every other integration).
     pub max_in_flight: u32,
+    /// How long push trusts a stored describe of an object before describing it again; 0
+    /// describes every object it writes on every push.
+    pub describe_max_age_hours: u32,
 }
 
 impl Default for MarketoConfig {
@@ -194,6 +197,7 @@ impl Default for MarketoConfig {
             max_attempts: 6,
             http_timeout_secs: 120,
             max_in_flight: 4,
+            describe_max_age_hours: 24,
         }
     }
 }
@@ -427,7 +431,7 @@ impl Config {
         let d = &self.dynamics;
         // Every number that becomes a duration or a count is bounded here, so that no setting
         // can overflow the arithmetic that uses it.
-        let bounded: [(&str, u64, u64, u64, &str); 13] = [
+        let bounded: [(&str, u64, u64, u64, &str); 14] = [
             (
                 "history.keep_days",
                 self.history.keep_days.into(),
@@ -470,6 +474,13 @@ impl Config {
                 1,
                 10,
                 " (Marketo's limit per instance)",
+            ),
+            (
+                "marketo.describe_max_age_hours",
+                m.describe_max_age_hours.into(),
+                0,
+                168,
+                " (a week)",
             ),
             (
                 "dynamics.page_size",
@@ -558,6 +569,7 @@ settings!(
     marketo.max_attempts,
     marketo.http_timeout_secs,
     marketo.max_in_flight,
+    marketo.describe_max_age_hours,
     dynamics.url,
     dynamics.tenant,
     dynamics.auth,
@@ -768,6 +780,7 @@ mod tests {
         ("marketo.max_attempts", "3"),
         ("marketo.http_timeout_secs", "30"),
         ("marketo.max_in_flight", "2"),
+        ("marketo.describe_max_age_hours", "0"),
         ("dynamics.url", "https://org.example.invalid"),
         ("dynamics.tenant", "tenant.example.invalid"),
         ("dynamics.auth", "ropc"),

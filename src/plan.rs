@@ -21,6 +21,7 @@ use rusqlite::{Connection, MAIN_DB, params};
 use serde::Serialize;
 
 use crate::config::{Config, OnOpportunityDelete};
+use crate::export::describe;
 use crate::export_rows::{self, Refreshed};
 pub(crate) use crate::object::Object;
 use crate::object::RoleKey;
@@ -69,6 +70,10 @@ pub(crate) struct Plan {
     batches: Vec<Batch>,
     /// Per object, the fields its records to send carry.
     fields: BTreeMap<Object, BTreeSet<String>>,
+    /// The objects push describes before sending (`describe::to_describe`), and for the others
+    /// it sends, when the stored describe they are checked against was read.
+    describes: BTreeSet<Object>,
+    trusted_describes: BTreeMap<Object, String>,
     /// How the export rows were brought up to date for this plan.
     pub refreshed: Option<Refreshed>,
 }
@@ -117,9 +122,25 @@ impl Plan {
         &self.batches
     }
 
-    /// REST calls push needs for this plan (the identity call is free and not counted).
+    /// The objects push describes before it sends their records: the others it sends are
+    /// checked against describes stored within `describe_max_age_hours`.
+    pub(crate) fn describes(&self) -> &BTreeSet<Object> {
+        &self.describes
+    }
+
+    /// The objects push sends whose fields are checked against a stored describe, with when
+    /// Marketo gave it.
+    pub(crate) fn trusted_describes(&self) -> &BTreeMap<Object, String> {
+        &self.trusted_describes
+    }
+
+    /// REST calls push needs for this plan, describes included (the identity call is free and
+    /// not counted).
     pub(crate) fn calls(&self) -> BTreeMap<String, usize> {
         let mut calls = BTreeMap::new();
+        if !self.describes.is_empty() {
+            calls.insert("describes".to_string(), self.describes.len());
+        }
         for batch in &self.batches {
             let name = format!(
                 "{}{}",
@@ -183,6 +204,21 @@ fn load_reading(conn: &mut Connection, config: &Config, sends: bool) -> Result<P
     };
     let mut plan = read(conn, config, sends)?;
     plan.refreshed = refreshed;
+    if sends {
+        let stored = match describe::instance(&config.marketo) {
+            Some(instance) => {
+                describe::stored(conn, &instance, config.marketo.describe_max_age_hours)?
+            }
+            None => BTreeMap::new(),
+        };
+        plan.describes = describe::to_describe(&plan, &stored, &config.mapping);
+        plan.trusted_describes = stored
+            .into_iter()
+            .filter(|(object, _)| plan.fields.contains_key(object))
+            .filter(|(object, _)| !plan.describes.contains(object))
+            .map(|(object, stored)| (object, stored.described_at))
+            .collect();
+    }
     Ok(plan)
 }
 

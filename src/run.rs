@@ -45,7 +45,8 @@ pub(crate) fn prune(conn: &mut Connection, keep_days: u32) -> Result<usize> {
            AND command NOT IN ('pull', 'sync', 'demo', 'init')
            AND NOT EXISTS (SELECT 1 FROM mkto_ack a WHERE a.run_id = run.run_id)
            AND NOT EXISTS (SELECT 1 FROM problem p WHERE p.first_run = run.run_id)
-           AND NOT EXISTS (SELECT 1 FROM problem p WHERE p.last_run = run.run_id)",
+           AND NOT EXISTS (SELECT 1 FROM problem p WHERE p.last_run = run.run_id)
+           AND NOT EXISTS (SELECT 1 FROM marketo_describe d WHERE d.run_id = run.run_id)",
         [&cutoff],
     )?;
     tx.commit()?;

@@ -32,6 +32,7 @@ pub(crate) const MIGRATIONS: &[SqlFile] = &[
     sql_file!("sql/schema/0007_pending_in_rowid_order.sql"),
     sql_file!("sql/schema/0008_export_index_aside.sql"),
     sql_file!("sql/schema/0009_staging_index_aside.sql"),
+    sql_file!("sql/schema/0010_marketo_describe.sql"),
 ];
 
 /// Rule views in creation order; each file creates the view its name ends with.

@@ -513,17 +513,188 @@ fn a_push_killed_midway_converges_on_rerun_without_duplicate_leads() {
     }
 }
 
-#[test]
-fn plan_counts_what_push_would_do() {
-    let db = pulled("1-initial");
-    let run = db.run(&["plan", "--json"]);
+/// `plan --json` with the Marketo settings of `sim` (whose describes push stored are counted).
+fn plan_json(db: &TestDb, sim: &Sim, extra: &[(&str, &str)]) -> Value {
+    let mut env = vec![
+        ("MARKETO_BASE_URL", sim.url.as_str()),
+        ("MARKETO_CLIENT_ID", "oppsync-sim"),
+    ];
+    env.extend_from_slice(extra);
+    let run = db.run_with_env(&["plan", "--json"], &env);
     run.expect_code(0);
-    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+fn rest_calls(sim: &Sim) -> u64 {
+    sim.state()["rest_calls"].as_u64().unwrap()
+}
+
+#[test]
+fn plan_counts_the_calls_push_makes_and_a_stored_describe_saves_its_call_for_a_day() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    let plan = plan_json(&db, &sim, &[]);
     assert_eq!(plan["objects"]["opportunity"]["create"], 5);
     assert_eq!(plan["objects"]["lead"]["skip"], 1);
     assert_eq!(plan["objects"]["sales_person"]["create"], 2);
-    assert_eq!(plan["total_calls"], 5);
     assert_eq!(plan["skipped"][0]["reason"], "contact has no email");
+    assert_eq!(plan["calls"]["describes"], 5, "{plan}");
+    assert_eq!(plan["total_calls"], 10);
+    push(&db, &sim).expect_code(3);
+    assert_eq!(json!(rest_calls(&sim)), plan["total_calls"]);
+    assert_eq!(db.count("SELECT count(*) FROM marketo_describe"), 5);
+
+    db.run(&[
+        "pull",
+        "--fixtures",
+        fixtures().join("demo/2-changes").to_str().unwrap(),
+    ])
+    .expect_code(0);
+    // Leads, opportunities and roles to send, each checked against the describe stored above.
+    let plan = plan_json(&db, &sim, &[]);
+    assert_eq!(plan["calls"].get("describes"), None, "{plan}");
+    assert_eq!(plan["total_calls"], 5);
+    let zero = plan_json(&db, &sim, &[("MARKETO_DESCRIBE_MAX_AGE_HOURS", "0")]);
+    assert_eq!(zero["calls"]["describes"], 3, "{zero}");
+    // Another instance or API user has no describe stored.
+    let other = db.run_with_env(
+        &["plan", "--json"],
+        &[
+            ("MARKETO_BASE_URL", sim.url.as_str()),
+            ("MARKETO_CLIENT_ID", "another-api-user"),
+        ],
+    );
+    let other: Value = serde_json::from_str(&other.stdout).unwrap();
+    assert_eq!(other["calls"]["describes"], 3, "{other}");
+    // A describe older than describe_max_age_hours (24) is read again.
+    rusqlite::Connection::open(db.path())
+        .unwrap()
+        .execute(
+            "UPDATE marketo_describe SET described_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-25 hours')
+             WHERE object = 'lead'",
+            [],
+        )
+        .unwrap();
+    let plan = plan_json(&db, &sim, &[]);
+    assert_eq!(plan["calls"]["describes"], 1, "{plan}");
+    assert_eq!(plan["total_calls"], 6);
+    // A stored describe that lacks a field to send is read again, never trusted to refuse it.
+    rusqlite::Connection::open(db.path())
+        .unwrap()
+        .execute(
+            "UPDATE marketo_describe SET fields = json_remove(fields, '$.description')
+             WHERE object = 'opportunity'",
+            [],
+        )
+        .unwrap();
+    let plan = plan_json(&db, &sim, &[]);
+    assert_eq!(plan["calls"]["describes"], 2, "{plan}");
+    assert_eq!(plan["total_calls"], 7);
+
+    let before = rest_calls(&sim);
+    let run = db.run_with_env(
+        &["-v", "push"],
+        &[
+            ("MARKETO_BASE_URL", &sim.url),
+            ("MARKETO_CLIENT_ID", "oppsync-sim"),
+            ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+        ],
+    );
+    run.expect_code(0);
+    assert_eq!(json!(rest_calls(&sim) - before), plan["total_calls"]);
+    assert_eq!(
+        db.column(
+            "SELECT path FROM api_call WHERE path LIKE '%describe%' AND run_id = (SELECT max(run_id) FROM run)"
+        ),
+        [
+            "/rest/v1/leads/describe.json",
+            "/rest/v1/opportunities/describe.json"
+        ]
+    );
+    assert!(
+        run.stdout
+            .contains("roles: fields checked against Marketo's describe of"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM marketo_describe WHERE described_at > strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-1 hour')"
+        ),
+        5
+    );
+}
+
+#[test]
+fn a_field_deleted_in_marketo_after_its_describe_was_stored_stops_the_push_that_trusted_it() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    push(&db, &sim).expect_code(3);
+    db.run(&[
+        "pull",
+        "--fixtures",
+        fixtures().join("demo/2-changes").to_str().unwrap(),
+    ])
+    .expect_code(0);
+    // An administrator deletes a field every opportunity carries.
+    sim.post(
+        "/sim/fields",
+        &json!({"object": "opportunity", "remove": ["description"]}),
+    );
+    let run = push(&db, &sim);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains(
+            "Marketo skipped 2 opportunities with 1006 (field not found), though its describe of"
+        ) && run
+            .stderr
+            .contains("push again to describe opportunities first"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM marketo_describe WHERE object = 'opportunity'"),
+        0,
+        "forgotten"
+    );
+    // Nothing after the opportunities went: no role, no delete.
+    let last_run = "(SELECT max(run_id) FROM run)";
+    assert_eq!(
+        db.column(&format!(
+            "SELECT path FROM api_call WHERE run_id = {last_run} AND path LIKE '/rest/%' ORDER BY call_id"
+        )),
+        ["/rest/v1/leads.json", "/rest/v1/opportunities.json"]
+    );
+
+    // The next push describes opportunities first and names the field, sending nothing.
+    let run = push(&db, &sim);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("Marketo's opportunities have no field description"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        db.column(&format!(
+            "SELECT path FROM api_call WHERE run_id = {last_run} AND path LIKE '/rest/%' ORDER BY call_id"
+        )),
+        ["/rest/v1/opportunities/describe.json"]
+    );
+
+    // Restored, the same push goes through, with one describe.
+    sim.post(
+        "/sim/fields",
+        &json!({"object": "opportunity", "restore": ["description"]}),
+    );
+    push(&db, &sim).expect_code(0);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM api_call WHERE run_id = {last_run} AND path LIKE '%describe.json'"
+        )),
+        1
+    );
+    assert!(push(&db, &sim).stdout.contains("no REST call made"));
 }
 
 #[test]
@@ -606,9 +777,11 @@ fn dry_run_lists_the_batches_and_sends_nothing() {
         "{}",
         run.stdout
     );
+    // No describe is stored yet: the five objects are described first.
     assert!(
-        run.stdout
-            .contains("5 REST calls; 2 records would be skipped"),
+        run.stdout.contains(
+            "would describe opportunities first (/rest/v1/opportunities/describe.json): no describe of them is stored"
+        ) && run.stdout.contains("10 REST calls; 2 records would be skipped"),
         "{}",
         run.stdout
     );

@@ -103,6 +103,13 @@ fn print_summary(ctx: &Context, summary: &Summary) {
 }
 
 pub(crate) fn print_dry_run(plan: &Plan) {
+    for object in plan.describes() {
+        outln!(
+            "would describe {} first (/rest{}): no describe of them is stored within marketo.describe_max_age_hours",
+            object.plural(),
+            object.describe_path()
+        );
+    }
     let batches = plan.batches();
     for batch in batches {
         outln!(
@@ -121,6 +128,6 @@ pub(crate) fn print_dry_run(plan: &Plan) {
     let skipped = plan.skipped().count();
     outln!(
         "{} REST calls; {skipped} records would be skipped (see `oppsync plan`)",
-        batches.len()
+        plan.calls().values().sum::<usize>()
     );
 }

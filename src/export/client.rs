@@ -179,6 +179,11 @@ impl MarketoClient {
         })
     }
 
+    /// The instance and API user this client calls (as `describe::instance` gives them).
+    pub(crate) fn instance(&self) -> (String, String) {
+        (self.base.clone(), self.client_id.clone())
+    }
+
     fn delay(&self, attempt: u32) -> Duration {
         lock(&self.backoff).delay(attempt)
     }

@@ -1,17 +1,26 @@
 //! Checks the Marketo instance before anything is sent: each object push will write is
-//! described once per run, and every field oppsync would send must exist there and be
-//! updateable. A missing field (a mapping to a field the instance lacks, `externalPersonId` on
-//! an instance without Sales Insight for non-native integrations) or a read-only one stops the
-//! push with exit 2, naming the field and the object, before any record goes: otherwise every
-//! record would come back skipped with 1006, one call at a time.
+//! described, and every field oppsync would send must exist there and be updateable. A missing
+//! field (a mapping to a field the instance lacks, `externalPersonId` on an instance without
+//! Sales Insight for non-native integrations) or a read-only one stops the push with exit 2,
+//! naming the field and the object, before any record goes: otherwise every record would come
+//! back skipped with 1006, one call at a time.
+//!
+//! Describes are kept (table `marketo_describe`, per instance and API user) and trusted for
+//! `[marketo] describe_max_age_hours` (default 24; Adobe: cache describe results for a day or
+//! more), so that a push every few minutes does not spend up to five calls of the daily quota
+//! on them. A stored describe only ever lets fields pass: one that lacks a field to send, or
+//! says it is not updateable, is read again before anything is refused. A field deleted in
+//! Marketo since shows as records skipped with 1006, which forgets the object's describe
+//! (`forget`) and stops a push that trusted it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
+use rusqlite::{Connection, params};
 use serde_json::Value;
 
 use super::client::{CallLog, MarketoClient};
-use crate::config::MappingConfig;
+use crate::config::{MappingConfig, MarketoConfig};
 use crate::exit::usage;
 use crate::object::Object;
 use crate::plan::Plan;
@@ -23,17 +32,145 @@ pub(crate) struct Field {
     pub updateable: bool,
 }
 
-/// Describes every object the plan creates or updates records of and checks the fields those
-/// records carry. Objects with nothing to send are not described, so an idle push makes no call.
+/// A describe, and when Marketo gave it.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub fields: BTreeMap<String, Field>,
+    pub described_at: String,
+}
+
+/// The instance and API user describes are stored for: the base URL as the client uses it,
+/// and the client id. `None` without valid Marketo settings (push then stops before any call).
+pub(crate) fn instance(config: &MarketoConfig) -> Option<(String, String)> {
+    let base = crate::net::check_url("marketo.base_url", config.base_url.as_deref()?).ok()?;
+    let client_id = config.client_id.clone().filter(|id| !id.is_empty())?;
+    Some((base, client_id))
+}
+
+/// The stored describes of `instance` younger than `max_age_hours` (none when it is 0), by
+/// object. A row that cannot be read is ignored: the object is described again.
+pub(crate) fn stored(
+    conn: &Connection,
+    instance: &(String, String),
+    max_age_hours: u32,
+) -> Result<BTreeMap<Object, Stored>> {
+    let mut out = BTreeMap::new();
+    if max_age_hours == 0 {
+        return Ok(out);
+    }
+    let now = chrono::Utc::now();
+    let oldest = (now - chrono::Duration::hours(i64::from(max_age_hours)))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let newest = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    // A describe stamped in the future (the clock was set back) is not trusted either.
+    let mut stmt = conn.prepare(
+        "SELECT object, fields, described_at FROM marketo_describe
+         WHERE base_url = ?1 AND client_id = ?2 AND described_at > ?3 AND described_at <= ?4",
+    )?;
+    let rows = stmt.query_map(params![instance.0, instance.1, oldest, newest], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (object, fields, described_at) = row?;
+        let Some(object) = Object::ALL.into_iter().find(|o| o.name() == object) else {
+            continue;
+        };
+        let Ok(fields) = serde_json::from_str::<BTreeMap<String, bool>>(&fields) else {
+            continue;
+        };
+        let fields = fields
+            .into_iter()
+            .map(|(name, updateable)| (name.clone(), Field { name, updateable }))
+            .collect();
+        out.insert(
+            object,
+            Stored {
+                fields,
+                described_at,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The objects of `plan` push must describe: those it sends records of whose stored describe
+/// (`stored`) is missing or does not pass the fields they carry.
+pub(crate) fn to_describe(
+    plan: &Plan,
+    stored: &BTreeMap<Object, Stored>,
+    mapping: &MappingConfig,
+) -> BTreeSet<Object> {
+    Object::ALL
+        .into_iter()
+        .filter(|object| {
+            let sent = fields_sent(plan, *object);
+            !sent.is_empty()
+                && stored.get(object).is_none_or(|stored| {
+                    compare(*object, &sent, &stored.fields, mapping.of(*object)).is_err()
+                })
+        })
+        .collect()
+}
+
+/// Stores what a push described, replacing what was stored for the object.
+pub(crate) fn store(
+    conn: &Connection,
+    instance: &(String, String),
+    run_id: i64,
+    described: &[(Object, Stored)],
+) -> Result<()> {
+    for (object, stored) in described {
+        let fields: BTreeMap<&str, bool> = stored
+            .fields
+            .values()
+            .map(|f| (f.name.as_str(), f.updateable))
+            .collect();
+        conn.prepare_cached(
+            "INSERT INTO marketo_describe (base_url, client_id, object, fields, described_at, run_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (base_url, client_id, object) DO UPDATE SET fields = excluded.fields,
+                 described_at = excluded.described_at, run_id = excluded.run_id",
+        )?
+        .execute(params![
+            instance.0,
+            instance.1,
+            object.name(),
+            serde_json::to_string(&fields)?,
+            stored.described_at,
+            run_id
+        ])
+        .with_context(|| format!("storing Marketo's describe of {}", object.plural()))?;
+    }
+    Ok(())
+}
+
+/// Forgets every stored describe of `object`: Marketo skipped a record of it with 1006, so a
+/// field it was described with is gone.
+pub(crate) fn forget(conn: &Connection, object: Object) -> Result<()> {
+    conn.prepare_cached("DELETE FROM marketo_describe WHERE object = ?1")?
+        .execute([object.name()])?;
+    Ok(())
+}
+
+/// Describes `objects` (every object the plan sends records of, when `None`) and checks the
+/// fields those records carry; returns each describe with when it was read, for `store`.
+/// Objects with nothing to send are not described, so an idle push makes no call.
 pub(crate) fn check(
     client: &MarketoClient,
     plan: &Plan,
     mapping: &MappingConfig,
+    objects: Option<&BTreeSet<Object>>,
     max_in_flight: usize,
     calls: &mut Vec<CallLog>,
-) -> Result<()> {
+) -> Result<Vec<(Object, Stored)>> {
     let wanted: Vec<(Object, BTreeSet<String>)> = Object::ALL
         .into_iter()
+        .filter(|object| objects.is_none_or(|only| only.contains(object)))
         .map(|object| (object, fields_sent(plan, object)))
         .filter(|(_, sent)| !sent.is_empty())
         .collect();
@@ -50,6 +187,7 @@ pub(crate) fn check(
         });
     }
     let mut first_error = None;
+    let mut described = Vec::new();
     for ((object, sent), exchange) in wanted.iter().zip(exchanges) {
         let Ok(exchange) = exchange else {
             first_error.get_or_insert_with(|| {
@@ -62,20 +200,28 @@ pub(crate) fn check(
             continue;
         }
         let judged = exchange.result.and_then(|answer| {
-            let described = fields(*object, &answer).ok_or_else(|| {
+            let fields = fields(*object, &answer).ok_or_else(|| {
                 anyhow!(
                     "cannot read Marketo's describe of {} ({}): no field list",
                     object.plural(),
                     object.describe_path()
                 )
             })?;
-            compare(*object, sent, &described, mapping.of(*object))
+            compare(*object, sent, &fields, mapping.of(*object))?;
+            Ok(fields)
         });
-        if let Err(err) = judged {
-            first_error = Some(err);
+        match judged {
+            Ok(fields) => described.push((
+                *object,
+                Stored {
+                    fields,
+                    described_at: crate::run::now(),
+                },
+            )),
+            Err(err) => first_error = Some(err),
         }
     }
-    first_error.map_or(Ok(()), Err)
+    first_error.map_or(Ok(described), Err)
 }
 
 /// The fields the plan's records of `object` carry (a role's `leadId` is added by push).

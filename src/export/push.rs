@@ -27,6 +27,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::client::{CallLog, Exchange, Failure, MarketoClient, NATIVE_SYNC};
+use super::describe;
 use crate::config::MappingConfig;
 use crate::exit::usage;
 use crate::object::{Object, RoleKey};
@@ -85,12 +86,27 @@ pub(crate) fn push(
     say: &dyn Fn(String),
 ) -> Result<Summary> {
     let mut summary = Summary::default();
-    // The instance must have every field the records carry; checked once, before anything goes.
+    // The instance must have every field the records carry; checked once, before anything goes,
+    // against Marketo's describes: those stored within `describe_max_age_hours`, and fresh ones
+    // of the other objects, which are stored in turn.
     let mut calls = Vec::new();
-    let checked = super::describe::check(client, plan, mapping, max_in_flight, &mut calls);
+    let checked = describe::check(
+        client,
+        plan,
+        mapping,
+        Some(plan.describes()),
+        max_in_flight,
+        &mut calls,
+    );
     summary.calls += calls.iter().filter(|c| c.path.starts_with("/rest")).count();
     record_calls(conn, run_id, &calls)?;
-    checked?;
+    describe::store(conn, &client.instance(), run_id, &checked?)?;
+    for (object, described_at) in plan.trusted_describes() {
+        crate::progress::detail(&format!(
+            "{}: fields checked against Marketo's describe of {described_at} (stored; no call)",
+            object.plural()
+        ));
+    }
     record_plan_skips(conn, run_id, plan, &mut summary)?;
     for object in Object::ALL {
         let total = plan.upsert_count(object);
@@ -102,6 +118,7 @@ pub(crate) fn push(
             object,
             delete: false,
             max_in_flight,
+            trusted_describe: plan.trusted_describes().get(&object).cloned(),
         };
         let bar = crate::progress::bar(object.plural(), total as u64);
         // The records to send, a chunk at a time in rowid order, the next read while the last
@@ -138,6 +155,7 @@ pub(crate) fn push(
             object,
             delete: true,
             max_in_flight,
+            trusted_describe: None,
         };
         let bar = crate::progress::bar(object.plural(), outgoing.len() as u64);
         let mut only = Some(outgoing);
@@ -278,6 +296,9 @@ struct Lane<'c> {
     object: Object,
     delete: bool,
     max_in_flight: usize,
+    /// When the stored describe this object's records were checked against was read, if they
+    /// were (no describe call this push).
+    trusted_describe: Option<String>,
 }
 
 impl Lane<'_> {
@@ -537,17 +558,35 @@ fn record_answer(
     };
     let tx = conn.transaction()?;
     insert_calls(&tx, run_id, &calls)?;
+    let has_code = |result: &Value, code: &str| {
+        result["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["code"] == code))
+    };
     let mut native_sync = false;
+    let mut field_gone = 0;
     for (sent, result) in batch.iter().zip(paired) {
         apply_result(&tx, run_id, object, delete, &sent.op, result, summary)?;
-        native_sync |= result["reasons"]
-            .as_array()
-            .is_some_and(|r| r.iter().any(|x| x["code"] == "1018"));
+        native_sync |= has_code(result, "1018");
+        field_gone += usize::from(has_code(result, "1006"));
+    }
+    if field_gone > 0 {
+        // A field the records carry is gone: the next push describes the object again.
+        describe::forget(&tx, object)?;
     }
     tx.commit().context("recording Marketo's answer")?;
     if native_sync {
         // Record-level 1018: no later call can go either; what was answered is recorded.
         return Err(usage(format!("{path}: {NATIVE_SYNC}")));
+    }
+    if let Some(described_at) = lane.trusted_describe.as_ref().filter(|_| field_gone > 0) {
+        // The describe trusted without a call is out of date; every later batch would come back
+        // skipped too. What was answered is recorded, and a rerun describes first.
+        bail!(
+            "Marketo skipped {field_gone} {} with 1006 (field not found), though its describe of {described_at} listed every field they carry: a field was deleted in Marketo since. The stored describe is forgotten; push again to describe {} first",
+            object.plural(),
+            object.plural()
+        );
     }
     Ok(())
 }

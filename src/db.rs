@@ -461,7 +461,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
 /// interleave their writes to one database. The OS releases it when the process dies.
 #[derive(Debug)]
 pub struct WriterLock {
-    _file: File,
+    file: File,
     path: PathBuf,
 }
 
@@ -494,13 +494,23 @@ impl WriterLock {
                 let _ = file.set_len(0);
                 let _ =
                     std::io::Write::write_all(&mut file, std::process::id().to_string().as_bytes());
-                Ok(WriterLock { _file: file, path })
+                Ok(WriterLock { file, path })
             }
-            Err(TryLockError::WouldBlock) => bail!(
-                "another oppsync process is writing {} (lock {} is held); wait for it to finish",
-                db.display(),
-                path.display()
-            ),
+            Err(TryLockError::WouldBlock) => match writer(db) {
+                Some(Writer {
+                    pid,
+                    waiting: Some(waiting),
+                }) => bail!(
+                    "another oppsync process (pid {pid}) holds {} (lock {}): {waiting}; stop it (SIGTERM) to run this command now, or leave the work to it",
+                    db.display(),
+                    path.display()
+                ),
+                _ => bail!(
+                    "another oppsync process is writing {} (lock {} is held); wait for it to finish",
+                    db.display(),
+                    path.display()
+                ),
+            },
             Err(TryLockError::Error(err)) => {
                 Err(err).with_context(|| format!("locking {}", path.display()))
             }
@@ -511,11 +521,37 @@ impl WriterLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Says in the lock file what the holder waits for between runs (`sync --every`: when the
+    /// next cycle starts), for `status` and for a writer turned away; `None` clears it when a
+    /// run starts. Best effort: the lock, not this text, is what excludes.
+    pub(crate) fn note_waiting(&self, waiting: Option<&str>) {
+        let mut text = std::process::id().to_string();
+        if let Some(waiting) = waiting {
+            text.push('\n');
+            text.push_str(&waiting.replace('\n', " "));
+        }
+        // Written over the old text, then cut to length, so that a reader meanwhile always
+        // finds the pid (the first line, the same before and after).
+        let mut file = &self.file;
+        let _ = std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0));
+        let _ = std::io::Write::write_all(&mut file, text.as_bytes());
+        let _ = file.set_len(text.len() as u64);
+    }
 }
 
-/// The process id of the oppsync process writing the database at `db` now, if one is (it
-/// holds the writer lock); `None` when none is, or when the lock file cannot be read.
-pub(crate) fn writer_pid(db: &Path) -> Option<u32> {
+/// The oppsync process holding the writer lock of a database, as its lock file says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Writer {
+    pub pid: u32,
+    /// What it waits for between runs (`sync --every`: when its next cycle starts); `None`
+    /// while it runs one.
+    pub waiting: Option<String>,
+}
+
+/// The oppsync process writing the database at `db` now, if one is (it holds the writer lock);
+/// `None` when none is, or when the lock file cannot be read.
+pub(crate) fn writer(db: &Path) -> Option<Writer> {
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");
     let mut file = File::open(PathBuf::from(name)).ok()?;
@@ -525,7 +561,14 @@ pub(crate) fn writer_pid(db: &Path) -> Option<u32> {
         Err(TryLockError::WouldBlock) => {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut file, &mut text).ok()?;
-            text.trim().parse().ok()
+            let mut lines = text.lines();
+            let pid = lines.next()?.trim().parse().ok()?;
+            let waiting = lines
+                .next()
+                .map(str::trim)
+                .filter(|w| !w.is_empty())
+                .map(str::to_string);
+            Some(Writer { pid, waiting })
         }
         Err(TryLockError::Error(_)) => None,
     }
@@ -737,14 +780,21 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_is_known_by_its_pid_while_it_holds_the_lock() {
+    fn the_writer_is_known_by_its_pid_and_what_it_waits_for_while_it_holds_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("x.db");
-        assert_eq!(writer_pid(&db), None, "no lock file yet");
+        assert_eq!(writer(&db), None, "no lock file yet");
         let lock = WriterLock::acquire(&db).unwrap();
-        assert_eq!(writer_pid(&db), Some(std::process::id()));
+        let pid = std::process::id();
+        assert_eq!(writer(&db), Some(Writer { pid, waiting: None }));
+        lock.note_waiting(Some("next cycle at noon\nsecond line"));
+        let waiting = Some("next cycle at noon second line".to_string());
+        assert_eq!(writer(&db), Some(Writer { pid, waiting }));
+        lock.note_waiting(None);
+        assert_eq!(writer(&db), Some(Writer { pid, waiting: None }));
+        lock.note_waiting(Some("next cycle at one"));
         drop(lock);
-        assert_eq!(writer_pid(&db), None);
+        assert_eq!(writer(&db), None, "a note left behind names no writer");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 use crate::config::Config;
+use crate::db::Writer;
 use crate::export_rows;
 use crate::plan::{self, Counts, Object};
 use crate::stage::SPECS;
@@ -22,6 +23,9 @@ const RECENT_REJECTS: usize = 10;
 #[derive(Debug, Serialize)]
 pub(crate) struct Status {
     pub schema_version: i64,
+    /// The process holding the writer lock, if one does: a run in progress (see `runs`), or a
+    /// `sync --every` between cycles, with when its next cycle starts (`waiting`).
+    pub writer: Option<Writer>,
     pub runs: Vec<RunRow>,
     pub staged: Vec<StagedCount>,
     pub derived: Derived,
@@ -92,7 +96,11 @@ pub(crate) struct Lag {
 
 /// Reads the status; `writer` is the pid of the process holding the writer lock, if any: its
 /// run (the newest one still `running`) is shown as running.
-pub(crate) fn read(conn: &mut Connection, writer: Option<u32>, config: &Config) -> Result<Status> {
+pub(crate) fn read(
+    conn: &mut Connection,
+    writer: Option<&Writer>,
+    config: &Config,
+) -> Result<Status> {
     let schema_version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let current_run: i64 = match writer {
         Some(_) => conn.query_row(
@@ -104,7 +112,7 @@ pub(crate) fn read(conn: &mut Connection, writer: Option<u32>, config: &Config) 
     };
     let mut runs = runs_where(conn, current_run, "1", RECENT_RUNS)?;
     for run in runs.iter_mut().filter(|r| r.run_id == current_run) {
-        run.pid = writer;
+        run.pid = writer.map(|w| w.pid);
         run.progress = Some(conn.query_row(
             "SELECT (SELECT count(*) FROM staged_page WHERE run_id = ?1),
                     (SELECT count(*) FROM api_call WHERE run_id = ?1 AND path LIKE '/rest/%'),
@@ -195,6 +203,7 @@ pub(crate) fn read(conn: &mut Connection, writer: Option<u32>, config: &Config) 
     let (problems, problems_total) = crate::problem::open(conn, RECENT_REJECTS)?;
     Ok(Status {
         schema_version,
+        writer: writer.cloned(),
         runs,
         staged,
         derived,

@@ -600,6 +600,80 @@ fn sync_the_demo_every_second(db: &TestDb, max: &str, env: &[(&str, &str)]) -> R
     db.run_with_env(&args, &env)
 }
 
+#[test]
+fn status_and_a_writer_turned_away_say_when_a_waiting_sync_every_runs_its_next_cycle() {
+    let marketo = SimProcess::start(&["sim", "marketo", "--port", "0"]);
+    let db = TestDb::new();
+    quick(&db);
+    let dir = fixtures().join("demo/1-initial");
+    let env = [
+        ("MARKETO_BASE_URL", marketo.url.as_str()),
+        ("MARKETO_CLIENT_ID", "oppsync-sim"),
+        ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+    ];
+    let mut child = db
+        .command(
+            db.dir.path(),
+            &["sync", "--every", "1h", "--fixtures", dir.to_str().unwrap()],
+            &env,
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = || -> Value {
+        let run = db.run(&["status", "--json"]);
+        serde_json::from_str(&run.stdout).unwrap_or(Value::Null)
+    };
+    // Bounded polling: the first cycle ends, and the process waits an hour for the next.
+    let mut waiting = Value::Null;
+    for _ in 0..300 {
+        waiting = status()["writer"]["waiting"].clone();
+        if !waiting.is_null() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let waiting = waiting.as_str().expect("status names the waiting writer");
+    assert!(
+        waiting.starts_with(
+            "`sync --every 1h` between cycles: cycle 1 done, exit code 3; cycle 2 starts at 20"
+        ),
+        "{waiting}"
+    );
+    assert_eq!(status()["writer"]["pid"], json!(child.id()));
+    let human = db.run(&["status"]);
+    assert!(
+        human.stdout.contains(&format!(
+            "writer: pid {}, `sync --every 1h` between cycles",
+            child.id()
+        )),
+        "{}",
+        human.stdout
+    );
+    // A writer turned away is told who holds the database, and why it would wait so long.
+    let turned_away = db.run_with_env(&["push"], &env);
+    turned_away.expect_code(1);
+    assert!(
+        turned_away.stderr.contains(&format!(
+            "another oppsync process (pid {}) holds {}",
+            child.id(),
+            db.path().display()
+        )) && turned_away.stderr.contains("cycle 2 starts at")
+            && turned_away.stderr.contains("stop it (SIGTERM)"),
+        "{}",
+        turned_away.stderr
+    );
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(status()["writer"], Value::Null, "no writer once it stopped");
+    db.run_with_env(&["push"], &env).expect_code(0);
+}
+
 /// Whether a line starts with an RFC 3339 UTC timestamp.
 fn chrono_like(line: &str) -> bool {
     let stamp = line.split(' ').next().unwrap_or("");

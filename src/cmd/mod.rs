@@ -80,7 +80,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         (false, _) => Level::Verbose,
     };
     crate::progress::init(verbosity, prints_json(&cli.command));
-    let _lock = db::check_path(&db_path, writes)
+    let lock = db::check_path(&db_path, writes)
         .and_then(|()| writes.then(|| WriterLock::acquire(&db_path)).transpose())
         .inspect_err(|err| {
             if json_result {
@@ -127,9 +127,16 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         ..
     } = &cli.command
     {
-        return sync::every(*every, *max_cycles, |_cycle| {
-            record_run(&cli, name, &args, &db_path, verbosity, json_result)
-        });
+        return sync::every(
+            *every,
+            *max_cycles,
+            |_cycle| record_run(&cli, name, &args, &db_path, verbosity, json_result),
+            |waiting| {
+                if let Some(lock) = &lock {
+                    lock.note_waiting(waiting);
+                }
+            },
+        );
     }
     record_run(&cli, name, &args, &db_path, verbosity, json_result)
 }

@@ -10,8 +10,8 @@ pub(crate) fn run(ctx: &mut Context, json: bool) -> Result<Outcome> {
     let writer = ctx
         .conn
         .path()
-        .and_then(|path| crate::db::writer_pid(std::path::Path::new(path)));
-    let status = status::read(&mut ctx.conn, writer, &ctx.config)?;
+        .and_then(|path| crate::db::writer(std::path::Path::new(path)));
+    let status = status::read(&mut ctx.conn, writer.as_ref(), &ctx.config)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -70,6 +70,11 @@ fn print_human(s: &Status) {
             args,
             r.outcome
         );
+    }
+    if let Some(writer) = &s.writer
+        && let Some(waiting) = &writer.waiting
+    {
+        outln!("writer: pid {}, {waiting}", writer.pid);
     }
     match &s.last_success {
         Some(r) => outln!(

@@ -59,11 +59,14 @@ const LAST: &str = "that was the last of --max-cycles";
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// Runs `cycle` every `interval` (plus up to 5% of jitter) until a stop is asked for or
-/// `max_cycles` have run; returns the last cycle's outcome, or `Done` when stopped.
+/// `max_cycles` have run; returns the last cycle's outcome, or `Done` when stopped. Between
+/// cycles `waiting` is told how the last one went and when the next starts (the writer lock's
+/// note, which `status` shows), and `None` when a cycle starts.
 pub(crate) fn every(
     interval: Duration,
     max_cycles: Option<u32>,
     mut cycle: impl FnMut(u32) -> Result<Outcome>,
+    waiting: impl Fn(Option<&str>),
 ) -> Result<Outcome> {
     crate::stop::install()?;
     let mut jitter = crate::net::Backoff::new(interval);
@@ -75,15 +78,19 @@ pub(crate) fn every(
         // When the next cycle starts, said unless this was the last.
         let next_cycle = |when: String| if last { LAST.to_string() } else { when };
         log(&format!("cycle {number}: pull, then push"));
+        waiting(None);
         let result = cycle(number);
-        let wait = match &result {
+        let (wait, how) = match &result {
             Ok(outcome) => {
                 failures = 0;
                 log(&format!(
                     "cycle {number}: done, exit code {}",
                     outcome.code()
                 ));
-                interval + jitter.jitter(interval / 20)
+                (
+                    interval + jitter.jitter(interval / 20),
+                    format!("cycle {number} done, exit code {}", outcome.code()),
+                )
             }
             Err(err) if crate::stop::is_stopped(err) => {
                 log(&format!("cycle {number}: {err:#}"));
@@ -100,7 +107,10 @@ pub(crate) fn every(
                 log(&format!(
                     "cycle {number}: Marketo's daily quota is spent; {next}"
                 ));
-                wait
+                (
+                    wait,
+                    format!("cycle {number} found Marketo's daily quota spent"),
+                )
             }
             Err(err) => {
                 failures += 1;
@@ -112,7 +122,10 @@ pub(crate) fn every(
                     "cycle {number} failed ({failures} in a row): {}; {next}",
                     crate::exit::error_line(err),
                 ));
-                wait
+                (
+                    wait,
+                    format!("cycle {number} failed ({failures} in a row; see `oppsync status`)"),
+                )
             }
         };
         if crate::stop::requested() || last {
@@ -124,10 +137,30 @@ pub(crate) fn every(
                 }
             });
         }
+        let next_at = chrono::Duration::from_std(wait)
+            .ok()
+            .and_then(|wait| Utc::now().checked_add_signed(wait))
+            .map_or_else(String::new, |at| {
+                at.format(" at %Y-%m-%dT%H:%M:%SZ").to_string()
+            });
+        waiting(Some(&format!(
+            "`sync --every {}` between cycles: {how}; cycle {} starts{next_at}",
+            every_text(interval),
+            number + 1
+        )));
         if !crate::stop::sleep(wait) {
             log("stopped on request between cycles");
             return Ok(Outcome::Done);
         }
+    }
+}
+
+/// An interval as `--every` takes it: 30s, 5m, 1h.
+fn every_text(interval: Duration) -> String {
+    match interval.as_secs() {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 

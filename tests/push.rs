@@ -55,6 +55,13 @@ fn pulled(phase: &str) -> TestDb {
     db
 }
 
+/// Pulls the demo's second snapshot (updates, a new opportunity, deletes) into `db`.
+fn pull_changes(db: &TestDb) {
+    let dir = fixtures().join("demo/2-changes");
+    db.run(&["pull", "--fixtures", dir.to_str().unwrap()])
+        .expect_code(0);
+}
+
 fn push(db: &TestDb, sim: &Sim) -> Run {
     db.run_with_env(
         &["push"],
@@ -240,12 +247,7 @@ fn changes_are_sent_in_order_and_a_second_push_makes_no_call() {
     let sim = Sim::start(&[]);
     push(&db, &sim).expect_code(3);
     let first_calls = db.count("SELECT count(*) FROM api_call");
-    db.run(&[
-        "pull",
-        "--fixtures",
-        fixtures().join("demo/2-changes").to_str().unwrap(),
-    ])
-    .expect_code(0);
+    pull_changes(&db);
     push(&db, &sim).expect_code(0);
     let paths = db.column("SELECT path FROM api_call ORDER BY call_id");
     let order: Vec<&str> = paths
@@ -330,12 +332,7 @@ fn exit_3_means_a_new_problem_and_status_lists_the_standing_ones() {
     push(&db, &sim).expect_code(3); // the contact without an email, seen first
     push(&db, &sim).expect_code(0); // the same problem stands: nothing new
     sim.fault(json!({"record_code": "1003", "path": "opportunities.json"}));
-    db.run(&[
-        "pull",
-        "--fixtures",
-        fixtures().join("demo/2-changes").to_str().unwrap(),
-    ])
-    .expect_code(0);
+    pull_changes(&db);
     let run = push(&db, &sim);
     run.expect_code(3); // a record Marketo refused: new
     assert!(run.stderr.contains("1003"), "{}", run.stderr);
@@ -544,12 +541,7 @@ fn plan_counts_the_calls_push_makes_and_a_stored_describe_saves_its_call_for_a_d
     assert_eq!(json!(rest_calls(&sim)), plan["total_calls"]);
     assert_eq!(db.count("SELECT count(*) FROM marketo_describe"), 5);
 
-    db.run(&[
-        "pull",
-        "--fixtures",
-        fixtures().join("demo/2-changes").to_str().unwrap(),
-    ])
-    .expect_code(0);
+    pull_changes(&db);
     // Leads, opportunities and roles to send, each checked against the describe stored above.
     let plan = plan_json(&db, &sim, &[]);
     assert_eq!(plan["calls"].get("describes"), None, "{plan}");
@@ -630,12 +622,7 @@ fn a_field_deleted_in_marketo_after_its_describe_was_stored_stops_the_push_that_
     let db = pulled("1-initial");
     let sim = Sim::start(&[]);
     push(&db, &sim).expect_code(3);
-    db.run(&[
-        "pull",
-        "--fixtures",
-        fixtures().join("demo/2-changes").to_str().unwrap(),
-    ])
-    .expect_code(0);
+    pull_changes(&db);
     // An administrator deletes a field every opportunity carries.
     sim.post(
         "/sim/fields",
@@ -740,12 +727,7 @@ fn keep_leaves_deleted_opportunities_and_their_roles_in_marketo() {
     .unwrap();
     let sim = Sim::start(&[]);
     push(&db, &sim).expect_code(3);
-    db.run(&[
-        "pull",
-        "--fixtures",
-        fixtures().join("demo/2-changes").to_str().unwrap(),
-    ])
-    .expect_code(0);
+    pull_changes(&db);
     push(&db, &sim).expect_code(0);
     let state = sim.state();
     assert!(

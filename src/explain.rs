@@ -105,17 +105,14 @@ pub(crate) struct LeftOut {
     pub reason: String,
 }
 
-/// Normalises a user-typed GUID the way staging does: trimmed, braces removed, lower-case.
-pub(crate) fn normalise_id(id: &str) -> String {
-    id.trim()
-        .trim_start_matches('{')
-        .trim_end_matches('}')
-        .to_ascii_lowercase()
-}
-
-/// Builds the explanation, or fails when the opportunity was never staged.
+/// Builds the explanation, or fails when the opportunity was never staged. The id is read as
+/// staging reads keys (any case, braces allowed); one that is not a GUID is a usage error.
 pub(crate) fn explain(conn: &Connection, opportunity_id: &str) -> Result<Explanation> {
-    let id = normalise_id(opportunity_id);
+    let Some(id) = crate::stage::guid(opportunity_id.trim()) else {
+        return Err(crate::exit::usage(format!(
+            "{opportunity_id:?} is not an opportunity id: Dynamics ids are GUIDs, such as a7d3c2b1-2c44-ef11-a316-000d3a5c0001 (see `oppsync status`)"
+        )));
+    };
     let staged = conn
         .query_row(
             "SELECT name, statecode, new_synctomkto, customerid, customerid_type, parentaccountid,

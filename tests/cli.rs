@@ -294,6 +294,19 @@ fn explain_says_why_a_deleted_or_unknown_opportunity_has_no_rows() {
     let run = db.run(&["explain", "00000000-0000-0000-0000-000000000000"]);
     run.expect_code(1);
     assert!(run.stderr.contains("is not staged"), "{}", run.stderr);
+    // Braces and capitals, as Dynamics shows ids, find the staged one.
+    let run = db.run(&["explain", " {A7D3C2B1-2C44-EF11-A316-000D3A5C0002} "]);
+    run.expect_code(0);
+    // Not a GUID at all (a name, a URL pasted whole): bad usage, saying what an id looks like.
+    let run = db.run(&["explain", "Fabrikam - 200 licences"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains(
+            "\"Fabrikam - 200 licences\" is not an opportunity id: Dynamics ids are GUIDs"
+        ),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

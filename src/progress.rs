@@ -86,6 +86,18 @@ pub(crate) fn wait(line: &str) {
     );
 }
 
+/// A line of a long-running loop's own log (`sync --every`): stamped with the time even on a
+/// terminal, printed even with `-q`, and on stderr under `--json`, whose stdout holds one
+/// result object per cycle.
+pub(crate) fn log(line: &str) {
+    let line = format!("{} {}", crate::run::now(), crate::redact::redact(line));
+    if output().to_stderr {
+        errln!("{line}");
+    } else {
+        outln!("{line}");
+    }
+}
+
 fn print(level: Level, line: &str) {
     let out = output();
     if out.level < level {

@@ -545,7 +545,8 @@ fn sync_every_runs_cycles_and_a_sigterm_mid_push_ends_it_cleanly_then_a_rerun_co
 fn sync_every_stops_after_max_cycles_and_stamps_its_lines() {
     let marketo = SimProcess::start(&["sim", "marketo", "--port", "0"]);
     let db = TestDb::new();
-    let run = sync_the_demo_every_second(&db, "2", &[("MARKETO_BASE_URL", marketo.url.as_str())]);
+    let marketo_url = [("MARKETO_BASE_URL", marketo.url.as_str())];
+    let run = sync_the_demo_every_second(&db, "2", &marketo_url, &[]);
     run.expect_code(0); // the second cycle finds only the standing problem
     assert_eq!(
         db.count("SELECT count(*) FROM run WHERE command = 'sync'"),
@@ -557,6 +558,28 @@ fn sync_every_stops_after_max_cycles_and_stamps_its_lines() {
         .filter(|l| l.contains(" cycle ") && chrono_like(l))
         .count();
     assert!(stamped >= 4, "{}", run.stdout);
+    // With --json, stdout holds one result object per cycle and nothing else; the stamped
+    // lines go to stderr.
+    let run = sync_the_demo_every_second(&db, "2", &marketo_url, &["--json"]);
+    run.expect_code(0);
+    let results: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(results.len(), 2, "{}", run.stdout);
+    assert!(
+        results
+            .iter()
+            .all(|r| r["command"] == "sync" && r["exit_code"] == 0)
+    );
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.ends_with(" cycle 2: done, exit code 0") && chrono_like(l)),
+        "{}",
+        run.stderr
+    );
     let bad = db.run(&["sync", "--every", "0s"]);
     bad.expect_code(2);
     assert!(bad.stderr.contains("between 1s and 24h"), "{}", bad.stderr);
@@ -573,6 +596,7 @@ fn the_last_of_max_cycles_failing_says_so_rather_than_when_the_next_starts() {
             ("MARKETO_BASE_URL", "http://127.0.0.1:1"),
             ("MARKETO_MAX_ATTEMPTS", "1"),
         ],
+        &[],
     );
     run.expect_code(1);
     assert!(
@@ -586,7 +610,7 @@ fn the_last_of_max_cycles_failing_says_so_rather_than_when_the_next_starts() {
 
 /// `sync --every 1s --max-cycles MAX` of the demo's first fixture folder into `db` (with the
 /// quick settings), with the simulator's Marketo credentials and `env`.
-fn sync_the_demo_every_second(db: &TestDb, max: &str, env: &[(&str, &str)]) -> Run {
+fn sync_the_demo_every_second(db: &TestDb, max: &str, env: &[(&str, &str)], extra: &[&str]) -> Run {
     quick(db);
     let dir = fixtures().join("demo/1-initial");
     let mut env = env.to_vec();
@@ -597,6 +621,7 @@ fn sync_the_demo_every_second(db: &TestDb, max: &str, env: &[(&str, &str)]) -> R
     let args = ["sync", "--every", "1s", "--max-cycles", max, "--fixtures"];
     let mut args = args.to_vec();
     args.push(dir.to_str().unwrap());
+    args.extend_from_slice(extra);
     db.run_with_env(&args, &env)
 }
 

@@ -164,9 +164,9 @@ fn every_text(interval: Duration) -> String {
     }
 }
 
-/// One line on stdout, stamped with the time (RFC 3339), for logs a scheduler keeps.
+/// One line, stamped with the time (RFC 3339), for logs a scheduler keeps.
 fn log(line: &str) {
-    outln!("{} {}", crate::run::now(), crate::redact::redact(line));
+    crate::progress::log(line);
 }
 
 fn is_daily_quota(err: &anyhow::Error) -> bool {

@@ -324,10 +324,12 @@ impl Config {
     ) -> Result<(Config, ConfigSource)> {
         let path = match explicit {
             Some(path) if !path.is_file() => {
-                return Err(usage(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
+                let what = if path.exists() {
+                    "is not a file"
+                } else {
+                    "does not exist"
+                };
+                return Err(usage(format!("config file {} {what}", path.display())));
             }
             Some(path) => Some(path.to_path_buf()),
             None => Some(PathBuf::from("oppsync.toml")).filter(|p| p.is_file()),
@@ -975,11 +977,21 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_explicit_file_is_a_usage_error() {
+    fn a_missing_explicit_file_or_a_folder_is_a_usage_error_saying_which() {
         let err = Config::load_with_env(Some(Path::new("/nonexistent/oppsync.toml")), &|_| None)
             .unwrap_err();
         assert!(crate::exit::is_usage(&err));
-        assert!(format!("{err:#}").contains("/nonexistent/oppsync.toml"));
+        assert_eq!(
+            format!("{err:#}"),
+            "config file /nonexistent/oppsync.toml does not exist"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let err = Config::load_with_env(Some(dir.path()), &|_| None).unwrap_err();
+        assert!(crate::exit::is_usage(&err));
+        assert_eq!(
+            format!("{err:#}"),
+            format!("config file {} is not a file", dir.path().display())
+        );
     }
 
     mod properties {

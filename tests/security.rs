@@ -303,6 +303,36 @@ fn a_marketo_that_quotes_the_secret_and_token_gets_them_redacted() {
 }
 
 #[test]
+fn a_describe_that_quotes_the_secret_and_token_is_stored_without_them() {
+    let honest = marketo(MarketoFaults::default());
+    let server = BrokenServer::start("127.0.0.1", move |request: &Request, url: &str| {
+        let mut reply = honest(request, url);
+        if request.path() == "/rest/v1/opportunities/describe.json"
+            && let Reply::Body(_, body) = &mut reply
+        {
+            // A field whose name quotes the client secret and the bearer token sent.
+            let bearer = request.header("authorization").unwrap_or("").to_string();
+            let mut answer: Value = serde_json::from_str(body).unwrap();
+            answer["result"][0]["fields"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": format!("x_{MARKETO_SECRET}_{bearer}"), "updateable": true}));
+            *body = answer.to_string();
+        }
+        reply
+    });
+    let db = pulled();
+    let run = push_to(&db, &server.url);
+    assert!(matches!(run.code, 0 | 3), "{}", run.stderr);
+    assert_eq!(
+        db.count("SELECT count(*) FROM marketo_describe WHERE object = 'opportunity'"),
+        1,
+        "the describe is stored"
+    );
+    assert_nowhere(&db, &run, &[MARKETO_SECRET, "broken-marketo-token-7f3a9c"]);
+}
+
+#[test]
 fn an_identity_provider_or_dataverse_that_quotes_a_secret_gets_it_redacted() {
     let org = BrokenServer::start("127.0.0.1", |_r: &Request, _url: &str| {
         Reply::Body(

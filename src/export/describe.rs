@@ -140,7 +140,8 @@ pub(crate) fn store(
             instance.0,
             instance.1,
             object.name(),
-            serde_json::to_string(&fields)?,
+            // A field name quoting a secret or the token is stored without it.
+            crate::redact::redact(&serde_json::to_string(&fields)?),
             stored.described_at,
             run_id
         ])

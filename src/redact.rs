@@ -12,17 +12,60 @@
 
 use std::borrow::Cow;
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 /// What replaces a secret.
 pub(crate) const MARK: &str = "<redacted>";
 
-/// The forms of every registered secret that text may contain: as is, form- or URL-encoded, and
-/// JSON-escaped.
-static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+/// How long past its expiry a token is still cut: a server's clock, or its answer, may lag.
+const TOKEN_GRACE: Duration = Duration::from_secs(15 * 60);
+/// How long a token whose lifetime the server did not say is cut (the longest oppsync accepts).
+const UNKNOWN_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// One form of a registered secret: as is, form- or URL-encoded, or JSON-escaped.
+struct Form {
+    text: String,
+    /// When a token's form may be forgotten; `None` for a configured secret, kept for good.
+    until: Option<Instant>,
+}
+
+/// The forms of every registered secret that text may contain, longest first.
+static SECRETS: RwLock<Vec<Form>> = RwLock::new(Vec::new());
 
 /// Remembers `secret` (and its encoded forms) for every later `redact`. Empty values are
 /// ignored: there is nothing to hide, and cutting "" would mangle everything.
 pub(crate) fn register(secret: &str) {
+    add(&mut known_mut(), secret, None, Instant::now());
+}
+
+/// Remembers an access token for as long as it is valid (`lifetime`, or a day when the server
+/// did not say), and a margin. Expired tokens are forgotten as new ones come: a `sync --every`
+/// process fetches a token or two per cycle, and kept for good they would make every `redact`
+/// (every staged page, every line) slower day after day.
+pub(crate) fn register_token(token: &str, lifetime: Duration) {
+    let now = Instant::now();
+    let lifetime = if lifetime.is_zero() {
+        UNKNOWN_TOKEN_LIFETIME
+    } else {
+        lifetime
+    };
+    add(
+        &mut known_mut(),
+        token,
+        now.checked_add(lifetime + TOKEN_GRACE),
+        now,
+    );
+}
+
+fn known_mut() -> std::sync::RwLockWriteGuard<'static, Vec<Form>> {
+    // A poisoned lock only means another thread panicked mid-push; the list is still valid.
+    SECRETS.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Adds the forms of `secret` to `known`, to be kept `until` (for good when `None`), and drops
+/// the tokens' forms whose time is past at `now`.
+fn add(known: &mut Vec<Form>, secret: &str, until: Option<Instant>, now: Instant) {
+    known.retain(|form| form.until.is_none_or(|until| until > now));
     if secret.is_empty() {
         return;
     }
@@ -33,27 +76,35 @@ pub(crate) fn register(secret: &str) {
             .map(|s| s.trim_matches('"').to_string())
             .unwrap_or_default(),
     ];
-    // A poisoned lock only means another thread panicked mid-push; the list is still valid.
-    let mut known = SECRETS.write().unwrap_or_else(|e| e.into_inner());
-    for form in forms {
-        if !form.is_empty() && !known.contains(&form) {
-            known.push(form);
+    for text in forms {
+        if text.is_empty() {
+            continue;
+        }
+        match known.iter_mut().find(|form| form.text == text) {
+            // Kept as long as its longest registration asks.
+            Some(form) => {
+                form.until = match (form.until, until) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                }
+            }
+            None => known.push(Form { text, until }),
         }
     }
     // Longest first, so that a secret containing another is cut whole.
-    known.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    known.sort_by_key(|form| std::cmp::Reverse(form.text.len()));
 }
 
 /// `text` with every registered secret replaced by `<redacted>`; borrowed when it holds none.
 pub(crate) fn redact(text: &str) -> Cow<'_, str> {
     let known = SECRETS.read().unwrap_or_else(|e| e.into_inner());
-    if !known.iter().any(|s| text.contains(s.as_str())) {
+    if !known.iter().any(|form| text.contains(form.text.as_str())) {
         return Cow::Borrowed(text);
     }
     let mut text = text.to_string();
-    for secret in known.iter() {
-        if text.contains(secret.as_str()) {
-            text = text.replace(secret.as_str(), MARK);
+    for form in known.iter() {
+        if text.contains(form.text.as_str()) {
+            text = text.replace(form.text.as_str(), MARK);
         }
     }
     Cow::Owned(text)
@@ -62,7 +113,7 @@ pub(crate) fn redact(text: &str) -> Cow<'_, str> {
 /// Whether `text` holds a registered secret.
 pub(crate) fn holds_secret(text: &str) -> bool {
     let known = SECRETS.read().unwrap_or_else(|e| e.into_inner());
-    known.iter().any(|s| text.contains(s.as_str()))
+    known.iter().any(|form| text.contains(form.text.as_str()))
 }
 
 /// `application/x-www-form-urlencoded` and URL query encoding of `text` (RFC 3986 unreserved
@@ -97,6 +148,51 @@ mod tests {
         register("");
         assert!(matches!(redact("nothing here"), Cow::Borrowed(_)));
         assert!(!holds_secret("nothing here"));
+    }
+
+    #[test]
+    fn tokens_are_forgotten_once_expired_and_configured_secrets_never() {
+        let start = Instant::now();
+        let later = |secs| start + Duration::from_secs(secs);
+        let mut known = Vec::new();
+        add(&mut known, "configured-secret", None, start);
+        add(&mut known, "token-one", Some(later(3600)), start);
+        // The same token handed out again lives as long as its longest registration.
+        add(&mut known, "token-one", Some(later(5400)), later(60));
+        add(&mut known, "token-two", Some(later(7200)), later(1800));
+        let texts = |known: &[Form]| -> Vec<String> {
+            let mut texts: Vec<String> = known.iter().map(|f| f.text.clone()).collect();
+            texts.sort();
+            texts
+        };
+        assert_eq!(
+            texts(&known),
+            ["configured-secret", "token-one", "token-two"]
+        );
+        // A day of cycles, a new token every five minutes, each valid for an hour: only the
+        // tokens still valid (and the configured secret) are kept.
+        for cycle in 0..288u64 {
+            let now = later(7200 + cycle * 300);
+            add(
+                &mut known,
+                &format!("token-{cycle}"),
+                Some(now + Duration::from_secs(3600)),
+                now,
+            );
+        }
+        assert!(known.len() <= 14, "{} forms kept", known.len());
+        assert!(known.iter().any(|f| f.text == "configured-secret"));
+        assert!(known.iter().any(|f| f.text == "token-287"));
+        assert!(
+            !known
+                .iter()
+                .any(|f| f.text == "token-one" || f.text == "token-0")
+        );
+        // Configured once, then seen as a token too: kept for good.
+        add(&mut known, "both", None, later(90_000));
+        add(&mut known, "both", Some(later(90_001)), later(90_000));
+        add(&mut known, "x", None, later(100_000));
+        assert!(known.iter().any(|f| f.text == "both"));
     }
 
     #[test]

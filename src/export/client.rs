@@ -550,8 +550,8 @@ impl MarketoClient {
             .map_or_else(|| net::describe_body(text), str::to_string);
         match (status, body.get("access_token").and_then(Value::as_str)) {
             (200, Some(token)) if !token.trim().is_empty() => {
-                crate::redact::register(token);
                 let lifetime = net::token_lifetime(&body, MAX_TOKEN_LIFETIME);
+                crate::redact::register_token(token, lifetime);
                 // Renew a minute early, or halfway through a token that lives shorter.
                 let margin = TOKEN_MARGIN.min(lifetime / 2);
                 *slot = Some(Token {

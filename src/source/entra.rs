@@ -170,8 +170,8 @@ impl Entra {
                 anyhow!(message)
             });
         };
-        crate::redact::register(token);
         let lifetime = crate::net::token_lifetime(&body, MAX_LIFETIME);
+        crate::redact::register_token(token, lifetime);
         let renew_at = started
             .checked_add(lifetime - MARGIN.min(lifetime / 2))
             .unwrap_or_else(Instant::now);

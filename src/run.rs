@@ -40,6 +40,14 @@ pub(crate) fn prune(conn: &mut Connection, keep_days: u32) -> Result<usize> {
         &format!("DELETE FROM push_outcome WHERE run_id IN ({old})"),
         [&cutoff],
     )?;
+    tx.execute(
+        &format!("DELETE FROM staged_page WHERE run_id IN ({old})"),
+        [&cutoff],
+    )?;
+    tx.execute(
+        &format!("DELETE FROM rejected_record WHERE run_id IN ({old})"),
+        [&cutoff],
+    )?;
     let runs = tx.execute(
         "DELETE FROM run WHERE started_at < ?1 AND outcome <> 'running'
            AND command NOT IN ('pull', 'sync', 'demo', 'init')

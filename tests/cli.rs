@@ -714,7 +714,11 @@ fn history_older_than_keep_days_is_pruned_at_the_end_of_a_writing_run() {
              INSERT INTO push_outcome (run_id, object, key, action, status, at)
                  VALUES (100, 'lead', 'a@example.com', 'create', 'created', '2001-01-01T00:00:01Z');
              INSERT INTO mkto_ack (object, key, payload, marketo_id, run_id, acked_at)
-                 VALUES ('lead', 'a@example.com', '{}', '1', 101, '2001-01-02T00:00:01Z');",
+                 VALUES ('lead', 'a@example.com', '{}', '1', 101, '2001-01-02T00:00:01Z');
+             INSERT INTO staged_page (run_id, source, entity_set, status, staged_at)
+                 VALUES (102, 'contacts.json', 'contacts', 'staged', '2001-01-03T00:00:01Z');
+             INSERT INTO rejected_record (run_id, source, position, entity_set, reason, raw)
+                 VALUES (102, 'contacts.json', 0, 'contacts', 'no contactid', '{}');",
         )
         .unwrap();
     }
@@ -736,6 +740,18 @@ fn history_older_than_keep_days_is_pruned_at_the_end_of_a_writing_run() {
         db.column("SELECT run_id FROM run WHERE run_id BETWEEN 100 AND 102 ORDER BY run_id"),
         ["101", "102"],
         "an old push whose acknowledgement stands, and an old pull, stay"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT (SELECT count(*) FROM staged_page WHERE run_id = 102)
+                  + (SELECT count(*) FROM rejected_record WHERE run_id = 102)"
+        ),
+        0,
+        "the old pull's pages and rejects are pruned"
+    );
+    assert!(
+        db.count("SELECT count(*) FROM staged_page") > 0,
+        "the recent pull's pages stay"
     );
     assert!(
         db.count("SELECT count(*) FROM run WHERE run_id < 100 OR run_id > 102") >= 2,

@@ -7,7 +7,9 @@
 //! carried. The plan holds the counts, the skipped records, the deletes and the batch sizes;
 //! the records to send are read in rowid order (the order a full evaluation stores them in, which
 //! `export_row_pending` keeps), a chunk at a time (`upserts`), so neither plan nor push holds the
-//! org in memory. Nothing here calls Marketo.
+//! org in memory. It also says which objects push must describe first: those without a
+//! describe stored within `describe_max_age_hours` that passes their fields (`export::describe`),
+//! counted among the calls. Nothing here calls Marketo.
 //!
 //! Companies and leads are never deleted (Marketo's own practice for persons). An opportunity is
 //! deleted only when it was deleted in Dynamics (a tombstone) and `on_opportunity_delete` is

@@ -396,4 +396,75 @@ mod tests {
             "{err:#}"
         );
     }
+
+    #[test]
+    fn a_stored_describe_is_trusted_for_its_instance_within_its_age_only() {
+        let conn = crate::db::open_scratch().unwrap();
+        conn.execute(
+            "INSERT INTO run (run_id, command, args, started_at, outcome) VALUES (1, 'push', '[]', '2026-01-01T00:00:00Z', 'done')",
+            [],
+        )
+        .unwrap();
+        let instance = (
+            "https://123-abc-456.mktorest.com".to_string(),
+            "api".to_string(),
+        );
+        let fields = described(
+            Object::Opportunity,
+            json!({"result": [{"fields": [
+                {"name": "externalOpportunityId", "updateable": false},
+                {"name": "name", "updateable": true}
+            ]}]}),
+        );
+        let described_at = crate::run::now();
+        store(
+            &conn,
+            &instance,
+            1,
+            &[(
+                Object::Opportunity,
+                Stored {
+                    fields: fields.clone(),
+                    described_at,
+                },
+            )],
+        )
+        .unwrap();
+        let found = stored(&conn, &instance, 24).unwrap();
+        assert_eq!(found[&Object::Opportunity].fields, fields);
+        assert!(
+            stored(&conn, &instance, 0).unwrap().is_empty(),
+            "0: never trusted"
+        );
+        let other = (instance.0.clone(), "another-api-user".to_string());
+        assert!(stored(&conn, &other, 24).unwrap().is_empty());
+        let set = |sql: &str| conn.execute(sql, []).unwrap();
+        set(
+            "UPDATE marketo_describe SET described_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+2 hours')",
+        );
+        assert!(
+            stored(&conn, &instance, 24).unwrap().is_empty(),
+            "stamped in the future"
+        );
+        set(
+            "UPDATE marketo_describe SET described_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-3 hours')",
+        );
+        assert!(
+            stored(&conn, &instance, 2).unwrap().is_empty(),
+            "older than its age"
+        );
+        assert_eq!(stored(&conn, &instance, 4).unwrap().len(), 1);
+        set("UPDATE marketo_describe SET fields = 'not json'");
+        assert!(
+            stored(&conn, &instance, 4).unwrap().is_empty(),
+            "unreadable: described again"
+        );
+        forget(&conn, Object::Opportunity).unwrap();
+        assert_eq!(
+            conn.query_row("SELECT count(*) FROM marketo_describe", [], |r| r
+                .get::<_, i64>(0))
+                .unwrap(),
+            0
+        );
+    }
 }

@@ -62,6 +62,16 @@ fn pull_changes(db: &TestDb) {
         .expect_code(0);
 }
 
+/// The demo's first snapshot pushed to a new simulator (exit 3: the contact without an email),
+/// then its second snapshot pulled, not yet pushed.
+fn pushed_then_changed() -> (TestDb, Sim) {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    push(&db, &sim).expect_code(3);
+    pull_changes(&db);
+    (db, sim)
+}
+
 fn push(db: &TestDb, sim: &Sim) -> Run {
     db.run_with_env(
         &["push"],
@@ -243,11 +253,8 @@ fn the_default_mappings_reach_marketo() {
 
 #[test]
 fn changes_are_sent_in_order_and_a_second_push_makes_no_call() {
-    let db = pulled("1-initial");
-    let sim = Sim::start(&[]);
-    push(&db, &sim).expect_code(3);
+    let (db, sim) = pushed_then_changed();
     let first_calls = db.count("SELECT count(*) FROM api_call");
-    pull_changes(&db);
     push(&db, &sim).expect_code(0);
     let paths = db.column("SELECT path FROM api_call ORDER BY call_id");
     let order: Vec<&str> = paths
@@ -619,10 +626,7 @@ fn plan_counts_the_calls_push_makes_and_a_stored_describe_saves_its_call_for_a_d
 
 #[test]
 fn a_field_deleted_in_marketo_after_its_describe_was_stored_stops_the_push_that_trusted_it() {
-    let db = pulled("1-initial");
-    let sim = Sim::start(&[]);
-    push(&db, &sim).expect_code(3);
-    pull_changes(&db);
+    let (db, sim) = pushed_then_changed();
     // An administrator deletes a field every opportunity carries.
     sim.post(
         "/sim/fields",

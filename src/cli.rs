@@ -64,7 +64,7 @@ pub enum Command {
         /// Print one JSON object at the end (the run's result) and the progress on stderr.
         #[arg(long, conflicts_with = "dry_run")]
         json: bool,
-        /// Run a cycle (pull, then push) every DURATION (`30s`, `5m`, `1h`) until SIGTERM or
+        /// Run a cycle (pull, then push) every DURATION (`30s`, `5m`, `1h`, `1h30m`) until SIGTERM or
         /// SIGINT, holding the writer lock in between.
         #[arg(long, value_name = "DURATION", value_parser = parse_every)]
         every: Option<std::time::Duration>,
@@ -231,24 +231,35 @@ pub struct SimMarketoArgs {
     pub native_crm_sync: bool,
 }
 
-/// A cycle interval: a whole number with `s`, `m` or `h` (seconds without a unit), from one
-/// second to a day.
+/// A cycle interval: whole numbers of hours, minutes and seconds, in that order (`30s`, `5m`,
+/// `1h`, `1h30m`; a number alone is seconds), from one second to a day.
 pub fn parse_every(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
+    let bad = || format!("{text:?} is not a duration such as 30s, 5m, 1h or 1h30m");
+    let seconds = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse::<u64>().map_err(|_| bad())?
+    } else if text.is_empty() {
+        return Err(bad());
+    } else {
+        let mut total: u64 = 0;
+        let mut rest = text;
+        // Each unit at most once, larger ones first.
+        let mut units: &[(char, u64)] = &[('h', 3600), ('m', 60), ('s', 1)];
+        while !rest.is_empty() {
+            let at = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+            let (number, tail) = rest.split_at(at);
+            let number: u64 = number.parse().map_err(|_| bad())?;
+            let unit = tail.chars().next().ok_or_else(bad)?;
+            let position = units.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
+            total = number
+                .checked_mul(units[position].1)
+                .and_then(|part| total.checked_add(part))
+                .ok_or_else(bad)?;
+            units = &units[position + 1..];
+            rest = &tail[unit.len_utf8()..];
+        }
+        total
     };
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 30s, 5m or 1h"))?;
-    let seconds = match unit {
-        "s" => Some(number),
-        "m" => number.checked_mul(60),
-        "h" => number.checked_mul(3600),
-        _ => None,
-    }
-    .ok_or_else(|| format!("{text:?} is not a duration such as 30s, 5m or 1h"))?;
     if !(1..=86_400).contains(&seconds) {
         return Err(format!("{text:?} must be between 1s and 24h"));
     }
@@ -266,7 +277,24 @@ mod tests {
         assert_eq!(parse_every("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_every("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_every("90"), Ok(Duration::from_secs(90)));
-        for bad in ["0s", "25h", "5x", "m", "-1s", "18446744073709551615h", ""] {
+        assert_eq!(parse_every("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_every("2m30s"), Ok(Duration::from_secs(150)));
+        assert_eq!(parse_every("1h0m5s"), Ok(Duration::from_secs(3605)));
+        for bad in [
+            "0s",
+            "25h",
+            "23h61m",
+            "5x",
+            "m",
+            "-1s",
+            "18446744073709551615h",
+            "",
+            "30m1h",
+            "1h1h",
+            "1h30",
+            "1.5h",
+            "1h 30m",
+        ] {
             assert!(parse_every(bad).is_err(), "{bad}");
         }
     }

@@ -155,12 +155,19 @@ pub(crate) fn every(
     }
 }
 
-/// An interval as `--every` takes it: 30s, 5m, 1h.
+/// An interval as `--every` takes it: 30s, 5m, 1h, 1h30m.
 fn every_text(interval: Duration) -> String {
-    match interval.as_secs() {
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
+    let s = interval.as_secs();
+    let parts = [(s / 3600, "h"), (s % 3600 / 60, "m"), (s % 60, "s")];
+    let text: String = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if text.is_empty() {
+        "0s".to_string()
+    } else {
+        text
     }
 }
 
@@ -194,4 +201,24 @@ fn until_quota_reset() -> Duration {
         None => now + chrono::Duration::hours(24),
     };
     (next - now).to_std().unwrap_or(Duration::from_secs(3600)) + Duration::from_secs(60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interval_is_shown_as_every_takes_it() {
+        for text in ["30s", "5m", "1h", "1h30m", "2m30s", "1h0m5s", "24h"] {
+            let interval = crate::cli::parse_every(text).unwrap();
+            let shown = every_text(interval);
+            assert_eq!(
+                crate::cli::parse_every(&shown),
+                Ok(interval),
+                "{text} -> {shown}"
+            );
+        }
+        assert_eq!(every_text(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(every_text(Duration::from_secs(3605)), "1h5s");
+    }
 }

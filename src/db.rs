@@ -56,6 +56,10 @@ pub fn check_path(path: &Path, writes: bool) -> Result<()> {
             "database path {} is not a regular file; --db names the database file",
             path.display()
         ))),
+        Ok(meta) if meta.len() > 0 && !begins_as_sqlite(path) => Err(usage(format!(
+            "{} is not an SQLite database (it does not begin with SQLite's header); --db names the oppsync database, or a new file to create",
+            path.display()
+        ))),
         Ok(_) if writes => match OpenOptions::new().write(true).open(path) {
             Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => Err(usage(format!(
                 "database {} is not writable by this user ({err}); {WRITE_ACCESS}",
@@ -73,6 +77,17 @@ pub fn check_path(path: &Path, writes: bool) -> Result<()> {
             _ => Ok(()),
         },
         Err(_) => Ok(()),
+    }
+}
+
+/// Whether the file at `path` begins with SQLite's header, or cannot be read here (the open that
+/// follows then says why): a notes file or a CSV given as --db is refused before SQLite is
+/// asked to open it, and a writing command leaves no lock file beside it.
+fn begins_as_sqlite(path: &Path) -> bool {
+    let mut header = [0u8; 16];
+    match File::open(path).and_then(|mut file| std::io::Read::read_exact(&mut file, &mut header)) {
+        Ok(()) => &header == b"SQLite format 3\0",
+        Err(err) => err.kind() != std::io::ErrorKind::UnexpectedEof,
     }
 }
 

@@ -418,6 +418,36 @@ fn a_database_path_that_cannot_be_a_database_file_is_a_usage_error_naming_it() {
         ["oppsync.db"],
         "nothing created beside the database path"
     );
+    // A file that is not SQLite (notes given as --db by mistake): refused, left as it was.
+    let notes = db.dir.path().join("notes.txt");
+    std::fs::write(&notes, "call Fabrikam back on Monday\n").unwrap();
+    for args in [&["pull", "--fixtures", demo.as_str()][..], &["status"]] {
+        let run = crate::util::Run::from(
+            std::process::Command::new(BIN)
+                .current_dir(db.dir.path())
+                .arg("--db")
+                .arg(&notes)
+                .args(args)
+                .output()
+                .unwrap(),
+        );
+        run.expect_code(2);
+        assert!(
+            run.stderr
+                .contains(&format!("{} is not an SQLite database", notes.display())),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&notes).unwrap(),
+        "call Fabrikam back on Monday\n"
+    );
+    assert_eq!(
+        crate::util::file_names(db.dir.path()),
+        ["notes.txt", "oppsync.db"],
+        "no lock file beside it"
+    );
 }
 
 #[test]

@@ -394,17 +394,24 @@ fn a_database_path_that_cannot_be_a_database_file_is_a_usage_error_naming_it() {
     json.expect_code(2);
     let result: Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(result["outcome"], "usage_error", "{}", json.stdout);
+    // The binary with another --db, run beside the test database.
+    let with_db = |path: &std::path::Path, args: &[&str]| {
+        crate::util::Run::from(
+            std::process::Command::new(BIN)
+                .current_dir(db.dir.path())
+                .arg("--db")
+                .arg(path)
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
     // A database in a folder that does not exist: a writing command names the folder and
     // creates nothing, the lock file included.
     let folder = db.dir.path().join("missing");
-    let run = crate::util::Run::from(
-        std::process::Command::new(BIN)
-            .current_dir(db.dir.path())
-            .arg("--db")
-            .arg(folder.join("oppsync.db"))
-            .args(["pull", "--fixtures", demo.as_str()])
-            .output()
-            .unwrap(),
+    let run = with_db(
+        &folder.join("oppsync.db"),
+        &["pull", "--fixtures", demo.as_str()],
     );
     run.expect_code(2);
     assert!(
@@ -422,15 +429,7 @@ fn a_database_path_that_cannot_be_a_database_file_is_a_usage_error_naming_it() {
     let notes = db.dir.path().join("notes.txt");
     std::fs::write(&notes, "call Fabrikam back on Monday\n").unwrap();
     for args in [&["pull", "--fixtures", demo.as_str()][..], &["status"]] {
-        let run = crate::util::Run::from(
-            std::process::Command::new(BIN)
-                .current_dir(db.dir.path())
-                .arg("--db")
-                .arg(&notes)
-                .args(args)
-                .output()
-                .unwrap(),
-        );
+        let run = with_db(&notes, args);
         run.expect_code(2);
         assert!(
             run.stderr

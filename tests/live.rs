@@ -636,8 +636,16 @@ fn status_and_a_writer_turned_away_say_when_a_waiting_sync_every_runs_its_next_c
         ("MARKETO_CLIENT_ID", "oppsync-sim"),
         ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
     ];
-    let mut child = db
-        .command(
+    /// The service, killed if the test fails before it stops it (it would wait an hour).
+    struct Service(std::process::Child);
+    impl Drop for Service {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut service = Service(
+        db.command(
             db.dir.path(),
             &["sync", "--every", "1h", "--fixtures", dir.to_str().unwrap()],
             &env,
@@ -645,7 +653,9 @@ fn status_and_a_writer_turned_away_say_when_a_waiting_sync_every_runs_its_next_c
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap(),
+    );
+    let child = &mut service.0;
     let status = || -> Value {
         let run = db.run(&["status", "--json"]);
         serde_json::from_str(&run.stdout).unwrap_or(Value::Null)

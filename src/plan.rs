@@ -72,7 +72,7 @@ pub(crate) struct Plan {
     batches: Vec<Batch>,
     /// Per object, the fields its records to send carry.
     fields: BTreeMap<Object, BTreeSet<String>>,
-    /// The objects push describes before sending (`describe::to_describe`), and for the others
+    /// The objects push describes before sending (`describe::split`), and for the others
     /// it sends, when the stored describe they are checked against was read.
     describes: BTreeSet<Object>,
     trusted_describes: BTreeMap<Object, String>,
@@ -213,13 +213,7 @@ fn load_reading(conn: &mut Connection, config: &Config, sends: bool) -> Result<P
             }
             None => BTreeMap::new(),
         };
-        plan.describes = describe::to_describe(&plan, &stored, &config.mapping);
-        plan.trusted_describes = stored
-            .into_iter()
-            .filter(|(object, _)| plan.fields.contains_key(object))
-            .filter(|(object, _)| !plan.describes.contains(object))
-            .map(|(object, stored)| (object, stored.described_at))
-            .collect();
+        (plan.describes, plan.trusted_describes) = describe::split(&plan, stored, &config.mapping);
     }
     Ok(plan)
 }

@@ -98,23 +98,31 @@ pub(crate) fn stored(
     Ok(out)
 }
 
-/// The objects of `plan` push must describe: those it sends records of whose stored describe
-/// (`stored`) is missing or does not pass the fields they carry.
-pub(crate) fn to_describe(
+/// Which objects of `plan` push must describe first: those it sends records of whose stored
+/// describe (`stored`) is missing or does not pass the fields they carry. And for the others it
+/// sends, when the stored describe that passes them was read.
+pub(crate) fn split(
     plan: &Plan,
-    stored: &BTreeMap<Object, Stored>,
+    stored: BTreeMap<Object, Stored>,
     mapping: &MappingConfig,
-) -> BTreeSet<Object> {
-    Object::ALL
-        .into_iter()
-        .filter(|object| {
-            let sent = fields_sent(plan, *object);
-            !sent.is_empty()
-                && stored.get(object).is_none_or(|stored| {
-                    compare(*object, &sent, &stored.fields, mapping.of(*object)).is_err()
-                })
-        })
-        .collect()
+) -> (BTreeSet<Object>, BTreeMap<Object, String>) {
+    let mut describe = BTreeSet::new();
+    let mut trusted = BTreeMap::new();
+    for object in Object::ALL {
+        let sent = fields_sent(plan, object);
+        if sent.is_empty() {
+            continue;
+        }
+        match stored.get(&object) {
+            Some(stored) if compare(object, &sent, &stored.fields, mapping.of(object)).is_ok() => {
+                trusted.insert(object, stored.described_at.clone());
+            }
+            _ => {
+                describe.insert(object);
+            }
+        }
+    }
+    (describe, trusted)
 }
 
 /// Stores what a push described, replacing what was stored for the object.

@@ -505,11 +505,9 @@ impl WriterLock {
         match file.try_lock() {
             Ok(()) => {
                 // Who holds it, for `status`; the lock, not this text, is what excludes.
-                let mut file = file;
-                let _ = file.set_len(0);
-                let _ =
-                    std::io::Write::write_all(&mut file, std::process::id().to_string().as_bytes());
-                Ok(WriterLock { file, path })
+                let lock = WriterLock { file, path };
+                lock.note_waiting(None);
+                Ok(lock)
             }
             Err(TryLockError::WouldBlock) => match writer(db) {
                 Some(Writer {

@@ -91,7 +91,12 @@ pub(crate) fn wait(line: &str) {
 /// result object per cycle.
 pub(crate) fn log(line: &str) {
     let line = format!("{} {}", crate::run::now(), crate::redact::redact(line));
-    if output().to_stderr {
+    emit(output(), &line);
+}
+
+/// Writes a finished line where progress lines go: stderr under `--json`, else stdout.
+fn emit(out: &Output, line: &str) {
+    if out.to_stderr {
         errln!("{line}");
     } else {
         outln!("{line}");
@@ -123,10 +128,8 @@ fn print(level: Level, line: &str) {
     if out.terminal && !out.bars.is_hidden() {
         // Above the bars, which are redrawn below it.
         let _ = out.bars.println(&line);
-    } else if out.to_stderr {
-        errln!("{line}");
     } else {
-        outln!("{line}");
+        emit(out, &line);
     }
 }
 

@@ -16,7 +16,9 @@
 # usage: tests/bench/cycle.sh [OPPORTUNITIES]   (default 100000)
 # OPPSYNC_BIN=path runs another build (a baseline side by side) instead of building this one.
 # VERIFY=1 also times `oppsync verify` at the end. SCATTERED_IDS=1 gives the org ids in no
-# order (read by gen_pages.py), as a real org's are. Not run by CI: timings are noisy.
+# order (read by gen_pages.py), as a real org's are; NO_EMAIL_EVERY=K leaves every K-th contact
+# without an email, so that its lead and roles cannot be sent, as in a real org.
+# Not run by CI: timings are noisy.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-100000}

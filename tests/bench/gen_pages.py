@@ -20,6 +20,9 @@ order. With --scattered-ids, or SCATTERED_IDS=1 in the environment (so that it r
 script from any benchmark in tests/bench/), each id is a hash of the same kind and number, in no
 order, as a real org's ids are in text order: the same org, with lookups by id as scattered as
 they are in production. Give it to the delta pages of the same org too.
+
+With NO_EMAIL_EVERY=K in the environment, every K-th contact has no email (in the delta pages
+too), as many contacts of a real org have none: its lead and its roles cannot be sent.
 """
 import hashlib
 import json
@@ -27,6 +30,7 @@ import os
 import sys
 
 SCATTERED = os.environ.get("SCATTERED_IDS", "") not in ("", "0")
+NO_EMAIL_EVERY = int(os.environ.get("NO_EMAIL_EVERY", "0") or 0)
 
 ORG = "https://bench.crm.dynamics.com/api/data/v9.2/"
 FV = "@OData.Community.Display.V1.FormattedValue"
@@ -82,7 +86,8 @@ def write(out, entity_set, index, batch):
 
 def contact(i, n, accounts, jobtitle="Director", modifiedon="2025-05-01T16:10:02Z"):
     return {"firstname": f"First{i}", "lastname": f"Last{i}", "fullname": f"First{i} Last{i}",
-            "emailaddress1": f"person{i}@example.com", "jobtitle": jobtitle, "telephone1": None,
+            "emailaddress1": None if NO_EMAIL_EVERY and i % NO_EMAIL_EVERY == NO_EMAIL_EVERY - 1
+            else f"person{i}@example.com", "jobtitle": jobtitle, "telephone1": None,
             "_parentcustomerid_value" + LT: "account", "_parentcustomerid_value": guid(1, i % accounts),
             **owner(i, n), "statecode": 0, "modifiedon": modifiedon, "contactid": guid(2, i)}
 

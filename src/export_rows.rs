@@ -285,7 +285,19 @@ fn evaluate_in_full(
         return Err(err);
     }
     finished?;
+    // Every row is new: the next push re-checks the problems of every root.
+    tx.execute_batch(
+        "UPDATE export_state SET skips_checked = 0 WHERE id = 1;
+         DELETE FROM export_skip_root;",
+    )?;
     store_refreshed(tx, how, definition)
+}
+
+/// The condition on an export row (aliased `alias`) that the plan cannot send it, whatever
+/// Marketo holds: the view gives a reason to skip it, or no key or payload. Served by the
+/// partial index `export_row_skipped`.
+pub(crate) fn unsendable(alias: &str) -> String {
+    format!("({alias}.skip_reason IS NOT NULL OR {alias}.key IS NULL OR {alias}.payload IS NULL)")
 }
 
 /// Marks the rows refreshed (`how`) as evaluated with `definition`, and commits.
@@ -969,15 +981,25 @@ fn replace_roots(tx: &Transaction<'_>, config: &Config, object: Object) -> Resul
     tx.execute(
         &format!(
             "CREATE TEMP TABLE stale AS
-             SELECT e.rowid AS id, e.object, e.key, e.sales_person_id FROM main.export_row e
+             SELECT e.rowid AS id, e.object, e.key, e.sales_person_id, e.root,
+                 {} AS unsendable
+             FROM main.export_row e
              WHERE e.object = ?1 AND e.root IN (SELECT {column} FROM temp.{table})
-               AND NOT EXISTS (SELECT 1 FROM temp.fresh_row f WHERE {same})"
+               AND NOT EXISTS (SELECT 1 FROM temp.fresh_row f WHERE {same})",
+            unsendable("e")
         ),
         [object.name()],
     )?;
-    tx.execute_batch(
-        "INSERT INTO temp.replaced SELECT object, key, sales_person_id FROM temp.stale;",
-    )?;
+    // A skipped row replaced, or a new one, changes the problems of its root: the next push
+    // re-checks them (`problem::check_unsendable`).
+    tx.execute_batch(&format!(
+        "INSERT INTO temp.replaced SELECT object, key, sales_person_id FROM temp.stale;
+         INSERT OR IGNORE INTO main.export_skip_root (object, root)
+         SELECT object, root FROM temp.stale WHERE unsendable
+         UNION SELECT f.object, f.root FROM temp.fresh_row f
+         WHERE {} AND NOT EXISTS (SELECT 1 FROM main.export_row e WHERE {same});",
+        unsendable("f")
+    ))?;
     let deleted = tx.execute(
         "DELETE FROM main.export_row WHERE rowid IN (SELECT id FROM temp.stale)",
         [],

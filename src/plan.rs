@@ -4,7 +4,9 @@
 //!
 //! The diff is SQL over indexed columns: a row is to send when `pending` (its payload is not the
 //! acknowledged one), unchanged otherwise; skipped when the view gives a reason or it cannot be
-//! carried. The plan holds the counts, the skipped records, the deletes and the batch sizes;
+//! carried. The plan holds the counts, the records over the request limit, the deletes and the
+//! batch sizes; the other skipped records are counted, and listed from the export rows when
+//! asked (`each_skipped`), as an org may hold hundreds of thousands of them;
 //! the records to send are read in rowid order (the order a full evaluation stores them in, which
 //! `export_row_pending` keeps), a chunk at a time (`upserts`), so neither plan nor push holds the
 //! org in memory. It also says which objects push must describe first: those without a
@@ -66,7 +68,9 @@ pub(crate) fn too_large(bytes: usize) -> String {
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
     counts: BTreeMap<Object, Counts>,
-    skipped: Vec<Operation>,
+    /// The records to send that are alone over the request limit (push reports them each
+    /// time); the others it skips are counted here and listed by `each_skipped`.
+    too_large: Vec<Operation>,
     /// Role deletes, then opportunity deletes (push order).
     deletes: Vec<Operation>,
     batches: Vec<Batch>,
@@ -109,8 +113,14 @@ impl Plan {
             .collect()
     }
 
-    pub(crate) fn skipped(&self) -> impl Iterator<Item = &Operation> {
-        self.skipped.iter()
+    /// The records to send that are alone over Marketo's request limit.
+    pub(crate) fn too_large(&self) -> impl Iterator<Item = &Operation> {
+        self.too_large.iter()
+    }
+
+    /// How many records push skips, of every object.
+    pub(crate) fn skip_count(&self) -> usize {
+        self.counts.values().map(|c| c.skip).sum()
     }
 
     /// The fields the records of `object` to send carry (empty when none is to be sent).
@@ -241,17 +251,18 @@ fn read(conn: &Connection, config: &Config, sends: bool) -> Result<Plan> {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
         let total = export_rows::total(conn, &format!("rows:{name}"))?;
-        let skipped = skipped(conn, object)?;
+        let too_large = too_large_rows(conn, object)?;
+        let skip = unsendable_count(conn, object)? + too_large.len();
         let deletes = deletes(conn, object, config)?;
         let counts = Counts {
             create: create as usize,
             update: update as usize,
-            unchanged: ((total - create - update).max(0) as usize).saturating_sub(skipped.len()),
+            unchanged: ((total - create - update).max(0) as usize).saturating_sub(skip),
             delete: deletes.len(),
-            skip: skipped.len(),
+            skip,
         };
         plan.counts.insert(object, counts);
-        plan.skipped.extend(skipped);
+        plan.too_large.extend(too_large);
         plan.deletes.extend(deletes);
         if sends && create + update > 0 {
             plan.fields.insert(object, fields(conn, object)?);
@@ -316,41 +327,90 @@ fn fields(conn: &Connection, object: Object) -> Result<BTreeSet<String>> {
     Ok(fields)
 }
 
-/// The records of `object` that cannot be sent, with the reason.
-fn skipped(conn: &Connection, object: Object) -> Result<Vec<Operation>> {
+/// How many records of `object` the plan cannot send whatever Marketo holds (the view gives a
+/// reason, or no key or payload), counted on the partial index `export_row_skipped`.
+fn unsendable_count(conn: &Connection, object: Object) -> Result<usize> {
+    let count: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM export_row e WHERE e.object = ?1 AND {}",
+            export_rows::unsendable("e")
+        ))?
+        .query_row([object.name()], |r| r.get(0))?;
+    Ok(count as usize)
+}
+
+/// The records of `object` to send that are alone over the request limit, read on the pending
+/// index: push skips them each time it reads the records to send.
+fn too_large_rows(conn: &Connection, object: Object) -> Result<Vec<Operation>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT key, source_id, length(payload) + 1,
-             CASE WHEN skip_reason IS NOT NULL THEN skip_reason
-                  WHEN key IS NULL OR payload IS NULL THEN 'no key or payload' END
-         FROM (
-             -- Each half on its partial index: an idle plan reads no other row.
-             SELECT * FROM export_row
-             WHERE object = ?1 AND (skip_reason IS NOT NULL OR key IS NULL OR payload IS NULL)
-             UNION ALL
-             SELECT e.* FROM {PENDING}
-             WHERE e.object = ?1 AND e.pending = 1 AND length(e.payload) >= ?2
-                 AND e.skip_reason IS NULL AND e.key IS NOT NULL
-         )
-         ORDER BY key, source_id"
+        "SELECT e.key, e.source_id, length(e.payload) + 1 FROM {PENDING}
+         WHERE e.object = ?1 AND e.pending = 1 AND length(e.payload) >= ?2
+             AND e.skip_reason IS NULL AND e.key IS NOT NULL
+         ORDER BY e.key, e.source_id"
     ))?;
     let rows = stmt
         .query_map(params![object.name(), MAX_BATCH_BYTES as i64], |r| {
-            let size: Option<i64> = r.get(2)?;
-            let reason: Option<String> = r.get(3)?;
-            // Neither: the record alone is over the request limit.
-            let reason = reason.unwrap_or_else(|| too_large(size.unwrap_or_default() as usize));
-            Ok(Operation {
-                object,
-                action: Action::Skip,
-                key: r.get(0)?,
-                source_id: r.get(1)?,
-                payload: None,
-                reason: Some(reason),
-                lead_key: None,
-            })
+            let size: i64 = r.get(2)?;
+            Ok(skip(object, r.get(0)?, r.get(1)?, too_large(size as usize)))
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
+}
+
+fn skip(
+    object: Object,
+    key: Option<String>,
+    source_id: Option<String>,
+    reason: String,
+) -> Operation {
+    Operation {
+        object,
+        action: Action::Skip,
+        key,
+        source_id,
+        payload: None,
+        reason: Some(reason),
+        lead_key: None,
+    }
+}
+
+/// Calls `each` with every record the plan skips, object by object in push order, each
+/// object's by key: read from the export rows as it goes, so that an org with a million records
+/// that cannot be sent is listed without holding them.
+pub(crate) fn each_skipped(
+    conn: &Connection,
+    mut each: impl FnMut(Operation) -> Result<()>,
+) -> Result<()> {
+    for object in Object::ALL {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT e.key, e.source_id, coalesce(e.skip_reason, 'no key or payload')
+             FROM export_row e WHERE e.object = ?1 AND {}
+             ORDER BY e.key, e.source_id",
+            export_rows::unsendable("e")
+        ))?;
+        let mut unsendable = stmt.query_map([object.name()], |r| {
+            Ok(skip(object, r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        let too_large = too_large_rows(conn, object)?;
+        // Both in key order: merged, as one list.
+        let mut too_large = too_large.into_iter().peekable();
+        let mut next = unsendable.next().transpose()?;
+        loop {
+            let take_large = match (&next, too_large.peek()) {
+                (None, None) => break,
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                (Some(a), Some(b)) => (&b.key, &b.source_id) < (&a.key, &a.source_id),
+            };
+            if take_large {
+                each(too_large.next().expect("peeked"))?;
+            } else {
+                each(next.take().expect("matched"))?;
+                next = unsendable.next().transpose()?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The keys Marketo holds that the views no longer give and that may be deleted: companies,

@@ -10,6 +10,8 @@ use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use crate::object::Object;
+use crate::redact::redact;
 use crate::run::now;
 use crate::stage::SPECS;
 
@@ -84,13 +86,148 @@ fn insert(
 }
 
 /// Closes the open problems of `stage` this run did not see: for a push that went through
-/// the whole plan, every record it did not report is fine now.
+/// the whole plan, every record it did not report is fine now. The problems of records the
+/// plan cannot send are not seen by a push but kept by `check_unsendable`.
 pub(crate) fn close_unseen(conn: &Connection, run_id: i64, stage: &str) -> Result<usize> {
     Ok(conn.execute(
         "UPDATE problem SET resolved_run = ?1
-         WHERE stage = ?2 AND resolved_run IS NULL AND last_run <> ?1",
+         WHERE stage = ?2 AND resolved_run IS NULL AND last_run <> ?1 AND root IS NULL",
         params![run_id, stage],
     )?)
+}
+
+/// A record the plan cannot send, first seen by this run (or with a new reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unsendable {
+    pub object: &'static str,
+    pub key: Option<String>,
+    pub source_id: String,
+    pub reason: String,
+}
+
+/// Brings the problems of records the plan cannot send (`export_rows::unsendable`) in step with
+/// the export rows, for the roots a refresh changed since the last check (`export_skip_root`),
+/// or for every root after a full evaluation: a problem whose row is no longer skipped with its
+/// reason closes, a skipped row without an open problem opens one, with a `push_outcome` row
+/// saying why it was not sent. The rest stand as they are, read by no one, so that a push costs
+/// what changed and not how many records cannot be sent. Returns the new ones, at most `listed`
+/// of them, and how many there are.
+pub(crate) fn check_unsendable(
+    conn: &mut Connection,
+    run_id: i64,
+    listed: usize,
+) -> Result<(Vec<Unsendable>, usize)> {
+    let tx = conn.transaction()?;
+    let every_root: bool = tx.query_row(
+        "SELECT NOT skips_checked FROM main.export_state WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?;
+    let skipped = crate::export_rows::unsendable("e");
+    let rows = if every_root {
+        format!("main.export_row e WHERE {skipped}")
+    } else {
+        format!(
+            "main.export_skip_root t CROSS JOIN main.export_row e
+                 ON e.object = t.object AND e.root = t.root
+             WHERE {skipped}"
+        )
+    };
+    // The problems checked: every one of a record the plan cannot send, or those of the roots
+    // that changed.
+    let checked = if every_root {
+        "main.problem p WHERE p.root IS NOT NULL"
+    } else {
+        "main.export_skip_root t CROSS JOIN main.problem p
+             ON p.subject = t.object AND p.root = t.root WHERE p.root IS NOT NULL"
+    };
+    tx.execute_batch(&format!(
+        "CREATE TEMP TABLE skip_now AS
+         SELECT e.object, coalesce(e.key, e.source_id) AS problem_key, e.key, e.source_id, e.root,
+             coalesce(e.skip_reason, 'no key or payload') AS reason
+         FROM {rows};
+         CREATE INDEX temp.skip_now_by_key ON skip_now (object, problem_key);"
+    ))?;
+    let at = now();
+    // Closed: a problem whose row is gone or sendable now, and any open problem of a skipped
+    // record that stood for another reason (a record Marketo refused before, say).
+    tx.execute(
+        &format!(
+            "UPDATE main.problem SET resolved_run = ?1 WHERE problem_id IN (
+                 SELECT p.problem_id FROM {checked}
+                     AND p.stage = 'push' AND p.resolved_run IS NULL
+                     AND NOT EXISTS (SELECT 1 FROM temp.skip_now s
+                         WHERE s.object = p.subject AND s.problem_key = p.key AND s.reason = p.reason)
+                 UNION ALL
+                 SELECT p.problem_id FROM temp.skip_now s CROSS JOIN main.problem p
+                     ON p.stage = 'push' AND p.subject = s.object AND p.key = s.problem_key
+                     AND p.resolved_run IS NULL
+                 WHERE p.reason IS NOT s.reason)"
+        ),
+        [run_id],
+    )?;
+    // Standing with the same reason: it now stands for this root (a problem from before
+    // migration 0012 had none; a role whose connection moved has another).
+    tx.execute(
+        "UPDATE main.problem AS p SET root = s.root
+         FROM temp.skip_now s
+         WHERE p.stage = 'push' AND p.subject = s.object AND p.key = s.problem_key
+           AND p.resolved_run IS NULL AND p.reason = s.reason AND p.root IS NOT s.root",
+        [],
+    )?;
+    // New: one problem per record (two rows without a key may share a source id).
+    tx.execute_batch(
+        "CREATE TEMP TABLE skip_new AS
+         SELECT s.object, s.problem_key, min(s.key) AS key, min(s.source_id) AS source_id,
+             min(s.root) AS root, min(s.reason) AS reason
+         FROM temp.skip_now s
+         WHERE NOT EXISTS (SELECT 1 FROM main.problem p
+             WHERE p.stage = 'push' AND p.subject = s.object AND p.key = s.problem_key
+               AND p.resolved_run IS NULL)
+         GROUP BY s.object, s.problem_key;",
+    )?;
+    let new = tx.execute(
+        "INSERT INTO main.problem
+             (stage, subject, key, reason, first_run, first_seen, last_run, last_seen, root)
+         SELECT 'push', object, problem_key, reason, ?1, ?2, ?1, ?2, root FROM temp.skip_new",
+        params![run_id, at],
+    )?;
+    let mut first = Vec::new();
+    {
+        let mut rows =
+            tx.prepare("SELECT object, problem_key, key, source_id, reason FROM temp.skip_new")?;
+        let mut outcome = tx.prepare(
+            "INSERT INTO main.push_outcome (run_id, object, key, action, status, reasons, at)
+             VALUES (?1, ?2, ?3, 'skip', 'not_sent', ?4, ?5)",
+        )?;
+        let mut rows = rows.query([])?;
+        while let Some(row) = rows.next()? {
+            let object: String = row.get(0)?;
+            let problem_key: String = row.get(1)?;
+            let reason: String = row.get(4)?;
+            let reasons = serde_json::json!([{ "message": reason }]).to_string();
+            outcome.execute(params![run_id, object, problem_key, redact(&reasons), at])?;
+            if first.len() < listed {
+                first.push(Unsendable {
+                    object: Object::ALL
+                        .into_iter()
+                        .find(|o| o.name() == object)
+                        .map_or("?", Object::name),
+                    key: row.get(2)?,
+                    source_id: row.get(3)?,
+                    reason,
+                });
+            }
+        }
+    }
+    tx.execute_batch(
+        "DROP TABLE temp.skip_now;
+         DROP TABLE temp.skip_new;
+         DELETE FROM main.export_skip_root;
+         UPDATE main.export_state SET skips_checked = 1 WHERE id = 1;",
+    )?;
+    tx.commit()?;
+    Ok((first, new))
 }
 
 /// Closes the pull problems whose record this run staged (a later version came through).
@@ -218,5 +355,78 @@ mod tests {
         record(&mut conn, 5, "push", &[seen("a", "contact has no email")]).unwrap();
         assert_eq!(close_unseen(&conn, 5, "push").unwrap(), 1, "b was sent");
         assert_eq!(super::open(&conn, 10).unwrap().1, 1);
+    }
+
+    #[test]
+    fn unsendable_problems_follow_the_export_rows_and_adopt_those_recorded_before_0012() {
+        let mut conn = db();
+        // Recorded by a push before migration 0012: no root; one stands, one was mended since.
+        for (key, reason) in [
+            ("c1", "contact has no email"),
+            ("c9", "contact has no email"),
+        ] {
+            conn.execute(
+                "INSERT INTO problem (stage, subject, key, reason, first_run, first_seen, last_run, last_seen)
+                 VALUES ('push', 'lead', ?1, ?2, 1, 'then', 1, 'then')",
+                [key, reason],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO export_row (object, root, key, source_id, payload, skip_reason) VALUES
+                 ('lead', 'c1', NULL, 'c1', NULL, 'contact has no email'),
+                 ('lead', 'c2', NULL, 'c2', NULL, 'contact has no email'),
+                 ('lead', 'a@example.com', 'a@example.com', 'c3', '{}', NULL);",
+        )
+        .unwrap();
+        let open_keys = |conn: &Connection| -> Vec<(String, Option<String>)> {
+            conn.prepare("SELECT key, root FROM problem WHERE resolved_run IS NULL ORDER BY key")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        // Every root is checked once: c1 stands (adopted, not new), c2 is new, c9 is left to
+        // the push's close_unseen.
+        let (listed, new) = check_unsendable(&mut conn, 2, 10).unwrap();
+        assert_eq!(new, 1);
+        assert_eq!(listed[0].source_id, "c2");
+        assert_eq!(
+            open_keys(&conn),
+            [
+                ("c1".into(), Some("c1".into())),
+                ("c2".into(), Some("c2".into())),
+                ("c9".into(), None)
+            ]
+        );
+        assert_eq!(close_unseen(&conn, 2, "push").unwrap(), 1, "c9");
+        // Nothing changed: nothing is read, nothing is new.
+        assert_eq!(check_unsendable(&mut conn, 3, 10).unwrap().1, 0);
+        // c2 given an email (its row replaced, its root noted by the refresh), and c3 losing
+        // its: c2's problem closes, c3's opens; c1's stands untouched.
+        conn.execute_batch(
+            "DELETE FROM export_row WHERE root IN ('c2', 'a@example.com');
+             INSERT INTO export_row (object, root, key, source_id, payload, skip_reason) VALUES
+                 ('lead', 'b@example.com', 'b@example.com', 'c2', '{}', NULL),
+                 ('lead', 'c3', NULL, 'c3', NULL, 'contact has no email');
+             INSERT INTO export_skip_root (object, root) VALUES ('lead', 'c2'), ('lead', 'c3');",
+        )
+        .unwrap();
+        let (listed, new) = check_unsendable(&mut conn, 4, 10).unwrap();
+        assert_eq!((new, listed[0].source_id.as_str()), (1, "c3"));
+        assert_eq!(
+            open_keys(&conn),
+            [
+                ("c1".into(), Some("c1".into())),
+                ("c3".into(), Some("c3".into()))
+            ]
+        );
+        let c1_last_run: i64 = conn
+            .query_row("SELECT last_run FROM problem WHERE key = 'c1'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(c1_last_run, 1, "standing, not read again");
     }
 }

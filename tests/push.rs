@@ -333,6 +333,91 @@ fn changes_are_sent_in_order_and_a_second_push_makes_no_call() {
 }
 
 #[test]
+fn a_record_that_cannot_be_sent_is_reported_once_and_closes_when_it_can_be_sent() {
+    const MENDED: &str = "5d2e9f10-2c44-ef11-a316-000d3a5c0005"; // given an email
+    const BROKEN: &str = "5d2e9f10-2c44-ef11-a316-000d3a5c0002"; // loses theirs
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    let first = push(&db, &sim);
+    first.expect_code(3);
+    assert!(
+        first
+            .stderr
+            .contains(&format!("skipped lead {MENDED}: contact has no email")),
+        "{}",
+        first.stderr
+    );
+    // Standing: counted, not listed again, not recorded again.
+    let again = push(&db, &sim);
+    again.expect_code(0);
+    assert!(!again.stderr.contains("skipped lead"), "{}", again.stderr);
+    assert!(again.stdout.contains("no new problem"), "{}", again.stdout);
+    let counts: Value = serde_json::from_str(
+        &db.column("SELECT counts FROM run WHERE command = 'push' ORDER BY run_id DESC LIMIT 1")[0],
+    )
+    .unwrap();
+    assert_eq!(counts["skipped_total"], 2, "{counts}");
+    assert_eq!(counts["skipped"], json!([]), "{counts}");
+    let not_sent = |key: &str| {
+        db.count(&format!(
+            "SELECT count(*) FROM push_outcome WHERE status = 'not_sent' AND key = '{key}'"
+        ))
+    };
+    assert_eq!(not_sent(MENDED), 1, "recorded by the first push only");
+
+    let open = |key: &str| {
+        db.column(&format!(
+            "SELECT p.subject || ': ' || p.reason FROM problem p
+             WHERE p.resolved_run IS NULL AND (p.key = '{key}' OR p.key IN (
+                 SELECT coalesce(e.key, e.source_id) FROM export_row e
+                 JOIN opportunity_contact_role r ON r.source_id = e.source_id
+                 WHERE e.object = 'opportunity_role' AND r.contactid = '{key}'))
+             ORDER BY 1"
+        ))
+    };
+    assert_eq!(
+        open(MENDED),
+        [
+            "lead: contact has no email",
+            "opportunity_role: contact has no email, so it has no lead"
+        ]
+    );
+    assert!(open(BROKEN).is_empty());
+
+    db.run(&[
+        "pull",
+        "--fixtures",
+        &fixtures().join("unsendable").to_string_lossy(),
+    ])
+    .expect_code(0);
+    let traded = push(&db, &sim);
+    traded.expect_code(3);
+    assert!(
+        traded
+            .stderr
+            .contains(&format!("skipped lead {BROKEN}: contact has no email")),
+        "{}",
+        traded.stderr
+    );
+    assert!(!traded.stderr.contains(MENDED), "{}", traded.stderr);
+    assert!(
+        open(MENDED).is_empty(),
+        "its lead and role went: {:?}",
+        open(MENDED)
+    );
+    assert!(Sim::find(&sim.state(), "leads", "email", "noemail.person@example.com").is_some());
+    assert_eq!(
+        open(BROKEN),
+        [
+            "lead: contact has no email",
+            "opportunity_role: contact has no email, so it has no lead"
+        ]
+    );
+    push(&db, &sim).expect_code(0);
+    assert_eq!(not_sent(BROKEN), 1);
+}
+
+#[test]
 fn exit_3_means_a_new_problem_and_status_lists_the_standing_ones() {
     let db = pulled("1-initial");
     let sim = Sim::start(&[]);
@@ -354,7 +439,10 @@ fn exit_3_means_a_new_problem_and_status_lists_the_standing_ones() {
         no_email["first_run"], 2,
         "first seen by the first push: {no_email}"
     );
-    assert!(no_email["last_run"].as_i64().unwrap() > 2);
+    assert_eq!(
+        no_email["last_run"], 2,
+        "a record that cannot be sent is checked again only when its rows change: {no_email}"
+    );
     assert!(
         problems
             .iter()

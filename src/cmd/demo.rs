@@ -77,6 +77,7 @@ fn sync_round(ctx: &mut Context, sim: &MarketoSim, step: usize) -> Result<()> {
     let plan = super::load_plan(ctx)?;
     if ctx.verbosity >= crate::progress::Level::Normal {
         super::plan::print_human(&plan);
+        super::plan::print_skipped(&ctx.conn, &plan)?;
     }
     ctx.say(format!(
         "\n== {}. push to the Marketo simulator at {}",

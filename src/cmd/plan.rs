@@ -1,6 +1,9 @@
 //! `oppsync plan [--json]`: what push would send, per object and action, and the calls it needs.
 
 use anyhow::Result;
+use rusqlite::Connection;
+use serde::ser::{Error as _, SerializeSeq};
+use serde::{Serialize, Serializer};
 use serde_json::{Value, json};
 
 use super::Context;
@@ -9,32 +12,104 @@ use crate::plan::{self, Object, Plan};
 
 pub(crate) fn run(ctx: &mut Context, json_output: bool) -> Result<Outcome> {
     let plan = plan::load(&mut ctx.conn, &ctx.config)?;
-    let report = report(&plan);
-    ctx.counts = report.clone();
     if json_output {
+        let report = Report {
+            head: report(&plan),
+            skipped: Skipped(&ctx.conn),
+        };
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_human(&plan);
+        print_skipped(&ctx.conn, &plan)?;
     }
     Ok(Outcome::Done)
 }
 
-/// The `plan --json` contract (also stored as the run's counts).
+/// The `plan --json` document: the report, then every skipped record, read as it is written.
+#[derive(Serialize)]
+struct Report<'c> {
+    #[serde(flatten)]
+    head: Value,
+    skipped: Skipped<'c>,
+}
+
+/// The skipped records, serialized straight from the export rows (`plan::each_skipped`).
+struct Skipped<'c>(&'c Connection);
+
+impl Serialize for Skipped<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(None)?;
+        let mut failed = None;
+        let listed = plan::each_skipped(self.0, |op| {
+            seq.serialize_element(&json!({"object": op.object.name(), "key": op.key, "source_id": op.source_id, "reason": op.reason}))
+                .map_err(|err| {
+                    let message = err.to_string();
+                    failed = Some(err);
+                    anyhow::anyhow!(message)
+                })
+        });
+        if let Some(err) = failed {
+            return Err(err);
+        }
+        listed.map_err(|err| S::Error::custom(format!("{err:#}")))?;
+        seq.end()
+    }
+}
+
+/// At most this many skipped records are listed by `plan` on the terminal; `plan --json`
+/// lists all.
+const LISTED_SKIPS: usize = 20;
+
+/// Lists the first skipped records, and how many more there are.
+pub(crate) fn print_skipped(conn: &Connection, plan: &Plan) -> Result<()> {
+    let mut listed = 0;
+    plan::each_skipped(conn, |op| {
+        if listed == LISTED_SKIPS {
+            return Err(anyhow::Error::new(Enough));
+        }
+        listed += 1;
+        outln!(
+            "skip {} {}: {}",
+            op.object.name(),
+            op.key.as_deref().or(op.source_id.as_deref()).unwrap_or("?"),
+            op.reason.as_deref().unwrap_or("")
+        );
+        Ok(())
+    })
+    .or_else(|err| if err.is::<Enough>() { Ok(()) } else { Err(err) })?;
+    let total = plan.skip_count();
+    if total > listed {
+        outln!(
+            "skip: {} more; `oppsync plan --json` lists every one",
+            total - listed
+        );
+    }
+    Ok(())
+}
+
+/// Stops `each_skipped` once enough are listed.
+#[derive(Debug)]
+struct Enough;
+
+impl std::fmt::Display for Enough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("listed enough")
+    }
+}
+
+impl std::error::Error for Enough {}
+
+/// The `plan --json` contract but for `skipped`, which `Skipped` adds as it is written.
 pub(crate) fn report(plan: &Plan) -> Value {
     let objects: serde_json::Map<String, Value> = Object::ALL
         .iter()
         .map(|o| (o.name().to_string(), json!(plan.counts(*o))))
         .collect();
     let calls = plan.calls();
-    let skipped: Vec<Value> = plan
-        .skipped()
-        .map(|op| json!({"object": op.object.name(), "key": op.key, "source_id": op.source_id, "reason": op.reason}))
-        .collect();
     json!({
         "objects": objects,
         "calls": calls,
         "total_calls": calls.values().sum::<usize>(),
-        "skipped": skipped,
     })
 }
 
@@ -71,13 +146,5 @@ pub(crate) fn print_human(plan: &Plan) {
             .collect::<Vec<_>>()
             .join(", ");
         outln!("REST calls needed: {total} ({detail}), plus one identity call");
-    }
-    for op in plan.skipped() {
-        outln!(
-            "skip {} {}: {}",
-            op.object.name(),
-            op.key.as_deref().or(op.source_id.as_deref()).unwrap_or("?"),
-            op.reason.as_deref().unwrap_or("")
-        );
     }
 }

@@ -6,12 +6,15 @@ use serde_json::json;
 use super::Context;
 use crate::exit::Outcome;
 use crate::export::client::MarketoClient;
-use crate::export::push::{self, Summary};
+use crate::export::push::{self, Skipped, Summary};
 use crate::plan::Plan;
 use crate::problem::{self, Seen};
 
 /// At most this many skipped records are listed on the terminal; all are in `push_outcome`.
 const LISTED_SKIPS: usize = 20;
+/// At most this many records the plan cannot send, new in this push, are listed in its counts
+/// (`skipped`); all are in `push_outcome` and `problem`.
+const NEW_UNSENDABLE_LISTED: usize = 1000;
 
 pub(crate) fn run(ctx: &mut Context, dry_run: bool) -> Result<Outcome> {
     if dry_run {
@@ -50,12 +53,27 @@ pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -
             reason: s.reason.clone(),
         })
         .collect();
-    let new = problem::record(&mut ctx.conn, ctx.run_id, "push", &seen)?;
+    let mut summary = summary;
+    // The records the plan cannot send: only the roots whose rows changed are checked again.
+    let (unsendable, new_unsendable) =
+        problem::check_unsendable(&mut ctx.conn, ctx.run_id, NEW_UNSENDABLE_LISTED)?;
+    let new = problem::record(&mut ctx.conn, ctx.run_id, "push", &seen)? + new_unsendable;
     problem::close_unseen(&ctx.conn, ctx.run_id, "push")?;
+    let too_large = plan.too_large().count();
+    summary.skipped_total = plan.skip_count() - too_large + summary.skipped.len();
+    let reported = summary.skipped.len() + new_unsendable;
+    summary
+        .skipped
+        .extend(unsendable.into_iter().map(|u| Skipped {
+            object: u.object,
+            key: u.key,
+            source_id: Some(u.source_id),
+            reason: u.reason,
+        }));
     ctx.counts = json!(summary);
     ctx.counts["new_problems"] = json!(new);
-    print_summary(ctx, &summary);
-    if !summary.skipped.is_empty() && new == 0 {
+    print_summary(ctx, &summary, reported);
+    if summary.skipped_total > 0 && new == 0 {
         ctx.say(
             "no new problem: the skipped records stand since earlier runs (see `oppsync status`)",
         );
@@ -67,7 +85,9 @@ pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -
     })
 }
 
-fn print_summary(ctx: &Context, summary: &Summary) {
+/// Prints the counts, and the first of the `reported` skipped records: those this push could
+/// not send, and those it cannot send that are new (the standing ones are in `status`).
+fn print_summary(ctx: &Context, summary: &Summary, reported: usize) {
     let total = |map: &std::collections::BTreeMap<&str, usize>| map.values().sum::<usize>();
     if summary.calls == 0 {
         ctx.say("nothing to push: Marketo already holds every change (no REST call made)");
@@ -78,7 +98,7 @@ fn print_summary(ctx: &Context, summary: &Summary) {
             total(&summary.created),
             total(&summary.updated),
             total(&summary.deleted),
-            summary.skipped.len()
+            summary.skipped_total
         ));
     }
     for skip in summary.skipped.iter().take(LISTED_SKIPS) {
@@ -92,10 +112,10 @@ fn print_summary(ctx: &Context, summary: &Summary) {
             crate::redact::redact(&skip.reason)
         );
     }
-    if summary.skipped.len() > LISTED_SKIPS {
+    if reported > LISTED_SKIPS {
         errln!(
             "skipped: {} more; see: sqlite3 {} \"select * from push_outcome where run_id = {} and status <> 'created' and status <> 'updated' and status <> 'deleted'\"",
-            summary.skipped.len() - LISTED_SKIPS,
+            reported - LISTED_SKIPS,
             ctx.conn.path().unwrap_or("oppsync.db"),
             ctx.run_id
         );
@@ -125,7 +145,7 @@ pub(crate) fn print_dry_run(plan: &Plan) {
             batch.bytes
         );
     }
-    let skipped = plan.skipped().count();
+    let skipped = plan.skip_count();
     outln!(
         "{} REST calls; {skipped} records would be skipped (see `oppsync plan`)",
         plan.calls().values().sum::<usize>()

@@ -49,7 +49,13 @@ pub(crate) struct Summary {
     pub created: BTreeMap<&'static str, usize>,
     pub updated: BTreeMap<&'static str, usize>,
     pub deleted: BTreeMap<&'static str, usize>,
+    /// The records not sent that this push reports: those it could not send this time
+    /// (refused by Marketo, over the request limit, a role whose lead Marketo lacks), then
+    /// those the plan cannot send whose problem is new (`NEW_UNSENDABLE_LISTED` at most).
     pub skipped: Vec<Skipped>,
+    /// Every record not sent: the above, and those the plan cannot send that stand since an
+    /// earlier push (counted, not listed).
+    pub skipped_total: usize,
     pub calls: usize,
     /// Whether Marketo accepted any call in this push: a refusal is only blamed on a record
     /// when Marketo is demonstrably answering.
@@ -107,7 +113,7 @@ pub(crate) fn push(
             object.plural()
         ));
     }
-    record_plan_skips(conn, run_id, plan, &mut summary)?;
+    record_too_large(conn, run_id, plan, &mut summary)?;
     for object in Object::ALL {
         let total = plan.upsert_count(object);
         if total == 0 {
@@ -175,14 +181,17 @@ pub(crate) fn push(
     Ok(summary)
 }
 
-fn record_plan_skips(
+/// Records the records to send that no batch can carry as not sent. The records the plan
+/// cannot send at all are not read here: their problems stand between pushes
+/// (`problem::check_unsendable`).
+fn record_too_large(
     conn: &mut Connection,
     run_id: i64,
     plan: &Plan,
     summary: &mut Summary,
 ) -> Result<()> {
     let tx = conn.transaction()?;
-    for op in plan.skipped() {
+    for op in plan.too_large() {
         let reason = op.reason.clone().unwrap_or_default();
         not_sent(&tx, run_id, op, "skip", reason, summary)?;
     }

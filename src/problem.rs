@@ -151,18 +151,18 @@ pub(crate) fn check_unsendable(
     let at = now();
     // Closed: a problem whose row is gone or sendable now, and any open problem of a skipped
     // record that stood for another reason (a record Marketo refused before, say).
+    let standing = "EXISTS (SELECT 1 FROM temp.skip_now n
+        WHERE n.object = p.subject AND n.problem_key = p.key AND n.reason = p.reason)";
     tx.execute(
         &format!(
             "UPDATE main.problem SET resolved_run = ?1 WHERE problem_id IN (
                  SELECT p.problem_id FROM {checked}
-                     AND p.stage = 'push' AND p.resolved_run IS NULL
-                     AND NOT EXISTS (SELECT 1 FROM temp.skip_now s
-                         WHERE s.object = p.subject AND s.problem_key = p.key AND s.reason = p.reason)
-                 UNION ALL
+                     AND p.stage = 'push' AND p.resolved_run IS NULL AND NOT {standing}
+                 UNION
                  SELECT p.problem_id FROM temp.skip_now s CROSS JOIN main.problem p
                      ON p.stage = 'push' AND p.subject = s.object AND p.key = s.problem_key
                      AND p.resolved_run IS NULL
-                 WHERE p.reason IS NOT s.reason)"
+                 WHERE NOT {standing})"
         ),
         [run_id],
     )?;

@@ -158,6 +158,43 @@ pub(crate) fn write_stdout(line: fmt::Arguments<'_>) {
     }
 }
 
+/// Writes `value` to stdout as pretty JSON and a newline, as it is serialized, so that a long
+/// document (`plan --json` listing every skipped record) is never held whole in memory. A
+/// failure to write is handled as `write_stdout` does; a failure of the value itself (a query
+/// read while serializing) is returned, after what was already written.
+pub(crate) fn write_stdout_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(|err| {
+            if err.is_io() {
+                std::io::Error::from(err)
+            } else {
+                std::io::Error::other(err)
+            }
+        })
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
+    let Err(err) = written else {
+        return Ok(());
+    };
+    if err
+        .get_ref()
+        .is_some_and(|inner| inner.is::<serde_json::Error>())
+    {
+        return Err(anyhow::Error::new(err).context("writing the JSON document"));
+    }
+    STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    if err.kind() != std::io::ErrorKind::BrokenPipe {
+        write_stderr(format_args!(
+            "warning: writing to stdout failed ({err}); the rest of the output is dropped"
+        ));
+    }
+    Ok(())
+}
+
 /// Writes one line to stderr (`errln!`); once that fails, stderr is left alone.
 pub(crate) fn write_stderr(line: fmt::Arguments<'_>) {
     if STDERR_CLOSED.load(Ordering::Relaxed) {

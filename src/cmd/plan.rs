@@ -17,7 +17,7 @@ pub(crate) fn run(ctx: &mut Context, json_output: bool) -> Result<Outcome> {
             head: report(&plan),
             skipped: Skipped(&ctx.conn),
         };
-        outln!("{}", serde_json::to_string_pretty(&report)?);
+        crate::progress::write_stdout_json(&report)?;
     } else {
         print_human(&plan);
         print_skipped(&ctx.conn, &plan)?;

@@ -30,7 +30,7 @@ pub(crate) fn run(ctx: &mut Context, dry_run: bool) -> Result<Outcome> {
 /// Sends the plan, prints what happened, and stores the summary as the run's counts.
 pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -> Result<Outcome> {
     let say = |line: String| crate::progress::say(&line);
-    let summary = push::push(
+    let mut summary = push::push(
         &mut ctx.conn,
         ctx.run_id,
         plan,
@@ -53,14 +53,13 @@ pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -
             reason: s.reason.clone(),
         })
         .collect();
-    let mut summary = summary;
     // The records the plan cannot send: only the roots whose rows changed are checked again.
     let (unsendable, new_unsendable) =
         problem::check_unsendable(&mut ctx.conn, ctx.run_id, NEW_UNSENDABLE_LISTED)?;
     let new = problem::record(&mut ctx.conn, ctx.run_id, "push", &seen)? + new_unsendable;
     problem::close_unseen(&ctx.conn, ctx.run_id, "push")?;
     let too_large = plan.too_large().count();
-    summary.skipped_total = plan.skip_count() - too_large + summary.skipped.len();
+    summary.skipped_total = plan.skip_count().saturating_sub(too_large) + summary.skipped.len();
     let reported = summary.skipped.len() + new_unsendable;
     summary
         .skipped

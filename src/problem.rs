@@ -31,9 +31,22 @@ pub(crate) fn record(
     stage: &str,
     seen: &[Seen],
 ) -> Result<usize> {
+    Ok(record_each(conn, run_id, stage, seen)?
+        .into_iter()
+        .filter(|new| *new)
+        .count())
+}
+
+/// `record`, saying for each problem seen whether it is new.
+pub(crate) fn record_each(
+    conn: &mut Connection,
+    run_id: i64,
+    stage: &str,
+    seen: &[Seen],
+) -> Result<Vec<bool>> {
     let tx = conn.transaction()?;
     let at = now();
-    let mut new = 0;
+    let mut new = Vec::with_capacity(seen.len());
     for problem in seen {
         let open: Option<(i64, String, i64)> = tx
             .prepare_cached(
@@ -44,27 +57,29 @@ pub(crate) fn record(
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .optional()?;
-        match open {
+        let is_new = match open {
             Some((id, reason, _)) if reason == problem.reason => {
                 tx.prepare_cached(
                     "UPDATE problem SET last_run = ?2, last_seen = ?3 WHERE problem_id = ?1",
                 )?
                 .execute(params![id, run_id, at])?;
+                false
             }
             // Seen twice in this run (a lead folded from two contacts): not new again.
-            Some((_, _, last_run)) if last_run == run_id => {}
+            Some((_, _, last_run)) if last_run == run_id => false,
             Some((id, _, _)) => {
                 // The same record, another reason: the old problem is over, a new one starts.
                 tx.prepare_cached("UPDATE problem SET resolved_run = ?2 WHERE problem_id = ?1")?
                     .execute(params![id, run_id])?;
                 insert(&tx, run_id, stage, problem, &at)?;
-                new += 1;
+                true
             }
             None => {
                 insert(&tx, run_id, stage, problem, &at)?;
-                new += 1;
+                true
             }
-        }
+        };
+        new.push(is_new);
     }
     tx.commit()?;
     Ok(new)

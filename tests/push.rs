@@ -448,6 +448,12 @@ fn exit_3_means_a_new_problem_and_status_lists_the_standing_ones() {
             .iter()
             .any(|p| p["reason"].as_str().unwrap().contains("1003"))
     );
+    // Refused again: the problem stands, counted but not listed again.
+    sim.fault(json!({"record_code": "1003", "path": "opportunities.json"}));
+    let again = push(&db, &sim);
+    again.expect_code(0);
+    assert!(!again.stderr.contains("1003"), "{}", again.stderr);
+    assert!(again.stdout.contains("no new problem"), "{}", again.stdout);
     // Sent again without the fault, the refused record goes: its problem closes.
     push(&db, &sim).expect_code(0);
     let status: Value = serde_json::from_str(&db.run(&["status", "--json"]).stdout).unwrap();

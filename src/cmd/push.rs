@@ -10,7 +10,8 @@ use crate::export::push::{self, Skipped, Summary};
 use crate::plan::Plan;
 use crate::problem::{self, Seen};
 
-/// At most this many skipped records are listed on the terminal; all are in `push_outcome`.
+/// At most this many records skipped for a new problem are listed on the terminal; all are in
+/// `push_outcome`.
 const LISTED_SKIPS: usize = 20;
 /// At most this many records the plan cannot send, new in this push, are listed in its counts
 /// (`skipped`); all are in `push_outcome` and `problem`.
@@ -56,11 +57,12 @@ pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -
     // The records the plan cannot send: only the roots whose rows changed are checked again.
     let (unsendable, new_unsendable) =
         problem::check_unsendable(&mut ctx.conn, ctx.run_id, NEW_UNSENDABLE_LISTED)?;
-    let new = problem::record(&mut ctx.conn, ctx.run_id, "push", &seen)? + new_unsendable;
+    let mut is_new = problem::record_each(&mut ctx.conn, ctx.run_id, "push", &seen)?;
+    let new = is_new.iter().filter(|new| **new).count() + new_unsendable;
     problem::close_unseen(&ctx.conn, ctx.run_id, "push")?;
     let too_large = plan.too_large().count();
     summary.skipped_total = plan.skip_count().saturating_sub(too_large) + summary.skipped.len();
-    let reported = summary.skipped.len() + new_unsendable;
+    is_new.resize(summary.skipped.len() + unsendable.len(), true);
     summary
         .skipped
         .extend(unsendable.into_iter().map(|u| Skipped {
@@ -71,7 +73,9 @@ pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -
         }));
     ctx.counts = json!(summary);
     ctx.counts["new_problems"] = json!(new);
-    print_summary(ctx, &summary, reported);
+    print_summary(ctx, &summary);
+    let listed = summary.skipped.iter().zip(&is_new).filter(|(_, new)| **new);
+    print_new_skips(ctx, listed.map(|(skip, _)| skip), new);
     if summary.skipped_total > 0 && new == 0 {
         ctx.say(
             "no new problem: the skipped records stand since earlier runs (see `oppsync status`)",
@@ -84,9 +88,8 @@ pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -
     })
 }
 
-/// Prints the counts, and the first of the `reported` skipped records: those this push could
-/// not send, and those it cannot send that are new (the standing ones are in `status`).
-fn print_summary(ctx: &Context, summary: &Summary, reported: usize) {
+/// Prints the counts.
+fn print_summary(ctx: &Context, summary: &Summary) {
     let total = |map: &std::collections::BTreeMap<&str, usize>| map.values().sum::<usize>();
     if summary.calls == 0 {
         ctx.say("nothing to push: Marketo already holds every change (no REST call made)");
@@ -100,7 +103,12 @@ fn print_summary(ctx: &Context, summary: &Summary, reported: usize) {
             summary.skipped_total
         ));
     }
-    for skip in summary.skipped.iter().take(LISTED_SKIPS) {
+}
+
+/// Lists the first of the `new` records skipped for a new problem: a problem seen before
+/// stands, in `status`, and a `sync --every` does not repeat it every cycle.
+fn print_new_skips<'a>(ctx: &Context, skips: impl Iterator<Item = &'a Skipped>, new: usize) {
+    for skip in skips.take(LISTED_SKIPS) {
         errln!(
             "skipped {} {}: {}",
             skip.object,
@@ -111,10 +119,10 @@ fn print_summary(ctx: &Context, summary: &Summary, reported: usize) {
             crate::redact::redact(&skip.reason)
         );
     }
-    if reported > LISTED_SKIPS {
+    if new > LISTED_SKIPS {
         errln!(
             "skipped: {} more; see: sqlite3 {} \"select * from push_outcome where run_id = {} and status <> 'created' and status <> 'updated' and status <> 'deleted'\"",
-            reported - LISTED_SKIPS,
+            new - LISTED_SKIPS,
             ctx.conn.path().unwrap_or("oppsync.db"),
             ctx.run_id
         );

@@ -183,11 +183,17 @@ pub(crate) fn check_unsendable(
     )?;
     // Standing with the same reason: it now stands for this root (a problem from before
     // migration 0012 had none; a role whose connection moved has another).
+    // Found from the rows checked: an UPDATE ... FROM would walk every open problem.
     tx.execute(
-        "UPDATE main.problem AS p SET root = s.root
-         FROM temp.skip_now s
-         WHERE p.stage = 'push' AND p.subject = s.object AND p.key = s.problem_key
-           AND p.resolved_run IS NULL AND p.reason = s.reason AND p.root IS NOT s.root",
+        "UPDATE main.problem SET root = (
+             SELECT min(s.root) FROM temp.skip_now s
+             WHERE s.object = problem.subject AND s.problem_key = problem.key
+               AND s.reason = problem.reason)
+         WHERE problem_id IN (
+             SELECT p.problem_id FROM temp.skip_now s CROSS JOIN main.problem p
+                 ON p.stage = 'push' AND p.subject = s.object AND p.key = s.problem_key
+                 AND p.resolved_run IS NULL
+             WHERE p.reason = s.reason AND p.root IS NOT s.root)",
         [],
     )?;
     // New: one problem per record (two rows without a key may share a source id).

@@ -15,6 +15,10 @@
 ALTER TABLE problem ADD COLUMN root TEXT;
 CREATE INDEX problem_unsendable_by_root ON problem (subject, root)
     WHERE stage = 'push' AND resolved_run IS NULL AND root IS NOT NULL;
+-- The others, which a complete push closes when it did not see them (`close_unseen`), found
+-- without walking the standing unsendable ones.
+CREATE INDEX problem_seen_open ON problem (stage, last_run)
+    WHERE resolved_run IS NULL AND root IS NULL;
 
 CREATE TABLE export_skip_root (
     object  TEXT NOT NULL,

@@ -19,6 +19,7 @@
 //! longer derived on an opportunity still in scope is deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, MAIN_DB, params};
@@ -375,38 +376,36 @@ fn skip(
 }
 
 /// Calls `each` with every record the plan skips, object by object in push order, each
-/// object's by key: read from the export rows as it goes, so that an org with a million records
-/// that cannot be sent is listed without holding them.
+/// object's by key, until it breaks: read from the export rows as it goes, so that an org with a
+/// million records that cannot be sent is listed without holding them.
 pub(crate) fn each_skipped(
     conn: &Connection,
-    mut each: impl FnMut(Operation) -> Result<()>,
+    mut each: impl FnMut(Operation) -> ControlFlow<()>,
 ) -> Result<()> {
     for object in Object::ALL {
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT e.key, e.source_id, coalesce(e.skip_reason, 'no key or payload')
-             FROM export_row e WHERE e.object = ?1 AND {}
-             ORDER BY e.key, e.source_id",
+            "SELECT key, source_id, length(payload) + 1, reason
+             FROM (
+                 -- Each half on its partial index.
+                 SELECT e.key, e.source_id, e.payload,
+                     coalesce(e.skip_reason, 'no key or payload') AS reason
+                 FROM export_row e WHERE e.object = ?1 AND {}
+                 UNION ALL
+                 SELECT e.key, e.source_id, e.payload, NULL FROM {PENDING}
+                 WHERE e.object = ?1 AND e.pending = 1 AND length(e.payload) >= ?2
+                     AND e.skip_reason IS NULL AND e.key IS NOT NULL
+             )
+             ORDER BY key, source_id",
             export_rows::unsendable("e")
         ))?;
-        let mut unsendable = stmt.query_map([object.name()], |r| {
-            Ok(skip(object, r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-        let too_large = too_large_rows(conn, object)?;
-        // Both in key order: merged, as one list.
-        let mut too_large = too_large.into_iter().peekable();
-        let mut next = unsendable.next().transpose()?;
-        loop {
-            let take_large = match (&next, too_large.peek()) {
-                (None, None) => break,
-                (None, Some(_)) => true,
-                (Some(_), None) => false,
-                (Some(a), Some(b)) => (&b.key, &b.source_id) < (&a.key, &a.source_id),
-            };
-            if take_large {
-                each(too_large.next().expect("peeked"))?;
-            } else {
-                each(next.take().expect("matched"))?;
-                next = unsendable.next().transpose()?;
+        let mut rows = stmt.query(params![object.name(), MAX_BATCH_BYTES as i64])?;
+        while let Some(row) = rows.next()? {
+            let size: Option<i64> = row.get(2)?;
+            let reason: Option<String> = row.get(3)?;
+            // None: the record alone is over the request limit.
+            let reason = reason.unwrap_or_else(|| too_large(size.unwrap_or_default() as usize));
+            if each(skip(object, row.get(0)?, row.get(1)?, reason)).is_break() {
+                return Ok(());
             }
         }
     }

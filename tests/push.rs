@@ -418,6 +418,50 @@ fn a_record_that_cannot_be_sent_is_reported_once_and_closes_when_it_can_be_sent(
 }
 
 #[test]
+fn plan_lists_the_first_twenty_skipped_records_and_plan_json_every_one() {
+    let db = pulled("1-initial");
+    // 25 more leads without an email, stored as a refresh stores them: plan reads them as is.
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    for i in 0..25 {
+        conn.execute(
+            "INSERT INTO export_row (object, root, key, source_id, payload, skip_reason)
+             VALUES ('lead', ?1, NULL, ?1, NULL, 'contact has no email')",
+            [format!("00000000-0000-4000-8000-{i:012}")],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let human = db.run(&["plan"]);
+    human.expect_code(0);
+    let listed: Vec<&str> = human
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("skip "))
+        .collect();
+    assert_eq!(listed.len(), 20, "{}", human.stdout);
+    assert_eq!(
+        listed[0],
+        "skip lead 00000000-0000-4000-8000-000000000000: contact has no email"
+    );
+    assert!(
+        human
+            .stdout
+            .contains("skip: 7 more; `oppsync plan --json` lists every one"),
+        "{}",
+        human.stdout
+    );
+    let plan: Value = serde_json::from_str(&db.run(&["plan", "--json"]).stdout).unwrap();
+    let skipped = plan["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 27);
+    assert_eq!(plan["objects"]["lead"]["skip"], 26);
+    assert_eq!(
+        skipped.last().unwrap()["object"],
+        "opportunity_role",
+        "object by object, in push order"
+    );
+}
+
+#[test]
 fn exit_3_means_a_new_problem_and_status_lists_the_standing_ones() {
     let db = pulled("1-initial");
     let sim = Sim::start(&[]);

@@ -1,5 +1,7 @@
 //! `oppsync plan [--json]`: what push would send, per object and action, and the calls it needs.
 
+use std::ops::ControlFlow;
+
 use anyhow::Result;
 use rusqlite::Connection;
 use serde::ser::{Error as _, SerializeSeq};
@@ -40,18 +42,20 @@ impl Serialize for Skipped<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(None)?;
         let mut failed = None;
-        let listed = plan::each_skipped(self.0, |op| {
-            seq.serialize_element(&json!({"object": op.object.name(), "key": op.key, "source_id": op.source_id, "reason": op.reason}))
-                .map_err(|err| {
-                    let message = err.to_string();
+        let read = plan::each_skipped(self.0, |op| {
+            let element = json!({"object": op.object.name(), "key": op.key, "source_id": op.source_id, "reason": op.reason});
+            match seq.serialize_element(&element) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(err) => {
                     failed = Some(err);
-                    anyhow::anyhow!(message)
-                })
+                    ControlFlow::Break(())
+                }
+            }
         });
         if let Some(err) = failed {
             return Err(err);
         }
-        listed.map_err(|err| S::Error::custom(format!("{err:#}")))?;
+        read.map_err(|err| S::Error::custom(format!("{err:#}")))?;
         seq.end()
     }
 }
@@ -65,7 +69,7 @@ pub(crate) fn print_skipped(conn: &Connection, plan: &Plan) -> Result<()> {
     let mut listed = 0;
     plan::each_skipped(conn, |op| {
         if listed == LISTED_SKIPS {
-            return Err(anyhow::Error::new(Enough));
+            return ControlFlow::Break(());
         }
         listed += 1;
         outln!(
@@ -74,9 +78,8 @@ pub(crate) fn print_skipped(conn: &Connection, plan: &Plan) -> Result<()> {
             op.key.as_deref().or(op.source_id.as_deref()).unwrap_or("?"),
             op.reason.as_deref().unwrap_or("")
         );
-        Ok(())
-    })
-    .or_else(|err| if err.is::<Enough>() { Ok(()) } else { Err(err) })?;
+        ControlFlow::Continue(())
+    })?;
     let total = plan.skip_count();
     if total > listed {
         outln!(
@@ -86,18 +89,6 @@ pub(crate) fn print_skipped(conn: &Connection, plan: &Plan) -> Result<()> {
     }
     Ok(())
 }
-
-/// Stops `each_skipped` once enough are listed.
-#[derive(Debug)]
-struct Enough;
-
-impl std::fmt::Display for Enough {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("listed enough")
-    }
-}
-
-impl std::error::Error for Enough {}
 
 /// The `plan --json` contract but for `skipped`, which `Skipped` adds as it is written.
 pub(crate) fn report(plan: &Plan) -> Value {

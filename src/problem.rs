@@ -283,6 +283,9 @@ pub(crate) struct Open {
     pub first_seen: String,
     pub last_run: i64,
     pub last_seen: String,
+    /// A record the plan cannot send: checked again only when a pull changes its records, so
+    /// `last_run` is the push that last checked it, not the last one it stood through.
+    pub unsendable: bool,
 }
 
 /// The open problems, oldest first, at most `limit`; and how many there are in all.
@@ -293,7 +296,8 @@ pub(crate) fn open(conn: &Connection, limit: usize) -> Result<(Vec<Open>, i64)> 
         |r| r.get(0),
     )?;
     let mut stmt = conn.prepare(
-        "SELECT stage, subject, key, reason, first_run, first_seen, last_run, last_seen
+        "SELECT stage, subject, key, reason, first_run, first_seen, last_run, last_seen,
+             root IS NOT NULL
          FROM problem WHERE resolved_run IS NULL ORDER BY first_run, problem_id LIMIT ?1",
     )?;
     let rows = stmt
@@ -307,6 +311,7 @@ pub(crate) fn open(conn: &Connection, limit: usize) -> Result<(Vec<Open>, i64)> 
                 first_seen: r.get(5)?,
                 last_run: r.get(6)?,
                 last_seen: r.get(7)?,
+                unsendable: r.get(8)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;

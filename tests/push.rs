@@ -475,13 +475,23 @@ fn exit_3_means_a_new_problem_and_status_lists_the_standing_ones() {
         "first seen by the first push: {no_email}"
     );
     assert_eq!(
-        no_email["last_run"], 2,
+        (&no_email["last_run"], &no_email["unsendable"]),
+        (&json!(2), &json!(true)),
         "a record that cannot be sent is checked again only when its rows change: {no_email}"
     );
+    let refused = problems
+        .iter()
+        .find(|p| p["reason"].as_str().unwrap().contains("1003"))
+        .unwrap();
+    assert_eq!(
+        refused["unsendable"], false,
+        "seen by the push that sent it"
+    );
+    let human = db.run(&["status"]).stdout;
     assert!(
-        problems
-            .iter()
-            .any(|p| p["reason"].as_str().unwrap().contains("1003"))
+        human.contains("contact has no email (first seen ")
+            && human.contains("stands while its records do not change, last checked by run 2)"),
+        "{human}"
     );
     // Refused again: the problem stands, counted but not listed again.
     sim.fault(json!({"record_code": "1003", "path": "opportunities.json"}));

@@ -115,16 +115,23 @@ fn print_human(s: &Status) {
         s.problems_total
     );
     for p in &s.problems {
+        let last = if p.unsendable {
+            // Checked again only when its records change.
+            format!(
+                "stands while its records do not change, last checked by run {}",
+                p.last_run
+            )
+        } else {
+            format!("last seen {} by run {}", p.last_seen, p.last_run)
+        };
         outln!(
-            "  {} {} {}: {} (first seen {} by run {}, last seen {} by run {})",
+            "  {} {} {}: {} (first seen {} by run {}, {last})",
             p.stage,
             p.subject,
             p.key,
             p.reason,
             p.first_seen,
             p.first_run,
-            p.last_seen,
-            p.last_run
         );
     }
     outln!("rejected records: {}", s.rejected_total);

@@ -182,6 +182,10 @@ pub struct MarketoConfig {
     /// How long push trusts a stored describe of an object before describing it again; 0
     /// describes every object it writes on every push.
     pub describe_max_age_hours: u32,
+    /// How long push holds back a record Marketo refused (a record-level skip), while the record
+    /// is unchanged: sent again at once it would be refused again, at a call per batch every
+    /// cycle. 0 sends every refused record again on every push.
+    pub retry_refused_hours: u32,
 }
 
 impl Default for MarketoConfig {
@@ -198,6 +202,7 @@ impl Default for MarketoConfig {
             http_timeout_secs: 120,
             max_in_flight: 4,
             describe_max_age_hours: 24,
+            retry_refused_hours: 24,
         }
     }
 }
@@ -433,7 +438,7 @@ impl Config {
         let d = &self.dynamics;
         // Every number that becomes a duration or a count is bounded here, so that no setting
         // can overflow the arithmetic that uses it.
-        let bounded: [(&str, u64, u64, u64, &str); 14] = [
+        let bounded: [(&str, u64, u64, u64, &str); 15] = [
             (
                 "history.keep_days",
                 self.history.keep_days.into(),
@@ -480,6 +485,13 @@ impl Config {
             (
                 "marketo.describe_max_age_hours",
                 m.describe_max_age_hours.into(),
+                0,
+                168,
+                " (a week)",
+            ),
+            (
+                "marketo.retry_refused_hours",
+                m.retry_refused_hours.into(),
                 0,
                 168,
                 " (a week)",
@@ -572,6 +584,7 @@ settings!(
     marketo.http_timeout_secs,
     marketo.max_in_flight,
     marketo.describe_max_age_hours,
+    marketo.retry_refused_hours,
     dynamics.url,
     dynamics.tenant,
     dynamics.auth,
@@ -783,6 +796,7 @@ mod tests {
         ("marketo.http_timeout_secs", "30"),
         ("marketo.max_in_flight", "2"),
         ("marketo.describe_max_age_hours", "0"),
+        ("marketo.retry_refused_hours", "0"),
         ("dynamics.url", "https://org.example.invalid"),
         ("dynamics.tenant", "tenant.example.invalid"),
         ("dynamics.auth", "ropc"),

@@ -72,6 +72,10 @@ pub(crate) struct Plan {
     /// The records to send that are alone over the request limit (push reports them each
     /// time); the others it skips are counted here and listed by `each_skipped`.
     too_large: Vec<Operation>,
+    /// The records to send whose payload Marketo refused since `held_since`: not sent again
+    /// until they change or the refusal is older (`[marketo] retry_refused_hours`).
+    held: Vec<Operation>,
+    held_since: String,
     /// Role deletes, then opportunity deletes (push order).
     deletes: Vec<Operation>,
     batches: Vec<Batch>,
@@ -117,6 +121,11 @@ impl Plan {
     /// The records to send that are alone over Marketo's request limit.
     pub(crate) fn too_large(&self) -> impl Iterator<Item = &Operation> {
         self.too_large.iter()
+    }
+
+    /// The records held back because Marketo refused their payload lately, with its answer.
+    pub(crate) fn held(&self) -> impl Iterator<Item = &Operation> {
+        self.held.iter()
     }
 
     /// How many records push skips, of every object.
@@ -236,24 +245,32 @@ fn load_reading(conn: &mut Connection, config: &Config, sends: bool) -> Result<P
 const PENDING: &str = "export_row e INDEXED BY export_row_pending";
 
 /// The condition on an export row (aliased `e`) that it can be sent: the view gives it a key
-/// and a payload and no reason to skip it, and it fits in a request (`?2` is the limit).
-const SENDABLE: &str = "e.skip_reason IS NULL AND e.key IS NOT NULL AND e.payload IS NOT NULL AND length(e.payload) < ?2";
+/// and a payload and no reason to skip it, it fits in a request (`?2` is the limit), and
+/// Marketo did not refuse this very payload since `?3` (`Plan::held_since`).
+const SENDABLE: &str = "e.skip_reason IS NULL AND e.key IS NOT NULL AND e.payload IS NOT NULL AND length(e.payload) < ?2
+    AND NOT EXISTS (SELECT 1 FROM main.mkto_refused r
+        WHERE r.object = e.object AND r.key = e.key AND r.payload = e.payload AND r.refused_at >= ?3)";
 
 /// Reads the plan from the export rows as they are; with `sends`, also the batches and the
 /// fields of the records to send.
 fn read(conn: &Connection, config: &Config, sends: bool) -> Result<Plan> {
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        held_since: held_since(config.marketo.retry_refused_hours),
+        ..Plan::default()
+    };
     let max = MAX_BATCH_BYTES as i64;
+    let since = plan.held_since.as_str();
     for object in Object::ALL {
         let name = object.name();
         // Rows to send, split by whether Marketo holds the key; counted on the pending index.
         let (create, update): (i64, i64) =
-            conn.query_row(&pending_counts_sql(), params![name, max], |r| {
+            conn.query_row(&pending_counts_sql(), params![name, max, since], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
         let total = export_rows::total(conn, &format!("rows:{name}"))?;
         let too_large = too_large_rows(conn, object)?;
-        let skip = unsendable_count(conn, object)? + too_large.len();
+        let held = held_rows(conn, object, since)?;
+        let skip = unsendable_count(conn, object)? + too_large.len() + held.len();
         let deletes = deletes(conn, object, config)?;
         let counts = Counts {
             create: create as usize,
@@ -264,10 +281,11 @@ fn read(conn: &Connection, config: &Config, sends: bool) -> Result<Plan> {
         };
         plan.counts.insert(object, counts);
         plan.too_large.extend(too_large);
+        plan.held.extend(held);
         plan.deletes.extend(deletes);
         if sends && create + update > 0 {
-            plan.fields.insert(object, fields(conn, object)?);
-            let sizes = upsert_sizes(conn, object)?;
+            plan.fields.insert(object, fields(conn, object, since)?);
+            let sizes = upsert_sizes(conn, object, since)?;
             push_batches(&mut plan.batches, object, false, &sizes);
         }
     }
@@ -300,13 +318,13 @@ fn push_batches(batches: &mut Vec<Batch>, object: Object, deletes: bool, sizes: 
 }
 
 /// The serialized size of each record to send, in rowid order (the order push sends them in).
-fn upsert_sizes(conn: &Connection, object: Object) -> Result<Vec<usize>> {
+fn upsert_sizes(conn: &Connection, object: Object, since: &str) -> Result<Vec<usize>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT length(e.payload) + 1 FROM {PENDING}
          WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} ORDER BY e.rowid"
     ))?;
     let sizes = stmt
-        .query_map(params![object.name(), MAX_BATCH_BYTES as i64], |r| {
+        .query_map(params![object.name(), MAX_BATCH_BYTES as i64, since], |r| {
             r.get::<_, i64>(0)
         })?
         .map(|size| size.map(|s| s as usize))
@@ -317,13 +335,15 @@ fn upsert_sizes(conn: &Connection, object: Object) -> Result<Vec<usize>> {
 /// The fields of the records to send. Every row of an export view carries the same fields
 /// (`json_object` with fixed names, plus the mapped fields `json_set` adds to each), so one row
 /// names them all.
-fn fields(conn: &Connection, object: Object) -> Result<BTreeSet<String>> {
+fn fields(conn: &Connection, object: Object, since: &str) -> Result<BTreeSet<String>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT j.key FROM (SELECT e.payload FROM {PENDING}
              WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} LIMIT 1) f, json_each(f.payload) j"
     ))?;
     let fields = stmt
-        .query_map(params![object.name(), MAX_BATCH_BYTES as i64], |r| r.get(0))?
+        .query_map(params![object.name(), MAX_BATCH_BYTES as i64, since], |r| {
+            r.get(0)
+        })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(fields)
 }
@@ -375,13 +395,47 @@ fn skip(
     }
 }
 
+/// When the refusals that still hold a record back were answered, at the earliest: `hours`
+/// ago (0: none holds, every refused record is sent again by the next push).
+fn held_since(hours: u32) -> String {
+    if hours == 0 {
+        // After any time `run::now` writes.
+        return "9999".to_string();
+    }
+    (chrono::Utc::now() - chrono::Duration::hours(i64::from(hours)))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// What `held_rows` and `each_skipped` read: the records of `?1` to send whose payload Marketo
+/// refused since `?2`, with its answer (as push recorded it, so that the problem stands) and
+/// when.
+const HELD_ROWS: &str = "SELECT e.key, e.source_id, r.reason, r.refused_at
+    FROM main.mkto_refused r CROSS JOIN export_row e
+        ON e.object = r.object AND e.key = r.key AND e.payload = r.payload
+    WHERE r.object = ?1 AND r.refused_at >= ?2 AND e.pending = 1
+    ORDER BY r.key";
+
+/// The records of `object` to send whose payload Marketo refused since `since`, with its answer.
+fn held_rows(conn: &Connection, object: Object, since: &str) -> Result<Vec<Operation>> {
+    let mut stmt = conn.prepare_cached(HELD_ROWS)?;
+    let rows = stmt
+        .query_map(params![object.name(), since], |r| {
+            Ok(skip(object, r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
 /// Calls `each` with every record the plan skips, object by object in push order, each
-/// object's by key, until it breaks: read from the export rows as it goes, so that an org with a
+/// object's by key (those held back after a refusal last), until it breaks: read from the export rows as it goes, so that an org with a
 /// million records that cannot be sent is listed without holding them.
 pub(crate) fn each_skipped(
     conn: &Connection,
+    plan: &Plan,
     mut each: impl FnMut(Operation) -> ControlFlow<()>,
 ) -> Result<()> {
+    let held_since = plan.held_since.as_str();
     for object in Object::ALL {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT key, source_id, length(payload) + 1, reason
@@ -404,6 +458,17 @@ pub(crate) fn each_skipped(
             let reason: Option<String> = row.get(3)?;
             // None: the record alone is over the request limit.
             let reason = reason.unwrap_or_else(|| too_large(size.unwrap_or_default() as usize));
+            if each(skip(object, row.get(0)?, row.get(1)?, reason)).is_break() {
+                return Ok(());
+            }
+        }
+        let mut held = conn.prepare_cached(HELD_ROWS)?;
+        let mut rows = held.query(params![object.name(), held_since])?;
+        while let Some(row) = rows.next()? {
+            let (reason, at): (String, String) = (row.get(2)?, row.get(3)?);
+            let reason = format!(
+                "Marketo refused this record at {at}: {reason} (sent again when it changes, or after marketo.retry_refused_hours)"
+            );
             if each(skip(object, row.get(0)?, row.get(1)?, reason)).is_break() {
                 return Ok(());
             }
@@ -474,14 +539,14 @@ fn pending_counts_sql() -> String {
     )
 }
 
-/// What `upserts` reads: ?1 the object, ?2 the largest payload, ?3 the rowid after which, ?4
-/// how many.
+/// What `upserts` reads: ?1 the object, ?2 the largest payload, ?3 the refusals that hold a
+/// record back since when, ?4 the rowid after which, ?5 how many.
 fn upserts_sql() -> String {
     format!(
         "SELECT e.key, e.source_id, e.payload, e.lead_key, a.key IS NOT NULL, e.rowid
          FROM {PENDING} LEFT JOIN main.mkto_ack a ON a.object = e.object AND a.key = e.key
-         WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} AND e.rowid > ?3
-         ORDER BY e.rowid LIMIT ?4"
+         WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} AND e.rowid > ?4
+         ORDER BY e.rowid LIMIT ?5"
     )
 }
 
@@ -490,6 +555,7 @@ fn upserts_sql() -> String {
 /// acknowledged since are no longer pending and are not read again; push changes no rowid.
 pub(crate) fn upserts(
     conn: &Connection,
+    plan: &Plan,
     object: Object,
     after: i64,
     limit: usize,
@@ -498,7 +564,13 @@ pub(crate) fn upserts(
     let mut last = after;
     let rows = stmt
         .query_map(
-            params![object.name(), MAX_BATCH_BYTES as i64, after, limit as i64],
+            params![
+                object.name(),
+                MAX_BATCH_BYTES as i64,
+                plan.held_since,
+                after,
+                limit as i64
+            ],
             |r| {
                 let acked: bool = r.get(4)?;
                 last = r.get(5)?;
@@ -558,13 +630,25 @@ mod tests {
                INSERT INTO run (run_id, command, args, started_at) VALUES (1, 'push', '[]', 'now');
                INSERT INTO mkto_ack (object, key, payload, run_id, acked_at) VALUES
                  ('lead', 'b', '{"n":5}', 1, 'now'),
-                 ('lead', 'd', '{"n":0}', 1, 'now');"#,
+                 ('lead', 'd', '{"n":0}', 1, 'now');
+               -- Refused: f as it is now and lately (held back), a with another payload, g long ago.
+               INSERT INTO export_row (object, root, key, source_id, payload, skip_reason, pending) VALUES
+                 ('lead', 'f', 'f', 's7', '{"n":7}', NULL, 1),
+                 ('lead', 'g', 'g', 's8', '{"n":8}', NULL, 1);
+               INSERT INTO mkto_refused (object, key, payload, reason, refused_at) VALUES
+                 ('lead', 'f', '{"n":7}', '1003 bad', '2026-01-02T00:00:00Z'),
+                 ('lead', 'a', '{"n":0}', '1003 bad', '2026-01-02T00:00:00Z'),
+                 ('lead', 'g', '{"n":8}', '1003 bad', '2025-12-31T00:00:00Z');"#,
         )
         .unwrap();
+        let plan = Plan {
+            held_since: "2026-01-01T00:00:00Z".into(),
+            ..Plan::default()
+        };
         let mut read = Vec::new();
         let mut after = 0;
         loop {
-            let (ops, last) = upserts(&conn, Object::Lead, after, 2).unwrap();
+            let (ops, last) = upserts(&conn, &plan, Object::Lead, after, 2).unwrap();
             if ops.is_empty() {
                 break;
             }
@@ -578,13 +662,21 @@ mod tests {
                 ("c".to_string(), Action::Create),
                 ("a".to_string(), Action::Create),
                 ("d".to_string(), Action::Update),
+                ("g".to_string(), Action::Create),
             ]
+        );
+        let held = held_rows(&conn, Object::Lead, &plan.held_since).unwrap();
+        assert_eq!(
+            held.iter()
+                .map(|op| (op.key.as_deref(), op.reason.as_deref()))
+                .collect::<Vec<_>>(),
+            [(Some("f"), Some("1003 bad"))]
         );
     }
 
     #[test]
     fn push_reads_the_rows_to_send_on_the_pending_index_without_sorting() {
-        let plan = crate::db::query_plan(&db(), &upserts_sql(), params!["lead", 1, 0, 1]);
+        let plan = crate::db::query_plan(&db(), &upserts_sql(), params!["lead", 1, "", 0, 1]);
         assert!(
             plan.contains("USING INDEX export_row_pending (object=? AND rowid>?)"),
             "{plan}"
@@ -596,7 +688,7 @@ mod tests {
     fn an_idle_plan_counts_on_the_pending_index_not_every_row() {
         // export_row_by_key also serves `key IS NOT NULL` (as a range): chosen, it made an idle
         // plan read every row of every object (1.2 s at 1M opportunities).
-        let plan = crate::db::query_plan(&db(), &pending_counts_sql(), params!["lead", 1]);
+        let plan = crate::db::query_plan(&db(), &pending_counts_sql(), params!["lead", 1, ""]);
         assert!(
             plan.contains("SEARCH e USING INDEX export_row_pending (object=?)"),
             "{plan}"

@@ -35,6 +35,7 @@ pub(crate) const MIGRATIONS: &[SqlFile] = &[
     sql_file!("sql/schema/0010_marketo_describe.sql"),
     sql_file!("sql/schema/0011_page_history_by_run.sql"),
     sql_file!("sql/schema/0012_unsendable_problems.sql"),
+    sql_file!("sql/schema/0013_refused_records.sql"),
 ];
 
 /// Rule views in creation order; each file creates the view its name ends with.

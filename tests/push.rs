@@ -73,14 +73,18 @@ fn pushed_then_changed() -> (TestDb, Sim) {
 }
 
 fn push(db: &TestDb, sim: &Sim) -> Run {
-    db.run_with_env(
-        &["push"],
-        &[
-            ("MARKETO_BASE_URL", &sim.url),
-            ("MARKETO_CLIENT_ID", "oppsync-sim"),
-            ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
-        ],
-    )
+    push_with(db, sim, &[])
+}
+
+/// `push` with more settings in the environment.
+fn push_with(db: &TestDb, sim: &Sim, extra: &[(&str, &str)]) -> Run {
+    let mut env = vec![
+        ("MARKETO_BASE_URL", sim.url.as_str()),
+        ("MARKETO_CLIENT_ID", "oppsync-sim"),
+        ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+    ];
+    env.extend_from_slice(extra);
+    db.run_with_env(&["push"], &env)
 }
 
 /// A push to the simulator running in the background, its output discarded.
@@ -493,14 +497,14 @@ fn exit_3_means_a_new_problem_and_status_lists_the_standing_ones() {
             && human.contains("stands while its records do not change, last checked by run 2)"),
         "{human}"
     );
-    // Refused again: the problem stands, counted but not listed again.
-    sim.fault(json!({"record_code": "1003", "path": "opportunities.json"}));
+    // Held back, as sent unchanged it would be refused again: the problem stands, counted but
+    // not listed again.
     let again = push(&db, &sim);
     again.expect_code(0);
     assert!(!again.stderr.contains("1003"), "{}", again.stderr);
     assert!(again.stdout.contains("no new problem"), "{}", again.stdout);
-    // Sent again without the fault, the refused record goes: its problem closes.
-    push(&db, &sim).expect_code(0);
+    // Sent again when asked (the fault is gone), the refused record goes: its problem closes.
+    push_with(&db, &sim, &[("MARKETO_RETRY_REFUSED_HOURS", "0")]).expect_code(0);
     let status: Value = serde_json::from_str(&db.run(&["status", "--json"]).stdout).unwrap();
     assert!(
         !status["problems"]
@@ -612,7 +616,7 @@ fn a_spent_quota_at_marketo_gives_607_too() {
 }
 
 #[test]
-fn record_level_skips_are_listed_stored_and_exit_3() {
+fn record_level_skips_are_listed_stored_held_back_and_exit_3() {
     let db = pulled("1-initial");
     let sim = Sim::start(&[]);
     sim.fault(json!({"record_code": "1003", "path": "leads.json"}));
@@ -627,9 +631,35 @@ fn record_level_skips_are_listed_stored_and_exit_3() {
     assert_eq!(skipped_lead, 1);
     let unsent_roles = db.count("SELECT count(*) FROM push_outcome WHERE object = 'opportunity_role' AND status = 'not_sent' AND reasons LIKE '%is not in Marketo%'");
     assert!(unsent_roles >= 1, "the skipped lead's roles cannot be sent");
-    // The next push sends the lead again, then its roles.
-    push(&db, &sim).expect_code(0);
+    // The next push holds the refused lead back: sent unchanged it would be refused again.
+    let leads_calls =
+        |db: &TestDb| db.count("SELECT count(*) FROM api_call WHERE path LIKE '%/v1/leads.json'");
+    let before = leads_calls(&db);
+    let held = push(&db, &sim);
+    held.expect_code(0);
+    assert_eq!(leads_calls(&db), before, "no lead sent: {}", held.stdout);
+    assert!(!held.stderr.contains("1003"), "standing: {}", held.stderr);
+    let plan = db.run(&["plan"]).stdout;
+    assert!(
+        plan.contains("Marketo refused this record at ")
+            && plan.contains("1003 Injected record-level fault (sent again when it changes"),
+        "{plan}"
+    );
+    // Asked to retry at once, it sends the lead, then its roles.
+    push_with(&db, &sim, &[("MARKETO_RETRY_REFUSED_HOURS", "0")]).expect_code(0);
+    assert_eq!(leads_calls(&db), before + 1);
     assert_eq!(sim.state()["roles"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        db.count("SELECT count(*) FROM mkto_refused"),
+        0,
+        "acknowledged"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM problem WHERE resolved_run IS NULL AND reason LIKE '%1003%'"
+        ),
+        0
+    );
 }
 
 #[test]
@@ -977,8 +1007,9 @@ fn mapped_fields_are_sent_and_a_new_mapping_updates_marketo() {
 fn a_record_whose_sales_person_marketo_lacks_gets_718_and_the_next_push_repairs_it() {
     let db = pulled("1-initial");
     let sim = Sim::start(&[]);
-    // Marketo refuses the first sales person, so the records it owns name a stranger.
-    sim.fault(json!({"record_code": "1003", "path": "salespersons.json"}));
+    // Marketo fails to create the first sales person (1014, nothing held back for it), so the
+    // records it owns name a stranger.
+    sim.fault(json!({"record_code": "1014", "path": "salespersons.json"}));
     let run = push(&db, &sim);
     run.expect_code(3);
     assert!(

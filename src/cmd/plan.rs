@@ -17,7 +17,7 @@ pub(crate) fn run(ctx: &mut Context, json_output: bool) -> Result<Outcome> {
     if json_output {
         let report = Report {
             head: report(&plan),
-            skipped: Skipped(&ctx.conn),
+            skipped: Skipped(&ctx.conn, &plan),
         };
         crate::progress::write_stdout_json(&report)?;
     } else {
@@ -36,13 +36,13 @@ struct Report<'c> {
 }
 
 /// The skipped records, serialized straight from the export rows (`plan::each_skipped`).
-struct Skipped<'c>(&'c Connection);
+struct Skipped<'c>(&'c Connection, &'c Plan);
 
 impl Serialize for Skipped<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(None)?;
         let mut failed = None;
-        let read = plan::each_skipped(self.0, |op| {
+        let read = plan::each_skipped(self.0, self.1, |op| {
             let element = json!({"object": op.object.name(), "key": op.key, "source_id": op.source_id, "reason": op.reason});
             match seq.serialize_element(&element) {
                 Ok(()) => ControlFlow::Continue(()),
@@ -67,7 +67,7 @@ const LISTED_SKIPS: usize = 20;
 /// Lists the first skipped records, and how many more there are.
 pub(crate) fn print_skipped(conn: &Connection, plan: &Plan) -> Result<()> {
     let mut listed = 0;
-    plan::each_skipped(conn, |op| {
+    plan::each_skipped(conn, plan, |op| {
         if listed == LISTED_SKIPS {
             return ControlFlow::Break(());
         }

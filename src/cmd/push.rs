@@ -60,8 +60,11 @@ pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -
     let mut is_new = problem::record_each(&mut ctx.conn, ctx.run_id, "push", &seen)?;
     let new = is_new.iter().filter(|new| **new).count() + new_unsendable;
     problem::close_unseen(&ctx.conn, ctx.run_id, "push")?;
-    let too_large = plan.too_large().count();
-    summary.skipped_total = plan.skip_count().saturating_sub(too_large) + summary.skipped.len();
+    // The plan's skips, but for those push reported (over the request limit, held back after a
+    // refusal), counted with the rest of what it could not send.
+    let reported_by_push = plan.too_large().count() + plan.held().count();
+    summary.skipped_total =
+        plan.skip_count().saturating_sub(reported_by_push) + summary.skipped.len();
     is_new.resize(summary.skipped.len() + unsendable.len(), true);
     summary
         .skipped

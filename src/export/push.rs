@@ -38,6 +38,10 @@ use crate::run::now;
 /// Refused calls a push may spend isolating records before it stops: about ten records at
 /// fault among 300, so that a refusal of every record does not eat the daily quota.
 const ISOLATION_BUDGET: usize = 150;
+/// Record-level refusals of the record's own values, which come back the same for the same
+/// payload: 1001 a value of the wrong type, 1002 a required value missing, 1003 an invalid
+/// value, 1007 several records in Marketo match it (duplicates to merge there).
+const HELD_CODES: [&str; 4] = ["1001", "1002", "1003", "1007"];
 /// Tries per request while isolating: the whole batch already had every retry.
 const ISOLATION_ATTEMPTS: u32 = 2;
 /// Records read from the export rows at a time: twenty full batches.
@@ -114,6 +118,13 @@ pub(crate) fn push(
         ));
     }
     record_too_large(conn, run_id, plan, &mut summary)?;
+    // Held back after a refusal: not sent, and still refused, so its problem stands.
+    summary.skipped.extend(plan.held().map(|op| Skipped {
+        object: op.object.name(),
+        key: op.key.clone(),
+        source_id: op.source_id.clone(),
+        reason: op.reason.clone().unwrap_or_default(),
+    }));
     for object in Object::ALL {
         let total = plan.upsert_count(object);
         if total == 0 {
@@ -132,7 +143,7 @@ pub(crate) fn push(
         // acknowledged meanwhile is no longer pending.
         let mut after = 0;
         let mut next_chunk = |conn: &mut Connection, summary: &mut Summary| {
-            let (ops, last) = plan::upserts(conn, object, after, CHUNK_RECORDS)?;
+            let (ops, last) = plan::upserts(conn, plan, object, after, CHUNK_RECORDS)?;
             if ops.is_empty() {
                 return Ok(None);
             }
@@ -711,6 +722,8 @@ fn apply_result(
     let key = op.key.clone().unwrap_or_default();
     match (delete, status) {
         (false, "created" | "updated") => {
+            tx.prepare_cached("DELETE FROM mkto_refused WHERE object = ?1 AND key = ?2")?
+                .execute(params![object.name(), key])?;
             tx.prepare_cached("INSERT INTO mkto_ack (object, key, payload, marketo_id, run_id, acked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (object, key) DO UPDATE SET payload = excluded.payload,
                      marketo_id = coalesce(excluded.marketo_id, mkto_ack.marketo_id),
@@ -747,6 +760,23 @@ fn apply_result(
                 .filter(|r| !r.is_empty())
                 .unwrap_or_else(|| format!("Marketo answered status {status}"));
             let reason = redact(&reason).into_owned();
+            // Refused for the values it carries: held back while they stay the same (plan.rs,
+            // SENDABLE). Not for another reason, which may pass by itself: a record it points
+            // at sent meanwhile (718, a sales person), a field deleted in Marketo (1006, which
+            // push handles by describing again), a failure on Marketo's side (1014).
+            if let Some(payload) = &op.payload
+                && !delete
+                && status == "skipped"
+                && codes.iter().any(|c| HELD_CODES.contains(c))
+            {
+                tx.prepare_cached(
+                    "INSERT INTO mkto_refused (object, key, payload, reason, refused_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (object, key) DO UPDATE SET payload = excluded.payload,
+                         reason = excluded.reason, refused_at = excluded.refused_at",
+                )?
+                .execute(params![object.name(), key, payload, reason, now()])?;
+            }
             summary.skipped.push(Skipped {
                 object: object.name(),
                 key: op.key.clone(),

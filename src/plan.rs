@@ -72,10 +72,11 @@ pub(crate) struct Plan {
     /// The records to send that are alone over the request limit (push reports them each
     /// time); the others it skips are counted here and listed by `each_skipped`.
     too_large: Vec<Operation>,
-    /// The records to send whose payload Marketo refused since `held_since`: not sent again
+    /// The records to send whose payload Marketo refused since `held_since` (`None`: no
+    /// refusal holds a record back now, and none is looked up): not sent again
     /// until they change or the refusal is older (`[marketo] retry_refused_hours`).
     held: Vec<Operation>,
-    held_since: String,
+    held_since: Option<String>,
     /// Role deletes, then opportunity deletes (push order).
     deletes: Vec<Operation>,
     batches: Vec<Batch>,
@@ -246,20 +247,22 @@ const PENDING: &str = "export_row e INDEXED BY export_row_pending";
 
 /// The condition on an export row (aliased `e`) that it can be sent: the view gives it a key
 /// and a payload and no reason to skip it, it fits in a request (`?2` is the limit), and
-/// Marketo did not refuse this very payload since `?3` (`Plan::held_since`).
+/// Marketo did not refuse this very payload since `?3` (`Plan::held_since`; NULL when no
+/// refusal holds, so that no record is looked up: a lookup for each of 300k rows to send cost a
+/// plan at 100k opportunities 0.4 s).
 const SENDABLE: &str = "e.skip_reason IS NULL AND e.key IS NOT NULL AND e.payload IS NOT NULL AND length(e.payload) < ?2
-    AND NOT EXISTS (SELECT 1 FROM main.mkto_refused r
-        WHERE r.object = e.object AND r.key = e.key AND r.payload = e.payload AND r.refused_at >= ?3)";
+    AND (?3 IS NULL OR NOT EXISTS (SELECT 1 FROM main.mkto_refused r
+        WHERE r.object = e.object AND r.key = e.key AND r.payload = e.payload AND r.refused_at >= ?3))";
 
 /// Reads the plan from the export rows as they are; with `sends`, also the batches and the
 /// fields of the records to send.
 fn read(conn: &Connection, config: &Config, sends: bool) -> Result<Plan> {
     let mut plan = Plan {
-        held_since: held_since(config.marketo.retry_refused_hours),
+        held_since: held_since(conn, config.marketo.retry_refused_hours)?,
         ..Plan::default()
     };
     let max = MAX_BATCH_BYTES as i64;
-    let since = plan.held_since.as_str();
+    let since = plan.held_since.as_deref();
     for object in Object::ALL {
         let name = object.name();
         // Rows to send, split by whether Marketo holds the key; counted on the pending index.
@@ -318,7 +321,7 @@ fn push_batches(batches: &mut Vec<Batch>, object: Object, deletes: bool, sizes: 
 }
 
 /// The serialized size of each record to send, in rowid order (the order push sends them in).
-fn upsert_sizes(conn: &Connection, object: Object, since: &str) -> Result<Vec<usize>> {
+fn upsert_sizes(conn: &Connection, object: Object, since: Option<&str>) -> Result<Vec<usize>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT length(e.payload) + 1 FROM {PENDING}
          WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} ORDER BY e.rowid"
@@ -335,7 +338,7 @@ fn upsert_sizes(conn: &Connection, object: Object, since: &str) -> Result<Vec<us
 /// The fields of the records to send. Every row of an export view carries the same fields
 /// (`json_object` with fixed names, plus the mapped fields `json_set` adds to each), so one row
 /// names them all.
-fn fields(conn: &Connection, object: Object, since: &str) -> Result<BTreeSet<String>> {
+fn fields(conn: &Connection, object: Object, since: Option<&str>) -> Result<BTreeSet<String>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT j.key FROM (SELECT e.payload FROM {PENDING}
              WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} LIMIT 1) f, json_each(f.payload) j"
@@ -396,15 +399,21 @@ fn skip(
 }
 
 /// When the refusals that still hold a record back were answered, at the earliest: `hours`
-/// ago (0: none holds, every refused record is sent again by the next push).
-fn held_since(hours: u32) -> String {
+/// ago. `None` when no refusal is that recent (with 0 hours, none is: every refused record is
+/// sent again by the next push).
+fn held_since(conn: &Connection, hours: u32) -> Result<Option<String>> {
     if hours == 0 {
-        // After any time `run::now` writes.
-        return "9999".to_string();
+        return Ok(None);
     }
-    (chrono::Utc::now() - chrono::Duration::hours(i64::from(hours)))
+    let since = (chrono::Utc::now() - chrono::Duration::hours(i64::from(hours)))
         .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+        .to_string();
+    let any: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM main.mkto_refused WHERE refused_at >= ?1)",
+        [&since],
+        |r| r.get(0),
+    )?;
+    Ok(any.then_some(since))
 }
 
 /// What `held_rows` and `each_skipped` read: the records of `?1` to send whose payload Marketo
@@ -417,7 +426,10 @@ const HELD_ROWS: &str = "SELECT e.key, e.source_id, r.reason, r.refused_at
     ORDER BY r.key";
 
 /// The records of `object` to send whose payload Marketo refused since `since`, with its answer.
-fn held_rows(conn: &Connection, object: Object, since: &str) -> Result<Vec<Operation>> {
+fn held_rows(conn: &Connection, object: Object, since: Option<&str>) -> Result<Vec<Operation>> {
+    if since.is_none() {
+        return Ok(Vec::new());
+    }
     let mut stmt = conn.prepare_cached(HELD_ROWS)?;
     let rows = stmt
         .query_map(params![object.name(), since], |r| {
@@ -428,14 +440,15 @@ fn held_rows(conn: &Connection, object: Object, since: &str) -> Result<Vec<Opera
 }
 
 /// Calls `each` with every record the plan skips, object by object in push order, each
-/// object's by key (those held back after a refusal last), until it breaks: read from the export rows as it goes, so that an org with a
-/// million records that cannot be sent is listed without holding them.
+/// object's by key (those held back after a refusal last), until it breaks: read from the
+/// export rows as it goes, so that an org with a million records that cannot be sent is listed
+/// without holding them.
 pub(crate) fn each_skipped(
     conn: &Connection,
     plan: &Plan,
     mut each: impl FnMut(Operation) -> ControlFlow<()>,
 ) -> Result<()> {
-    let held_since = plan.held_since.as_str();
+    let held_since = plan.held_since.as_deref();
     for object in Object::ALL {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT key, source_id, length(payload) + 1, reason
@@ -642,7 +655,7 @@ mod tests {
         )
         .unwrap();
         let plan = Plan {
-            held_since: "2026-01-01T00:00:00Z".into(),
+            held_since: Some("2026-01-01T00:00:00Z".into()),
             ..Plan::default()
         };
         let mut read = Vec::new();
@@ -665,7 +678,7 @@ mod tests {
                 ("g".to_string(), Action::Create),
             ]
         );
-        let held = held_rows(&conn, Object::Lead, &plan.held_since).unwrap();
+        let held = held_rows(&conn, Object::Lead, plan.held_since.as_deref()).unwrap();
         assert_eq!(
             held.iter()
                 .map(|op| (op.key.as_deref(), op.reason.as_deref()))

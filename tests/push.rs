@@ -639,6 +639,19 @@ fn record_level_skips_are_listed_stored_held_back_and_exit_3() {
     held.expect_code(0);
     assert_eq!(leads_calls(&db), before, "no lead sent: {}", held.stdout);
     assert!(!held.stderr.contains("1003"), "standing: {}", held.stderr);
+    let counts =
+        &db.column("SELECT counts FROM run WHERE command = 'push' ORDER BY run_id DESC LIMIT 1")[0];
+    assert!(
+        !counts.contains("1003"),
+        "not stored again each push: {counts}"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM problem WHERE resolved_run IS NULL AND reason LIKE '%1003%'"
+        ),
+        1,
+        "it stands"
+    );
     let plan = db.run(&["plan"]).stdout;
     assert!(
         plan.contains("Marketo refused this record at ")

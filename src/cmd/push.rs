@@ -13,9 +13,10 @@ use crate::problem::{self, Seen};
 /// At most this many records skipped for a new problem are listed on the terminal; all are in
 /// `push_outcome`.
 const LISTED_SKIPS: usize = 20;
-/// At most this many records the plan cannot send, new in this push, are listed in its counts
-/// (`skipped`); all are in `push_outcome` and `problem`.
-const NEW_UNSENDABLE_LISTED: usize = 1000;
+/// At most this many skipped records are listed in the run's counts (`skipped`), which are
+/// kept for as long as the run: a push that could not send many records, cycle after cycle,
+/// would otherwise store them all again in every run. All are in `push_outcome`.
+const LISTED_IN_COUNTS: usize = 1000;
 
 pub(crate) fn run(ctx: &mut Context, dry_run: bool) -> Result<Outcome> {
     if dry_run {
@@ -40,7 +41,9 @@ pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -
         ctx.config.marketo.max_in_flight as usize,
         &say,
     )?;
-    // The push went through the whole plan: what it did not report is fine now.
+    // The push went through the whole plan: what it did not report is fine now. The records
+    // held back after a refusal are still refused, with the answer recorded then: their
+    // problems stand, without a line in the run's counts each cycle.
     let seen: Vec<Seen> = summary
         .skipped
         .iter()
@@ -53,18 +56,23 @@ pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -
                 .unwrap_or_default(),
             reason: s.reason.clone(),
         })
+        .chain(plan.held().map(|op| Seen {
+            subject: op.object.name().to_string(),
+            key: op.key.clone().unwrap_or_default(),
+            reason: op.reason.clone().unwrap_or_default(),
+        }))
         .collect();
     // The records the plan cannot send: only the roots whose rows changed are checked again.
     let (unsendable, new_unsendable) =
-        problem::check_unsendable(&mut ctx.conn, ctx.run_id, NEW_UNSENDABLE_LISTED)?;
+        problem::check_unsendable(&mut ctx.conn, ctx.run_id, LISTED_IN_COUNTS)?;
     let mut is_new = problem::record_each(&mut ctx.conn, ctx.run_id, "push", &seen)?;
     let new = is_new.iter().filter(|new| **new).count() + new_unsendable;
     problem::close_unseen(&ctx.conn, ctx.run_id, "push")?;
-    // The plan's skips, but for those push reported (over the request limit, held back after a
-    // refusal), counted with the rest of what it could not send.
-    let reported_by_push = plan.too_large().count() + plan.held().count();
+    // The plan's skips, but for those push reported (over the request limit), counted with the
+    // rest of what it could not send.
     summary.skipped_total =
-        plan.skip_count().saturating_sub(reported_by_push) + summary.skipped.len();
+        plan.skip_count().saturating_sub(plan.too_large().count()) + summary.skipped.len();
+    is_new.truncate(summary.skipped.len());
     is_new.resize(summary.skipped.len() + unsendable.len(), true);
     summary
         .skipped
@@ -74,11 +82,12 @@ pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -
             source_id: Some(u.source_id),
             reason: u.reason,
         }));
-    ctx.counts = json!(summary);
-    ctx.counts["new_problems"] = json!(new);
     print_summary(ctx, &summary);
     let listed = summary.skipped.iter().zip(&is_new).filter(|(_, new)| **new);
     print_new_skips(ctx, listed.map(|(skip, _)| skip), new);
+    summary.skipped.truncate(LISTED_IN_COUNTS);
+    ctx.counts = json!(summary);
+    ctx.counts["new_problems"] = json!(new);
     if summary.skipped_total > 0 && new == 0 {
         ctx.say(
             "no new problem: the skipped records stand since earlier runs (see `oppsync status`)",

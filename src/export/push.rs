@@ -55,7 +55,8 @@ pub(crate) struct Summary {
     pub deleted: BTreeMap<&'static str, usize>,
     /// The records not sent that this push reports: those it could not send this time
     /// (refused by Marketo, over the request limit, a role whose lead Marketo lacks), then
-    /// those the plan cannot send whose problem is new (`NEW_UNSENDABLE_LISTED` at most).
+    /// those the plan cannot send whose problem is new (the run's counts list the first
+    /// 1,000, `cmd::push::LISTED_IN_COUNTS`).
     pub skipped: Vec<Skipped>,
     /// Every record not sent: the above, and those the plan cannot send that stand since an
     /// earlier push (counted, not listed).
@@ -118,13 +119,6 @@ pub(crate) fn push(
         ));
     }
     record_too_large(conn, run_id, plan, &mut summary)?;
-    // Held back after a refusal: not sent, and still refused, so its problem stands.
-    summary.skipped.extend(plan.held().map(|op| Skipped {
-        object: op.object.name(),
-        key: op.key.clone(),
-        source_id: op.source_id.clone(),
-        reason: op.reason.clone().unwrap_or_default(),
-    }));
     for object in Object::ALL {
         let total = plan.upsert_count(object);
         if total == 0 {

@@ -439,10 +439,10 @@ fn held_rows(conn: &Connection, object: Object, since: Option<&str>) -> Result<V
     Ok(rows)
 }
 
-/// Calls `each` with every record the plan skips, object by object in push order, each
-/// object's by key (those held back after a refusal last), until it breaks: read from the
-/// export rows as it goes, so that an org with a million records that cannot be sent is listed
-/// without holding them.
+/// Calls `each` with every record the plan skips, object by object in push order: for each,
+/// those it cannot send by key, then those over the request limit, then those held back after a
+/// refusal; until it breaks. Read from the export rows as it goes, so that an org with a
+/// million records that cannot be sent is listed without holding them.
 pub(crate) fn each_skipped(
     conn: &Connection,
     plan: &Plan,
@@ -450,28 +450,21 @@ pub(crate) fn each_skipped(
 ) -> Result<()> {
     let held_since = plan.held_since.as_deref();
     for object in Object::ALL {
+        // On the partial index of the rows that cannot be sent: a plan with none reads nothing.
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT key, source_id, length(payload) + 1, reason
-             FROM (
-                 -- Each half on its partial index.
-                 SELECT e.key, e.source_id, e.payload,
-                     coalesce(e.skip_reason, 'no key or payload') AS reason
-                 FROM export_row e WHERE e.object = ?1 AND {}
-                 UNION ALL
-                 SELECT e.key, e.source_id, e.payload, NULL FROM {PENDING}
-                 WHERE e.object = ?1 AND e.pending = 1 AND length(e.payload) >= ?2
-                     AND e.skip_reason IS NULL AND e.key IS NOT NULL
-             )
-             ORDER BY key, source_id",
+            "SELECT e.key, e.source_id, coalesce(e.skip_reason, 'no key or payload')
+             FROM export_row e WHERE e.object = ?1 AND {}
+             ORDER BY e.key, e.source_id",
             export_rows::unsendable("e")
         ))?;
-        let mut rows = stmt.query(params![object.name(), MAX_BATCH_BYTES as i64])?;
+        let mut rows = stmt.query([object.name()])?;
         while let Some(row) = rows.next()? {
-            let size: Option<i64> = row.get(2)?;
-            let reason: Option<String> = row.get(3)?;
-            // None: the record alone is over the request limit.
-            let reason = reason.unwrap_or_else(|| too_large(size.unwrap_or_default() as usize));
-            if each(skip(object, row.get(0)?, row.get(1)?, reason)).is_break() {
+            if each(skip(object, row.get(0)?, row.get(1)?, row.get(2)?)).is_break() {
+                return Ok(());
+            }
+        }
+        for op in plan.too_large().filter(|op| op.object == object) {
+            if each(op.clone()).is_break() {
                 return Ok(());
             }
         }

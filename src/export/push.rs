@@ -38,12 +38,12 @@ use crate::run::now;
 /// Refused calls a push may spend isolating records before it stops: about ten records at
 /// fault among 300, so that a refusal of every record does not eat the daily quota.
 const ISOLATION_BUDGET: usize = 150;
+/// Tries per request while isolating: the whole batch already had every retry.
+const ISOLATION_ATTEMPTS: u32 = 2;
 /// Record-level refusals of the record's own values, which come back the same for the same
 /// payload: 1001 a value of the wrong type, 1002 a required value missing, 1003 an invalid
 /// value, 1007 several records in Marketo match it (duplicates to merge there).
 const HELD_CODES: [&str; 4] = ["1001", "1002", "1003", "1007"];
-/// Tries per request while isolating: the whole batch already had every retry.
-const ISOLATION_ATTEMPTS: u32 = 2;
 /// Records read from the export rows at a time: twenty full batches.
 const CHUNK_RECORDS: usize = 20 * plan::MAX_BATCH_RECORDS;
 
@@ -58,8 +58,8 @@ pub(crate) struct Summary {
     /// those the plan cannot send whose problem is new (the run's counts list the first
     /// 1,000, `cmd::push::LISTED_IN_COUNTS`).
     pub skipped: Vec<Skipped>,
-    /// Every record not sent: the above, and those the plan cannot send that stand since an
-    /// earlier push (counted, not listed).
+    /// Every record not sent: the above, those the plan cannot send that stand since an
+    /// earlier push, and those held back after a refusal (counted, not listed).
     pub skipped_total: usize,
     pub calls: usize,
     /// Whether Marketo accepted any call in this push: a refusal is only blamed on a record

@@ -74,8 +74,9 @@ pub(crate) struct Plan {
     too_large: Vec<Operation>,
     /// The records to send whose payload Marketo refused since `held_since` (`None`: no
     /// refusal holds a record back now, and none is looked up): not sent again
-    /// until they change or the refusal is older (`[marketo] retry_refused_hours`).
-    held: Vec<Operation>,
+    /// until they change or the refusal is older (`[marketo] retry_refused_hours`). Each with
+    /// when Marketo refused it.
+    held: Vec<(Operation, String)>,
     held_since: Option<String>,
     /// Role deletes, then opportunity deletes (push order).
     deletes: Vec<Operation>,
@@ -126,7 +127,7 @@ impl Plan {
 
     /// The records held back because Marketo refused their payload lately, with its answer.
     pub(crate) fn held(&self) -> impl Iterator<Item = &Operation> {
-        self.held.iter()
+        self.held.iter().map(|(op, _)| op)
     }
 
     /// How many records push skips, of every object.
@@ -416,39 +417,41 @@ fn held_since(conn: &Connection, hours: u32) -> Result<Option<String>> {
     Ok(any.then_some(since))
 }
 
-/// What `held_rows` and `each_skipped` read: the records of `?1` to send whose payload Marketo
-/// refused since `?2`, with its answer (as push recorded it, so that the problem stands) and
-/// when.
-const HELD_ROWS: &str = "SELECT e.key, e.source_id, r.reason, r.refused_at
-    FROM main.mkto_refused r CROSS JOIN export_row e
-        ON e.object = r.object AND e.key = r.key AND e.payload = r.payload
-    WHERE r.object = ?1 AND r.refused_at >= ?2 AND e.pending = 1
-    ORDER BY r.key";
-
-/// The records of `object` to send whose payload Marketo refused since `since`, with its answer.
-fn held_rows(conn: &Connection, object: Object, since: Option<&str>) -> Result<Vec<Operation>> {
+/// The records of `object` to send whose payload Marketo refused since `since`, with its
+/// answer (as push recorded it, so that the problem stands) and when.
+fn held_rows(
+    conn: &Connection,
+    object: Object,
+    since: Option<&str>,
+) -> Result<Vec<(Operation, String)>> {
     if since.is_none() {
         return Ok(Vec::new());
     }
-    let mut stmt = conn.prepare_cached(HELD_ROWS)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.key, e.source_id, r.reason, r.refused_at
+         FROM main.mkto_refused r CROSS JOIN export_row e
+             ON e.object = r.object AND e.key = r.key AND e.payload = r.payload
+         WHERE r.object = ?1 AND r.refused_at >= ?2 AND e.pending = 1
+         ORDER BY r.key",
+    )?;
     let rows = stmt
         .query_map(params![object.name(), since], |r| {
-            Ok(skip(object, r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok((skip(object, r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
 }
 
 /// Calls `each` with every record the plan skips, object by object in push order: for each,
-/// those it cannot send by key, then those over the request limit, then those held back after a
-/// refusal; until it breaks. Read from the export rows as it goes, so that an org with a
-/// million records that cannot be sent is listed without holding them.
+/// those it cannot send by key, then those over the request limit and those held back after a
+/// refusal (both held by the plan); until it breaks. The first are read from the export rows
+/// as it goes, so that an org with a million records that cannot be sent is listed without
+/// holding them.
 pub(crate) fn each_skipped(
     conn: &Connection,
     plan: &Plan,
     mut each: impl FnMut(Operation) -> ControlFlow<()>,
 ) -> Result<()> {
-    let held_since = plan.held_since.as_deref();
     for object in Object::ALL {
         // On the partial index of the rows that cannot be sent: a plan with none reads nothing.
         let mut stmt = conn.prepare_cached(&format!(
@@ -468,14 +471,16 @@ pub(crate) fn each_skipped(
                 return Ok(());
             }
         }
-        let mut held = conn.prepare_cached(HELD_ROWS)?;
-        let mut rows = held.query(params![object.name(), held_since])?;
-        while let Some(row) = rows.next()? {
-            let (reason, at): (String, String) = (row.get(2)?, row.get(3)?);
+        for (op, at) in plan.held.iter().filter(|(op, _)| op.object == object) {
             let reason = format!(
-                "Marketo refused this record at {at}: {reason} (sent again when it changes, or after marketo.retry_refused_hours)"
+                "Marketo refused this record at {at}: {} (sent again when it changes, or after marketo.retry_refused_hours)",
+                op.reason.as_deref().unwrap_or("")
             );
-            if each(skip(object, row.get(0)?, row.get(1)?, reason)).is_break() {
+            let listed = Operation {
+                reason: Some(reason),
+                ..op.clone()
+            };
+            if each(listed).is_break() {
                 return Ok(());
             }
         }
@@ -674,7 +679,7 @@ mod tests {
         let held = held_rows(&conn, Object::Lead, plan.held_since.as_deref()).unwrap();
         assert_eq!(
             held.iter()
-                .map(|op| (op.key.as_deref(), op.reason.as_deref()))
+                .map(|(op, _)| (op.key.as_deref(), op.reason.as_deref()))
                 .collect::<Vec<_>>(),
             [(Some("f"), Some("1003 bad"))]
         );

@@ -44,22 +44,22 @@ pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -
     // The push went through the whole plan: what it did not report is fine now. The records
     // held back after a refusal are still refused, with the answer recorded then: their
     // problems stand, without a line in the run's counts each cycle.
+    let seen_as =
+        |object: &str, key: &Option<String>, source_id: &Option<String>, reason: &str| Seen {
+            subject: object.to_string(),
+            key: key
+                .clone()
+                .or_else(|| source_id.clone())
+                .unwrap_or_default(),
+            reason: reason.to_string(),
+        };
     let seen: Vec<Seen> = summary
         .skipped
         .iter()
-        .map(|s| Seen {
-            subject: s.object.to_string(),
-            key: s
-                .key
-                .clone()
-                .or_else(|| s.source_id.clone())
-                .unwrap_or_default(),
-            reason: s.reason.clone(),
-        })
-        .chain(plan.held().map(|op| Seen {
-            subject: op.object.name().to_string(),
-            key: op.key.clone().unwrap_or_default(),
-            reason: op.reason.clone().unwrap_or_default(),
+        .map(|s| seen_as(s.object, &s.key, &s.source_id, &s.reason))
+        .chain(plan.held().map(|op| {
+            let reason = op.reason.as_deref().unwrap_or_default();
+            seen_as(op.object.name(), &op.key, &op.source_id, reason)
         }))
         .collect();
     // The records the plan cannot send: only the roots whose rows changed are checked again.

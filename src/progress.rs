@@ -149,12 +149,17 @@ pub(crate) fn write_stdout(line: fmt::Arguments<'_>) {
     }
     let mut out = std::io::stdout().lock();
     if let Err(err) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-        STDOUT_CLOSED.store(true, Ordering::Relaxed);
-        if err.kind() != std::io::ErrorKind::BrokenPipe {
-            write_stderr(format_args!(
-                "warning: writing to stdout failed ({err}); the rest of the output is dropped"
-            ));
-        }
+        stdout_failed(&err);
+    }
+}
+
+/// Leaves stdout alone from now on, saying why once unless its reader went away.
+fn stdout_failed(err: &std::io::Error) {
+    STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    if err.kind() != std::io::ErrorKind::BrokenPipe {
+        write_stderr(format_args!(
+            "warning: writing to stdout failed ({err}); the rest of the output is dropped"
+        ));
     }
 }
 
@@ -186,12 +191,7 @@ pub(crate) fn write_stdout_json(value: &impl serde::Serialize) -> anyhow::Result
     {
         return Err(anyhow::Error::new(err).context("writing the JSON document"));
     }
-    STDOUT_CLOSED.store(true, Ordering::Relaxed);
-    if err.kind() != std::io::ErrorKind::BrokenPipe {
-        write_stderr(format_args!(
-            "warning: writing to stdout failed ({err}); the rest of the output is dropped"
-        ));
-    }
+    stdout_failed(&err);
     Ok(())
 }
 

@@ -74,9 +74,9 @@ pub(crate) struct Plan {
     too_large: Vec<Operation>,
     /// The records to send whose payload Marketo refused since `held_since` (`None`: no
     /// refusal holds a record back now, and none is looked up): not sent again
-    /// until they change or the refusal is older (`[marketo] retry_refused_hours`). Each with
-    /// when Marketo refused it.
-    held: Vec<(Operation, String)>,
+    /// until they change or the refusal is older (`[marketo] retry_refused_hours`); and the
+    /// roles that wait for a lead or opportunity held so.
+    held: Vec<Held>,
     held_since: Option<String>,
     /// Role deletes, then opportunity deletes (push order).
     deletes: Vec<Operation>,
@@ -89,6 +89,16 @@ pub(crate) struct Plan {
     trusted_describes: BTreeMap<Object, String>,
     /// How the export rows were brought up to date for this plan.
     pub refreshed: Option<Refreshed>,
+}
+
+/// A record held back after a refusal: the operation (its reason the problem push recorded),
+/// when Marketo refused, and whether it was refused itself or waits for its lead or
+/// opportunity.
+#[derive(Debug)]
+struct Held {
+    op: Operation,
+    refused_at: String,
+    waits: bool,
 }
 
 /// Per object and action, how many records.
@@ -127,7 +137,7 @@ impl Plan {
 
     /// The records held back because Marketo refused their payload lately, with its answer.
     pub(crate) fn held(&self) -> impl Iterator<Item = &Operation> {
-        self.held.iter().map(|(op, _)| op)
+        self.held.iter().map(|held| &held.op)
     }
 
     /// How many records push skips, of every object.
@@ -247,13 +257,35 @@ fn load_reading(conn: &mut Connection, config: &Config, sends: bool) -> Result<P
 const PENDING: &str = "export_row e INDEXED BY export_row_pending";
 
 /// The condition on an export row (aliased `e`) that it can be sent: the view gives it a key
-/// and a payload and no reason to skip it, it fits in a request (`?2` is the limit), and
-/// Marketo did not refuse this very payload since `?3` (`Plan::held_since`; NULL when no
-/// refusal holds, so that no record is looked up: a lookup for each of 300k rows to send cost a
-/// plan at 100k opportunities 0.4 s).
-const SENDABLE: &str = "e.skip_reason IS NULL AND e.key IS NOT NULL AND e.payload IS NOT NULL AND length(e.payload) < ?2
+/// and a payload and no reason to skip it, it fits in a request (`?2` is the limit), Marketo did
+/// not refuse this very payload since `?3` (`Plan::held_since`; NULL when no refusal holds, so
+/// that no record is looked up: a lookup for each of 300k rows to send cost a plan at 100k
+/// opportunities 0.4 s), and it does not wait for a lead or opportunity held back so (`waits`).
+fn sendable() -> String {
+    format!(
+        "e.skip_reason IS NULL AND e.key IS NOT NULL AND e.payload IS NOT NULL AND length(e.payload) < ?2
     AND (?3 IS NULL OR NOT EXISTS (SELECT 1 FROM main.mkto_refused r
-        WHERE r.object = e.object AND r.key = e.key AND r.payload = e.payload AND r.refused_at >= ?3))";
+        WHERE r.object = e.object AND r.key = e.key AND r.payload = e.payload AND r.refused_at >= ?3))
+    AND (?3 IS NULL OR e.object <> 'opportunity_role' OR ({lead} IS NULL AND {opportunity} IS NULL))",
+        lead = held_since_refused("lead", "e.lead_key"),
+        opportunity = held_since_refused("opportunity", "e.root"),
+    )
+}
+
+/// When Marketo refused the `object` keyed by the SQL expression `key`, if that holds it back
+/// now (since `?3`, the payload to send still the one refused) and Marketo does not hold it:
+/// a role pointing at it cannot be sent (push adds the lead's Marketo id, and Marketo wants
+/// its opportunity first), so the role waits with it rather than being read and reported as
+/// not sent by every push. NULL otherwise. Only the roles' lead and opportunity are held so.
+fn held_since_refused(object: &str, key: &str) -> String {
+    format!(
+        "(SELECT r.refused_at FROM main.mkto_refused r
+            CROSS JOIN export_row p ON p.object = r.object AND p.key = r.key AND p.payload = r.payload
+         WHERE r.object = '{object}' AND r.key = {key} AND r.refused_at >= ?3 AND p.pending = 1
+             AND NOT EXISTS (SELECT 1 FROM main.mkto_ack a
+                 WHERE a.object = r.object AND a.key = r.key AND a.marketo_id IS NOT NULL))"
+    )
+}
 
 /// Reads the plan from the export rows as they are; with `sends`, also the batches and the
 /// fields of the records to send.
@@ -325,7 +357,8 @@ fn push_batches(batches: &mut Vec<Batch>, object: Object, deletes: bool, sizes: 
 fn upsert_sizes(conn: &Connection, object: Object, since: Option<&str>) -> Result<Vec<usize>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT length(e.payload) + 1 FROM {PENDING}
-         WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} ORDER BY e.rowid"
+         WHERE e.object = ?1 AND e.pending = 1 AND {sendable} ORDER BY e.rowid",
+        sendable = sendable()
     ))?;
     let sizes = stmt
         .query_map(params![object.name(), MAX_BATCH_BYTES as i64, since], |r| {
@@ -342,7 +375,8 @@ fn upsert_sizes(conn: &Connection, object: Object, since: Option<&str>) -> Resul
 fn fields(conn: &Connection, object: Object, since: Option<&str>) -> Result<BTreeSet<String>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT j.key FROM (SELECT e.payload FROM {PENDING}
-             WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} LIMIT 1) f, json_each(f.payload) j"
+             WHERE e.object = ?1 AND e.pending = 1 AND {sendable} LIMIT 1) f, json_each(f.payload) j",
+        sendable = sendable()
     ))?;
     let fields = stmt
         .query_map(params![object.name(), MAX_BATCH_BYTES as i64, since], |r| {
@@ -418,12 +452,10 @@ fn held_since(conn: &Connection, hours: u32) -> Result<Option<String>> {
 }
 
 /// The records of `object` to send whose payload Marketo refused since `since`, with its
-/// answer (as push recorded it, so that the problem stands) and when.
-fn held_rows(
-    conn: &Connection,
-    object: Object,
-    since: Option<&str>,
-) -> Result<Vec<(Operation, String)>> {
+/// answer (as push recorded it, so that the problem stands) and when; then, of roles, those
+/// that wait for their lead or opportunity (`held_since_refused`), with the reason push gives
+/// a role it cannot send for that.
+fn held_rows(conn: &Connection, object: Object, since: Option<&str>) -> Result<Vec<Held>> {
     if since.is_none() {
         return Ok(Vec::new());
     }
@@ -434,11 +466,60 @@ fn held_rows(
          WHERE r.object = ?1 AND r.refused_at >= ?2 AND e.pending = 1
          ORDER BY r.key",
     )?;
-    let rows = stmt
+    let mut rows: Vec<Held> = stmt
         .query_map(params![object.name(), since], |r| {
-            Ok((skip(object, r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?))
+            Ok(Held {
+                op: skip(object, r.get(0)?, r.get(1)?, r.get(2)?),
+                refused_at: r.get(3)?,
+                waits: false,
+            })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    if object != Object::OpportunityRole {
+        return Ok(rows);
+    }
+    // The roles to send but for their lead or opportunity: read on the pending index, each
+    // looked up in `mkto_refused` (only when some refusal holds, as here).
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT key, source_id, lead_key, root, lead_refused_at, opportunity_refused_at FROM (
+             SELECT e.key, e.source_id, e.lead_key, e.root, e.payload,
+                 {lead} AS lead_refused_at, {opportunity} AS opportunity_refused_at
+             FROM {PENDING}
+             WHERE e.object = ?1 AND e.pending = 1 AND e.skip_reason IS NULL AND e.key IS NOT NULL
+                 AND e.payload IS NOT NULL AND length(e.payload) < ?2) e
+         WHERE (lead_refused_at IS NOT NULL OR opportunity_refused_at IS NOT NULL)
+             AND NOT EXISTS (SELECT 1 FROM main.mkto_refused r
+                 WHERE r.object = ?1 AND r.key = e.key AND r.payload = e.payload AND r.refused_at >= ?3)
+         ORDER BY key",
+        lead = held_since_refused("lead", "e.lead_key"),
+        opportunity = held_since_refused("opportunity", "e.root"),
+    ))?;
+    let waiting = stmt.query_map(params![object.name(), MAX_BATCH_BYTES as i64, since], |r| {
+        let (lead, opportunity): (Option<String>, String) = (r.get(2)?, r.get(3)?);
+        let (lead_at, opportunity_at): (Option<String>, Option<String>) = (r.get(4)?, r.get(5)?);
+        // As push tells it (`export::push::upsert_records`): the lead first.
+        let (reason, refused_at) = match (lead_at, opportunity_at) {
+            (Some(at), _) => (
+                format!(
+                    "the lead for {} is not in Marketo",
+                    lead.as_deref().unwrap_or("?")
+                ),
+                at,
+            ),
+            (None, at) => (
+                format!("opportunity {opportunity} is not in Marketo"),
+                at.unwrap_or_default(),
+            ),
+        };
+        Ok(Held {
+            op: skip(object, r.get(0)?, r.get(1)?, reason),
+            refused_at,
+            waits: true,
+        })
+    })?;
+    for held in waiting {
+        rows.push(held?);
+    }
     Ok(rows)
 }
 
@@ -471,14 +552,20 @@ pub(crate) fn each_skipped(
                 return Ok(());
             }
         }
-        for (op, at) in plan.held.iter().filter(|(op, _)| op.object == object) {
-            let reason = format!(
-                "Marketo refused this record at {at}: {} (sent again when it changes, or after marketo.retry_refused_hours)",
-                op.reason.as_deref().unwrap_or("")
-            );
+        for held in plan.held.iter().filter(|held| held.op.object == object) {
+            let (at, reason) = (&held.refused_at, held.op.reason.as_deref().unwrap_or(""));
+            let reason = if held.waits {
+                format!(
+                    "{reason}: Marketo refused it at {at}, and it is held back (the role goes once it is in Marketo)"
+                )
+            } else {
+                format!(
+                    "Marketo refused this record at {at}: {reason} (sent again when it changes, or after marketo.retry_refused_hours)"
+                )
+            };
             let listed = Operation {
                 reason: Some(reason),
-                ..op.clone()
+                ..held.op.clone()
             };
             if each(listed).is_break() {
                 return Ok(());
@@ -546,7 +633,8 @@ fn pending_counts_sql() -> String {
     format!(
         "SELECT count(*) FILTER (WHERE a.key IS NULL), count(a.key)
          FROM {PENDING} LEFT JOIN main.mkto_ack a ON a.object = e.object AND a.key = e.key
-         WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE}"
+         WHERE e.object = ?1 AND e.pending = 1 AND {sendable}",
+        sendable = sendable()
     )
 }
 
@@ -556,8 +644,9 @@ fn upserts_sql() -> String {
     format!(
         "SELECT e.key, e.source_id, e.payload, e.lead_key, a.key IS NOT NULL, e.rowid
          FROM {PENDING} LEFT JOIN main.mkto_ack a ON a.object = e.object AND a.key = e.key
-         WHERE e.object = ?1 AND e.pending = 1 AND {SENDABLE} AND e.rowid > ?4
-         ORDER BY e.rowid LIMIT ?5"
+         WHERE e.object = ?1 AND e.pending = 1 AND {sendable} AND e.rowid > ?4
+         ORDER BY e.rowid LIMIT ?5",
+        sendable = sendable()
     )
 }
 
@@ -679,10 +768,77 @@ mod tests {
         let held = held_rows(&conn, Object::Lead, plan.held_since.as_deref()).unwrap();
         assert_eq!(
             held.iter()
-                .map(|(op, _)| (op.key.as_deref(), op.reason.as_deref()))
+                .map(|held| (held.op.key.as_deref(), held.op.reason.as_deref()))
                 .collect::<Vec<_>>(),
             [(Some("f"), Some("1003 bad"))]
         );
+    }
+
+    #[test]
+    fn a_role_waits_for_its_lead_or_opportunity_held_back_after_a_refusal() {
+        let conn = db();
+        // Leads f (refused, not in Marketo) and h (an update refused, in Marketo); opportunity
+        // o2 refused; lead g refused long ago. A role per case, and one with nothing refused.
+        conn.execute_batch(
+            r#"INSERT INTO run (run_id, command, args, started_at) VALUES (1, 'push', '[]', 'now');
+               INSERT INTO export_row (object, root, key, source_id, payload, skip_reason, lead_key, pending) VALUES
+                 ('lead', 'f', 'f', 'c1', '{"n":1}', NULL, NULL, 1),
+                 ('lead', 'h', 'h', 'c2', '{"n":2}', NULL, NULL, 1),
+                 ('lead', 'g', 'g', 'c3', '{"n":3}', NULL, NULL, 1),
+                 ('opportunity', 'o2', 'o2', 'o2', '{"n":4}', NULL, NULL, 1),
+                 ('opportunity_role', 'o1', '["o1","f","r"]', 'p1', '{"r":1}', NULL, 'f', 1),
+                 ('opportunity_role', 'o1', '["o1","h","r"]', 'p2', '{"r":2}', NULL, 'h', 1),
+                 ('opportunity_role', 'o2', '["o2","c","r"]', 'p3', '{"r":3}', NULL, 'c', 1),
+                 ('opportunity_role', 'o1', '["o1","c","r"]', 'p4', '{"r":4}', NULL, 'c', 1),
+                 ('opportunity_role', 'o1', '["o1","g","r"]', 'p5', '{"r":5}', NULL, 'g', 1);
+               INSERT INTO mkto_ack (object, key, payload, marketo_id, run_id, acked_at) VALUES
+                 ('lead', 'h', '{"n":0}', '7', 1, 'now');
+               INSERT INTO mkto_refused (object, key, payload, reason, refused_at) VALUES
+                 ('lead', 'f', '{"n":1}', '1003 bad', '2026-01-02T00:00:00Z'),
+                 ('lead', 'h', '{"n":2}', '1003 bad', '2026-01-02T00:00:00Z'),
+                 ('opportunity', 'o2', '{"n":4}', '1003 bad', '2026-01-03T00:00:00Z'),
+                 ('lead', 'g', '{"n":3}', '1003 bad', '2025-12-31T00:00:00Z');"#,
+        )
+        .unwrap();
+        let plan = Plan {
+            held_since: Some("2026-01-01T00:00:00Z".into()),
+            ..Plan::default()
+        };
+        let (sent, _) = upserts(&conn, &plan, Object::OpportunityRole, 0, 100).unwrap();
+        assert_eq!(
+            sent.iter()
+                .map(|op| op.source_id.as_deref())
+                .collect::<Vec<_>>(),
+            [Some("p2"), Some("p4"), Some("p5")]
+        );
+        let held = held_rows(&conn, Object::OpportunityRole, plan.held_since.as_deref()).unwrap();
+        assert_eq!(
+            held.iter()
+                .map(|h| (
+                    h.op.source_id.as_deref(),
+                    h.op.reason.as_deref(),
+                    h.refused_at.as_str(),
+                    h.waits
+                ))
+                .collect::<Vec<_>>(),
+            [
+                (
+                    Some("p1"),
+                    Some("the lead for f is not in Marketo"),
+                    "2026-01-02T00:00:00Z",
+                    true
+                ),
+                (
+                    Some("p3"),
+                    Some("opportunity o2 is not in Marketo"),
+                    "2026-01-03T00:00:00Z",
+                    true
+                ),
+            ]
+        );
+        // Without a refusal that holds, every role goes, and none is looked up.
+        let (sent, _) = upserts(&conn, &Plan::default(), Object::OpportunityRole, 0, 100).unwrap();
+        assert_eq!(sent.len(), 5);
     }
 
     #[test]

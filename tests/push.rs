@@ -635,9 +635,22 @@ fn record_level_skips_are_listed_stored_held_back_and_exit_3() {
     let leads_calls =
         |db: &TestDb| db.count("SELECT count(*) FROM api_call WHERE path LIKE '%/v1/leads.json'");
     let before = leads_calls(&db);
+    let outcomes = db.count("SELECT count(*) FROM push_outcome");
     let held = push(&db, &sim);
     held.expect_code(0);
     assert_eq!(leads_calls(&db), before, "no lead sent: {}", held.stdout);
+    // Its roles wait with it: neither read as not sent nor recorded again.
+    assert_eq!(
+        db.count("SELECT count(*) FROM push_outcome"),
+        outcomes,
+        "nothing recorded again: {}",
+        held.stdout
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM problem WHERE resolved_run IS NULL AND subject = 'opportunity_role' AND reason LIKE '%is not in Marketo'"),
+        unsent_roles,
+        "the roles' problems stand"
+    );
     assert!(!held.stderr.contains("1003"), "standing: {}", held.stderr);
     let counts =
         &db.column("SELECT counts FROM run WHERE command = 'push' ORDER BY run_id DESC LIMIT 1")[0];
@@ -658,6 +671,11 @@ fn record_level_skips_are_listed_stored_held_back_and_exit_3() {
             && plan.contains("1003 Injected record-level fault (sent again when it changes"),
         "{plan}"
     );
+    assert!(
+        plan.contains("is not in Marketo: Marketo refused it at ")
+            && plan.contains("(the role goes once it is in Marketo)"),
+        "{plan}"
+    );
     // Asked to retry at once, it sends the lead, then its roles.
     push_with(&db, &sim, &[("MARKETO_RETRY_REFUSED_HOURS", "0")]).expect_code(0);
     assert_eq!(leads_calls(&db), before + 1);
@@ -669,7 +687,7 @@ fn record_level_skips_are_listed_stored_held_back_and_exit_3() {
     );
     assert_eq!(
         db.count(
-            "SELECT count(*) FROM problem WHERE resolved_run IS NULL AND reason LIKE '%1003%'"
+            "SELECT count(*) FROM problem WHERE resolved_run IS NULL AND (reason LIKE '%1003%' OR reason LIKE '%is not in Marketo')"
         ),
         0
     );

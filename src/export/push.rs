@@ -755,7 +755,7 @@ fn apply_result(
                 .unwrap_or_else(|| format!("Marketo answered status {status}"));
             let reason = redact(&reason).into_owned();
             // Refused for the values it carries: held back while they stay the same (plan.rs,
-            // SENDABLE). Not for another reason, which may pass by itself: a record it points
+            // `sendable`). Not for another reason, which may pass by itself: a record it points
             // at sent meanwhile (718, a sales person), a field deleted in Marketo (1006, which
             // push handles by describing again), a failure on Marketo's side (1014).
             if let Some(payload) = &op.payload

@@ -32,6 +32,53 @@ impl Sim {
         self.post("/sim/faults", &fault);
     }
 
+    /// Deletes records in Marketo through its REST API (`path` under /rest/v1), as an
+    /// administrator (or a merge) would; Marketo deletes their roles with them.
+    fn delete(&self, path: &str, body: Value) {
+        let token = self.get(
+            "/identity/oauth/token?grant_type=client_credentials&client_id=oppsync-sim&client_secret=oppsync-sim-secret",
+        )["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut response = ureq::post(&format!("{}/rest/v1/{path}", self.url))
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .unwrap();
+        let answer: Value =
+            serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+        assert_eq!(answer["result"][0]["status"], "deleted", "{answer}");
+    }
+
+    /// Deletes the lead with this email in Marketo; returns its id.
+    fn delete_lead(&self, email: &str) -> i64 {
+        let state = self.state();
+        let id = Sim::find(&state, "leads", "email", email).unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        self.delete("leads/delete.json", json!({"input": [{"id": id}]}));
+        id
+    }
+
+    /// The roles Marketo holds for the lead with this id, as (opportunity, role).
+    fn roles_of(&self, lead_id: i64) -> Vec<(String, String)> {
+        let mut roles: Vec<(String, String)> = self.state()["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["leadId"].as_i64() == Some(lead_id))
+            .map(|r| {
+                (
+                    r["externalOpportunityId"].as_str().unwrap().to_string(),
+                    r["role"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        roles.sort();
+        roles
+    }
+
     fn find<'a>(state: &'a Value, set: &str, field: &str, value: &str) -> Option<&'a Value> {
         state[set]
             .as_array()
@@ -1253,4 +1300,165 @@ fn off_a_terminal_every_line_is_stamped_and_waits_show_with_v() {
         !run.stdout.contains('\u{1b}'),
         "no control codes off a terminal"
     );
+}
+
+#[test]
+fn roles_of_a_lead_deleted_in_marketo_are_sent_again_with_its_new_id() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    push(&db, &sim).expect_code(3);
+    let old_id = sim.delete_lead("ana.ruiz@example.com");
+    assert!(sim.roles_of(old_id).is_empty(), "Marketo deleted her roles");
+    // Her job title changes in Dynamics: her lead goes again, and Marketo creates it anew.
+    let dir = fixtures().join("lead-lost-in-marketo");
+    db.run(&["pull", "--fixtures", dir.to_str().unwrap()])
+        .expect_code(0);
+    let run = push(&db, &sim);
+    run.expect_code(0);
+    let state = sim.state();
+    let new_id = Sim::find(&state, "leads", "email", "ana.ruiz@example.com").unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    assert_ne!(new_id, old_id);
+    assert!(
+        run.stdout
+            .contains("roles: 3 to send again, as their lead or opportunity has a new Marketo id"),
+        "{}",
+        run.stdout
+    );
+    // The plan had no role to send, so they go with the next push, with her new id.
+    push(&db, &sim).expect_code(0);
+    assert_eq!(
+        sim.roles_of(new_id),
+        [
+            (
+                "a7d3c2b1-2c44-ef11-a316-000d3a5c0001".to_string(),
+                "Decision Maker".to_string()
+            ),
+            (
+                "a7d3c2b1-2c44-ef11-a316-000d3a5c0002".to_string(),
+                "Customer".to_string()
+            ),
+            (
+                "a7d3c2b1-2c44-ef11-a316-000d3a5c0004".to_string(),
+                "Technical Buyer".to_string()
+            ),
+        ]
+    );
+    assert_eq!(db.count("SELECT count(*) FROM mkto_moved"), 0);
+    assert!(push(&db, &sim).stdout.contains("no REST call made"));
+}
+
+#[test]
+fn a_role_refused_as_its_lead_is_gone_goes_after_its_lead_is_sent_again() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    push(&db, &sim).expect_code(3);
+    let old_id = sim.delete_lead("priya.shah@example.com");
+    // The changes give her a new role: Marketo refuses it, her lead being gone.
+    pull_changes(&db);
+    let run = push(&db, &sim);
+    run.expect_code(3);
+    assert!(
+        run.stderr
+            .contains(&format!("1013 Lead '{old_id}' not found")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM export_row WHERE object = 'lead' AND key = 'priya.shah@example.com' AND pending = 1"),
+        1,
+        "her lead is to send again"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM mkto_refused"), 0, "not held");
+    let run = push(&db, &sim);
+    run.expect_code(0);
+    let state = sim.state();
+    let new_id = Sim::find(&state, "leads", "email", "priya.shah@example.com").unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    assert_ne!(new_id, old_id);
+    assert_eq!(
+        sim.roles_of(new_id),
+        [(
+            "a7d3c2b1-2c44-ef11-a316-000d3a5c0003".to_string(),
+            "Decision Maker".to_string()
+        )]
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM problem WHERE resolved_run IS NULL AND reason LIKE '%1013%'"
+        ),
+        0,
+        "its problem closed"
+    );
+    assert!(push(&db, &sim).stdout.contains("no REST call made"));
+}
+
+#[test]
+fn a_role_refused_again_after_its_lead_and_opportunity_went_again_is_held_back() {
+    let (db, sim) = pushed_then_changed();
+    let roles_calls = |db: &TestDb| {
+        db.count("SELECT count(*) FROM api_call WHERE path LIKE '%/v1/opportunities/roles.json'")
+    };
+    // Marketo says a role's lead or opportunity is missing, twice: the first time both go
+    // again and the role with them; the second time, sending them again cannot help.
+    sim.fault(json!({"record_code": "1013", "path": "opportunities/roles.json"}));
+    push(&db, &sim).expect_code(3);
+    assert_eq!(
+        db.count("SELECT count(*) FROM mkto_ack WHERE payload = ''"),
+        2
+    );
+    sim.fault(json!({"record_code": "1013", "path": "opportunities/roles.json"}));
+    push(&db, &sim).expect_code(0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM mkto_ack WHERE payload = ''"),
+        0,
+        "lead and opportunity acknowledged again"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM mkto_refused WHERE object = 'opportunity_role' AND reason LIKE '1013%'"),
+        1
+    );
+    let before = roles_calls(&db);
+    let run = push(&db, &sim);
+    run.expect_code(0);
+    assert_eq!(roles_calls(&db), before, "held back: {}", run.stdout);
+}
+
+#[test]
+fn roles_of_an_opportunity_deleted_in_marketo_are_sent_again_when_it_is() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    push(&db, &sim).expect_code(3);
+    let opportunity = "a7d3c2b1-2c44-ef11-a316-000d3a5c0001";
+    sim.delete(
+        "opportunities/delete.json",
+        json!({"deleteBy": "dedupeFields", "input": [{"externalOpportunityId": opportunity}]}),
+    );
+    let roles_on = |sim: &Sim| -> Vec<String> {
+        let state = sim.state();
+        let mut roles: Vec<String> = state["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["externalOpportunityId"] == opportunity)
+            .map(|r| r["role"].as_str().unwrap().to_string())
+            .collect();
+        roles.sort();
+        roles
+    };
+    assert!(roles_on(&sim).is_empty(), "Marketo deleted its roles");
+    // The changes update it (Marketo creates it anew) and remove Li Wei's role on it: Ana
+    // Ruiz's role goes again in the same push, as the push sends roles anyway.
+    pull_changes(&db);
+    let run = push(&db, &sim);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("roles: 1 to send again"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(roles_on(&sim), ["Decision Maker"]);
+    assert!(push(&db, &sim).stdout.contains("no REST call made"));
 }

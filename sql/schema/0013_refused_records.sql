@@ -3,7 +3,7 @@
 -- records match; `export::push::HELD_CODES`). Sent again unchanged, such a record would be
 -- refused again, at a call per batch every cycle of a `sync --every`, until it changes in
 -- Dynamics or someone mends it in Marketo: so push holds that payload back for
--- `[marketo] retry_refused_hours` (plan.rs, `sendable`), and sends the record at once when its
+-- `[marketo] retry_refused_hours` (plan.rs, SENDABLE), and sends the record at once when its
 -- payload changes. A record Marketo acknowledges leaves. Refusals that may pass by themselves
 -- (718 a sales person not there yet, 1006 a field deleted, 1014 a failure in Marketo) are not
 -- recorded here.

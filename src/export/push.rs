@@ -44,6 +44,9 @@ const ISOLATION_ATTEMPTS: u32 = 2;
 /// payload: 1001 a value of the wrong type, 1002 a required value missing, 1003 an invalid
 /// value, 1007 several records in Marketo match it (duplicates to merge there).
 const HELD_CODES: [&str; 4] = ["1001", "1002", "1003", "1007"];
+/// Record-level refusals of a role whose lead or opportunity Marketo does not have: "not
+/// found", 1004 or 1013 (unconfirmed which; the simulator answers 1013).
+const PARENT_MISSING_CODES: [&str; 2] = ["1004", "1013"];
 /// Records read from the export rows at a time: twenty full batches.
 const CHUNK_RECORDS: usize = 20 * plan::MAX_BATCH_RECORDS;
 
@@ -120,6 +123,16 @@ pub(crate) fn push(
     }
     record_too_large(conn, run_id, plan, &mut summary)?;
     for object in Object::ALL {
+        if object == Object::OpportunityRole {
+            // Leads and opportunities Marketo gave a new id (deleted or merged there): their
+            // roles go again, in this push when it sends roles, else in the next.
+            let marked = resend_roles_of_moved(conn)?;
+            if marked > 0 {
+                say(format!(
+                    "roles: {marked} to send again, as their lead or opportunity has a new Marketo id (deleted or merged in Marketo)"
+                ));
+            }
+        }
         let total = plan.upsert_count(object);
         if total == 0 {
             continue;
@@ -718,6 +731,10 @@ fn apply_result(
         (false, "created" | "updated") => {
             tx.prepare_cached("DELETE FROM mkto_refused WHERE object = ?1 AND key = ?2")?
                 .execute(params![object.name(), key])?;
+            // One created by this push had no id before.
+            if matches!(object, Object::Lead | Object::Opportunity) && op.action == Action::Update {
+                note_moved(tx, object, &key, marketo_id.as_deref())?;
+            }
             tx.prepare_cached("INSERT INTO mkto_ack (object, key, payload, marketo_id, run_id, acked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (object, key) DO UPDATE SET payload = excluded.payload,
                      marketo_id = coalesce(excluded.marketo_id, mkto_ack.marketo_id),
@@ -758,10 +775,16 @@ fn apply_result(
             // `sendable`). Not for another reason, which may pass by itself: a record it points
             // at sent meanwhile (718, a sales person), a field deleted in Marketo (1006, which
             // push handles by describing again), a failure on Marketo's side (1014).
+            let parent_missing = object == Object::OpportunityRole
+                && !delete
+                && status == "skipped"
+                && codes.iter().any(|c| PARENT_MISSING_CODES.contains(c));
+            let held = codes.iter().any(|c| HELD_CODES.contains(c))
+                || parent_missing && !resend_parents(tx, run_id, op, &key)?;
             if let Some(payload) = &op.payload
                 && !delete
                 && status == "skipped"
-                && codes.iter().any(|c| HELD_CODES.contains(c))
+                && held
             {
                 tx.prepare_cached(
                     "INSERT INTO mkto_refused (object, key, payload, reason, refused_at)
@@ -780,6 +803,86 @@ fn apply_result(
         }
     }
     Ok(())
+}
+
+/// Notes a lead or opportunity whose Marketo id is not the one acknowledged before
+/// (`mkto_moved`): it was deleted (or merged) in Marketo meanwhile, with its roles.
+fn note_moved(
+    tx: &Transaction<'_>,
+    object: Object,
+    key: &str,
+    marketo_id: Option<&str>,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO mkto_moved (object, key, old_id, new_id)
+         SELECT object, key, marketo_id, ?3 FROM mkto_ack
+         WHERE object = ?1 AND key = ?2 AND marketo_id IS NOT NULL AND marketo_id <> ?3
+         ON CONFLICT (object, key) DO UPDATE SET new_id = excluded.new_id",
+    )?
+    .execute(params![object.name(), key, marketo_id])?;
+    Ok(())
+}
+
+/// A role Marketo refused because its lead or opportunity is not there (1004 or 1013; which
+/// code, and which of the two, is unconfirmed): the acknowledged lead or opportunity was
+/// deleted or merged in Marketo since. Each of the two not acknowledged in this push is marked
+/// to send again (its acknowledged payload emptied, so that it is pending; its Marketo id kept),
+/// and the role stays pending, to go after them. Returns false when both were acknowledged in
+/// this push already: then sending them again would not help, and the role is held back as a
+/// refusal of its own values is.
+fn resend_parents(tx: &Transaction<'_>, run_id: i64, op: &Operation, key: &str) -> Result<bool> {
+    let opportunity = RoleKey::parse(key).map(|k| k.opportunity);
+    let marked = tx
+        .prepare_cached(
+            "UPDATE mkto_ack SET payload = '' WHERE run_id <> ?1
+                 AND ((object = 'lead' AND key = ?2) OR (object = 'opportunity' AND key = ?3))",
+        )?
+        .execute(params![run_id, op.lead_key, opportunity])?;
+    Ok(marked > 0)
+}
+
+/// Marks to send again the acknowledged roles of the leads and opportunities noted in
+/// `mkto_moved` that are still to export (their acknowledged payload emptied, so that they are
+/// pending; the others are deleted as before), and empties it,
+/// in the push that acknowledged them (before its roles go) or, after a stop, in the next. An
+/// opportunity's roles are a range of keys (`["opportunityid",...`); a lead's take one pass over
+/// the acknowledged roles, as the lead is their key's second part. Returns how many were marked.
+fn resend_roles_of_moved(conn: &mut Connection) -> Result<usize> {
+    let tx = conn.transaction()?;
+    let (leads, opportunities): (bool, bool) = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM mkto_moved WHERE object = 'lead'),
+                EXISTS (SELECT 1 FROM mkto_moved WHERE object = 'opportunity')",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut marked = 0;
+    if opportunities {
+        marked += tx.execute(
+            "UPDATE mkto_ack SET payload = '' WHERE object = 'opportunity_role' AND payload <> ''
+                 AND EXISTS (SELECT 1 FROM export_row e
+                     WHERE e.object = 'opportunity_role' AND e.key = mkto_ack.key)
+                 AND key IN (SELECT a.key FROM mkto_moved m CROSS JOIN mkto_ack a
+                     ON a.object = 'opportunity_role'
+                         AND a.key >= rtrim(json_array(m.key), ']') || ','
+                         AND a.key < rtrim(json_array(m.key), ']') || ',' || char(127)
+                     WHERE m.object = 'opportunity')",
+            [],
+        )?;
+    }
+    if leads {
+        marked += tx.execute(
+            "UPDATE mkto_ack SET payload = '' WHERE object = 'opportunity_role' AND payload <> ''
+                 AND EXISTS (SELECT 1 FROM export_row e
+                     WHERE e.object = 'opportunity_role' AND e.key = mkto_ack.key)
+                 AND json_extract(key, '$[1]') IN (SELECT key FROM mkto_moved WHERE object = 'lead')",
+            [],
+        )?;
+    }
+    if leads || opportunities {
+        tx.execute("DELETE FROM mkto_moved", [])?;
+    }
+    tx.commit()?;
+    Ok(marked)
 }
 
 /// Records a record push could not send, and why.
@@ -921,5 +1024,57 @@ mod tests {
             None
         );
         assert_eq!(marketo_id(Object::Opportunity, &json!({"id": 3})), None);
+    }
+
+    #[test]
+    fn the_roles_of_a_moved_lead_or_opportunity_are_marked_to_send_again_and_no_other() {
+        let mut conn = crate::db::open_scratch().unwrap();
+        // Roles on o1 and o10 (a key with o1's as a prefix but for its quote), of leads a and b;
+        // o1 and lead b moved. A role of o1 no longer exported is left to be deleted.
+        let roles = [
+            r#"["o1","a","r"]"#,
+            r#"["o1","c","r"]"#,
+            r#"["o10","a","r"]"#,
+            r#"["o2","b","r"]"#,
+            r#"["o2","a","r"]"#,
+        ];
+        conn.execute_batch(
+            "INSERT INTO run (run_id, command, args, started_at) VALUES (1, 'push', '[]', 'now');
+             INSERT INTO mkto_moved (object, key, old_id, new_id) VALUES
+                 ('opportunity', 'o1', 'g1', 'g2'), ('lead', 'b', '1', '2');",
+        )
+        .unwrap();
+        for key in roles {
+            conn.execute(
+                "INSERT INTO mkto_ack (object, key, payload, run_id, acked_at)
+                 VALUES ('opportunity_role', ?1, '{}', 1, 'now')",
+                [key],
+            )
+            .unwrap();
+            if !key.contains("\"c\"") {
+                conn.execute(
+                    "INSERT INTO export_row (object, root, key, source_id, payload, pending)
+                     VALUES ('opportunity_role', 'x', ?1, 's', '{}', 0)",
+                    [key],
+                )
+                .unwrap();
+            }
+        }
+        assert_eq!(resend_roles_of_moved(&mut conn).unwrap(), 2);
+        let pending: Vec<String> = conn
+            .prepare("SELECT key FROM export_row WHERE pending = 1 ORDER BY key")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(pending, [roles[0], roles[3]]);
+        assert_eq!(
+            conn.query_row("SELECT count(*) FROM mkto_moved", [], |r| r
+                .get::<_, i64>(0))
+                .unwrap(),
+            0
+        );
+        assert_eq!(resend_roles_of_moved(&mut conn).unwrap(), 0, "nothing left");
     }
 }

@@ -51,12 +51,17 @@ impl Sim {
         assert_eq!(answer["result"][0]["status"], "deleted", "{answer}");
     }
 
+    /// The Marketo id of the lead with this email.
+    fn lead_id(&self, email: &str) -> i64 {
+        let state = self.state();
+        Sim::find(&state, "leads", "email", email).unwrap()["id"]
+            .as_i64()
+            .unwrap()
+    }
+
     /// Deletes the lead with this email in Marketo; returns its id.
     fn delete_lead(&self, email: &str) -> i64 {
-        let state = self.state();
-        let id = Sim::find(&state, "leads", "email", email).unwrap()["id"]
-            .as_i64()
-            .unwrap();
+        let id = self.lead_id(email);
         self.delete("leads/delete.json", json!({"input": [{"id": id}]}));
         id
     }
@@ -109,12 +114,17 @@ fn pull_changes(db: &TestDb) {
         .expect_code(0);
 }
 
-/// The demo's first snapshot pushed to a new simulator (exit 3: the contact without an email),
-/// then its second snapshot pulled, not yet pushed.
-fn pushed_then_changed() -> (TestDb, Sim) {
+/// The demo's first snapshot pushed to a new simulator (exit 3: the contact without an email).
+fn pushed() -> (TestDb, Sim) {
     let db = pulled("1-initial");
     let sim = Sim::start(&[]);
     push(&db, &sim).expect_code(3);
+    (db, sim)
+}
+
+/// `pushed`, then the demo's second snapshot pulled, not yet pushed.
+fn pushed_then_changed() -> (TestDb, Sim) {
+    let (db, sim) = pushed();
     pull_changes(&db);
     (db, sim)
 }
@@ -1024,9 +1034,7 @@ fn dry_run_lists_the_batches_and_sends_nothing() {
 
 #[test]
 fn mapped_fields_are_sent_and_a_new_mapping_updates_marketo() {
-    let db = pulled("1-initial");
-    let sim = Sim::start(&[]);
-    push(&db, &sim).expect_code(3);
+    let (db, sim) = pushed();
     std::fs::write(
         db.dir.path().join("oppsync.toml"),
         "[marketo]\nretry_base_ms = 5\n\
@@ -1304,9 +1312,7 @@ fn off_a_terminal_every_line_is_stamped_and_waits_show_with_v() {
 
 #[test]
 fn roles_of_a_lead_deleted_in_marketo_are_sent_again_with_its_new_id() {
-    let db = pulled("1-initial");
-    let sim = Sim::start(&[]);
-    push(&db, &sim).expect_code(3);
+    let (db, sim) = pushed();
     let old_id = sim.delete_lead("ana.ruiz@example.com");
     assert!(sim.roles_of(old_id).is_empty(), "Marketo deleted her roles");
     // Her job title changes in Dynamics: her lead goes again, and Marketo creates it anew.
@@ -1315,10 +1321,7 @@ fn roles_of_a_lead_deleted_in_marketo_are_sent_again_with_its_new_id() {
         .expect_code(0);
     let run = push(&db, &sim);
     run.expect_code(0);
-    let state = sim.state();
-    let new_id = Sim::find(&state, "leads", "email", "ana.ruiz@example.com").unwrap()["id"]
-        .as_i64()
-        .unwrap();
+    let new_id = sim.lead_id("ana.ruiz@example.com");
     assert_ne!(new_id, old_id);
     assert!(
         run.stdout
@@ -1351,9 +1354,7 @@ fn roles_of_a_lead_deleted_in_marketo_are_sent_again_with_its_new_id() {
 
 #[test]
 fn a_role_refused_as_its_lead_is_gone_goes_after_its_lead_is_sent_again() {
-    let db = pulled("1-initial");
-    let sim = Sim::start(&[]);
-    push(&db, &sim).expect_code(3);
+    let (db, sim) = pushed();
     let old_id = sim.delete_lead("priya.shah@example.com");
     // The changes give her a new role: Marketo refuses it, her lead being gone.
     pull_changes(&db);
@@ -1373,10 +1374,7 @@ fn a_role_refused_as_its_lead_is_gone_goes_after_its_lead_is_sent_again() {
     assert_eq!(db.count("SELECT count(*) FROM mkto_refused"), 0, "not held");
     let run = push(&db, &sim);
     run.expect_code(0);
-    let state = sim.state();
-    let new_id = Sim::find(&state, "leads", "email", "priya.shah@example.com").unwrap()["id"]
-        .as_i64()
-        .unwrap();
+    let new_id = sim.lead_id("priya.shah@example.com");
     assert_ne!(new_id, old_id);
     assert_eq!(
         sim.roles_of(new_id),
@@ -1428,9 +1426,7 @@ fn a_role_refused_again_after_its_lead_and_opportunity_went_again_is_held_back()
 
 #[test]
 fn roles_of_an_opportunity_deleted_in_marketo_are_sent_again_when_it_is() {
-    let db = pulled("1-initial");
-    let sim = Sim::start(&[]);
-    push(&db, &sim).expect_code(3);
+    let (db, sim) = pushed();
     let opportunity = "a7d3c2b1-2c44-ef11-a316-000d3a5c0001";
     sim.delete(
         "opportunities/delete.json",

@@ -1422,6 +1422,16 @@ fn a_role_refused_again_after_its_lead_and_opportunity_went_again_is_held_back()
     let run = push(&db, &sim);
     run.expect_code(0);
     assert_eq!(roles_calls(&db), before, "held back: {}", run.stdout);
+    // Sent again when the hold ends and refused again: held again, its lead and opportunity
+    // not sent again (a 1013 that means something else costs them once, not every day).
+    sim.fault(json!({"record_code": "1013", "path": "opportunities/roles.json"}));
+    push_with(&db, &sim, &[("MARKETO_RETRY_REFUSED_HOURS", "0")]).expect_code(0);
+    assert_eq!(roles_calls(&db), before + 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM mkto_ack WHERE payload = ''"),
+        0
+    );
+    assert_eq!(db.count("SELECT count(*) FROM mkto_refused"), 1);
 }
 
 #[test]

@@ -828,9 +828,18 @@ fn note_moved(
 /// deleted or merged in Marketo since. Each of the two not acknowledged in this push is marked
 /// to send again (its acknowledged payload emptied, so that it is pending; its Marketo id kept),
 /// and the role stays pending, to go after them. Returns false when both were acknowledged in
-/// this push already: then sending them again would not help, and the role is held back as a
-/// refusal of its own values is.
+/// this push already, or the role was refused before (and held back): then sending them again
+/// would not help, and the role is held back as a refusal of its own values is. So a 1013 that
+/// means something else sends the lead and opportunity again once, not once a day.
 fn resend_parents(tx: &Transaction<'_>, run_id: i64, op: &Operation, key: &str) -> Result<bool> {
+    let refused_before: bool = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM mkto_refused WHERE object = 'opportunity_role' AND key = ?1)",
+        )?
+        .query_row([key], |r| r.get(0))?;
+    if refused_before {
+        return Ok(false);
+    }
     let opportunity = RoleKey::parse(key).map(|k| k.opportunity);
     let marked = tx
         .prepare_cached(

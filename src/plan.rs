@@ -273,7 +273,8 @@ fn sendable() -> String {
 }
 
 /// When Marketo refused the `object` keyed by the SQL expression `key`, if that holds it back
-/// now (since `?3`, the payload to send still the one refused) and Marketo does not hold it:
+/// now (since `?3`, the payload to send still the one refused) and Marketo does not hold it
+/// (never acknowledged, or lost there since: its acknowledged payload set back by push):
 /// a role pointing at it cannot be sent (push adds the lead's Marketo id, and Marketo wants
 /// its opportunity first), so the role waits with it rather than being read and reported as
 /// not sent by every push. NULL otherwise. Only the roles' lead and opportunity are held so.
@@ -282,8 +283,8 @@ fn held_since_refused(object: &str, key: &str) -> String {
         "(SELECT r.refused_at FROM main.mkto_refused r
             CROSS JOIN export_row p ON p.object = r.object AND p.key = r.key AND p.payload = r.payload
          WHERE r.object = '{object}' AND r.key = {key} AND r.refused_at >= ?3 AND p.pending = 1
-             AND NOT EXISTS (SELECT 1 FROM main.mkto_ack a
-                 WHERE a.object = r.object AND a.key = r.key AND a.marketo_id IS NOT NULL))"
+             AND NOT EXISTS (SELECT 1 FROM main.mkto_ack a WHERE a.object = r.object
+                 AND a.key = r.key AND a.marketo_id IS NOT NULL AND a.payload <> ''))"
     )
 }
 

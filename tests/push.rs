@@ -1468,3 +1468,32 @@ fn roles_of_an_opportunity_deleted_in_marketo_are_sent_again_when_it_is() {
     assert_eq!(roles_on(&sim), ["Decision Maker"]);
     assert!(push(&db, &sim).stdout.contains("no REST call made"));
 }
+
+#[test]
+fn a_lost_lead_refused_when_sent_again_holds_its_role_back_with_it() {
+    let (db, sim) = pushed();
+    sim.delete_lead("priya.shah@example.com");
+    pull_changes(&db);
+    push(&db, &sim).expect_code(3); // her new role: 1013, her lead to send again
+    let roles_calls = |db: &TestDb| {
+        db.count("SELECT count(*) FROM api_call WHERE path LIKE '%/v1/opportunities/roles.json'")
+    };
+    // Sent again, her lead is refused for its values: the role is not sent with her old id.
+    sim.fault(json!({"record_code": "1003", "path": "leads.json"}));
+    let before = roles_calls(&db);
+    let run = push(&db, &sim);
+    run.expect_code(3);
+    assert_eq!(roles_calls(&db), before, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("the lead for priya.shah@example.com is not in Marketo"),
+        "{}",
+        run.stderr
+    );
+    // Then her lead is held back, and her role waits with it: nothing sent or recorded again.
+    let outcomes = db.count("SELECT count(*) FROM push_outcome");
+    let run = push(&db, &sim);
+    run.expect_code(0);
+    assert_eq!(roles_calls(&db), before, "{}", run.stdout);
+    assert_eq!(db.count("SELECT count(*) FROM push_outcome"), outcomes);
+}

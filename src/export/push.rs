@@ -218,12 +218,20 @@ fn record_too_large(
 }
 
 /// The Marketo id acknowledged for `key`, looked up by primary key (never the whole table).
-fn acked_id(conn: &Connection, object: Object, key: &str) -> Result<Option<String>> {
+/// With `held_now`, only while Marketo is taken to hold the record: not once its payload was
+/// set back because Marketo lost it (`resend_parents`), until Marketo acknowledges it again.
+fn acked_id(
+    conn: &Connection,
+    object: Object,
+    key: &str,
+    held_now: bool,
+) -> Result<Option<String>> {
     let id = conn
         .prepare_cached(
-            "SELECT marketo_id FROM mkto_ack WHERE object = ?1 AND key = ?2 AND marketo_id IS NOT NULL",
+            "SELECT marketo_id FROM mkto_ack WHERE object = ?1 AND key = ?2 AND marketo_id IS NOT NULL
+                 AND (NOT ?3 OR payload <> '')",
         )?
-        .query_row(params![object.name(), key], |r| r.get(0))
+        .query_row(params![object.name(), key, held_now], |r| r.get(0))
         .optional()?;
     Ok(id)
 }
@@ -250,10 +258,11 @@ fn upsert_records(
                 .map(|key| key.opportunity)
                 .unwrap_or_default();
             let lead_id = match &op.lead_key {
-                Some(lead) => acked_id(&tx, Object::Lead, lead)?,
+                Some(lead) => acked_id(&tx, Object::Lead, lead, true)?,
                 None => None,
             };
-            let opportunity_acked = acked_id(&tx, Object::Opportunity, &opportunity)?.is_some();
+            let opportunity_acked =
+                acked_id(&tx, Object::Opportunity, &opportunity, true)?.is_some();
             let problem = match (lead_id, opportunity_acked) {
                 (None, _) => Some(format!(
                     "the lead for {} is not in Marketo",
@@ -294,7 +303,8 @@ fn delete_records(
             _ => {
                 let role_key = RoleKey::parse(&key);
                 let lead_id = match &role_key {
-                    Some(k) => acked_id(&tx, Object::Lead, &k.lead)?,
+                    // The id the role was sent with, even if Marketo lost the lead since.
+                    Some(k) => acked_id(&tx, Object::Lead, &k.lead, false)?,
                     None => None,
                 }
                 .and_then(|id| id.parse::<i64>().ok());

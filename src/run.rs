@@ -24,7 +24,7 @@ pub(crate) fn start(conn: &Connection, command: &str, args: &[String]) -> Result
 }
 
 /// Removes what is older than `keep_days` days: the API calls and per-record outcomes of old
-/// runs, and the old runs nothing refers to any more (runs that staged records, or whose
+/// runs, refusals that hold nothing back any more, and the old runs nothing refers to any more (runs that staged records, or whose
 /// acknowledgements or problems still stand, stay). Returns how many runs went.
 pub(crate) fn prune(conn: &mut Connection, keep_days: u32) -> Result<usize> {
     let cutoff = (chrono::Utc::now() - chrono::Duration::days(i64::from(keep_days)))
@@ -47,6 +47,16 @@ pub(crate) fn prune(conn: &mut Connection, keep_days: u32) -> Result<usize> {
     tx.execute(
         &format!("DELETE FROM rejected_record WHERE run_id IN ({old})"),
         [&cutoff],
+    )?;
+    // A refusal holds a record back for at most a week (`retry_refused_hours`, 168 at most);
+    // one older than that and than `keep_days` only tells what happened, and would stay for
+    // good when its record left Dynamics or was never sent again.
+    let week = (chrono::Utc::now() - chrono::Duration::hours(168))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    tx.execute(
+        "DELETE FROM mkto_refused WHERE refused_at < ?1 AND refused_at < ?2",
+        [&cutoff, &week],
     )?;
     let runs = tx.execute(
         "DELETE FROM run WHERE started_at < ?1 AND outcome <> 'running'

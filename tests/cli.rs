@@ -747,7 +747,10 @@ fn history_older_than_keep_days_is_pruned_at_the_end_of_a_writing_run() {
              INSERT INTO staged_page (run_id, source, entity_set, status, staged_at)
                  VALUES (102, 'contacts.json', 'contacts', 'staged', '2001-01-03T00:00:01Z');
              INSERT INTO rejected_record (run_id, source, position, entity_set, reason, raw)
-                 VALUES (102, 'contacts.json', 0, 'contacts', 'no contactid', '{}');",
+                 VALUES (102, 'contacts.json', 0, 'contacts', 'no contactid', '{}');
+             INSERT INTO mkto_refused (object, key, payload, reason, refused_at) VALUES
+                 ('lead', 'gone@example.com', '{}', '1003 bad', '2001-01-01T00:00:01Z'),
+                 ('lead', 'held@example.com', '{}', '1003 bad', strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-2 days'));",
         )
         .unwrap();
     }
@@ -781,6 +784,11 @@ fn history_older_than_keep_days_is_pruned_at_the_end_of_a_writing_run() {
     assert!(
         db.count("SELECT count(*) FROM staged_page") > 0,
         "the recent pull's pages stay"
+    );
+    assert_eq!(
+        db.column("SELECT key FROM mkto_refused"),
+        ["held@example.com"],
+        "an old refusal goes, a recent one stays"
     );
     assert!(
         db.count("SELECT count(*) FROM run WHERE run_id < 100 OR run_id > 102") >= 2,

@@ -129,6 +129,13 @@ fn pushed_then_changed() -> (TestDb, Sim) {
     (db, sim)
 }
 
+/// How many calls this database's pushes made to `path` under /rest/v1 (retries included).
+fn calls_to(db: &TestDb, path: &str) -> i64 {
+    db.count(&format!(
+        "SELECT count(*) FROM api_call WHERE path = '/rest/v1/{path}'"
+    ))
+}
+
 fn push(db: &TestDb, sim: &Sim) -> Run {
     push_with(db, sim, &[])
 }
@@ -689,8 +696,7 @@ fn record_level_skips_are_listed_stored_held_back_and_exit_3() {
     let unsent_roles = db.count("SELECT count(*) FROM push_outcome WHERE object = 'opportunity_role' AND status = 'not_sent' AND reasons LIKE '%is not in Marketo%'");
     assert!(unsent_roles >= 1, "the skipped lead's roles cannot be sent");
     // The next push holds the refused lead back: sent unchanged it would be refused again.
-    let leads_calls =
-        |db: &TestDb| db.count("SELECT count(*) FROM api_call WHERE path LIKE '%/v1/leads.json'");
+    let leads_calls = |db: &TestDb| calls_to(db, "leads.json");
     let before = leads_calls(&db);
     let outcomes = db.count("SELECT count(*) FROM push_outcome");
     let held = push(&db, &sim);
@@ -1396,9 +1402,7 @@ fn a_role_refused_as_its_lead_is_gone_goes_after_its_lead_is_sent_again() {
 #[test]
 fn a_role_refused_again_after_its_lead_and_opportunity_went_again_is_held_back() {
     let (db, sim) = pushed_then_changed();
-    let roles_calls = |db: &TestDb| {
-        db.count("SELECT count(*) FROM api_call WHERE path LIKE '%/v1/opportunities/roles.json'")
-    };
+    let roles_calls = |db: &TestDb| calls_to(db, "opportunities/roles.json");
     // Marketo says a role's lead or opportunity is missing, twice: the first time both go
     // again and the role with them; the second time, sending them again cannot help.
     sim.fault(json!({"record_code": "1013", "path": "opportunities/roles.json"}));
@@ -1475,9 +1479,7 @@ fn a_lost_lead_refused_when_sent_again_holds_its_role_back_with_it() {
     sim.delete_lead("priya.shah@example.com");
     pull_changes(&db);
     push(&db, &sim).expect_code(3); // her new role: 1013, her lead to send again
-    let roles_calls = |db: &TestDb| {
-        db.count("SELECT count(*) FROM api_call WHERE path LIKE '%/v1/opportunities/roles.json'")
-    };
+    let roles_calls = |db: &TestDb| calls_to(db, "opportunities/roles.json");
     // Sent again, her lead is refused for its values: the role is not sent with her old id.
     sim.fault(json!({"record_code": "1003", "path": "leads.json"}));
     let before = roles_calls(&db);

@@ -50,6 +50,13 @@ pub enum Command {
         #[arg(long, conflicts_with = "dry_run")]
         json: bool,
     },
+    /// Ask Marketo whether it still holds every lead and opportunity it acknowledged, and send
+    /// again (with the next push) those deleted or merged there since.
+    Recheck {
+        /// Print one JSON object at the end (the run's result) and the progress on stderr.
+        #[arg(long)]
+        json: bool,
+    },
     /// Pull, then push.
     Sync {
         /// Pull from this fixture folder instead of the live Web API.

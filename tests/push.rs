@@ -142,13 +142,19 @@ fn push(db: &TestDb, sim: &Sim) -> Run {
 
 /// `push` with more settings in the environment.
 fn push_with(db: &TestDb, sim: &Sim, extra: &[(&str, &str)]) -> Run {
+    against(db, sim, &["push"], extra)
+}
+
+/// `oppsync ARGS` with the simulator's URL and credentials, and more settings in the
+/// environment.
+fn against(db: &TestDb, sim: &Sim, args: &[&str], extra: &[(&str, &str)]) -> Run {
     let mut env = vec![
         ("MARKETO_BASE_URL", sim.url.as_str()),
         ("MARKETO_CLIENT_ID", "oppsync-sim"),
         ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
     ];
     env.extend_from_slice(extra);
-    db.run_with_env(&["push"], &env)
+    db.run_with_env(args, &env)
 }
 
 /// A push to the simulator running in the background, its output discarded.
@@ -1498,4 +1504,123 @@ fn a_lost_lead_refused_when_sent_again_holds_its_role_back_with_it() {
     run.expect_code(0);
     assert_eq!(roles_calls(&db), before, "{}", run.stdout);
     assert_eq!(db.count("SELECT count(*) FROM push_outcome"), outcomes);
+}
+
+#[test]
+fn recheck_finds_what_marketo_lost_and_the_pushes_after_send_it_again() {
+    let (db, sim) = pushed();
+    let recheck = |db: &TestDb| against(db, &sim, &["recheck"], &[]);
+    let run = recheck(&db);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("leads: 3 checked, all in Marketo")
+            && run
+                .stdout
+                .contains("opportunities: 5 checked, all in Marketo"),
+        "{}",
+        run.stdout
+    );
+    // An administrator deletes Ana Ruiz's lead and an opportunity, with their roles.
+    let old_id = sim.delete_lead("ana.ruiz@example.com");
+    let opportunity = "a7d3c2b1-2c44-ef11-a316-000d3a5c0005";
+    sim.delete(
+        "opportunities/delete.json",
+        json!({"deleteBy": "dedupeFields", "input": [{"externalOpportunityId": opportunity}]}),
+    );
+    let run = against(&db, &sim, &["recheck", "--json"], &[]);
+    run.expect_code(0);
+    let result: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(
+        result["counts"]["missing"],
+        json!({"lead": 1, "opportunity": 1}),
+        "{result}"
+    );
+    assert_eq!(result["rest_calls"], 2);
+    assert_eq!(
+        db.column("SELECT path FROM api_call WHERE run_id = (SELECT max(run_id) FROM run) AND path LIKE '/rest%' ORDER BY call_id"),
+        [
+            "/rest/v1/leads.json?filterType=id&filterValues=(3 values)&fields=id",
+            "/rest/v1/opportunities.json?filterType=marketoGUID&filterValues=(5 values)&fields=marketoGUID"
+        ],
+        "logged without the values"
+    );
+    // The next push creates both anew and marks their roles; the one after sends the roles.
+    let run = push(&db, &sim);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("roles: 4 to send again"),
+        "{}",
+        run.stdout
+    );
+    push(&db, &sim).expect_code(0);
+    let new_id = sim.lead_id("ana.ruiz@example.com");
+    assert_ne!(new_id, old_id);
+    assert_eq!(sim.roles_of(new_id).len(), 3);
+    let state = sim.state();
+    let on_opportunity: Vec<&Value> = state["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["externalOpportunityId"] == opportunity)
+        .collect();
+    assert_eq!(on_opportunity.len(), 1, "{state}");
+    assert!(push(&db, &sim).stdout.contains("no REST call made"));
+    assert!(
+        recheck(&db)
+            .stdout
+            .contains("leads: 3 checked, all in Marketo")
+    );
+}
+
+#[test]
+fn recheck_against_an_instance_that_lacks_most_records_sets_back_nothing() {
+    let db = TestDb::new();
+    let pages = db.dir.path().join("pages");
+    std::fs::create_dir(&pages).unwrap();
+    many_opportunities(&pages, 400);
+    db.run(&["pull", "--fixtures", pages.to_str().unwrap()])
+        .expect_code(0);
+    let sent_to = Sim::start(&[]);
+    push(&db, &sent_to).expect_code(0);
+    // Another instance (a sandbox, say): it has none of them.
+    let other = Sim::start(&[]);
+    let run = against(&db, &other, &["recheck"], &[]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("Marketo lacks 400 of the 400 opportunities acknowledged here")
+            && run.stderr.contains("Nothing was set back"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM mkto_ack WHERE payload = ''"),
+        0
+    );
+    // Asked in three calls of at most 150 GUIDs, within Marketo's 8 KB URI limit.
+    assert_eq!(
+        db.column("SELECT records FROM api_call WHERE path LIKE '/rest/v1/opportunities.json?%' ORDER BY call_id"),
+        ["150", "150", "100"]
+    );
+    // The instance they were sent to lacks a few: those are set back, and go again.
+    for i in 0..5 {
+        let id = format!("0000000f-0000-4000-8000-{i:012x}");
+        sent_to.delete(
+            "opportunities/delete.json",
+            json!({"deleteBy": "dedupeFields", "input": [{"externalOpportunityId": id}]}),
+        );
+    }
+    let run = against(&db, &sent_to, &["recheck"], &[]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("opportunities: 400 checked, 5 no longer in Marketo"),
+        "{}",
+        run.stdout
+    );
+    push(&db, &sent_to).expect_code(0);
+    assert_eq!(
+        sent_to.state()["opportunities"].as_array().unwrap().len(),
+        400
+    );
 }

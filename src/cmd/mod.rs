@@ -11,6 +11,7 @@ mod init;
 mod plan;
 mod pull;
 mod push;
+mod recheck;
 mod sim;
 mod status;
 mod sync;
@@ -187,6 +188,7 @@ fn prints_json(command: &Command) -> bool {
         Command::Pull(args) => args.json,
         Command::Plan { json }
         | Command::Push { json, .. }
+        | Command::Recheck { json }
         | Command::Sync { json, .. }
         | Command::Check { json }
         | Command::Status { json }
@@ -200,7 +202,7 @@ fn prints_json(command: &Command) -> bool {
 fn wants_json(command: &Command) -> bool {
     matches!(
         command,
-        Command::Pull(_) | Command::Push { .. } | Command::Sync { .. }
+        Command::Pull(_) | Command::Push { .. } | Command::Sync { .. } | Command::Recheck { .. }
     ) && prints_json(command)
 }
 
@@ -286,6 +288,7 @@ fn dispatch(ctx: &mut Context, command: &Command) -> Result<Outcome> {
         Command::Check { json } => check::run(ctx, *json),
         Command::Plan { json } => plan::run(ctx, *json),
         Command::Push { dry_run, .. } => push::run(ctx, *dry_run),
+        Command::Recheck { .. } => recheck::run(ctx),
         Command::Sync {
             fixtures,
             full,
@@ -319,6 +322,7 @@ fn describe(command: &Command) -> (&'static str, Vec<String>, bool) {
         Command::Plan { .. } => ("plan", vec![], false),
         Command::Push { dry_run: true, .. } => ("push", vec!["--dry-run".to_string()], false),
         Command::Push { dry_run: false, .. } => ("push", vec![], true),
+        Command::Recheck { .. } => ("recheck", vec![], true),
         Command::Sync {
             fixtures,
             full,

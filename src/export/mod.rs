@@ -6,3 +6,4 @@ pub(crate) mod client;
 pub(crate) mod describe;
 pub(crate) mod limiter;
 pub(crate) mod push;
+pub(crate) mod recheck;

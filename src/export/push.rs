@@ -952,7 +952,7 @@ fn record_calls(conn: &mut Connection, run_id: i64, calls: &[CallLog]) -> Result
     Ok(())
 }
 
-fn insert_calls(tx: &Transaction<'_>, run_id: i64, calls: &[CallLog]) -> Result<()> {
+pub(crate) fn insert_calls(tx: &Transaction<'_>, run_id: i64, calls: &[CallLog]) -> Result<()> {
     for call in calls {
         tx.prepare_cached("INSERT INTO api_call (run_id, method, path, records, http_status, error_code, attempt, duration_ms, at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?.execute(params![

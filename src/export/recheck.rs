@@ -1,0 +1,198 @@
+//! Asks Marketo whether it still holds what it acknowledged (`oppsync recheck`): each
+//! acknowledged lead by its id, each opportunity by its marketoGUID, with one query call per
+//! 300 leads and per 150 opportunities (so that their GUIDs keep the query under Marketo's 8 KB
+//! URI limit). Those Marketo no longer has (deleted there by hand, or a lead merged into
+//! another) are set back, their acknowledged payload emptied, so that the next push sends them
+//! again; Marketo gives them a new id, and push sends their roles after them (`mkto_moved`).
+//!
+//! A record is only set back on an answer that lists the records found: an answer without a
+//! result list fails the run, and sets back nothing of its object. When Marketo lacks more
+//! than half of an object's records, that is not what a few deletions do (most likely
+//! `marketo.base_url` names another instance than the one they were sent to), so nothing of
+//! that object is set back and the run fails saying so, rather than have the next push send
+//! the whole org again.
+
+use std::collections::HashSet;
+
+use anyhow::{Result, bail};
+use rusqlite::{Connection, params};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::client::MarketoClient;
+use super::push::insert_calls;
+use crate::object::Object;
+
+/// The objects rechecked, the field each is looked up by, and how many go in one query.
+const LOOKUPS: [(Object, &str, usize); 2] = [
+    (Object::Lead, "id", 300),
+    (Object::Opportunity, "marketoGUID", 150),
+];
+
+/// Records set back whatever share of their object they are: resending them costs a call.
+const FEW: usize = 10;
+
+/// What a recheck found, per object; the `recheck` run's counts.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Rechecked {
+    pub checked: std::collections::BTreeMap<&'static str, usize>,
+    pub missing: std::collections::BTreeMap<&'static str, usize>,
+    pub calls: usize,
+}
+
+/// Looks every acknowledged lead and opportunity up in Marketo, and sets back those it lacks.
+pub(crate) fn recheck(
+    conn: &mut Connection,
+    run_id: i64,
+    client: &MarketoClient,
+    say: &dyn Fn(String),
+) -> Result<Rechecked> {
+    let mut rechecked = Rechecked::default();
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS recheck_missing (key TEXT PRIMARY KEY, marketo_id TEXT NOT NULL);
+         DELETE FROM temp.recheck_missing;",
+    )?;
+    for (object, field, per_call) in LOOKUPS {
+        let (mut checked, mut after) = (0, String::new());
+        loop {
+            let batch = acknowledged(conn, object, &after, per_call)?;
+            let Some((last, _)) = batch.last() else {
+                break;
+            };
+            after = last.clone();
+            let ids: Vec<&str> = batch.iter().map(|(_, id)| id.as_str()).collect();
+            let path = format!(
+                "{}?filterType={field}&filterValues={}&fields={field}",
+                object.sync_path(),
+                ids.join(",")
+            );
+            let mut exchange = client.get(&path);
+            // Logged with the count of values rather than the values (up to 5 KB a call).
+            let logged = format!(
+                "/rest{}?filterType={field}&filterValues=({} values)&fields={field}",
+                object.sync_path(),
+                ids.len()
+            );
+            for call in exchange
+                .calls
+                .iter_mut()
+                .filter(|c| c.path.starts_with("/rest"))
+            {
+                call.path = logged.clone();
+                call.records = ids.len();
+                rechecked.calls += 1;
+            }
+            let tx = conn.transaction()?;
+            insert_calls(&tx, run_id, &exchange.calls)?;
+            tx.commit()?;
+            let found = found(&exchange.result?, field).map_err(|why| {
+                anyhow::anyhow!(
+                    "Marketo's answer to the query of {} {} {why}; nothing of them was set back",
+                    batch.len(),
+                    object.plural()
+                )
+            })?;
+            let tx = conn.transaction()?;
+            for (key, id) in batch.iter().filter(|(_, id)| !found.contains(id)) {
+                tx.prepare_cached(
+                    "INSERT INTO temp.recheck_missing (key, marketo_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![key, id])?;
+            }
+            tx.commit()?;
+            checked += batch.len();
+        }
+        let missing: usize =
+            conn.query_row("SELECT count(*) FROM temp.recheck_missing", [], |r| {
+                r.get::<_, i64>(0)
+            })? as usize;
+        rechecked.checked.insert(object.name(), checked);
+        rechecked.missing.insert(object.name(), missing);
+        if missing > FEW && missing * 2 > checked {
+            bail!(
+                "Marketo lacks {missing} of the {checked} {} acknowledged here: not what a few deletions there do. Is marketo.base_url the instance they were sent to? Nothing was set back",
+                object.plural()
+            );
+        }
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE mkto_ack SET payload = '' WHERE object = ?1
+                 AND (key, marketo_id) IN (SELECT key, marketo_id FROM temp.recheck_missing)",
+            [object.name()],
+        )?;
+        tx.execute("DELETE FROM temp.recheck_missing", [])?;
+        tx.commit()?;
+        say(match missing {
+            0 => format!("{}: {checked} checked, all in Marketo", object.plural()),
+            _ => format!(
+                "{}: {checked} checked, {missing} no longer in Marketo (the next push sends them again)",
+                object.plural()
+            ),
+        });
+    }
+    Ok(rechecked)
+}
+
+/// Up to `limit` acknowledged records of `object` after key `after`, in key order, with their
+/// Marketo ids; those already set back are not asked about again.
+fn acknowledged(
+    conn: &Connection,
+    object: Object,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<(String, String)>> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT key, marketo_id FROM mkto_ack
+             WHERE object = ?1 AND key > ?2 AND marketo_id IS NOT NULL AND payload <> ''
+             ORDER BY key LIMIT ?3",
+        )?
+        .query_map(params![object.name(), after, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// The values of `field` in the records a query answer lists, or why nothing can be concluded
+/// from it: it lists none, not even as an empty list, or says it has more than it lists (each
+/// value asked about matches one record at most, and fewer are asked about than a page holds).
+fn found(answer: &Value, field: &str) -> Result<HashSet<String>, &'static str> {
+    if answer.get("moreResult").and_then(Value::as_bool) == Some(true) {
+        return Err("says it has more records than it lists");
+    }
+    let records = answer
+        .get("result")
+        .and_then(Value::as_array)
+        .ok_or("has no list of the records found")?;
+    Ok(records
+        .iter()
+        .filter_map(|r| match r.get(field)? {
+            Value::Number(n) => Some(n.to_string()),
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_answer_lists_the_records_found_or_nothing_is_concluded() {
+        let ids = found(
+            &json!({"success": true, "result": [{"id": 7}, {"id": "8"}]}),
+            "id",
+        );
+        assert_eq!(ids, Ok(HashSet::from(["7".to_string(), "8".to_string()])));
+        assert_eq!(
+            found(&json!({"success": true, "result": []}), "id"),
+            Ok(HashSet::new())
+        );
+        assert!(found(&json!({"success": true}), "id").is_err());
+        assert!(found(&json!({"result": {"id": 7}}), "id").is_err());
+        assert!(found(&json!({"result": [{"id": 7}], "moreResult": true}), "id").is_err());
+    }
+}

@@ -178,6 +178,44 @@ fn dynamics(config: &Config, items: &mut Vec<Item>) {
     }
 }
 
+/// Whether Marketo still holds a sample of the leads and opportunities it acknowledged (one
+/// query call each): one deleted or merged there since is sent again only after a change, or
+/// by `oppsync recheck`. Nothing when nothing was acknowledged yet.
+fn acknowledged_in_marketo(conn: &Connection, client: &MarketoClient) -> Option<Item> {
+    const NAME: &str = "Marketo holds what it acknowledged";
+    let sampled = match crate::export::recheck::sample(conn, client) {
+        Ok(sampled) if sampled.is_empty() => return None,
+        Ok(sampled) => sampled,
+        Err(err) => {
+            return Some(Item::warn(
+                NAME,
+                format!(
+                    "the sample could not be looked up: {}",
+                    crate::exit::error_line(&err)
+                ),
+                "give the API user the Read-Only Lead and Read-Only Opportunity permissions (its role in Admin > Users & Roles), so that this check and `oppsync recheck` work",
+            ));
+        }
+    };
+    let told: Vec<String> = sampled
+        .iter()
+        .map(|s| match s.missing {
+            0 => format!("all {} {} sampled", s.asked, s.object.plural()),
+            n => format!("{n} of {} {} sampled are not", s.asked, s.object.plural()),
+        })
+        .collect();
+    let detail = format!("{} in Marketo", told.join(", "));
+    Some(if sampled.iter().any(|s| s.missing > 0) {
+        Item::warn(
+            NAME,
+            format!("{detail}: deleted or merged there since"),
+            "run `oppsync recheck` (a query call per 300 leads and per 150 opportunities), then push: they go again, with their roles",
+        )
+    } else {
+        Item::pass(NAME, detail)
+    })
+}
+
 fn marketo(config: &Config, conn: Option<&mut Connection>, items: &mut Vec<Item>) {
     if config.marketo.base_url.as_deref().is_none_or(str::is_empty) {
         items.push(Item::warn(
@@ -255,6 +293,7 @@ fn marketo(config: &Config, conn: Option<&mut Connection>, items: &mut Vec<Item>
             "add the field in Marketo, or change the mapping",
         )),
     }
+    items.extend(acknowledged_in_marketo(conn, &client));
     let needed = plan.calls().values().sum::<usize>() as i64;
     let detail =
         format!("{used} calls used today of about {DAILY_QUOTA}; the current plan needs {needed}");

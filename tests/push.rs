@@ -1510,6 +1510,12 @@ fn a_lost_lead_refused_when_sent_again_holds_its_role_back_with_it() {
 fn recheck_finds_what_marketo_lost_and_the_pushes_after_send_it_again() {
     let (db, sim) = pushed();
     let recheck = |db: &TestDb| against(db, &sim, &["recheck"], &[]);
+    let check = |db: &TestDb| against(db, &sim, &["check"], &[]).stdout;
+    assert!(
+        check(&db).contains("✓ Marketo holds what it acknowledged: all 3 leads sampled, all 5 opportunities sampled in Marketo"),
+        "{}",
+        check(&db)
+    );
     let run = recheck(&db);
     run.expect_code(0);
     assert!(
@@ -1526,6 +1532,12 @@ fn recheck_finds_what_marketo_lost_and_the_pushes_after_send_it_again() {
     sim.delete(
         "opportunities/delete.json",
         json!({"deleteBy": "dedupeFields", "input": [{"externalOpportunityId": opportunity}]}),
+    );
+    let checked = check(&db);
+    assert!(
+        checked.contains("! Marketo holds what it acknowledged: 1 of 3 leads sampled are not, 1 of 5 opportunities sampled are not in Marketo: deleted or merged there since")
+            && checked.contains("fix: run `oppsync recheck`"),
+        "{checked}"
     );
     let run = against(&db, &sim, &["recheck", "--json"], &[]);
     run.expect_code(0);

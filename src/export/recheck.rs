@@ -19,7 +19,7 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::client::MarketoClient;
+use super::client::{CallLog, MarketoClient};
 use super::push::insert_calls;
 use crate::object::Object;
 
@@ -61,37 +61,12 @@ pub(crate) fn recheck(
             };
             after = last.clone();
             let ids: Vec<&str> = batch.iter().map(|(_, id)| id.as_str()).collect();
-            let path = format!(
-                "{}?filterType={field}&filterValues={}&fields={field}",
-                object.sync_path(),
-                ids.join(",")
-            );
-            let mut exchange = client.get(&path);
-            // Logged with the count of values rather than the values (up to 5 KB a call).
-            let logged = format!(
-                "/rest{}?filterType={field}&filterValues=({} values)&fields={field}",
-                object.sync_path(),
-                ids.len()
-            );
-            for call in exchange
-                .calls
-                .iter_mut()
-                .filter(|c| c.path.starts_with("/rest"))
-            {
-                call.path = logged.clone();
-                call.records = ids.len();
-                rechecked.calls += 1;
-            }
+            let (found, calls) = ask(client, object, field, &ids);
+            rechecked.calls += calls.iter().filter(|c| c.path.starts_with("/rest")).count();
             let tx = conn.transaction()?;
-            insert_calls(&tx, run_id, &exchange.calls)?;
+            insert_calls(&tx, run_id, &calls)?;
             tx.commit()?;
-            let found = found(&exchange.result?, field).map_err(|why| {
-                anyhow::anyhow!(
-                    "Marketo's answer to the query of {} {} {why}; nothing of them was set back",
-                    batch.len(),
-                    object.plural()
-                )
-            })?;
+            let found = found?;
             let tx = conn.transaction()?;
             for (key, id) in batch.iter().filter(|(_, id)| !found.contains(id)) {
                 tx.prepare_cached(
@@ -131,6 +106,88 @@ pub(crate) fn recheck(
         });
     }
     Ok(rechecked)
+}
+
+/// Which of `ids` (values of `field`) Marketo holds, with the calls that asked; an error when
+/// the call failed or its answer allows no conclusion. Each call is logged with the count of
+/// values rather than the values (up to 5 KB a call).
+fn ask(
+    client: &MarketoClient,
+    object: Object,
+    field: &str,
+    ids: &[&str],
+) -> (Result<HashSet<String>>, Vec<CallLog>) {
+    let path = format!(
+        "{}?filterType={field}&filterValues={}&fields={field}",
+        object.sync_path(),
+        ids.join(",")
+    );
+    let mut exchange = client.get(&path);
+    let logged = format!(
+        "/rest{}?filterType={field}&filterValues=({} values)&fields={field}",
+        object.sync_path(),
+        ids.len()
+    );
+    for call in exchange
+        .calls
+        .iter_mut()
+        .filter(|c| c.path.starts_with("/rest"))
+    {
+        call.path = logged.clone();
+        call.records = ids.len();
+    }
+    let found = exchange.result.and_then(|answer| {
+        found(&answer, field).map_err(|why| {
+            anyhow::anyhow!(
+                "Marketo's answer to the query of {} {} {why}; nothing of them was set back",
+                ids.len(),
+                object.plural()
+            )
+        })
+    });
+    (found, exchange.calls)
+}
+
+/// Of a sample of one object's acknowledged records: how many were asked about, and how many
+/// Marketo lacks.
+pub(crate) struct Sampled {
+    pub object: Object,
+    pub asked: usize,
+    pub missing: usize,
+}
+
+/// For `check`: a sample of the acknowledged leads and of the opportunities (as many as one
+/// query asks about, chosen at random) looked up in Marketo; objects with none acknowledged are
+/// left out. `check` records no run, so the calls are not logged.
+pub(crate) fn sample(conn: &Connection, client: &MarketoClient) -> Result<Vec<Sampled>> {
+    let mut sampled = Vec::new();
+    for (object, field, per_call) in LOOKUPS {
+        let batch = random_acknowledged(conn, object, per_call)?;
+        if batch.is_empty() {
+            continue;
+        }
+        let ids: Vec<&str> = batch.iter().map(String::as_str).collect();
+        let found = ask(client, object, field, &ids).0?;
+        sampled.push(Sampled {
+            object,
+            asked: ids.len(),
+            missing: ids.iter().filter(|id| !found.contains(**id)).count(),
+        });
+    }
+    Ok(sampled)
+}
+
+/// Up to `limit` Marketo ids of acknowledged records of `object`, chosen at random.
+fn random_acknowledged(conn: &Connection, object: Object, limit: usize) -> Result<Vec<String>> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT marketo_id FROM mkto_ack
+             WHERE object = ?1 AND marketo_id IS NOT NULL AND payload <> ''
+             ORDER BY random() LIMIT ?2",
+        )?
+        .query_map(params![object.name(), limit as i64], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
 }
 
 /// Up to `limit` acknowledged records of `object` after key `after`, in key order, with their

@@ -66,6 +66,14 @@ impl Sim {
         id
     }
 
+    /// Deletes the opportunity with this externalOpportunityId in Marketo.
+    fn delete_opportunity(&self, id: &str) {
+        self.delete(
+            "opportunities/delete.json",
+            json!({"deleteBy": "dedupeFields", "input": [{"externalOpportunityId": id}]}),
+        );
+    }
+
     /// The roles Marketo holds for the lead with this id, as (opportunity, role).
     fn roles_of(&self, lead_id: i64) -> Vec<(String, String)> {
         let mut roles: Vec<(String, String)> = self.state()["roles"]
@@ -1448,10 +1456,7 @@ fn a_role_refused_again_after_its_lead_and_opportunity_went_again_is_held_back()
 fn roles_of_an_opportunity_deleted_in_marketo_are_sent_again_when_it_is() {
     let (db, sim) = pushed();
     let opportunity = "a7d3c2b1-2c44-ef11-a316-000d3a5c0001";
-    sim.delete(
-        "opportunities/delete.json",
-        json!({"deleteBy": "dedupeFields", "input": [{"externalOpportunityId": opportunity}]}),
-    );
+    sim.delete_opportunity(opportunity);
     let roles_on = |sim: &Sim| -> Vec<String> {
         let state = sim.state();
         let mut roles: Vec<String> = state["roles"]
@@ -1529,10 +1534,7 @@ fn recheck_finds_what_marketo_lost_and_the_pushes_after_send_it_again() {
     // An administrator deletes Ana Ruiz's lead and an opportunity, with their roles.
     let old_id = sim.delete_lead("ana.ruiz@example.com");
     let opportunity = "a7d3c2b1-2c44-ef11-a316-000d3a5c0005";
-    sim.delete(
-        "opportunities/delete.json",
-        json!({"deleteBy": "dedupeFields", "input": [{"externalOpportunityId": opportunity}]}),
-    );
+    sim.delete_opportunity(opportunity);
     let checked = check(&db);
     assert!(
         checked.contains("! Marketo holds what it acknowledged: 1 of 3 leads sampled are not, 1 of 5 opportunities sampled are not in Marketo: deleted or merged there since")
@@ -1617,10 +1619,7 @@ fn recheck_against_an_instance_that_lacks_most_records_sets_back_nothing() {
     // The instance they were sent to lacks a few: those are set back, and go again.
     for i in 0..5 {
         let id = format!("0000000f-0000-4000-8000-{i:012x}");
-        sent_to.delete(
-            "opportunities/delete.json",
-            json!({"deleteBy": "dedupeFields", "input": [{"externalOpportunityId": id}]}),
-        );
+        sent_to.delete_opportunity(&id);
     }
     let run = against(&db, &sent_to, &["recheck"], &[]);
     run.expect_code(0);

@@ -1603,7 +1603,7 @@ fn recheck_against_an_instance_that_lacks_most_records_sets_back_nothing() {
     assert!(
         run.stderr
             .contains("Marketo lacks 400 of the 400 opportunities acknowledged here")
-            && run.stderr.contains("Nothing was set back"),
+            && run.stderr.contains("None of them was set back"),
         "{}",
         run.stderr
     );

@@ -6,8 +6,9 @@
 //! again; Marketo gives them a new id, and push sends their roles after them (`mkto_moved`).
 //!
 //! A record is only set back on an answer that lists the records found: an answer without a
-//! result list fails the run, and sets back nothing of its object. When Marketo lacks more
-//! than half of an object's records, that is not what a few deletions do (most likely
+//! result list fails the run, and sets back nothing of its object (an object before it is
+//! set back already). When Marketo lacks more than half of an object's records (and more than
+//! ten), that is not what a few deletions do (most likely
 //! `marketo.base_url` names another instance than the one they were sent to), so nothing of
 //! that object is set back and the run fails saying so, rather than have the next push send
 //! the whole org again.
@@ -85,7 +86,7 @@ pub(crate) fn recheck(
         rechecked.missing.insert(object.name(), missing);
         if missing > FEW && missing * 2 > checked {
             bail!(
-                "Marketo lacks {missing} of the {checked} {} acknowledged here: not what a few deletions there do. Is marketo.base_url the instance they were sent to? Nothing was set back",
+                "Marketo lacks {missing} of the {checked} {} acknowledged here: not what a few deletions there do. Is marketo.base_url the instance they were sent to? None of them was set back",
                 object.plural()
             );
         }

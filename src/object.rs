@@ -168,6 +168,11 @@ impl Object {
         }
     }
 
+    /// The object named `name` (`Object::name`), as tables store it.
+    pub(crate) fn from_name(name: &str) -> Option<Object> {
+        Object::ALL.into_iter().find(|o| o.name() == name)
+    }
+
     /// The object whose export view is `view`; `None` for a rule view.
     pub(crate) fn from_view(view: &str) -> Option<Object> {
         Object::ALL.into_iter().find(|o| o.view() == view)

@@ -230,10 +230,7 @@ pub(crate) fn check_unsendable(
             outcome.execute(params![run_id, object, problem_key, redact(&reasons), at])?;
             if first.len() < listed {
                 first.push(Unsendable {
-                    object: Object::ALL
-                        .into_iter()
-                        .find(|o| o.name() == object)
-                        .map_or("?", Object::name),
+                    object: Object::from_name(&object).map_or("?", Object::name),
                     key: row.get(2)?,
                     source_id: row.get(3)?,
                     reason,

@@ -77,7 +77,7 @@ pub(crate) fn stored(
     })?;
     for row in rows {
         let (object, fields, described_at) = row?;
-        let Some(object) = Object::ALL.into_iter().find(|o| o.name() == object) else {
+        let Some(object) = Object::from_name(&object) else {
             continue;
         };
         let Ok(fields) = serde_json::from_str::<BTreeMap<String, bool>>(&fields) else {

@@ -78,6 +78,19 @@ pub(crate) struct CallLog {
     pub duration: Duration,
 }
 
+impl CallLog {
+    /// Whether the call went to Marketo's REST API, which counts against the daily quota (the
+    /// identity calls for a token do not).
+    pub(crate) fn is_rest(&self) -> bool {
+        self.path.starts_with("/rest")
+    }
+
+    /// How many of `calls` went to the REST API.
+    pub(crate) fn rest_count(calls: &[CallLog]) -> usize {
+        calls.iter().filter(|c| c.is_rest()).count()
+    }
+}
+
 struct Token {
     value: String,
     renew_at: Instant,

@@ -112,7 +112,7 @@ pub(crate) fn push(
         max_in_flight,
         &mut calls,
     );
-    summary.calls += calls.iter().filter(|c| c.path.starts_with("/rest")).count();
+    summary.calls += CallLog::rest_count(&calls);
     record_calls(conn, run_id, &calls)?;
     describe::store(conn, &client.instance(), run_id, &checked?)?;
     for (object, described_at) in plan.trusted_describes() {
@@ -570,7 +570,7 @@ fn record_answer(
         calls,
     } = exchange;
     let (object, delete, path) = (lane.object, lane.delete, lane.path());
-    summary.calls += calls.iter().filter(|c| c.path.starts_with("/rest")).count();
+    summary.calls += CallLog::rest_count(&calls);
     let response = match response {
         Ok(response) => response,
         Err(err) => {

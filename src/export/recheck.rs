@@ -63,7 +63,7 @@ pub(crate) fn recheck(
             after = last.clone();
             let ids: Vec<&str> = batch.iter().map(|(_, id)| id.as_str()).collect();
             let (found, calls) = ask(client, object, field, &ids);
-            rechecked.calls += calls.iter().filter(|c| c.path.starts_with("/rest")).count();
+            rechecked.calls += CallLog::rest_count(&calls);
             let tx = conn.transaction()?;
             insert_calls(&tx, run_id, &calls)?;
             tx.commit()?;
@@ -129,11 +129,7 @@ fn ask(
         object.sync_path(),
         ids.len()
     );
-    for call in exchange
-        .calls
-        .iter_mut()
-        .filter(|c| c.path.starts_with("/rest"))
-    {
+    for call in exchange.calls.iter_mut().filter(|c| c.is_rest()) {
         call.path = logged.clone();
         call.records = ids.len();
     }

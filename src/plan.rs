@@ -256,16 +256,22 @@ fn load_reading(conn: &mut Connection, config: &Config, sends: bool) -> Result<P
 /// schema change that made the index unusable must fail loudly rather than slow down.
 const PENDING: &str = "export_row e INDEXED BY export_row_pending";
 
-/// The condition on an export row (aliased `e`) that it can be sent: the view gives it a key
-/// and a payload and no reason to skip it, it fits in a request (`?2` is the limit), Marketo did
-/// not refuse this very payload since `?3` (`Plan::held_since`; NULL when no refusal holds, so
-/// that no record is looked up: a lookup for each of 300k rows to send cost a plan at 100k
-/// opportunities 0.4 s), and it does not wait for a lead or opportunity held back so (`waits`).
+/// The condition on an export row (aliased `e`) that the view gives it a key and a payload
+/// and no reason to skip it, and that it fits in a request (`?2` is the limit).
+const FITS: &str = "e.skip_reason IS NULL AND e.key IS NOT NULL AND e.payload IS NOT NULL AND length(e.payload) < ?2";
+
+/// The condition on an export row (aliased `e`) that Marketo did not refuse this very payload
+/// since `?3` (`Plan::held_since`; NULL when no refusal holds, so that no record is looked up:
+/// a lookup for each of 300k rows to send cost a plan at 100k opportunities 0.4 s).
+const NOT_REFUSED: &str = "(?3 IS NULL OR NOT EXISTS (SELECT 1 FROM main.mkto_refused r
+    WHERE r.object = e.object AND r.key = e.key AND r.payload = e.payload AND r.refused_at >= ?3))";
+
+/// The condition on an export row (aliased `e`) that it can be sent: it `FITS`, is
+/// `NOT_REFUSED`, and does not wait for a lead or opportunity held back so
+/// (`held_since_refused`; `held_rows` lists those that wait).
 fn sendable() -> String {
     format!(
-        "e.skip_reason IS NULL AND e.key IS NOT NULL AND e.payload IS NOT NULL AND length(e.payload) < ?2
-    AND (?3 IS NULL OR NOT EXISTS (SELECT 1 FROM main.mkto_refused r
-        WHERE r.object = e.object AND r.key = e.key AND r.payload = e.payload AND r.refused_at >= ?3))
+        "{FITS} AND {NOT_REFUSED}
     AND (?3 IS NULL OR e.object <> 'opportunity_role' OR ({lead} IS NULL AND {opportunity} IS NULL))",
         lead = held_since_refused("lead", "e.lead_key"),
         opportunity = held_since_refused("opportunity", "e.root"),
@@ -483,14 +489,11 @@ fn held_rows(conn: &Connection, object: Object, since: Option<&str>) -> Result<V
     // looked up in `mkto_refused` (only when some refusal holds, as here).
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT key, source_id, lead_key, root, lead_refused_at, opportunity_refused_at FROM (
-             SELECT e.key, e.source_id, e.lead_key, e.root, e.payload,
+             SELECT e.key, e.source_id, e.lead_key, e.root,
                  {lead} AS lead_refused_at, {opportunity} AS opportunity_refused_at
              FROM {PENDING}
-             WHERE e.object = ?1 AND e.pending = 1 AND e.skip_reason IS NULL AND e.key IS NOT NULL
-                 AND e.payload IS NOT NULL AND length(e.payload) < ?2) e
-         WHERE (lead_refused_at IS NOT NULL OR opportunity_refused_at IS NOT NULL)
-             AND NOT EXISTS (SELECT 1 FROM main.mkto_refused r
-                 WHERE r.object = ?1 AND r.key = e.key AND r.payload = e.payload AND r.refused_at >= ?3)
+             WHERE e.object = ?1 AND e.pending = 1 AND {FITS} AND {NOT_REFUSED})
+         WHERE lead_refused_at IS NOT NULL OR opportunity_refused_at IS NOT NULL
          ORDER BY key",
         lead = held_since_refused("lead", "e.lead_key"),
         opportunity = held_since_refused("opportunity", "e.root"),

@@ -60,9 +60,9 @@ impl Serialize for Skipped<'_> {
     }
 }
 
-/// At most this many skipped records are listed by `plan` on the terminal; `plan --json`
-/// lists all.
-const LISTED_SKIPS: usize = 20;
+/// At most this many skipped records are listed on the terminal, by `plan` and by `push` (its
+/// new problems); `plan --json` lists all, and `push_outcome` holds all.
+pub(super) const LISTED_SKIPS: usize = 20;
 
 /// Lists the first skipped records, and how many more there are.
 pub(crate) fn print_skipped(conn: &Connection, plan: &Plan) -> Result<()> {

@@ -4,15 +4,13 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::Context;
+use super::plan::LISTED_SKIPS;
 use crate::exit::Outcome;
 use crate::export::client::MarketoClient;
 use crate::export::push::{self, Skipped, Summary};
 use crate::plan::Plan;
 use crate::problem::{self, Seen};
 
-/// At most this many records skipped for a new problem are listed on the terminal; all are in
-/// `push_outcome`.
-const LISTED_SKIPS: usize = 20;
 /// At most this many skipped records are listed in the run's counts (`skipped`), which are
 /// kept for as long as the run: a push that could not send many records, cycle after cycle,
 /// would otherwise store them all again in every run. All are in `push_outcome`.

@@ -122,6 +122,41 @@ impl Plan {
         counts.create + counts.update
     }
 
+    /// Reads the records of `object` to send again, with their fields and batches, after push
+    /// marked more of them to send than the plan had (the roles of a lead or opportunity
+    /// Marketo gave a new id, `export::push`): those now to send are no longer unchanged.
+    /// Returns how many there are to send now.
+    pub(crate) fn reread_upserts(&mut self, conn: &Connection, object: Object) -> Result<usize> {
+        let since = self.held_since.clone();
+        let (create, update) = pending_counts(conn, object, since.as_deref())?;
+        let counts = self.counts.entry(object).or_default();
+        let added = (create + update).saturating_sub(counts.create + counts.update);
+        counts.unchanged = counts.unchanged.saturating_sub(added);
+        (counts.create, counts.update) = (create, update);
+        self.fields.remove(&object);
+        self.batches.retain(|b| b.object != object || b.deletes);
+        if create + update > 0 {
+            self.fields
+                .insert(object, fields(conn, object, since.as_deref())?);
+            let mut batches = Vec::new();
+            push_batches(
+                &mut batches,
+                object,
+                false,
+                &upsert_sizes(conn, object, since.as_deref())?,
+            );
+            // Upserts go in `Object::ALL` order, before every delete.
+            let rank = |o: Object| Object::ALL.iter().position(|x| *x == o);
+            let at = self
+                .batches
+                .iter()
+                .position(|b| b.deletes || rank(b.object) > rank(object))
+                .unwrap_or(self.batches.len());
+            self.batches.splice(at..at, batches);
+        }
+        Ok(create + update)
+    }
+
     /// The deletes of one object.
     pub(crate) fn deletes(&self, object: Object) -> Vec<&Operation> {
         self.deletes
@@ -301,24 +336,19 @@ fn read(conn: &Connection, config: &Config, sends: bool) -> Result<Plan> {
         held_since: held_since(conn, config.marketo.retry_refused_hours)?,
         ..Plan::default()
     };
-    let max = MAX_BATCH_BYTES as i64;
     let since = plan.held_since.as_deref();
     for object in Object::ALL {
         let name = object.name();
-        // Rows to send, split by whether Marketo holds the key; counted on the pending index.
-        let (create, update): (i64, i64) =
-            conn.query_row(&pending_counts_sql(), params![name, max, since], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        let total = export_rows::total(conn, &format!("rows:{name}"))?;
+        let (create, update) = pending_counts(conn, object, since)?;
+        let total = export_rows::total(conn, &format!("rows:{name}"))?.max(0) as usize;
         let too_large = too_large_rows(conn, object)?;
         let held = held_rows(conn, object, since)?;
         let skip = unsendable_count(conn, object)? + too_large.len() + held.len();
         let deletes = deletes(conn, object, config)?;
         let counts = Counts {
-            create: create as usize,
-            update: update as usize,
-            unchanged: ((total - create - update).max(0) as usize).saturating_sub(skip),
+            create,
+            update,
+            unchanged: total.saturating_sub(create + update).saturating_sub(skip),
             delete: deletes.len(),
             skip,
         };
@@ -344,6 +374,21 @@ fn read(conn: &Connection, config: &Config, sends: bool) -> Result<Plan> {
         push_batches(&mut plan.batches, object, true, &sizes);
     }
     Ok(plan)
+}
+
+/// How many records of `object` there are to send, as (to create, to update): split by
+/// whether Marketo holds the key, counted on the pending index.
+fn pending_counts(
+    conn: &Connection,
+    object: Object,
+    since: Option<&str>,
+) -> Result<(usize, usize)> {
+    let (create, update): (i64, i64) = conn
+        .prepare_cached(&pending_counts_sql())?
+        .query_row(params![object.name(), MAX_BATCH_BYTES as i64, since], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    Ok((create as usize, update as usize))
 }
 
 fn push_batches(batches: &mut Vec<Batch>, object: Object, deletes: bool, sizes: &[usize]) {

@@ -1349,8 +1349,16 @@ fn roles_of_a_lead_deleted_in_marketo_are_sent_again_with_its_new_id() {
         "{}",
         run.stdout
     );
-    // The plan had no role to send, so they go with the next push, with her new id.
-    push(&db, &sim).expect_code(0);
+    // The plan had no role to send: they go in the same push, with her new id, after a
+    // describe of roles.
+    let last_push = "(SELECT max(run_id) FROM run WHERE command = 'push')";
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM api_call WHERE run_id = {last_push} AND path IN
+                 ('/rest/v1/opportunities/roles/describe.json', '/rest/v1/opportunities/roles.json')"
+        )),
+        2
+    );
     assert_eq!(
         sim.roles_of(new_id),
         [

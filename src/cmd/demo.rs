@@ -74,7 +74,7 @@ fn sync_round(ctx: &mut Context, sim: &MarketoSim, step: usize) -> Result<()> {
     ctx.say(format!(
         "\n== {step}. plan: the rule views against what Marketo acknowledged"
     ));
-    let plan = super::load_plan(ctx)?;
+    let mut plan = super::load_plan(ctx)?;
     if ctx.verbosity >= crate::progress::Level::Normal {
         super::plan::print_human(&plan);
         super::plan::print_skipped(&ctx.conn, &plan)?;
@@ -85,7 +85,7 @@ fn sync_round(ctx: &mut Context, sim: &MarketoSim, step: usize) -> Result<()> {
         sim.url()
     ));
     let mut client = MarketoClient::new(&ctx.config.marketo)?;
-    super::push::send(ctx, &plan, &mut client)?;
+    super::push::send(ctx, &mut plan, &mut client)?;
     Ok(())
 }
 

@@ -23,12 +23,16 @@ pub(crate) fn run(ctx: &mut Context, dry_run: bool) -> Result<Outcome> {
         return Ok(Outcome::Done);
     }
     let mut client = MarketoClient::new(&ctx.config.marketo)?;
-    let plan = super::load_plan(ctx)?;
-    send(ctx, &plan, &mut client)
+    let mut plan = super::load_plan(ctx)?;
+    send(ctx, &mut plan, &mut client)
 }
 
 /// Sends the plan, prints what happened, and stores the summary as the run's counts.
-pub(crate) fn send(ctx: &mut Context, plan: &Plan, client: &mut MarketoClient) -> Result<Outcome> {
+pub(crate) fn send(
+    ctx: &mut Context,
+    plan: &mut Plan,
+    client: &mut MarketoClient,
+) -> Result<Outcome> {
     let say = |line: String| crate::progress::say(&line);
     let mut summary = push::push(
         &mut ctx.conn,

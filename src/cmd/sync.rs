@@ -36,9 +36,9 @@ pub(crate) fn run(
     };
     let pull_counts = std::mem::take(&mut ctx.counts);
     crate::stop::check()?;
-    let plan = super::load_plan(ctx)?;
+    let mut plan = super::load_plan(ctx)?;
     let pushed = match &mut client {
-        Some(client) => super::push::send(ctx, &plan, client)?,
+        Some(client) => super::push::send(ctx, &mut plan, client)?,
         None => {
             super::push::print_dry_run(&plan);
             Outcome::Done

@@ -17,7 +17,7 @@
 //! record is only blamed when Marketo has answered something in this push: when nothing gets
 //! through, Marketo is unreachable and push stops instead.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, mpsc};
 
@@ -93,7 +93,7 @@ struct Outgoing {
 pub(crate) fn push(
     conn: &mut Connection,
     run_id: i64,
-    plan: &Plan,
+    plan: &mut Plan,
     mapping: &MappingConfig,
     client: &MarketoClient,
     max_in_flight: usize,
@@ -125,12 +125,23 @@ pub(crate) fn push(
     for object in Object::ALL {
         if object == Object::OpportunityRole {
             // Leads and opportunities Marketo gave a new id (deleted or merged there): their
-            // roles go again, in this push when it sends roles, else in the next.
+            // roles go again, in this push.
             let marked = resend_roles_of_moved(conn)?;
             if marked > 0 {
                 say(format!(
                     "roles: {marked} to send again, as their lead or opportunity has a new Marketo id (deleted or merged in Marketo)"
                 ));
+                if plan.upsert_count(object) == 0 {
+                    send_roles_unplanned(
+                        conn,
+                        run_id,
+                        plan,
+                        mapping,
+                        client,
+                        max_in_flight,
+                        &mut summary,
+                    )?;
+                }
             }
         }
         let total = plan.upsert_count(object);
@@ -197,6 +208,37 @@ pub(crate) fn push(
         ));
     }
     Ok(summary)
+}
+
+/// When the plan had no role to send but push marked some to send again (`resend_roles_of_moved`):
+/// reads them into the plan, and checks their fields against a describe of roles made now, as
+/// push checked the fields of the rest before anything went (a stored describe is not looked
+/// for: this happens only after Marketo lost a lead or opportunity, and costs one call).
+fn send_roles_unplanned(
+    conn: &mut Connection,
+    run_id: i64,
+    plan: &mut Plan,
+    mapping: &MappingConfig,
+    client: &MarketoClient,
+    max_in_flight: usize,
+    summary: &mut Summary,
+) -> Result<()> {
+    let object = Object::OpportunityRole;
+    if plan.reread_upserts(conn, object)? == 0 {
+        return Ok(());
+    }
+    let mut calls = Vec::new();
+    let checked = describe::check(
+        client,
+        plan,
+        mapping,
+        Some(&BTreeSet::from([object])),
+        max_in_flight,
+        &mut calls,
+    );
+    summary.calls += CallLog::rest_count(&calls);
+    record_calls(conn, run_id, &calls)?;
+    describe::store(conn, &client.instance(), run_id, &checked?)
 }
 
 /// Records the records to send that no batch can carry as not sent. The records the plan

@@ -130,7 +130,7 @@ pub(crate) fn read(
     let last_success = runs_where(
         conn,
         current_run,
-        "command IN ('push', 'sync') AND outcome IN ('done', 'done_with_rejects')",
+        "command IN ('push', 'sync', 'demo') AND outcome IN ('done', 'done_with_rejects')",
         1,
     )?
     .pop();

@@ -26,6 +26,47 @@ fn one_opportunity_then_a_broken_page(db: &TestDb, name: &str) -> PathBuf {
     pages
 }
 
+/// The README's first command: `oppsync demo` runs every step against its own Marketo
+/// simulator, and leaves a database whose stored rows Marketo holds, as `status` and `verify`
+/// read it back.
+#[test]
+fn the_demo_pushes_both_snapshots_and_leaves_nothing_to_send() {
+    let db = TestDb::new();
+    let run = db.run(&["demo"]);
+    run.expect_code(0);
+    let steps: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter_map(|line| line.split_once(" == ").map(|(_, step)| step))
+        .collect();
+    assert_eq!(steps.len(), 7, "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "The Marketo simulator now holds 2 sales persons, 2 companies, 4 leads, 5 opportunities and 5 opportunity roles (15 REST calls in all)."
+        ),
+        "{}",
+        run.stdout
+    );
+    let last_step = run.stdout.split(" == 7.").nth(1).unwrap_or_default();
+    assert!(
+        last_step
+            .contains("nothing to push: Marketo already holds every change (no REST call made)"),
+        "{}",
+        run.stdout
+    );
+    let status = db.run(&["status", "--json"]);
+    status.expect_code(0);
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["last_success"]["command"], "demo");
+    for (object, counts) in status["pending"].as_object().unwrap() {
+        let to_send = ["create", "update", "delete"].map(|action| counts[action].as_u64());
+        assert_eq!(to_send, [Some(0); 3], "{object}: {counts}");
+    }
+    // The contact without an email: its lead and its role, skipped and standing.
+    assert_eq!(status["problems_total"], 2);
+    db.run(&["verify"]).expect_code(0);
+}
+
 #[test]
 fn a_second_writer_exits_1_while_another_holds_the_database() {
     let db = TestDb::new();

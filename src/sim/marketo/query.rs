@@ -1,6 +1,8 @@
 //! Query: by a searchable field (`filterType`, `filterValues`, `fields`, paging with
 //! `nextPageToken`) or, as a JSON body, by compound dedupe keys.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value, json};
 
 use super::{Kind, Sim, envelope, failure};
@@ -98,12 +100,21 @@ impl Sim {
                 if values.len() > 300 {
                     return failure(rng, "1003", "Too many filterValues (at most 300)");
                 }
+                // One pass with the values in sets, where a comparison of every record with
+                // every value took 0.3-0.5 s a query at 20k opportunities, under the lock that
+                // every call takes: `recheck`'s queries waited on the simulator, not on the
+                // latency they rehearse. Matches as `loose_eq` does for a wanted string.
+                let lowered: HashSet<String> =
+                    values.iter().map(|v| v.to_ascii_lowercase()).collect();
+                let exact: HashSet<&str> = values.iter().copied().collect();
                 let matching = all
                     .into_iter()
-                    .filter(|record| {
-                        values
-                            .iter()
-                            .any(|v| loose_eq(record.get(&field), Some(&json!(v))))
+                    .filter(|record| match record.get(&field) {
+                        Some(Value::String(stored)) => {
+                            lowered.contains(&stored.to_ascii_lowercase())
+                        }
+                        Some(Value::Number(stored)) => exact.contains(stored.to_string().as_str()),
+                        _ => false,
                     })
                     .collect();
                 // Clients send a list of fields as one comma list or as repeated keys.

@@ -344,6 +344,23 @@ fn queries_page_with_next_page_token_and_accept_post_method_get() {
     let rest = client.get(&format!("/rest/v1/leads.json?filterType=email&filterValues=p0@example.com,p1@example.com,p2@example.com&batchSize=2&nextPageToken={token}"));
     assert_eq!(rest["result"].as_array().unwrap().len(), 1);
     assert!(rest.get("moreResult").is_none());
+    // Numbers match their text; strings match whatever their case; a value matching nothing
+    // finds nothing.
+    let ids: Vec<String> = first["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|lead| lead["id"].to_string())
+        .collect();
+    let by_id = client.get(&format!(
+        "/rest/v1/leads.json?filterType=id&filterValues={},99999999&fields=email",
+        ids.join(",")
+    ));
+    assert_eq!(by_id["result"].as_array().unwrap().len(), 2, "{by_id}");
+    let by_email = client
+        .get("/rest/v1/leads.json?filterType=email&filterValues=P2@Example.COM,nobody@example.com");
+    assert_eq!(by_email["result"][0]["email"], "p2@example.com");
+    assert_eq!(by_email["result"].as_array().unwrap().len(), 1);
     let mut response = client
         .agent
         .post(&format!(

@@ -1643,3 +1643,90 @@ fn recheck_against_an_instance_that_lacks_most_records_sets_back_nothing() {
         400
     );
 }
+
+/// `recheck` keeps several queries in flight; an answer that lists no records stops it: the
+/// queries in flight are answered and logged, no further one is sent, and nothing is set back.
+#[test]
+fn recheck_keeps_queries_in_flight_and_stops_at_an_answer_without_its_records() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::broken::{BrokenServer, Reply};
+    let db = TestDb::new();
+    let pages = db.dir.path().join("pages");
+    std::fs::create_dir(&pages).unwrap();
+    many_opportunities(&pages, 1500); // ten queries of 150
+    db.run(&["pull", "--fixtures", pages.to_str().unwrap()])
+        .expect_code(0);
+    let sim = Sim::start(&[]);
+    push(&db, &sim).expect_code(0);
+    // A Marketo that takes 100 ms a query, lacks the first opportunity of each, and answers the
+    // third without its list of records.
+    let (queries, in_flight, peak) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let peak_seen = peak.clone();
+    let server = BrokenServer::start("127.0.0.1", move |request, _| {
+        if request.path() == "/identity/oauth/token" {
+            return Reply::json(
+                json!({"access_token": "recheck-token-5c1e", "token_type": "bearer", "expires_in": 3599}),
+            );
+        }
+        let asked = queries.fetch_add(1, Ordering::SeqCst);
+        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(100));
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        if asked == 2 {
+            return Reply::json(json!({"requestId": "1#1", "success": true}));
+        }
+        let values = request
+            .target
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("filterValues="))
+            .unwrap_or_default();
+        let found: Vec<Value> = values
+            .split(',')
+            .skip(1)
+            .map(|guid| json!({"marketoGUID": guid}))
+            .collect();
+        Reply::json(json!({"requestId": "1#2", "success": true, "result": found}))
+    });
+    let env = [
+        ("MARKETO_BASE_URL", server.url.as_str()),
+        ("MARKETO_CLIENT_ID", "oppsync-sim"),
+        ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+    ];
+    let run = db.run_with_env(&["recheck"], &env);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("has no list of the records found"),
+        "{}",
+        run.stderr
+    );
+    // The default max_in_flight is 4.
+    let peak = peak_seen.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&peak), "peak in flight {peak}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM mkto_ack WHERE payload = ''"),
+        0
+    );
+    let sent = server
+        .requests()
+        .iter()
+        .filter(|r| r.path() == "/rest/v1/opportunities.json")
+        .count();
+    // At most the four in flight when the third was answered, and two sent after the first two.
+    assert!((3..=7).contains(&sent), "{sent} queries sent");
+    let recheck_run = "(SELECT max(run_id) FROM run WHERE command = 'recheck')";
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM api_call WHERE run_id = {recheck_run}
+                 AND path LIKE '/rest/v1/opportunities.json?%'"
+        )),
+        sent as i64,
+        "every query sent is logged"
+    );
+}

@@ -12,7 +12,8 @@ use crate::export::recheck;
 pub(crate) fn run(ctx: &mut Context) -> Result<Outcome> {
     let client = MarketoClient::new(&ctx.config.marketo)?;
     let say = |line: String| crate::progress::say(&line);
-    let rechecked = recheck::recheck(&mut ctx.conn, ctx.run_id, &client, &say)?;
+    let in_flight = ctx.config.marketo.max_in_flight as usize;
+    let rechecked = recheck::recheck(&mut ctx.conn, ctx.run_id, &client, in_flight, &say)?;
     let missing: usize = rechecked.missing.values().sum();
     ctx.counts = json!(rechecked);
     if missing == 0 {

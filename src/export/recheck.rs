@@ -1,7 +1,7 @@
 //! Asks Marketo whether it still holds what it acknowledged (`oppsync recheck`): each
 //! acknowledged lead by its id, each opportunity by its marketoGUID, with one query call per
 //! 300 leads and per 150 opportunities (so that their GUIDs keep the query under Marketo's 8 KB
-//! URI limit). Those Marketo no longer has (deleted there by hand, or a lead merged into
+//! URI limit), `[marketo] max_in_flight` of them at a time, as push sends. Those Marketo no longer has (deleted there by hand, or a lead merged into
 //! another) are set back, their acknowledged payload emptied, so that the next push sends them
 //! again; Marketo gives them a new id, and push sends their roles after them (`mkto_moved`).
 //!
@@ -14,6 +14,7 @@
 //! the whole org again.
 
 use std::collections::HashSet;
+use std::sync::{Mutex, mpsc};
 
 use anyhow::{Result, bail};
 use rusqlite::{Connection, params};
@@ -46,6 +47,7 @@ pub(crate) fn recheck(
     conn: &mut Connection,
     run_id: i64,
     client: &MarketoClient,
+    max_in_flight: usize,
     say: &dyn Fn(String),
 ) -> Result<Rechecked> {
     let mut rechecked = Rechecked::default();
@@ -54,30 +56,14 @@ pub(crate) fn recheck(
          DELETE FROM temp.recheck_missing;",
     )?;
     for (object, field, per_call) in LOOKUPS {
-        let (mut checked, mut after) = (0, String::new());
-        loop {
-            let batch = acknowledged(conn, object, &after, per_call)?;
-            let Some((last, _)) = batch.last() else {
-                break;
-            };
-            after = last.clone();
-            let ids: Vec<&str> = batch.iter().map(|(_, id)| id.as_str()).collect();
-            let (found, calls) = ask(client, object, field, &ids);
-            rechecked.calls += CallLog::rest_count(&calls);
-            let tx = conn.transaction()?;
-            insert_calls(&tx, run_id, &calls)?;
-            tx.commit()?;
-            let found = found?;
-            let tx = conn.transaction()?;
-            for (key, id) in batch.iter().filter(|(_, id)| !found.contains(id)) {
-                tx.prepare_cached(
-                    "INSERT INTO temp.recheck_missing (key, marketo_id) VALUES (?1, ?2)",
-                )?
-                .execute(params![key, id])?;
-            }
-            tx.commit()?;
-            checked += batch.len();
-        }
+        let checked = note_missing(
+            conn,
+            run_id,
+            client,
+            (object, field, per_call),
+            max_in_flight,
+            &mut rechecked.calls,
+        )?;
         let missing: usize =
             conn.query_row("SELECT count(*) FROM temp.recheck_missing", [], |r| {
                 r.get::<_, i64>(0)
@@ -107,6 +93,106 @@ pub(crate) fn recheck(
         });
     }
     Ok(rechecked)
+}
+
+/// Asks Marketo about every acknowledged record of `object` by `field`, `per_call` to a query,
+/// with `max_in_flight` queries in flight (each on a thread of its own, paced by the client's
+/// limiter; the next batch is read while they wait), and notes those it lacks in
+/// `temp.recheck_missing`. Each query's calls are logged and its answer judged in key order.
+/// Returns how many were asked about; an error as soon as an answer allows no conclusion,
+/// once the queries in flight are answered and logged.
+fn note_missing(
+    conn: &mut Connection,
+    run_id: i64,
+    client: &MarketoClient,
+    (object, field, per_call): (Object, &str, usize),
+    max_in_flight: usize,
+    calls_made: &mut usize,
+) -> Result<usize> {
+    type Answer = (Result<HashSet<String>>, Vec<CallLog>);
+    let (jobs, queue) = mpsc::channel::<(usize, Vec<(String, String)>)>();
+    let queue = &Mutex::new(queue);
+    // The workers stop when `jobs`, moved in, is dropped: at the end, or on an early return.
+    std::thread::scope(move |scope| {
+        let (answered, answers) = mpsc::channel::<(usize, Vec<(String, String)>, Answer)>();
+        for _ in 0..max_in_flight.max(1) {
+            let answered = answered.clone();
+            scope.spawn(move || {
+                loop {
+                    let job = queue.lock().map_or(Err(mpsc::RecvError), |q| q.recv());
+                    let Ok((at, batch)) = job else { break };
+                    let ids: Vec<&str> = batch.iter().map(|(_, id)| id.as_str()).collect();
+                    let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        ask(client, object, field, &ids)
+                    }))
+                    .unwrap_or_else(|_| {
+                        (
+                            Err(anyhow::anyhow!(
+                                "the query of {} stopped unanswered",
+                                object.plural()
+                            )),
+                            Vec::new(),
+                        )
+                    });
+                    if answered.send((at, batch, answer)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(answered);
+        let (mut sent, mut judged, mut checked) = (0, 0, 0);
+        let mut after = String::new();
+        let (mut more, mut failed) = (true, None);
+        // Answers that came before one sent earlier, waiting for their turn.
+        let mut early = std::collections::BTreeMap::new();
+        loop {
+            while more && failed.is_none() && sent - judged < max_in_flight.max(1) {
+                let batch = acknowledged(conn, object, &after, per_call)?;
+                let Some((last, _)) = batch.last() else {
+                    more = false;
+                    break;
+                };
+                after = last.clone();
+                // `queue` outlives the workers: this send cannot fail.
+                let _ = jobs.send((sent, batch));
+                sent += 1;
+            }
+            if judged == sent {
+                break;
+            }
+            let Ok((at, batch, answer)) = answers.recv() else {
+                bail!("the queries of {} stopped unanswered", object.plural());
+            };
+            early.insert(at, (batch, answer));
+            while let Some((batch, (found, calls))) = early.remove(&judged) {
+                judged += 1;
+                *calls_made += CallLog::rest_count(&calls);
+                let tx = conn.transaction()?;
+                insert_calls(&tx, run_id, &calls)?;
+                match found {
+                    Ok(found) => {
+                        for (key, id) in batch.iter().filter(|(_, id)| !found.contains(id)) {
+                            tx.prepare_cached(
+                                "INSERT INTO temp.recheck_missing (key, marketo_id) VALUES (?1, ?2)",
+                            )?
+                            .execute(params![key, id])?;
+                        }
+                        checked += batch.len();
+                    }
+                    Err(err) => {
+                        failed.get_or_insert(err);
+                    }
+                }
+                tx.commit()?;
+            }
+        }
+        drop(jobs);
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(checked),
+        }
+    })
 }
 
 /// Which of `ids` (values of `field`) Marketo holds, with the calls that asked; an error when

@@ -1730,3 +1730,30 @@ fn recheck_keeps_queries_in_flight_and_stops_at_an_answer_without_its_records() 
         "every query sent is logged"
     );
 }
+
+/// A command's limiter counts the REST calls the commands just before it made (`api_call`):
+/// a push followed at once by three rechecks stays within Marketo's window and meets no 606.
+#[test]
+fn commands_run_back_to_back_share_the_rate_window() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&["--rate-limit-calls", "4", "--rate-limit-window", "2"]);
+    let limits = [
+        ("MARKETO_RATE_LIMIT_CALLS", "4"),
+        ("MARKETO_RATE_LIMIT_WINDOW_SECS", "2"),
+    ];
+    push_with(&db, &sim, &limits).expect_code(3);
+    for _ in 0..3 {
+        against(&db, &sim, &["recheck"], &limits).expect_code(0);
+    }
+    let state = sim.state();
+    assert_eq!(state["refused_606"], 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM api_call WHERE error_code = '606'"),
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM api_call WHERE path LIKE '/rest/v1/%.json?%'"),
+        6,
+        "two queries a recheck"
+    );
+}

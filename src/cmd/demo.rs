@@ -8,7 +8,6 @@ use super::Context;
 use super::pull::{self, PageText};
 use crate::demo::{CHANGES, INITIAL};
 use crate::exit::Outcome;
-use crate::export::client::MarketoClient;
 use crate::sim::marketo::{MarketoSim, SimConfig};
 
 pub(crate) fn run(ctx: &mut Context) -> Result<Outcome> {
@@ -84,7 +83,7 @@ fn sync_round(ctx: &mut Context, sim: &MarketoSim, step: usize) -> Result<()> {
         step + 1,
         sim.url()
     ));
-    let mut client = MarketoClient::new(&ctx.config.marketo)?;
+    let mut client = super::marketo_client(ctx)?;
     super::push::send(ctx, &mut plan, &mut client)?;
     Ok(())
 }

@@ -52,6 +52,16 @@ fn load_plan(ctx: &mut Context) -> Result<crate::plan::Plan> {
     Ok(plan)
 }
 
+/// The Marketo client of a writing command, its limiter counting the REST calls the commands
+/// before it made lately (`api_call`, twice a window's allowance of rows): a push started right
+/// after another, or after `recheck`, would otherwise meet Marketo's 606.
+fn marketo_client(ctx: &Context) -> Result<crate::export::client::MarketoClient> {
+    let client = crate::export::client::MarketoClient::new(&ctx.config.marketo)?;
+    let rows = 2 * ctx.config.marketo.rate_limit_calls as usize;
+    client.remember_calls(crate::export::push::logged_call_ages(&ctx.conn, rows)?);
+    Ok(client)
+}
+
 impl Context {
     /// Prints a line of progress unless `-q` was given (secrets cut, as everywhere).
     pub(crate) fn say(&self, line: impl AsRef<str>) {

@@ -22,7 +22,7 @@ pub(crate) fn run(ctx: &mut Context, dry_run: bool) -> Result<Outcome> {
         print_dry_run(&plan);
         return Ok(Outcome::Done);
     }
-    let mut client = MarketoClient::new(&ctx.config.marketo)?;
+    let mut client = super::marketo_client(ctx)?;
     let mut plan = super::load_plan(ctx)?;
     send(ctx, &mut plan, &mut client)
 }

@@ -6,11 +6,10 @@ use serde_json::json;
 
 use super::Context;
 use crate::exit::Outcome;
-use crate::export::client::MarketoClient;
 use crate::export::recheck;
 
 pub(crate) fn run(ctx: &mut Context) -> Result<Outcome> {
-    let client = MarketoClient::new(&ctx.config.marketo)?;
+    let client = super::marketo_client(ctx)?;
     let say = |line: String| crate::progress::say(&line);
     let in_flight = ctx.config.marketo.max_in_flight as usize;
     let rechecked = recheck::recheck(&mut ctx.conn, ctx.run_id, &client, in_flight, &say)?;

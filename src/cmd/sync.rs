@@ -17,7 +17,6 @@ use serde_json::json;
 
 use super::Context;
 use crate::exit::Outcome;
-use crate::export::client::MarketoClient;
 
 pub(crate) fn run(
     ctx: &mut Context,
@@ -28,7 +27,7 @@ pub(crate) fn run(
     let mut client = if dry_run {
         None
     } else {
-        Some(MarketoClient::new(&ctx.config.marketo)?)
+        Some(super::marketo_client(ctx)?)
     };
     let pulled = match fixtures {
         Some(dir) => super::pull::run(ctx, dir, full)?,

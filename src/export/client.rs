@@ -192,6 +192,12 @@ impl MarketoClient {
         })
     }
 
+    /// Has the limiter count the REST calls made `ages` ago by the commands before this one
+    /// (`push::logged_call_ages`); before this client makes any.
+    pub(crate) fn remember_calls(&self, ages: Vec<Duration>) {
+        lock(&self.limiter).remember(Instant::now(), ages);
+    }
+
     /// The instance and API user this client calls (as `describe::instance` gives them).
     pub(crate) fn instance(&self) -> (String, String) {
         (self.base.clone(), self.client_id.clone())

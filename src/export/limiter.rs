@@ -49,6 +49,22 @@ impl Limiter {
         }
     }
 
+    /// Counts the calls sent before this limiter was made, by the commands before this one,
+    /// `ages` ago (in any order; those older than the window are left out): a command started
+    /// right after another would otherwise send a window's allowance on top of the other's.
+    /// Only before the first call.
+    pub(crate) fn remember(&mut self, now: Instant, mut ages: Vec<Duration>) {
+        ages.sort_unstable_by(|a, b| b.cmp(a));
+        let sent = ages
+            .into_iter()
+            .filter(|age| *age < self.window)
+            .filter_map(|age| now.checked_sub(age));
+        self.sent.extend(sent);
+        if self.paced() {
+            self.slot = self.sent.back().map(|last| *last + self.gap);
+        }
+    }
+
     /// Counts a call that may go now and returns zero, or returns how long to wait first.
     pub(crate) fn try_acquire(&mut self, now: Instant) -> Duration {
         let wait = self.wait_at(now);
@@ -119,6 +135,22 @@ mod tests {
         // Four calls in the window: the next waits for the oldest to leave it.
         assert_eq!(limiter.try_acquire(start + MS(15_375)), MS(5125));
         assert_eq!(limiter.wait_at(start + MS(20_500)), Duration::ZERO);
+    }
+
+    #[test]
+    fn calls_of_the_commands_before_count_in_the_window() {
+        // 4 calls per 20 s (a window of 20.5 s): three calls logged 1, 2 and 30 s ago.
+        let mut limiter = Limiter::new(4, Duration::from_secs(20));
+        let now = Instant::now();
+        limiter.remember(now, vec![MS(1000), MS(30_000), MS(2000)]);
+        // The two within the window count: half the allowance, so calls are paced from the
+        // newest (a slot 5.125 s after it), and the third of this command, fifth in the window,
+        // waits for the oldest to leave it.
+        assert_eq!(limiter.try_acquire(now), MS(4125));
+        assert_eq!(limiter.try_acquire(now + MS(4125)), Duration::ZERO);
+        assert_eq!(limiter.try_acquire(now + MS(9250)), Duration::ZERO);
+        assert_eq!(limiter.try_acquire(now + MS(14_375)), MS(4125));
+        assert_eq!(limiter.wait_at(now + MS(18_500)), Duration::ZERO);
     }
 
     #[test]

@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -992,6 +993,34 @@ fn record_calls(conn: &mut Connection, run_id: i64, calls: &[CallLog]) -> Result
     insert_calls(&tx, run_id, calls)?;
     tx.commit()?;
     Ok(())
+}
+
+/// How long ago the REST calls among the newest `rows` of `api_call` were made, by whatever
+/// command. A call's `at` is stamped to the second when its answer is recorded, after Marketo
+/// counted it: taken as the end of that second, it errs late, keeping the call in the window
+/// longer than Marketo does. A stamp that cannot be read is taken as now.
+pub(crate) fn logged_call_ages(conn: &Connection, rows: usize) -> Result<Vec<Duration>> {
+    let now = chrono::Utc::now();
+    let stamps: Vec<String> = conn
+        .prepare_cached(
+            "SELECT at FROM (SELECT at, path FROM api_call ORDER BY call_id DESC LIMIT ?1)
+             WHERE path LIKE '/rest/%'",
+        )?
+        .query_map([rows as i64], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(stamps
+        .iter()
+        .map(|at| {
+            chrono::NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%SZ")
+                .ok()
+                .and_then(|at| {
+                    (now - at.and_utc() - chrono::Duration::seconds(1))
+                        .to_std()
+                        .ok()
+                })
+                .unwrap_or_default()
+        })
+        .collect())
 }
 
 pub(crate) fn insert_calls(tx: &Transaction<'_>, run_id: i64, calls: &[CallLog]) -> Result<()> {

@@ -1,9 +1,10 @@
 //! Asks Marketo whether it still holds what it acknowledged (`oppsync recheck`): each
 //! acknowledged lead by its id, each opportunity by its marketoGUID, with one query call per
 //! 300 leads and per 150 opportunities (so that their GUIDs keep the query under Marketo's 8 KB
-//! URI limit), `[marketo] max_in_flight` of them at a time, as push sends. Those Marketo no longer has (deleted there by hand, or a lead merged into
-//! another) are set back, their acknowledged payload emptied, so that the next push sends them
-//! again; Marketo gives them a new id, and push sends their roles after them (`mkto_moved`).
+//! URI limit), `[marketo] max_in_flight` of them at a time, as push sends. Those Marketo no
+//! longer has (deleted there by hand, or a lead merged into another) are set back, their
+//! acknowledged payload emptied, so that the next push sends them again; Marketo gives them a
+//! new id, and push sends their roles after them (`mkto_moved`).
 //!
 //! A record is only set back on an answer that lists the records found: an answer without a
 //! result list fails the run, and sets back nothing of its object (an object before it is

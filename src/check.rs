@@ -183,7 +183,8 @@ fn dynamics(config: &Config, items: &mut Vec<Item>) {
 /// by `oppsync recheck`. Nothing when nothing was acknowledged yet.
 fn acknowledged_in_marketo(conn: &Connection, client: &MarketoClient) -> Option<Item> {
     const NAME: &str = "Marketo holds what it acknowledged";
-    let sampled = match crate::export::recheck::sample(conn, client) {
+    // `check` records no run: the calls are not logged.
+    let sampled = match crate::export::recheck::sample(conn, client, &mut Vec::new()) {
         Ok(sampled) if sampled.is_empty() => return None,
         Ok(sampled) => sampled,
         Err(err) => {

@@ -186,6 +186,10 @@ pub struct MarketoConfig {
     /// is unchanged: sent again at once it would be refused again, at a call per batch every
     /// cycle. 0 sends every refused record again on every push.
     pub retry_refused_hours: u32,
+    /// How often `sync` asks Marketo about a random sample of what it acknowledged (a query
+    /// of 300 leads and one of 150 opportunities), to find records deleted or merged there
+    /// since; 0 never does.
+    pub sample_every_hours: u32,
 }
 
 impl Default for MarketoConfig {
@@ -203,6 +207,7 @@ impl Default for MarketoConfig {
             max_in_flight: 4,
             describe_max_age_hours: 24,
             retry_refused_hours: 24,
+            sample_every_hours: 24,
         }
     }
 }
@@ -438,7 +443,7 @@ impl Config {
         let d = &self.dynamics;
         // Every number that becomes a duration or a count is bounded here, so that no setting
         // can overflow the arithmetic that uses it.
-        let bounded: [(&str, u64, u64, u64, &str); 15] = [
+        let bounded: [(&str, u64, u64, u64, &str); 16] = [
             (
                 "history.keep_days",
                 self.history.keep_days.into(),
@@ -492,6 +497,13 @@ impl Config {
             (
                 "marketo.retry_refused_hours",
                 m.retry_refused_hours.into(),
+                0,
+                168,
+                " (a week)",
+            ),
+            (
+                "marketo.sample_every_hours",
+                m.sample_every_hours.into(),
                 0,
                 168,
                 " (a week)",
@@ -585,6 +597,7 @@ settings!(
     marketo.max_in_flight,
     marketo.describe_max_age_hours,
     marketo.retry_refused_hours,
+    marketo.sample_every_hours,
     dynamics.url,
     dynamics.tenant,
     dynamics.auth,
@@ -797,6 +810,7 @@ mod tests {
         ("marketo.max_in_flight", "2"),
         ("marketo.describe_max_age_hours", "0"),
         ("marketo.retry_refused_hours", "0"),
+        ("marketo.sample_every_hours", "0"),
         ("dynamics.url", "https://org.example.invalid"),
         ("dynamics.tenant", "tenant.example.invalid"),
         ("dynamics.auth", "ropc"),

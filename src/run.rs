@@ -58,6 +58,12 @@ pub(crate) fn prune(conn: &mut Connection, keep_days: u32) -> Result<usize> {
         "DELETE FROM mkto_refused WHERE refused_at < ?1 AND refused_at < ?2",
         [&cutoff, &week],
     )?;
+    // The last sample stays: `status` shows it, and `sync` times the next from it.
+    tx.execute(
+        "DELETE FROM marketo_sample WHERE sampled_at < ?1
+           AND sample_id < (SELECT max(sample_id) FROM marketo_sample)",
+        [&cutoff],
+    )?;
     let runs = tx.execute(
         "DELETE FROM run WHERE started_at < ?1 AND outcome <> 'running'
            AND command NOT IN ('pull', 'sync', 'demo', 'init')

@@ -2,7 +2,7 @@
 //! rule views derive, and rejected records. Reads only.
 
 use anyhow::Result;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -44,6 +44,21 @@ pub(crate) struct Status {
     /// first and last seen; a run exits 3 only when it adds one.
     pub problems: Vec<crate::problem::Open>,
     pub problems_total: i64,
+    /// The last sample `sync` made of what Marketo holds (`marketo_sample`), if any.
+    pub marketo_sample: Option<Sample>,
+}
+
+/// A row of `marketo_sample`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Sample {
+    pub run_id: i64,
+    pub sampled_at: String,
+    pub leads_asked: i64,
+    pub leads_missing: i64,
+    pub opportunities_asked: i64,
+    pub opportunities_missing: i64,
+    /// Why it could not be looked up.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -201,6 +216,25 @@ pub(crate) fn read(
         .collect();
     let last_errors = runs_where(conn, current_run, "outcome IN ('failed', 'usage_error')", 3)?;
     let (problems, problems_total) = crate::problem::open(conn, RECENT_REJECTS)?;
+    let marketo_sample = conn
+        .query_row(
+            "SELECT run_id, sampled_at, leads_asked, leads_missing, opportunities_asked,
+                 opportunities_missing, error
+             FROM marketo_sample ORDER BY sample_id DESC LIMIT 1",
+            [],
+            |r| {
+                Ok(Sample {
+                    run_id: r.get(0)?,
+                    sampled_at: r.get(1)?,
+                    leads_asked: r.get(2)?,
+                    leads_missing: r.get(3)?,
+                    opportunities_asked: r.get(4)?,
+                    opportunities_missing: r.get(5)?,
+                    error: r.get(6)?,
+                })
+            },
+        )
+        .optional()?;
     Ok(Status {
         schema_version,
         writer: writer.cloned(),
@@ -215,6 +249,7 @@ pub(crate) fn read(
         lag,
         problems,
         problems_total,
+        marketo_sample,
     })
 }
 

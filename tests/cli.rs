@@ -791,7 +791,10 @@ fn history_older_than_keep_days_is_pruned_at_the_end_of_a_writing_run() {
                  VALUES (102, 'contacts.json', 0, 'contacts', 'no contactid', '{}');
              INSERT INTO mkto_refused (object, key, payload, reason, refused_at) VALUES
                  ('lead', 'gone@example.com', '{}', '1003 bad', '2001-01-01T00:00:01Z'),
-                 ('lead', 'held@example.com', '{}', '1003 bad', strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-2 days'));",
+                 ('lead', 'held@example.com', '{}', '1003 bad', strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-2 days'));
+             INSERT INTO marketo_sample (sample_id, run_id, sampled_at) VALUES
+                 (1, 102, '2001-01-01T00:00:00Z'), (2, 102, '2001-01-02T00:00:00Z'),
+                 (3, 102, '2001-01-03T00:00:00Z');",
         )
         .unwrap();
     }
@@ -830,6 +833,11 @@ fn history_older_than_keep_days_is_pruned_at_the_end_of_a_writing_run() {
         db.column("SELECT key FROM mkto_refused"),
         ["held@example.com"],
         "an old refusal goes, a recent one stays"
+    );
+    assert_eq!(
+        db.column("SELECT sample_id FROM marketo_sample"),
+        ["3"],
+        "old samples go but the last, which times the next"
     );
     assert!(
         db.count("SELECT count(*) FROM run WHERE run_id < 100 OR run_id > 102") >= 2,

@@ -1757,3 +1757,105 @@ fn commands_run_back_to_back_share_the_rate_window() {
         "two queries a recheck"
     );
 }
+
+/// `sync` asks Marketo about a random sample of what it acknowledged once every
+/// `sample_every_hours`: a lead deleted there draws a warning naming `recheck` (exit 3 the first
+/// time, the standing warning with exit 0 after), `status` shows the last sample, and once
+/// `recheck` and a push sent it again the next sample finds everything.
+#[test]
+fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&[]);
+    let dir = fixtures().join("demo").join("1-initial");
+    let sync = |extra: &[(&str, &str)]| {
+        against(
+            &db,
+            &sim,
+            &["sync", "--fixtures", dir.to_str().unwrap()],
+            extra,
+        )
+    };
+    let samples = || db.count("SELECT count(*) FROM marketo_sample");
+    // The day is over since the last sample.
+    let day_over = || {
+        rusqlite::Connection::open(db.path())
+            .unwrap()
+            .execute(
+                "UPDATE marketo_sample SET sampled_at = '2000-01-01T00:00:00Z'",
+                [],
+            )
+            .unwrap();
+    };
+    let run = sync(&[]);
+    run.expect_code(3); // the contact without an email
+    assert!(
+        run.stdout.contains(
+            "sampled what Marketo holds: all 3 leads and 5 opportunities asked about are there"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM api_call WHERE path LIKE '/rest/v1/%.json?filterType=%'
+                 AND run_id = (SELECT max(run_id) FROM run)"
+        ),
+        2,
+        "a query of leads and one of opportunities, logged"
+    );
+    // Not again within the day.
+    sync(&[]).expect_code(0);
+    assert_eq!(samples(), 1);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM api_call WHERE path LIKE '/rest/v1/%.json?filterType=%'
+                 AND run_id = (SELECT max(run_id) FROM run)"
+        ),
+        0
+    );
+
+    sim.delete_lead("ana.ruiz@example.com");
+    day_over();
+    let run = sync(&[]);
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains(
+            "warning: Marketo lacks 1 of 3 leads and 0 of 5 opportunities sampled at random"
+        ) && run
+            .stderr
+            .contains("run `oppsync recheck` to find them all, then push"),
+        "{}",
+        run.stderr
+    );
+    let status = db.run(&["status"]);
+    assert!(
+        status.stdout.contains(
+            "Marketo lacks 1 of 3 leads and 0 of 5 opportunities asked about: run `oppsync recheck`, then push"
+        ),
+        "{}",
+        status.stdout
+    );
+    // Seen again the next day, it stands: the warning again, exit 0.
+    day_over();
+    let run = sync(&[]);
+    run.expect_code(0);
+    assert!(run.stderr.contains("warning: Marketo lacks 1 of 3 leads"));
+
+    against(&db, &sim, &["recheck"], &[]).expect_code(0);
+    push(&db, &sim).expect_code(0);
+    day_over();
+    let run = sync(&[]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("all 3 leads and 5 opportunities asked about are there")
+    );
+    // sample_every_hours = 0: never. (Each sync prunes the samples older than keep_days but
+    // the last: those aged here.)
+    assert_eq!(samples(), 1);
+    let last = || db.count("SELECT max(sample_id) FROM marketo_sample");
+    assert_eq!(last(), 4);
+    day_over();
+    sync(&[("MARKETO_SAMPLE_EVERY_HOURS", "0")]).expect_code(0);
+    assert_eq!(last(), 4);
+}

@@ -86,6 +86,27 @@ fn print_human(s: &Status) {
         ),
         None => outln!("last successful push: none yet"),
     }
+    if let Some(sample) = &s.marketo_sample {
+        let found = match &sample.error {
+            Some(error) => format!("could not be looked up: {error}"),
+            None if sample.leads_missing + sample.opportunities_missing > 0 => format!(
+                "Marketo lacks {} of {} leads and {} of {} opportunities asked about: run `oppsync recheck`, then push",
+                sample.leads_missing,
+                sample.leads_asked,
+                sample.opportunities_missing,
+                sample.opportunities_asked
+            ),
+            None => format!(
+                "all {} leads and {} opportunities asked about are in Marketo",
+                sample.leads_asked, sample.opportunities_asked
+            ),
+        };
+        outln!(
+            "last sample of what Marketo holds: #{} {}: {found}",
+            sample.run_id,
+            sample.sampled_at
+        );
+    }
     outln!(
         "newest opportunity change staged: {}; acknowledged by Marketo: {}",
         s.lag.newest_staged.as_deref().unwrap_or("none"),

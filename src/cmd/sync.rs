@@ -17,6 +17,9 @@ use serde_json::json;
 
 use super::Context;
 use crate::exit::Outcome;
+use crate::export::client::{CallLog, MarketoClient};
+use crate::export::push::insert_calls;
+use crate::export::recheck;
 
 pub(crate) fn run(
     ctx: &mut Context,
@@ -44,11 +47,68 @@ pub(crate) fn run(
         }
     };
     ctx.counts = json!({"pull": pull_counts, "push": std::mem::take(&mut ctx.counts)});
-    Ok(if pulled == Outcome::Done && pushed == Outcome::Done {
-        Outcome::Done
-    } else {
-        Outcome::DoneWithRejects
-    })
+    let sampled_new = match &client {
+        Some(client) => sample_if_due(ctx, client)?,
+        None => false,
+    };
+    Ok(
+        if pulled == Outcome::Done && pushed == Outcome::Done && !sampled_new {
+            Outcome::Done
+        } else {
+            Outcome::DoneWithRejects
+        },
+    )
+}
+
+/// Every `[marketo] sample_every_hours`, after the push: a random sample of the acknowledged
+/// leads and opportunities looked up in Marketo (`recheck::sample`, a query each), its calls
+/// logged and what it found stored (`marketo_sample`) and said; a warning when Marketo lacks
+/// some, naming `oppsync recheck`. Returns whether that is new (the sample before found none
+/// missing), which makes the cycle exit 3. A sample that cannot be looked up is a warning too,
+/// not a failed cycle: the push went through.
+fn sample_if_due(ctx: &mut Context, client: &MarketoClient) -> Result<bool> {
+    if !recheck::sample_due(&ctx.conn, ctx.config.marketo.sample_every_hours)? {
+        return Ok(false);
+    }
+    let mut calls = Vec::new();
+    let sampled = recheck::sample(&ctx.conn, client, &mut calls);
+    let tx = ctx.conn.transaction()?;
+    insert_calls(&tx, ctx.run_id, &calls)?;
+    let new = recheck::store_sample(&tx, ctx.run_id, &sampled)?;
+    tx.commit()?;
+    let told = match &sampled {
+        Ok(sampled) => sampled
+            .iter()
+            .map(|s| format!("{} of {} {}", s.missing, s.asked, s.object.plural()))
+            .collect::<Vec<_>>()
+            .join(" and "),
+        Err(err) => {
+            errln!(
+                "warning: the sample of what Marketo holds could not be looked up: {}",
+                crate::exit::error_line(err)
+            );
+            return Ok(false);
+        }
+    };
+    let missing: usize = sampled.iter().flatten().map(|s| s.missing).sum();
+    ctx.counts["sample"] = json!({"missing": missing, "calls": CallLog::rest_count(&calls)});
+    if missing > 0 {
+        errln!(
+            "warning: Marketo lacks {told} sampled at random of those it acknowledged (deleted or merged there): run `oppsync recheck` to find them all, then push"
+        );
+    } else if let Ok(sampled) = &sampled
+        && !sampled.is_empty()
+    {
+        let asked: Vec<String> = sampled
+            .iter()
+            .map(|s| format!("{} {}", s.asked, s.object.plural()))
+            .collect();
+        ctx.say(format!(
+            "sampled what Marketo holds: all {} asked about are there",
+            asked.join(" and ")
+        ));
+    }
+    Ok(new)
 }
 
 /// Said instead of when the next cycle starts, after the last of `--max-cycles`.

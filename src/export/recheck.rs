@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::sync::{Mutex, mpsc};
 
 use anyhow::{Result, bail};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -240,10 +240,15 @@ pub(crate) struct Sampled {
     pub missing: usize,
 }
 
-/// For `check`: a sample of the acknowledged leads and of the opportunities (as many as one
-/// query asks about, chosen at random) looked up in Marketo; objects with none acknowledged are
-/// left out. `check` records no run, so the calls are not logged.
-pub(crate) fn sample(conn: &Connection, client: &MarketoClient) -> Result<Vec<Sampled>> {
+/// For `check`, and for `sync` every `[marketo] sample_every_hours`: a sample of the
+/// acknowledged leads and of the opportunities (as many as one query asks about, chosen at
+/// random) looked up in Marketo; objects with none acknowledged are left out. The calls made
+/// are added to `calls`, for a command that records a run to log.
+pub(crate) fn sample(
+    conn: &Connection,
+    client: &MarketoClient,
+    calls: &mut Vec<CallLog>,
+) -> Result<Vec<Sampled>> {
     let mut sampled = Vec::new();
     for (object, field, per_call) in LOOKUPS {
         let batch = random_acknowledged(conn, object, per_call)?;
@@ -251,7 +256,9 @@ pub(crate) fn sample(conn: &Connection, client: &MarketoClient) -> Result<Vec<Sa
             continue;
         }
         let ids: Vec<&str> = batch.iter().map(String::as_str).collect();
-        let found = ask(client, object, field, &ids).0?;
+        let (found, made) = ask(client, object, field, &ids);
+        calls.extend(made);
+        let found = found?;
         sampled.push(Sampled {
             object,
             asked: ids.len(),
@@ -259,6 +266,73 @@ pub(crate) fn sample(conn: &Connection, client: &MarketoClient) -> Result<Vec<Sa
         });
     }
     Ok(sampled)
+}
+
+/// Whether `sync` is to sample what Marketo holds: `every_hours` (not 0) have passed since the
+/// last sample stored, or none is, or the last is stamped in the future (the clock was set
+/// back).
+pub(crate) fn sample_due(conn: &Connection, every_hours: u32) -> Result<bool> {
+    if every_hours == 0 {
+        return Ok(false);
+    }
+    let last: Option<String> = conn
+        .query_row(
+            "SELECT sampled_at FROM marketo_sample ORDER BY sample_id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let now = chrono::Utc::now();
+    let stamp = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let due_before = stamp(now - chrono::Duration::hours(i64::from(every_hours)));
+    Ok(last.is_none_or(|at| at <= due_before || at > stamp(now)))
+}
+
+/// Stores the sample `sync` made in run `run_id`, or why it could not be made; returns whether
+/// it finds records missing where the sample before found none (or could not look): a new
+/// problem for the run's exit code.
+pub(crate) fn store_sample(
+    conn: &Connection,
+    run_id: i64,
+    sampled: &Result<Vec<Sampled>>,
+) -> Result<bool> {
+    let missing_before: Option<i64> = conn
+        .query_row(
+            "SELECT leads_missing + opportunities_missing FROM marketo_sample
+             WHERE error IS NULL ORDER BY sample_id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let of = |object: Object| -> (usize, usize) {
+        let found = sampled.as_ref().ok().into_iter().flatten();
+        found
+            .filter(|s| s.object == object)
+            .map(|s| (s.asked, s.missing))
+            .next()
+            .unwrap_or_default()
+    };
+    let (leads_asked, leads_missing) = of(Object::Lead);
+    let (opportunities_asked, opportunities_missing) = of(Object::Opportunity);
+    let error = sampled
+        .as_ref()
+        .err()
+        .map(|err| crate::redact::redact(&crate::exit::error_line(err)).to_string());
+    conn.execute(
+        "INSERT INTO marketo_sample (run_id, sampled_at, leads_asked, leads_missing,
+             opportunities_asked, opportunities_missing, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            run_id,
+            crate::run::now(),
+            leads_asked as i64,
+            leads_missing as i64,
+            opportunities_asked as i64,
+            opportunities_missing as i64,
+            error
+        ],
+    )?;
+    Ok(leads_missing + opportunities_missing > 0 && missing_before.unwrap_or(0) == 0)
 }
 
 /// Up to `limit` Marketo ids of acknowledged records of `object`, chosen at random.

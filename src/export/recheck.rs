@@ -289,8 +289,8 @@ pub(crate) fn sample_due(conn: &Connection, every_hours: u32) -> Result<bool> {
 }
 
 /// Stores the sample `sync` made in run `run_id`, or why it could not be made; returns whether
-/// it finds records missing where the sample before found none (or could not look): a new
-/// problem for the run's exit code.
+/// it finds records missing where the last sample that could look found none (or there was
+/// none): a new problem for the run's exit code.
 pub(crate) fn store_sample(
     conn: &Connection,
     run_id: i64,

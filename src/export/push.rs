@@ -104,18 +104,16 @@ pub(crate) fn push(
     // The instance must have every field the records carry; checked once, before anything goes,
     // against Marketo's describes: those stored within `describe_max_age_hours`, and fresh ones
     // of the other objects, which are stored in turn.
-    let mut calls = Vec::new();
-    let checked = describe::check(
-        client,
+    let describes = plan.describes().clone();
+    summary.calls += check_fields(
+        conn,
+        run_id,
         plan,
         mapping,
-        Some(plan.describes()),
+        client,
+        &describes,
         max_in_flight,
-        &mut calls,
-    );
-    summary.calls += CallLog::rest_count(&calls);
-    record_calls(conn, run_id, &calls)?;
-    describe::store(conn, &client.instance(), run_id, &checked?)?;
+    )?;
     for (object, described_at) in plan.trusted_describes() {
         crate::progress::detail(&format!(
             "{}: fields checked against Marketo's describe of {described_at} (stored; no call)",
@@ -228,18 +226,35 @@ fn send_roles_unplanned(
     if plan.reread_upserts(conn, object)? == 0 {
         return Ok(());
     }
+    let only = BTreeSet::from([object]);
+    summary.calls += check_fields(conn, run_id, plan, mapping, client, &only, max_in_flight)?;
+    Ok(())
+}
+
+/// Describes `objects` and checks the fields of the plan's records of them against those
+/// describes (`describe::check`: an error when one is missing or not updateable), logging the
+/// calls and storing the describes. Returns the REST calls made.
+fn check_fields(
+    conn: &mut Connection,
+    run_id: i64,
+    plan: &Plan,
+    mapping: &MappingConfig,
+    client: &MarketoClient,
+    objects: &BTreeSet<Object>,
+    max_in_flight: usize,
+) -> Result<usize> {
     let mut calls = Vec::new();
     let checked = describe::check(
         client,
         plan,
         mapping,
-        Some(&BTreeSet::from([object])),
+        Some(objects),
         max_in_flight,
         &mut calls,
     );
-    summary.calls += CallLog::rest_count(&calls);
     record_calls(conn, run_id, &calls)?;
-    describe::store(conn, &client.instance(), run_id, &checked?)
+    describe::store(conn, &client.instance(), run_id, &checked?)?;
+    Ok(CallLog::rest_count(&calls))
 }
 
 /// Records the records to send that no batch can carry as not sent. The records the plan

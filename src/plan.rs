@@ -122,7 +122,7 @@ impl Plan {
         counts.create + counts.update
     }
 
-    /// Reads the records of `object` to send again, with their fields and batches, after push
+    /// Counts the records of `object` to send anew, with their fields and batches, after push
     /// marked more of them to send than the plan had (the roles of a lead or opportunity
     /// Marketo gave a new id, `export::push`): those now to send are no longer unchanged.
     /// Returns how many there are to send now.

@@ -43,8 +43,9 @@ refused() {
 for run in $(seq "$runs"); do
     for b in "$@"; do
         cp "$work/pushed.db" "$work/recheck.db"
-        # The calls before (the push, the last run) leave the simulator's 20 s window first: a
-        # new process's limiter does not know of them.
+        # The calls before (the push, the last run) leave the simulator's 20 s window first:
+        # each run starts from a copy of the pushed database, whose api_call holds none of the
+        # last run's calls, and builds before 5216a36 count none of the logged ones either.
         sleep 21
         read -r before606 before615 < <(refused)
         start=$(date +%s.%N)

@@ -1594,6 +1594,97 @@ fn recheck_finds_what_marketo_lost_and_the_pushes_after_send_it_again() {
 }
 
 #[test]
+fn recheck_with_roles_finds_a_role_marketo_lost_alone_and_the_push_after_sends_it_again() {
+    let (db, sim) = pushed();
+    // An administrator deletes one role; its lead and opportunity stay.
+    let state = sim.state();
+    let role = state["roles"][0].clone();
+    let key = |r: &Value| {
+        (
+            r["externalOpportunityId"].clone(),
+            r["leadId"].clone(),
+            r["role"].clone(),
+        )
+    };
+    sim.delete(
+        "opportunities/roles/delete.json",
+        json!({"deleteBy": "dedupeFields", "input": [{
+            "externalOpportunityId": role["externalOpportunityId"],
+            "leadId": role["leadId"],
+            "role": role["role"],
+        }]}),
+    );
+    let held = |sim: &Sim| {
+        sim.state()["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| key(r) == key(&role))
+    };
+    assert!(!held(&sim));
+    // Without --roles, the lead and the opportunity are found, and the role is not asked about.
+    let run = against(&db, &sim, &["recheck"], &[]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("Marketo holds every lead and opportunity it acknowledged"),
+        "{}",
+        run.stdout
+    );
+    assert!(push(&db, &sim).stdout.contains("no REST call made"));
+    let run = against(&db, &sim, &["recheck", "--roles", "--json"], &[]);
+    run.expect_code(0);
+    let result: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(
+        result["counts"]["missing"],
+        json!({"lead": 0, "opportunity": 0, "opportunity_role": 1}),
+        "{result}"
+    );
+    assert_eq!(
+        result["counts"]["checked"]["opportunity_role"], 6,
+        "{result}"
+    );
+    assert!(
+        run.stderr
+            .contains("1 no longer in Marketo: `oppsync push` sends them again\n"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(result["rest_calls"], 3);
+    assert_eq!(
+        db.column("SELECT path FROM api_call WHERE run_id = (SELECT max(run_id) FROM run) AND path LIKE '/rest%' ORDER BY call_id")[2],
+        "/rest/v1/opportunities/roles.json?filterType=marketoGUID&filterValues=(6 values)&fields=marketoGUID"
+    );
+    assert_eq!(
+        db.column("SELECT args FROM run WHERE run_id = (SELECT max(run_id) FROM run)"),
+        [r#"["--roles"]"#]
+    );
+    // The next push sends that role alone, and Marketo holds it again.
+    let run = push(&db, &sim);
+    run.expect_code(0);
+    assert!(held(&sim), "{}", run.stdout);
+    assert_eq!(
+        db.count("SELECT count(*) FROM api_call WHERE run_id = (SELECT max(run_id) FROM run) AND path = '/rest/v1/opportunities/roles.json'"),
+        1,
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        db.count("SELECT sum(records) FROM api_call WHERE run_id = (SELECT max(run_id) FROM run) AND path = '/rest/v1/opportunities/roles.json'"),
+        1
+    );
+    assert!(push(&db, &sim).stdout.contains("no REST call made"));
+    let run = against(&db, &sim, &["recheck", "--roles"], &[]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("Marketo holds every lead, opportunity and role it acknowledged"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn recheck_against_an_instance_that_lacks_most_records_sets_back_nothing() {
     let db = TestDb::new();
     let pages = db.dir.path().join("pages");

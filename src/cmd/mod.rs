@@ -198,7 +198,7 @@ fn prints_json(command: &Command) -> bool {
         Command::Pull(args) => args.json,
         Command::Plan { json }
         | Command::Push { json, .. }
-        | Command::Recheck { json }
+        | Command::Recheck { json, .. }
         | Command::Sync { json, .. }
         | Command::Check { json }
         | Command::Status { json }
@@ -298,7 +298,7 @@ fn dispatch(ctx: &mut Context, command: &Command) -> Result<Outcome> {
         Command::Check { json } => check::run(ctx, *json),
         Command::Plan { json } => plan::run(ctx, *json),
         Command::Push { dry_run, .. } => push::run(ctx, *dry_run),
-        Command::Recheck { .. } => recheck::run(ctx),
+        Command::Recheck { roles, .. } => recheck::run(ctx, *roles),
         Command::Sync {
             fixtures,
             full,
@@ -332,7 +332,11 @@ fn describe(command: &Command) -> (&'static str, Vec<String>, bool) {
         Command::Plan { .. } => ("plan", vec![], false),
         Command::Push { dry_run: true, .. } => ("push", vec!["--dry-run".to_string()], false),
         Command::Push { dry_run: false, .. } => ("push", vec![], true),
-        Command::Recheck { .. } => ("recheck", vec![], true),
+        Command::Recheck { roles, .. } => (
+            "recheck",
+            roles.then(|| "--roles".to_string()).into_iter().collect(),
+            true,
+        ),
         Command::Sync {
             fixtures,
             full,

@@ -7,19 +7,33 @@ use serde_json::json;
 use super::Context;
 use crate::exit::Outcome;
 use crate::export::recheck;
+use crate::object::Object;
 
-pub(crate) fn run(ctx: &mut Context) -> Result<Outcome> {
+/// With `roles`, the acknowledged roles are asked about too.
+pub(crate) fn run(ctx: &mut Context, roles: bool) -> Result<Outcome> {
     let client = super::marketo_client(ctx)?;
     let say = |line: String| crate::progress::say(&line);
     let in_flight = ctx.config.marketo.max_in_flight as usize;
-    let rechecked = recheck::recheck(&mut ctx.conn, ctx.run_id, &client, in_flight, &say)?;
+    let rechecked = recheck::recheck(&mut ctx.conn, ctx.run_id, &client, in_flight, roles, &say)?;
     let missing: usize = rechecked.missing.values().sum();
     ctx.counts = json!(rechecked);
     if missing == 0 {
-        ctx.say("Marketo holds every lead and opportunity it acknowledged");
+        ctx.say(if roles {
+            "Marketo holds every lead, opportunity and role it acknowledged"
+        } else {
+            "Marketo holds every lead and opportunity it acknowledged"
+        });
     } else {
+        // A lead or opportunity sent again gets a new id, so push sends its roles too.
+        let roles_lost = rechecked.missing.get(Object::OpportunityRole.name());
+        let lost_owners = missing - roles_lost.unwrap_or(&0);
         ctx.say(format!(
-            "{missing} no longer in Marketo: `oppsync push` sends them again, and their roles after them"
+            "{missing} no longer in Marketo: `oppsync push` sends them again{}",
+            if lost_owners > 0 {
+                ", and the roles of the leads and opportunities after them"
+            } else {
+                ""
+            }
         ));
     }
     Ok(Outcome::Done)

@@ -1,10 +1,13 @@
 //! Asks Marketo whether it still holds what it acknowledged (`oppsync recheck`): each
-//! acknowledged lead by its id, each opportunity by its marketoGUID, with one query call per
-//! 300 leads and per 150 opportunities (so that their GUIDs keep the query under Marketo's 8 KB
-//! URI limit), `[marketo] max_in_flight` of them at a time, as push sends. Those Marketo no
-//! longer has (deleted there by hand, or a lead merged into another) are set back, their
-//! acknowledged payload emptied, so that the next push sends them again; Marketo gives them a
-//! new id, and push sends their roles after them (`mkto_moved`).
+//! acknowledged lead by its id, each opportunity by its marketoGUID (and with `--roles`, each
+//! role by its marketoGUID), with one query call per 300 leads and per 150 opportunities or
+//! roles (so that their GUIDs keep the query under Marketo's 8 KB URI limit),
+//! `[marketo] max_in_flight` of them at a time, as push sends. Those Marketo no longer has
+//! (deleted there by hand, or a lead merged into another) are set back, their acknowledged
+//! payload emptied, so that the next push sends them again; Marketo gives them a new id, and
+//! push sends their roles after them (`mkto_moved`). Roles are asked about only when asked
+//! for: Marketo deletes a lead's or an opportunity's roles with it, which the two lookups
+//! before find, and at 1M opportunities the roles alone would take about 17,000 calls.
 //!
 //! A record is only set back on an answer that lists the records found: an answer without a
 //! result list fails the run, and sets back nothing of its object (an object before it is
@@ -32,6 +35,9 @@ const LOOKUPS: [(Object, &str, usize); 2] = [
     (Object::Opportunity, "marketoGUID", 150),
 ];
 
+/// The roles' lookup, after the others when `recheck --roles` asks for it.
+const ROLE_LOOKUP: (Object, &str, usize) = (Object::OpportunityRole, "marketoGUID", 150);
+
 /// Records set back whatever share of their object they are: resending them costs a call.
 const FEW: usize = 10;
 
@@ -43,12 +49,14 @@ pub(crate) struct Rechecked {
     pub calls: usize,
 }
 
-/// Looks every acknowledged lead and opportunity up in Marketo, and sets back those it lacks.
+/// Looks every acknowledged lead and opportunity (and with `roles`, role) up in Marketo, and
+/// sets back those it lacks.
 pub(crate) fn recheck(
     conn: &mut Connection,
     run_id: i64,
     client: &MarketoClient,
     max_in_flight: usize,
+    roles: bool,
     say: &dyn Fn(String),
 ) -> Result<Rechecked> {
     let mut rechecked = Rechecked::default();
@@ -56,7 +64,8 @@ pub(crate) fn recheck(
         "CREATE TEMP TABLE IF NOT EXISTS recheck_missing (key TEXT PRIMARY KEY, marketo_id TEXT NOT NULL);
          DELETE FROM temp.recheck_missing;",
     )?;
-    for (object, field, per_call) in LOOKUPS {
+    let lookups = LOOKUPS.into_iter().chain(roles.then_some(ROLE_LOOKUP));
+    for (object, field, per_call) in lookups {
         let checked = note_missing(
             conn,
             run_id,

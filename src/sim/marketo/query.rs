@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value, json};
 
-use super::{Kind, Sim, envelope, failure};
+use super::{Kind, Sim, State, envelope, failure};
 use crate::sim::http::Response;
 
 impl Sim {
@@ -33,12 +33,14 @@ impl Sim {
             })
             .unwrap_or(0);
         let state = self.lock();
-        let all: Vec<&Map<String, Value>> = match kind {
-            Kind::Lead => state.leads.values().collect(),
-            Kind::Company => state.companies.values().collect(),
-            Kind::Opportunity => state.opportunities.values().collect(),
-            Kind::Role => state.roles.values().collect(),
-            Kind::SalesPerson => state.sales_persons.values().collect(),
+        let all = || -> Vec<&Map<String, Value>> {
+            match kind {
+                Kind::Lead => state.leads.values().collect(),
+                Kind::Company => state.companies.values().collect(),
+                Kind::Opportunity => state.opportunities.values().collect(),
+                Kind::Role => state.roles.values().collect(),
+                Kind::SalesPerson => state.sales_persons.values().collect(),
+            }
         };
         let (filter_type, fields, matching): (String, Option<String>, Vec<&Map<String, Value>>) =
             if let Some(body) = json_body {
@@ -66,7 +68,7 @@ impl Sim {
                         .collect::<Vec<_>>()
                         .join(",")
                 });
-                let matching = all
+                let matching = all()
                     .into_iter()
                     .filter(|record| {
                         inputs.iter().any(|input| {
@@ -107,16 +109,17 @@ impl Sim {
                 let lowered: HashSet<String> =
                     values.iter().map(|v| v.to_ascii_lowercase()).collect();
                 let exact: HashSet<&str> = values.iter().copied().collect();
-                let matching = all
-                    .into_iter()
-                    .filter(|record| match record.get(&field) {
-                        Some(Value::String(stored)) => {
-                            lowered.contains(&stored.to_ascii_lowercase())
-                        }
-                        Some(Value::Number(stored)) => exact.contains(stored.to_string().as_str()),
-                        _ => false,
-                    })
-                    .collect();
+                let matches = |record: &Map<String, Value>| match record.get(&field) {
+                    Some(Value::String(stored)) => lowered.contains(&stored.to_ascii_lowercase()),
+                    Some(Value::Number(stored)) => exact.contains(stored.to_string().as_str()),
+                    _ => false,
+                };
+                // Leads by id and opportunities and roles by marketoGUID are looked up rather
+                // than scanned for (`recheck`'s queries); the others are scanned for.
+                let matching = match state.indexed(kind, &field, &values) {
+                    Some(found) => found.into_iter().filter(|r| matches(r)).collect(),
+                    None => all().into_iter().filter(|r| matches(r)).collect(),
+                };
                 // Clients send a list of fields as one comma list or as repeated keys.
                 let fields: Vec<&str> = params
                     .iter()
@@ -185,5 +188,49 @@ fn loose_eq(stored: Option<&Value>, wanted: Option<&Value>) -> bool {
         (Some(Value::Number(a)), Some(Value::String(b))) => a.to_string() == *b,
         (Some(a), Some(b)) => a == b,
         _ => false,
+    }
+}
+
+impl State {
+    /// The records of `kind` whose `field` is one of `values`, each once, in the order of the
+    /// values, when an index finds them: leads by id, opportunities and roles by marketoGUID.
+    /// `None` for any other field, to be scanned for.
+    fn indexed(
+        &self,
+        kind: Kind,
+        field: &str,
+        values: &[&str],
+    ) -> Option<Vec<&Map<String, Value>>> {
+        let mut seen = HashSet::new();
+        let values = values
+            .iter()
+            .map(|v| v.to_ascii_lowercase())
+            .filter(|v| seen.insert(v.clone()));
+        // A GUID entry may outlive its record: the key's record now may be another.
+        let has_guid = |record: &Map<String, Value>, guid: &str| {
+            record
+                .get("marketoGUID")
+                .and_then(Value::as_str)
+                .is_some_and(|stored| stored.eq_ignore_ascii_case(guid))
+        };
+        Some(match (kind, field) {
+            (Kind::Lead, "id") => values
+                .filter_map(|v| v.parse::<i64>().ok())
+                .filter_map(|id| self.leads.get(&id))
+                .collect(),
+            (Kind::Opportunity, "marketoGUID") => values
+                .filter_map(|v| {
+                    let record = self.opportunities.get(self.opportunity_guids.get(&v)?)?;
+                    has_guid(record, &v).then_some(record)
+                })
+                .collect(),
+            (Kind::Role, "marketoGUID") => values
+                .filter_map(|v| {
+                    let record = self.roles.get(self.role_guids.get(&v)?)?;
+                    has_guid(record, &v).then_some(record)
+                })
+                .collect(),
+            _ => return None,
+        })
     }
 }

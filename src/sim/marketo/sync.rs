@@ -250,6 +250,19 @@ impl Sim {
                 }
                 stored.insert("updatedAt".into(), json!(now));
                 let id = stored.get(id_field).cloned().unwrap_or(Value::Null);
+                if let (false, Some(guid)) = (exists, id.as_str()) {
+                    let guid = guid.to_ascii_lowercase();
+                    match kind {
+                        Kind::Opportunity => {
+                            let key = key_values[0].as_str().unwrap_or_default().to_string();
+                            state.opportunity_guids.insert(guid, key);
+                        }
+                        Kind::Role => {
+                            state.role_guids.insert(guid, role_key(&key_values));
+                        }
+                        _ => {}
+                    }
+                }
                 Ok(json!({"status": if exists { "updated" } else { "created" }, id_field: id}))
             }
         }

@@ -331,6 +331,102 @@ fn more_calls_in_flight_than_allowed_get_615() {
 }
 
 #[test]
+fn opportunities_and_roles_are_found_by_marketo_guid_and_deleted_ones_are_not() {
+    let client = start(SimConfig::default());
+    let created = client.post(
+        "/rest/v1/opportunities.json",
+        json!({"input": [opportunity("o1"), opportunity("o2"), opportunity("o3")]}),
+    );
+    let guid = |i: usize| {
+        created["result"][i]["marketoGUID"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let lead = client.post(
+        "/rest/v1/leads.json",
+        json!({"input": [{"email": "a@example.com"}]}),
+    )["result"][0]["id"]
+        .clone();
+    let roles = client.post(
+        "/rest/v1/opportunities/roles.json",
+        json!({"input": [
+            {"externalOpportunityId": "o1", "leadId": lead, "role": "Buyer"},
+            {"externalOpportunityId": "o2", "leadId": lead, "role": "Buyer"},
+            {"externalOpportunityId": "o2", "leadId": lead, "role": "Payer"},
+        ]}),
+    );
+    let role_guid = |i: usize| {
+        roles["result"][i]["marketoGUID"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let found = |path: &str, values: &[String]| -> Vec<String> {
+        let answer = client.get(&format!(
+            "/rest/v1/{path}?filterType=marketoGUID&filterValues={}&fields=marketoGUID",
+            values.join(",")
+        ));
+        let mut guids: Vec<String> = answer["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .iter()
+            .map(|r| r["marketoGUID"].as_str().unwrap().to_string())
+            .collect();
+        guids.sort();
+        guids
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    // Whatever the case, each once however often asked, and nothing for an unknown GUID.
+    assert_eq!(
+        found(
+            "opportunities.json",
+            &[guid(0).to_uppercase(), guid(2), guid(2), "nope".into()]
+        ),
+        sorted(vec![guid(0), guid(2)])
+    );
+    assert_eq!(
+        found(
+            "opportunities/roles.json",
+            &[role_guid(0), role_guid(1), role_guid(2)]
+        ),
+        sorted(vec![role_guid(0), role_guid(1), role_guid(2)])
+    );
+    // Deleting o2 takes its two roles and no other; created anew, it has another GUID.
+    client.post(
+        "/rest/v1/opportunities/delete.json",
+        json!({"deleteBy": "dedupeFields", "input": [{"externalOpportunityId": "o2"}]}),
+    );
+    assert_eq!(
+        found(
+            "opportunities/roles.json",
+            &[role_guid(0), role_guid(1), role_guid(2)]
+        ),
+        [role_guid(0)]
+    );
+    let again = client.post(
+        "/rest/v1/opportunities.json",
+        json!({"input": [opportunity("o2")]}),
+    );
+    let new_guid = again["result"][0]["marketoGUID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new_guid, guid(1));
+    assert_eq!(
+        found("opportunities.json", &[guid(1)]),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        found("opportunities.json", &[guid(1), new_guid.clone()]),
+        [new_guid]
+    );
+}
+
+#[test]
 fn queries_page_with_next_page_token_and_accept_post_method_get() {
     let client = start(SimConfig::default());
     let leads: Vec<Value> = (0..3)

@@ -76,12 +76,8 @@ fn sample_if_due(ctx: &mut Context, client: &MarketoClient) -> Result<bool> {
     insert_calls(&tx, ctx.run_id, &calls)?;
     let new = recheck::store_sample(&tx, ctx.run_id, &sampled)?;
     tx.commit()?;
-    let told = match &sampled {
-        Ok(sampled) => sampled
-            .iter()
-            .map(|s| format!("{} of {} {}", s.missing, s.asked, s.object.plural()))
-            .collect::<Vec<_>>()
-            .join(" and "),
+    let sampled = match &sampled {
+        Ok(sampled) => sampled,
         Err(err) => {
             errln!(
                 "warning: the sample of what Marketo holds could not be looked up: {}",
@@ -90,22 +86,20 @@ fn sample_if_due(ctx: &mut Context, client: &MarketoClient) -> Result<bool> {
             return Ok(false);
         }
     };
-    let missing: usize = sampled.iter().flatten().map(|s| s.missing).sum();
+    let missing: usize = sampled.iter().map(|s| s.missing).sum();
     ctx.counts["sample"] = json!({"missing": missing, "calls": CallLog::rest_count(&calls)});
+    let each = |told: &dyn Fn(&recheck::Sampled) -> String| -> String {
+        sampled.iter().map(told).collect::<Vec<_>>().join(" and ")
+    };
     if missing > 0 {
+        let told = each(&|s| format!("{} of {} {}", s.missing, s.asked, s.object.plural()));
         errln!(
             "warning: Marketo lacks {told} sampled at random of those it acknowledged (deleted or merged there): run `oppsync recheck` to find them all, then push"
         );
-    } else if let Ok(sampled) = &sampled
-        && !sampled.is_empty()
-    {
-        let asked: Vec<String> = sampled
-            .iter()
-            .map(|s| format!("{} {}", s.asked, s.object.plural()))
-            .collect();
+    } else if !sampled.is_empty() {
+        let asked = each(&|s| format!("{} {}", s.asked, s.object.plural()));
         ctx.say(format!(
-            "sampled what Marketo holds: all {} asked about are there",
-            asked.join(" and ")
+            "sampled what Marketo holds: all {asked} asked about are there"
         ));
     }
     Ok(new)

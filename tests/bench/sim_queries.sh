@@ -7,6 +7,7 @@
 # alternate between the simulators. Prints each run's time and query calls per second.
 #
 # usage: tests/bench/sim_queries.sh [OPPORTUNITIES] [RUNS] [SIM_BIN...]
+# (`NO_EMAIL_EVERY=K`, read by gen_pages.py, leaves every K-th contact without an email)
 #   (default 100000 opportunities, about 2,000 query calls; 2 runs; this build)
 #   e.g. tests/bench/sim_queries.sh 100000 2 /tmp/oppsync-before target/release/oppsync
 # Not run by CI: it takes minutes.
@@ -41,7 +42,8 @@ for i in $(seq $#); do
     urls+=("$(head -1 "$work/sim$i.out" | awk '{print $NF}')")
     cp "$work/pulled.db" "$work/pushed$i.db"
     MARKETO_BASE_URL=${urls[$((i - 1))]} \
-        "$client" --db "$work/pushed$i.db" --config "$work/oppsync.toml" -q push || true
+        "$client" --db "$work/pushed$i.db" --config "$work/oppsync.toml" -q push \
+        2> "$work/push$i.err" || true
 done
 
 for run in $(seq "$runs"); do

@@ -24,8 +24,9 @@ pub(crate) fn start(conn: &Connection, command: &str, args: &[String]) -> Result
 }
 
 /// Removes what is older than `keep_days` days: the API calls and per-record outcomes of old
-/// runs, refusals that hold nothing back any more, and the old runs nothing refers to any more (runs that staged records, or whose
-/// acknowledgements or problems still stand, stay). Returns how many runs went.
+/// runs, refusals that hold nothing back any more, problems resolved by then, and the old runs
+/// nothing refers to any more (runs that staged records, or whose acknowledgements or
+/// problems still stand, stay). Returns how many runs went.
 ///
 /// SQLite's foreign key checks are off while it does: deleting a run would make SQLite look
 /// for the rows that refer to it in every table that may, and the staged tables' `staged_run`
@@ -52,6 +53,11 @@ fn without_foreign_key_checks<T>(
     restored?;
     Ok(value)
 }
+
+/// Problems resolved before the cutoff (last seen before it); standing ones stay however old.
+/// Served by the partial index `problem_resolved`.
+const PRUNE_RESOLVED_PROBLEMS: &str =
+    "DELETE FROM problem WHERE resolved_run IS NOT NULL AND last_seen < ?1";
 
 fn prune_unchecked(conn: &mut Connection, keep_days: u32) -> Result<usize> {
     let cutoff = (chrono::Utc::now() - chrono::Duration::days(i64::from(keep_days)))
@@ -85,6 +91,7 @@ fn prune_unchecked(conn: &mut Connection, keep_days: u32) -> Result<usize> {
         "DELETE FROM mkto_refused WHERE refused_at < ?1 AND refused_at < ?2",
         [&cutoff, &week],
     )?;
+    tx.execute(PRUNE_RESOLVED_PROBLEMS, [&cutoff])?;
     // The last sample stays: `status` shows it, and `sync` times the next from it.
     tx.execute(
         "DELETE FROM marketo_sample WHERE sampled_at < ?1
@@ -292,6 +299,13 @@ mod tests {
             })
             .unwrap();
         assert_eq!(dangling, 0);
+    }
+
+    #[test]
+    fn old_resolved_problems_are_found_by_their_index() {
+        let conn = db();
+        let plan = crate::db::query_plan(&conn, PRUNE_RESOLVED_PROBLEMS, ["2001-01-01T00:00:00Z"]);
+        assert!(plan.contains("USING INDEX problem_resolved"), "{plan}");
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub(crate) const MIGRATIONS: &[SqlFile] = &[
     sql_file!("sql/schema/0013_refused_records.sql"),
     sql_file!("sql/schema/0014_lost_in_marketo.sql"),
     sql_file!("sql/schema/0015_marketo_sample.sql"),
+    sql_file!("sql/schema/0016_resolved_problems_pruned.sql"),
 ];
 
 /// Rule views in creation order; each file creates the view its name ends with.

@@ -778,7 +778,12 @@ fn history_older_than_keep_days_is_pruned_at_the_end_of_a_writing_run() {
             "INSERT INTO run (run_id, command, args, started_at, outcome) VALUES
                  (100, 'push', '[]', '2001-01-01T00:00:00Z', 'done'),
                  (101, 'push', '[]', '2001-01-02T00:00:00Z', 'done'),
-                 (102, 'pull', '[]', '2001-01-03T00:00:00Z', 'done');
+                 (102, 'pull', '[]', '2001-01-03T00:00:00Z', 'done'),
+                 (103, 'push', '[]', '2001-01-04T00:00:00Z', 'done'),
+                 (104, 'push', '[]', '2001-01-05T00:00:00Z', 'done');
+             INSERT INTO problem (stage, subject, key, reason, first_run, first_seen, last_run, last_seen, resolved_run)
+                 VALUES ('push', 'lead', 'fixed@example.com', '1003 bad', 103, '2001-01-04T00:00:01Z', 103, '2001-01-04T00:00:01Z', 103),
+                        ('push', 'lead', 'still@example.com', '1003 bad', 104, '2001-01-05T00:00:01Z', 104, '2001-01-05T00:00:01Z', NULL);
              INSERT INTO api_call (run_id, method, path, records, attempt, duration_ms, at)
                  VALUES (100, 'POST', '/rest/v1/leads.json', 1, 1, 5, '2001-01-01T00:00:01Z');
              INSERT INTO push_outcome (run_id, object, key, action, status, at)
@@ -813,9 +818,15 @@ fn history_older_than_keep_days_is_pruned_at_the_end_of_a_writing_run() {
         0
     );
     assert_eq!(
-        db.column("SELECT run_id FROM run WHERE run_id BETWEEN 100 AND 102 ORDER BY run_id"),
-        ["101", "102"],
-        "an old push whose acknowledgement stands, and an old pull, stay"
+        db.column("SELECT run_id FROM run WHERE run_id BETWEEN 100 AND 104 ORDER BY run_id"),
+        ["101", "102", "104"],
+        "an old push whose acknowledgement stands, an old pull, and an old push whose problem \
+         stands, stay; the push whose problem was resolved long ago goes with it"
+    );
+    assert_eq!(
+        db.column("SELECT key FROM problem WHERE key LIKE '%@example.com' ORDER BY key"),
+        ["still@example.com"],
+        "a problem resolved long ago goes, a standing one stays however old"
     );
     assert_eq!(
         db.count(

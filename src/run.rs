@@ -26,15 +26,16 @@ pub(crate) fn start(conn: &Connection, command: &str, args: &[String]) -> Result
 /// Removes what is older than `keep_days` days: the API calls and per-record outcomes of old
 /// runs, refusals that hold nothing back any more, problems resolved by then, and the old runs
 /// nothing refers to any more (runs that staged records, or whose acknowledgements or
-/// problems still stand, stay). Returns how many runs went.
+/// problems still stand, stay; a pull or sync that staged nothing, as most cycles of a quiet
+/// org, goes). Returns how many runs went.
 ///
 /// SQLite's foreign key checks are off while it does: deleting a run would make SQLite look
 /// for the rows that refer to it in every table that may, and the staged tables' `staged_run`
 /// has no index (one on each would cost every page staged), so each run deleted read every
 /// staged record (at 100k opportunities, 8.6 s to delete 41 runs). The query instead keeps
 /// every run something refers to: the staged records refer only to runs of the commands that
-/// stage, which it keeps, and it looks up each other reference (a test holds this to the
-/// schema: `tests::REFERRING_TO_RUNS`).
+/// stage, which it keeps unless their counts say they staged nothing, and it looks up each
+/// other reference (a test holds this to the schema: `tests::REFERRING_TO_RUNS`).
 pub(crate) fn prune(conn: &mut Connection, keep_days: u32) -> Result<usize> {
     without_foreign_key_checks(conn, |conn| prune_unchecked(conn, keep_days))
 }
@@ -99,11 +100,20 @@ fn prune_unchecked(conn: &mut Connection, keep_days: u32) -> Result<usize> {
         [&cutoff],
     )?;
     // Without foreign key checks, this query alone keeps the references whole: the rows of
-    // old runs in the four tables above are gone, the staged records refer only to runs of the
-    // commands kept here, and every other reference is looked up.
+    // old runs in the four tables above are gone, the staged records refer only to runs of
+    // the commands that stage, kept here unless their counts (written as each page commits,
+    // and kept by a failed run) say that they upserted, deleted and swept nothing, and every
+    // other reference is looked up. Counts that are not there (a run from before they were
+    // written, a sync that failed in its pull) keep the run.
     let runs = tx.execute(
         "DELETE FROM run WHERE started_at < ?1 AND outcome <> 'running'
-           AND command NOT IN ('pull', 'sync', 'demo', 'init')
+           AND (command NOT IN ('pull', 'sync', 'demo', 'init')
+                OR command = 'pull' AND coalesce(json_extract(counts, '$.upserted')
+                    + json_extract(counts, '$.deleted')
+                    + json_extract(counts, '$.missing_from_full_pull'), 1) = 0
+                OR command = 'sync' AND coalesce(json_extract(counts, '$.pull.upserted')
+                    + json_extract(counts, '$.pull.deleted')
+                    + json_extract(counts, '$.pull.missing_from_full_pull'), 1) = 0)
            AND NOT EXISTS (SELECT 1 FROM mkto_ack a WHERE a.run_id = run.run_id)
            AND NOT EXISTS (SELECT 1 FROM problem p WHERE p.first_run = run.run_id)
            AND NOT EXISTS (SELECT 1 FROM problem p WHERE p.last_run = run.run_id)
@@ -176,7 +186,8 @@ mod tests {
         ("marketo_describe", "run_id"),
         ("marketo_sample", "run_id"),
         ("pull_state", "run_id"),
-        // Written by the commands that stage (pull, sync, demo), whose runs stay.
+        // Written by the commands that stage (pull, sync, demo), whose runs stay unless their
+        // counts say they staged nothing.
         ("account", "staged_run"),
         ("connection", "staged_run"),
         ("connectionrole", "staged_run"),

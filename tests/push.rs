@@ -1685,6 +1685,71 @@ fn recheck_with_roles_finds_a_role_marketo_lost_alone_and_the_push_after_sends_i
 }
 
 #[test]
+fn a_sales_person_deleted_in_marketo_is_sent_again_after_a_record_naming_it_meets_718() {
+    sales_person_deleted_in_marketo(false);
+}
+
+#[test]
+fn a_sales_person_deleted_in_marketo_is_sent_again_after_a_call_meets_718() {
+    sales_person_deleted_in_marketo(true);
+}
+
+/// A sales person deleted in Marketo, then a company naming it sent: Marketo answers 718 for
+/// the record or (`call_level`, unconfirmed which Marketo does) for the whole call.
+fn sales_person_deleted_in_marketo(call_level: bool) {
+    let (db, sim) = pushed();
+    let person = "8c1f3e7a-2b44-ef11-a316-000d3a5c1e01";
+    let company = db.column(&format!(
+        "SELECT key FROM mkto_ack WHERE object = 'company'
+             AND json_extract(payload, '$.externalSalesPersonId') = '{person}'"
+    ))[0]
+        .clone();
+    // Deleted in Marketo, by another integration; then the company changes in Dynamics (here,
+    // its acknowledgement set back, as `recheck` does), so the next push sends it.
+    sim.delete(
+        "salespersons/delete.json",
+        json!({"deleteBy": "dedupeFields", "input": [{"externalSalesPersonId": person}]}),
+    );
+    rusqlite::Connection::open(db.path())
+        .unwrap()
+        .execute(
+            "UPDATE mkto_ack SET payload = '' WHERE object = 'company' AND key = ?1",
+            [&company],
+        )
+        .unwrap();
+    if call_level {
+        sim.fault(json!({"code": "718", "count": 1, "path": "companies.json"}));
+    }
+    let run = push(&db, &sim);
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains(&format!("skipped company {company}")) && run.stderr.contains("718"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        db.column(&format!(
+            "SELECT payload FROM mkto_ack WHERE object = 'sales_person' AND key = '{person}'"
+        )),
+        [""],
+        "the sales person is marked to send again"
+    );
+    // The next push sends the sales person, then the company naming it.
+    let run = push(&db, &sim);
+    run.expect_code(0);
+    let state = sim.state();
+    assert!(
+        Sim::find(&state, "sales_persons", "externalSalesPersonId", person).is_some(),
+        "{state}"
+    );
+    assert_eq!(
+        Sim::find(&state, "companies", "externalCompanyId", &company).unwrap()["externalSalesPersonId"],
+        person
+    );
+    assert!(push(&db, &sim).stdout.contains("no REST call made"));
+}
+
+#[test]
 fn recheck_against_an_instance_that_lacks_most_records_sets_back_nothing() {
     let db = TestDb::new();
     let pages = db.dir.path().join("pages");

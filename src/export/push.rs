@@ -48,6 +48,9 @@ const HELD_CODES: [&str; 4] = ["1001", "1002", "1003", "1007"];
 /// Record-level refusals of a role whose lead or opportunity Marketo does not have: "not
 /// found", 1004 or 1013 (unconfirmed which; the simulator answers 1013).
 const PARENT_MISSING_CODES: [&str; 2] = ["1004", "1013"];
+/// A record names a sales person Marketo does not know (for the record, or for the whole call:
+/// unconfirmed which).
+const SALES_PERSON_UNKNOWN: &str = "718";
 /// Records read from the export rows at a time: twenty full batches.
 const CHUNK_RECORDS: usize = 20 * plan::MAX_BATCH_RECORDS;
 
@@ -607,8 +610,13 @@ fn isolate(
         ));
     }
     let reason = format!("Marketo refused this record alone: {}", redact(message));
+    let op = &part.records()[0].op;
     let tx = conn.transaction()?;
-    not_sent(&tx, run_id, &part.records()[0].op, "skip", reason, summary)?;
+    // As the client words a refused call (`Attempt::Refused`).
+    if message.contains(&format!("Marketo error {SALES_PERSON_UNKNOWN}:")) {
+        resend_sales_person(&tx, run_id, op)?;
+    }
+    not_sent(&tx, run_id, op, "skip", reason, summary)?;
     tx.commit()?;
     Ok(Isolated::Skipped)
 }
@@ -849,6 +857,9 @@ fn apply_result(
                 && codes.iter().any(|c| PARENT_MISSING_CODES.contains(c));
             let held = codes.iter().any(|c| HELD_CODES.contains(c))
                 || parent_missing && !resend_parents(tx, run_id, op, &key)?;
+            if !delete && status == "skipped" && codes.contains(&SALES_PERSON_UNKNOWN) {
+                resend_sales_person(tx, run_id, op)?;
+            }
             if let Some(payload) = &op.payload
                 && !delete
                 && status == "skipped"
@@ -915,6 +926,32 @@ fn resend_parents(tx: &Transaction<'_>, run_id: i64, op: &Operation, key: &str) 
                  AND ((object = 'lead' AND key = ?2) OR (object = 'opportunity' AND key = ?3))",
         )?
         .execute(params![run_id, op.lead_key, opportunity])?;
+    Ok(marked > 0)
+}
+
+/// After Marketo answered 718 to a record: it does not know the sales person the record names,
+/// which it acknowledged before, so it was deleted there since. Marks that sales person to send
+/// again (its acknowledged payload emptied, so that it is pending) when it was acknowledged
+/// before this push and is still to export; the record, skipped, goes after it in the next
+/// push (sales persons go first). Without this, the record met 718 in every push, as nothing
+/// sent the sales person again. Returns whether it was marked.
+fn resend_sales_person(tx: &Transaction<'_>, run_id: i64, op: &Operation) -> Result<bool> {
+    let named = op
+        .payload
+        .as_deref()
+        .and_then(|payload| serde_json::from_str::<Value>(payload).ok())
+        .and_then(|record| Some(record.get("externalSalesPersonId")?.as_str()?.to_string()));
+    let Some(id) = named else {
+        return Ok(false);
+    };
+    let marked = tx
+        .prepare_cached(
+            "UPDATE mkto_ack SET payload = '' WHERE object = 'sales_person' AND key = ?1
+                 AND run_id <> ?2 AND payload <> ''
+                 AND EXISTS (SELECT 1 FROM export_row e
+                     WHERE e.object = 'sales_person' AND e.key = mkto_ack.key)",
+        )?
+        .execute(params![id, run_id])?;
     Ok(marked > 0)
 }
 

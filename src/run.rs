@@ -104,7 +104,8 @@ fn prune_unchecked(conn: &mut Connection, keep_days: u32) -> Result<usize> {
     // the commands that stage, kept here unless their counts (written as each page commits,
     // and kept by a failed run) say that they upserted, deleted and swept nothing, and every
     // other reference is looked up. Counts that are not there (a run from before they were
-    // written, a sync that failed in its pull) keep the run.
+    // written, a sync that failed in its pull) keep the run. The last successful run of each
+    // command stays too, however old: `status` shows the last successful push or sync.
     let runs = tx.execute(
         "DELETE FROM run WHERE started_at < ?1 AND outcome <> 'running'
            AND (command NOT IN ('pull', 'sync', 'demo', 'init')
@@ -119,7 +120,9 @@ fn prune_unchecked(conn: &mut Connection, keep_days: u32) -> Result<usize> {
            AND NOT EXISTS (SELECT 1 FROM problem p WHERE p.last_run = run.run_id)
            AND NOT EXISTS (SELECT 1 FROM marketo_describe d WHERE d.run_id = run.run_id)
            AND NOT EXISTS (SELECT 1 FROM marketo_sample s WHERE s.run_id = run.run_id)
-           AND NOT EXISTS (SELECT 1 FROM pull_state p WHERE p.run_id = run.run_id)",
+           AND NOT EXISTS (SELECT 1 FROM pull_state p WHERE p.run_id = run.run_id)
+           AND run_id NOT IN (SELECT max(run_id) FROM run
+               WHERE outcome IN ('done', 'done_with_rejects') GROUP BY command)",
         [&cutoff],
     )?;
     tx.commit()?;
@@ -225,6 +228,10 @@ mod tests {
         assert_eq!(found, known);
     }
 
+    /// A push run today, the last successful one, so that `prune` may remove older pushes.
+    const RECENT_PUSH: &str = "INSERT INTO run (run_id, command, args, started_at, outcome)
+        VALUES (9999, 'push', '[]', strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), 'done');";
+
     /// `staged` opportunities staged by run 1, and `old` push runs a year old that nothing
     /// refers to; returns how many of SQLite's virtual machine steps (in thousands) a prune
     /// took, and how many runs it removed.
@@ -235,6 +242,7 @@ mod tests {
                  VALUES (1, 'pull', '[]', '2001-01-01T00:00:00Z', 'done');",
         )
         .unwrap();
+        conn.execute_batch(RECENT_PUSH).unwrap();
         conn.execute(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
              INSERT INTO opportunity (opportunityid, raw, source_file, staged_run, seen_run)
@@ -276,6 +284,7 @@ mod tests {
     #[test]
     fn prune_keeps_every_old_run_something_refers_to() {
         let mut conn = db();
+        conn.execute_batch(RECENT_PUSH).unwrap();
         conn.execute_batch(
             "WITH RECURSIVE n(i) AS (SELECT 10 UNION ALL SELECT i + 1 FROM n WHERE i < 16)
              INSERT INTO run (run_id, command, args, started_at, outcome)
@@ -293,7 +302,7 @@ mod tests {
         .unwrap();
         assert_eq!(prune(&mut conn, 30).unwrap(), 1);
         let left: Vec<i64> = conn
-            .prepare("SELECT run_id FROM run ORDER BY run_id")
+            .prepare("SELECT run_id FROM run WHERE run_id < 9999 ORDER BY run_id")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()

@@ -791,7 +791,9 @@ fn history_older_than_keep_days_is_pruned_at_the_end_of_a_writing_run() {
                  (108, 'sync', '[]', '2001-01-06T00:00:00Z', 'failed',
                   '{\"upserted\":0,\"deleted\":0,\"missing_from_full_pull\":0}'),
                  (109, 'pull', '[]', '2001-01-06T00:00:00Z', 'done',
-                  '{\"upserted\":0,\"deleted\":0,\"missing_from_full_pull\":2}');
+                  '{\"upserted\":0,\"deleted\":0,\"missing_from_full_pull\":2}'),
+                 (110, 'sync', '[]', '2001-01-07T00:00:00Z', 'done',
+                  '{\"pull\":{\"upserted\":0,\"deleted\":0,\"missing_from_full_pull\":0},\"push\":{}}');
              INSERT INTO problem (stage, subject, key, reason, first_run, first_seen, last_run, last_seen, resolved_run)
                  VALUES ('push', 'lead', 'fixed@example.com', '1003 bad', 103, '2001-01-04T00:00:01Z', 103, '2001-01-04T00:00:01Z', 103),
                         ('push', 'lead', 'still@example.com', '1003 bad', 104, '2001-01-05T00:00:01Z', 104, '2001-01-05T00:00:01Z', NULL);
@@ -840,10 +842,11 @@ fn history_older_than_keep_days_is_pruned_at_the_end_of_a_writing_run() {
         "a problem resolved long ago goes, a standing one stays however old"
     );
     assert_eq!(
-        db.column("SELECT run_id FROM run WHERE run_id BETWEEN 105 AND 109 ORDER BY run_id"),
-        ["107", "108", "109"],
+        db.column("SELECT run_id FROM run WHERE run_id BETWEEN 105 AND 110 ORDER BY run_id"),
+        ["107", "108", "109", "110"],
         "an old pull and an old sync that staged nothing go; one that deleted or swept a \
-         record, and a sync whose counts are not a finished cycle's, stay"
+         record, a sync whose counts are not a finished cycle's, and the last successful \
+         sync (which `status` shows), however old, stay"
     );
     assert_eq!(
         db.count(

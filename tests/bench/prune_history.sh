@@ -4,7 +4,9 @@
 # gen_pages.py), for one or more builds side by side. The org is staged once; each run copies
 # it, adds AGED push runs a year old that nothing refers to (as an hourly `oppsync push` from
 # cron leaves them), and times `oppsync init`, which does nothing else but migrate (nothing to
-# do) and prune. Runs alternate between the builds; the median of each is printed last.
+# do) and prune. Runs alternate between the builds; the median of each is printed last. Each
+# run says how many aged runs are left: none, or from 5cd776f on the newest, which stays as the
+# last successful push.
 #
 # usage: tests/bench/prune_history.sh [OPPORTUNITIES] [AGED] [RUNS] [BIN...]
 #   defaults: 100000 opportunities, 40 aged runs, 3 runs, this checkout's release build

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::export::client::MarketoClient;
+use crate::object::Object;
 use crate::source::webapi::{Rejected, WebApi};
 use crate::stage;
 
@@ -178,9 +179,10 @@ fn dynamics(config: &Config, items: &mut Vec<Item>) {
     }
 }
 
-/// Whether Marketo still holds a sample of the leads and opportunities it acknowledged (one
-/// query call each): one deleted or merged there since is sent again only after a change, or
-/// by `oppsync recheck`. Nothing when nothing was acknowledged yet.
+/// Whether Marketo still holds a sample of the leads, opportunities and roles it acknowledged
+/// (one query call each): one deleted or merged there since is sent again only after a change,
+/// or by `oppsync recheck` (`--roles` for a role lost on its own). Nothing when nothing was
+/// acknowledged yet.
 fn acknowledged_in_marketo(conn: &Connection, client: &MarketoClient) -> Option<Item> {
     const NAME: &str = "Marketo holds what it acknowledged";
     // `check` records no run: the calls are not logged.
@@ -206,11 +208,18 @@ fn acknowledged_in_marketo(conn: &Connection, client: &MarketoClient) -> Option<
         })
         .collect();
     let detail = format!("{} in Marketo", told.join(", "));
+    let owners_missing = sampled
+        .iter()
+        .any(|s| s.missing > 0 && s.object != Object::OpportunityRole);
     Some(if sampled.iter().any(|s| s.missing > 0) {
         Item::warn(
             NAME,
             format!("{detail}: deleted or merged there since"),
-            "run `oppsync recheck` (a query call per 300 leads and per 150 opportunities), then push: they go again, with their roles",
+            if owners_missing {
+                "run `oppsync recheck` (a query call per 300 leads and per 150 opportunities), then push: they go again, with their roles"
+            } else {
+                "run `oppsync recheck --roles` (a query call per 300 leads and per 150 opportunities or roles), then push: the roles go again"
+            },
         )
     } else {
         Item::pass(NAME, detail)

@@ -1525,7 +1525,7 @@ fn recheck_finds_what_marketo_lost_and_the_pushes_after_send_it_again() {
     let recheck = |db: &TestDb| against(db, &sim, &["recheck"], &[]);
     let check = |db: &TestDb| against(db, &sim, &["check"], &[]).stdout;
     assert!(
-        check(&db).contains("✓ Marketo holds what it acknowledged: all 3 leads sampled, all 5 opportunities sampled in Marketo"),
+        check(&db).contains("✓ Marketo holds what it acknowledged: all 3 leads sampled, all 5 opportunities sampled, all 6 roles sampled in Marketo"),
         "{}",
         check(&db)
     );
@@ -1545,8 +1545,8 @@ fn recheck_finds_what_marketo_lost_and_the_pushes_after_send_it_again() {
     sim.delete_opportunity(opportunity);
     let checked = check(&db);
     assert!(
-        checked.contains("! Marketo holds what it acknowledged: 1 of 3 leads sampled are not, 1 of 5 opportunities sampled are not in Marketo: deleted or merged there since")
-            && checked.contains("fix: run `oppsync recheck`"),
+        checked.contains("! Marketo holds what it acknowledged: 1 of 3 leads sampled are not, 1 of 5 opportunities sampled are not, 4 of 6 roles sampled are not in Marketo: deleted or merged there since")
+            && checked.contains("fix: run `oppsync recheck` (a query call per 300 leads and per 150 opportunities)"),
         "{checked}"
     );
     let run = against(&db, &sim, &["recheck", "--json"], &[]);
@@ -1622,6 +1622,12 @@ fn recheck_with_roles_finds_a_role_marketo_lost_alone_and_the_push_after_sends_i
             .any(|r| key(r) == key(&role))
     };
     assert!(!held(&sim));
+    let checked = against(&db, &sim, &["check"], &[]).stdout;
+    assert!(
+        checked.contains("all 5 opportunities sampled, 1 of 6 roles sampled are not in Marketo")
+            && checked.contains("fix: run `oppsync recheck --roles`"),
+        "{checked}"
+    );
     // Without --roles, the lead and the opportunity are found, and the role is not asked about.
     let run = against(&db, &sim, &["recheck"], &[]);
     run.expect_code(0);
@@ -1945,7 +1951,7 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
     run.expect_code(3); // the contact without an email
     assert!(
         run.stdout.contains(
-            "sampled what Marketo holds: all 3 leads and 5 opportunities asked about are there"
+            "sampled what Marketo holds: all 3 leads and 5 opportunities and 6 roles asked about are there"
         ),
         "{}",
         run.stdout
@@ -1955,8 +1961,8 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
             "SELECT count(*) FROM api_call WHERE path LIKE '/rest/v1/%.json?filterType=%'
                  AND run_id = (SELECT max(run_id) FROM run)"
         ),
-        2,
-        "a query of leads and one of opportunities, logged"
+        3,
+        "a query each of leads, opportunities and roles, logged"
     );
     // Not again within the day.
     sync(&[]).expect_code(0);
@@ -1975,7 +1981,7 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
     run.expect_code(3);
     assert!(
         run.stderr.contains(
-            "warning: Marketo lacks 1 of 3 leads and 0 of 5 opportunities sampled at random"
+            "warning: Marketo lacks 1 of 3 leads and 0 of 5 opportunities and 3 of 6 roles sampled at random"
         ) && run
             .stderr
             .contains("run `oppsync recheck` to find them all, then push"),
@@ -1985,7 +1991,7 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
     let status = db.run(&["status"]);
     assert!(
         status.stdout.contains(
-            "Marketo lacks 1 of 3 leads and 0 of 5 opportunities asked about: run `oppsync recheck`, then push"
+            "Marketo lacks 1 of 3 leads, 0 of 5 opportunities and 3 of 6 roles asked about: run `oppsync recheck`, then push"
         ),
         "{}",
         status.stdout
@@ -2003,7 +2009,9 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
     run.expect_code(0);
     assert!(
         run.stdout
-            .contains("all 3 leads and 5 opportunities asked about are there")
+            .contains("all 3 leads and 5 opportunities and 6 roles asked about are there"),
+        "{}",
+        run.stdout
     );
     // sample_every_hours = 0: never. (Each sync prunes the samples older than keep_days but
     // the last: those aged here.)
@@ -2013,4 +2021,36 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
     day_over();
     sync(&[("MARKETO_SAMPLE_EVERY_HOURS", "0")]).expect_code(0);
     assert_eq!(last(), 4);
+
+    // A role deleted on its own: the sample finds it, and names `recheck --roles`.
+    let role = sim.state()["roles"][0].clone();
+    sim.delete(
+        "opportunities/roles/delete.json",
+        json!({"deleteBy": "dedupeFields", "input": [{
+            "externalOpportunityId": role["externalOpportunityId"],
+            "leadId": role["leadId"],
+            "role": role["role"],
+        }]}),
+    );
+    day_over();
+    let run = sync(&[]);
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains(
+            "warning: Marketo lacks 0 of 3 leads and 0 of 5 opportunities and 1 of 6 roles sampled at random"
+        ) && run
+            .stderr
+            .contains("run `oppsync recheck --roles` to find them all, then push"),
+        "{}",
+        run.stderr
+    );
+    let status = db.run(&["status", "--json"]);
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["marketo_sample"]["roles_missing"], 1, "{status}");
+    assert_eq!(status["marketo_sample"]["roles_asked"], 6, "{status}");
+    assert!(
+        db.run(&["status"])
+            .stdout
+            .contains("1 of 6 roles asked about: run `oppsync recheck --roles`, then push")
+    );
 }

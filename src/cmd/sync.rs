@@ -20,6 +20,7 @@ use crate::exit::Outcome;
 use crate::export::client::{CallLog, MarketoClient};
 use crate::export::push::insert_calls;
 use crate::export::recheck;
+use crate::object::Object;
 
 pub(crate) fn run(
     ctx: &mut Context,
@@ -61,9 +62,9 @@ pub(crate) fn run(
 }
 
 /// Every `[marketo] sample_every_hours`, after the push: a random sample of the acknowledged
-/// leads and opportunities looked up in Marketo (`recheck::sample`, a query each), its calls
-/// logged and what it found stored (`marketo_sample`) and said; a warning when Marketo lacks
-/// some, naming `oppsync recheck`. Returns whether that is new (the sample before found none
+/// leads, opportunities and roles looked up in Marketo (`recheck::sample`, a query each), its
+/// calls logged and what it found stored (`marketo_sample`) and said; a warning when Marketo
+/// lacks some, naming `oppsync recheck` (with `--roles` when only roles are missing). Returns whether that is new (the sample before found none
 /// missing), which makes the cycle exit 3. A sample that cannot be looked up is a warning too,
 /// not a failed cycle: the push went through.
 fn sample_if_due(ctx: &mut Context, client: &MarketoClient) -> Result<bool> {
@@ -93,8 +94,13 @@ fn sample_if_due(ctx: &mut Context, client: &MarketoClient) -> Result<bool> {
     };
     if missing > 0 {
         let told = each(&|s| format!("{} of {} {}", s.missing, s.asked, s.object.plural()));
+        let recheck = recheck::recheck_command(
+            sampled
+                .iter()
+                .any(|s| s.missing > 0 && s.object != Object::OpportunityRole),
+        );
         errln!(
-            "warning: Marketo lacks {told} sampled at random of those it acknowledged (deleted or merged there): run `oppsync recheck` to find them all, then push"
+            "warning: Marketo lacks {told} sampled at random of those it acknowledged (deleted or merged there): run `{recheck}` to find them all, then push"
         );
     } else if !sampled.is_empty() {
         let asked = each(&|s| format!("{} {}", s.asked, s.object.plural()));

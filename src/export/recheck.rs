@@ -35,7 +35,7 @@ const LOOKUPS: [(Object, &str, usize); 2] = [
     (Object::Opportunity, "marketoGUID", 150),
 ];
 
-/// The roles' lookup, after the others when `recheck --roles` asks for it.
+/// The roles' lookup, after the others when `recheck --roles` asks for it, and in every sample.
 const ROLE_LOOKUP: (Object, &str, usize) = (Object::OpportunityRole, "marketoGUID", 150);
 
 /// Records set back whatever share of their object they are: resending them costs a call.
@@ -250,7 +250,7 @@ pub(crate) struct Sampled {
 }
 
 /// For `check`, and for `sync` every `[marketo] sample_every_hours`: a sample of the
-/// acknowledged leads and of the opportunities (as many as one query asks about, chosen at
+/// acknowledged leads, opportunities and roles (as many as one query asks about, chosen at
 /// random) looked up in Marketo; objects with none acknowledged are left out. The calls made
 /// are added to `calls`, for a command that records a run to log.
 pub(crate) fn sample(
@@ -259,7 +259,7 @@ pub(crate) fn sample(
     calls: &mut Vec<CallLog>,
 ) -> Result<Vec<Sampled>> {
     let mut sampled = Vec::new();
-    for (object, field, per_call) in LOOKUPS {
+    for (object, field, per_call) in LOOKUPS.into_iter().chain([ROLE_LOOKUP]) {
         let batch = random_acknowledged(conn, object, per_call)?;
         if batch.is_empty() {
             continue;
@@ -307,7 +307,7 @@ pub(crate) fn store_sample(
 ) -> Result<bool> {
     let missing_before: Option<i64> = conn
         .query_row(
-            "SELECT leads_missing + opportunities_missing FROM marketo_sample
+            "SELECT leads_missing + opportunities_missing + roles_missing FROM marketo_sample
              WHERE error IS NULL ORDER BY sample_id DESC LIMIT 1",
             [],
             |r| r.get(0),
@@ -323,14 +323,15 @@ pub(crate) fn store_sample(
     };
     let (leads_asked, leads_missing) = of(Object::Lead);
     let (opportunities_asked, opportunities_missing) = of(Object::Opportunity);
+    let (roles_asked, roles_missing) = of(Object::OpportunityRole);
     let error = sampled
         .as_ref()
         .err()
         .map(|err| crate::redact::redact(&crate::exit::error_line(err)).to_string());
     conn.execute(
         "INSERT INTO marketo_sample (run_id, sampled_at, leads_asked, leads_missing,
-             opportunities_asked, opportunities_missing, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             opportunities_asked, opportunities_missing, roles_asked, roles_missing, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             run_id,
             crate::run::now(),
@@ -338,10 +339,24 @@ pub(crate) fn store_sample(
             leads_missing as i64,
             opportunities_asked as i64,
             opportunities_missing as i64,
+            roles_asked as i64,
+            roles_missing as i64,
             error
         ],
     )?;
-    Ok(leads_missing + opportunities_missing > 0 && missing_before.unwrap_or(0) == 0)
+    Ok(leads_missing + opportunities_missing + roles_missing > 0
+        && missing_before.unwrap_or(0) == 0)
+}
+
+/// The command that finds all of what a sample found missing: `recheck` when a lead or an
+/// opportunity is missing (their roles go again with them), `recheck --roles` when only roles
+/// are.
+pub(crate) fn recheck_command(leads_or_opportunities_missing: bool) -> &'static str {
+    if leads_or_opportunities_missing {
+        "oppsync recheck"
+    } else {
+        "oppsync recheck --roles"
+    }
 }
 
 /// Up to `limit` Marketo ids of acknowledged records of `object`, chosen at random.

@@ -66,6 +66,20 @@ impl Sim {
         id
     }
 
+    /// Deletes the first role Marketo holds, alone, as another integration could; returns it.
+    fn delete_first_role(&self) -> Value {
+        let role = self.state()["roles"][0].clone();
+        self.delete(
+            "opportunities/roles/delete.json",
+            json!({"deleteBy": "dedupeFields", "input": [{
+                "externalOpportunityId": role["externalOpportunityId"],
+                "leadId": role["leadId"],
+                "role": role["role"],
+            }]}),
+        );
+        role
+    }
+
     /// Deletes the opportunity with this externalOpportunityId in Marketo.
     fn delete_opportunity(&self, id: &str) {
         self.delete(
@@ -1597,8 +1611,7 @@ fn recheck_finds_what_marketo_lost_and_the_pushes_after_send_it_again() {
 fn recheck_with_roles_finds_a_role_marketo_lost_alone_and_the_push_after_sends_it_again() {
     let (db, sim) = pushed();
     // An administrator deletes one role; its lead and opportunity stay.
-    let state = sim.state();
-    let role = state["roles"][0].clone();
+    let role = sim.delete_first_role();
     let key = |r: &Value| {
         (
             r["externalOpportunityId"].clone(),
@@ -1606,14 +1619,6 @@ fn recheck_with_roles_finds_a_role_marketo_lost_alone_and_the_push_after_sends_i
             r["role"].clone(),
         )
     };
-    sim.delete(
-        "opportunities/roles/delete.json",
-        json!({"deleteBy": "dedupeFields", "input": [{
-            "externalOpportunityId": role["externalOpportunityId"],
-            "leadId": role["leadId"],
-            "role": role["role"],
-        }]}),
-    );
     let held = |sim: &Sim| {
         sim.state()["roles"]
             .as_array()
@@ -1937,6 +1942,18 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
         )
     };
     let samples = || db.count("SELECT count(*) FROM marketo_sample");
+    // The sync's warning: what Marketo lacks of the sample, and the command that finds it all.
+    let warned = |run: &Run, lacks: &str, recheck: &str| {
+        assert!(
+            run.stderr.contains(&format!(
+                "warning: Marketo lacks {lacks} sampled at random of those it acknowledged"
+            )) && run
+                .stderr
+                .contains(&format!("run `{recheck}` to find them all, then push")),
+            "{}",
+            run.stderr
+        );
+    };
     // The day is over since the last sample.
     let day_over = || {
         rusqlite::Connection::open(db.path())
@@ -1979,14 +1996,10 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
     day_over();
     let run = sync(&[]);
     run.expect_code(3);
-    assert!(
-        run.stderr.contains(
-            "warning: Marketo lacks 1 of 3 leads and 0 of 5 opportunities and 3 of 6 roles sampled at random"
-        ) && run
-            .stderr
-            .contains("run `oppsync recheck` to find them all, then push"),
-        "{}",
-        run.stderr
+    warned(
+        &run,
+        "1 of 3 leads and 0 of 5 opportunities and 3 of 6 roles",
+        "oppsync recheck",
     );
     let status = db.run(&["status"]);
     assert!(
@@ -2023,26 +2036,14 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
     assert_eq!(last(), 4);
 
     // A role deleted on its own: the sample finds it, and names `recheck --roles`.
-    let role = sim.state()["roles"][0].clone();
-    sim.delete(
-        "opportunities/roles/delete.json",
-        json!({"deleteBy": "dedupeFields", "input": [{
-            "externalOpportunityId": role["externalOpportunityId"],
-            "leadId": role["leadId"],
-            "role": role["role"],
-        }]}),
-    );
+    sim.delete_first_role();
     day_over();
     let run = sync(&[]);
     run.expect_code(3);
-    assert!(
-        run.stderr.contains(
-            "warning: Marketo lacks 0 of 3 leads and 0 of 5 opportunities and 1 of 6 roles sampled at random"
-        ) && run
-            .stderr
-            .contains("run `oppsync recheck --roles` to find them all, then push"),
-        "{}",
-        run.stderr
+    warned(
+        &run,
+        "0 of 3 leads and 0 of 5 opportunities and 1 of 6 roles",
+        "oppsync recheck --roles",
     );
     let status = db.run(&["status", "--json"]);
     let status: Value = serde_json::from_str(&status.stdout).unwrap();

@@ -1968,7 +1968,7 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
     run.expect_code(3); // the contact without an email
     assert!(
         run.stdout.contains(
-            "sampled what Marketo holds: all 3 leads and 5 opportunities and 6 roles asked about are there"
+            "sampled what Marketo holds: all 3 leads, 5 opportunities and 6 roles asked about are there"
         ),
         "{}",
         run.stdout
@@ -1998,7 +1998,7 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
     run.expect_code(3);
     warned(
         &run,
-        "1 of 3 leads and 0 of 5 opportunities and 3 of 6 roles",
+        "1 of 3 leads, 0 of 5 opportunities and 3 of 6 roles",
         "oppsync recheck",
     );
     let status = db.run(&["status"]);
@@ -2022,7 +2022,7 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
     run.expect_code(0);
     assert!(
         run.stdout
-            .contains("all 3 leads and 5 opportunities and 6 roles asked about are there"),
+            .contains("all 3 leads, 5 opportunities and 6 roles asked about are there"),
         "{}",
         run.stdout
     );
@@ -2042,7 +2042,7 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
     run.expect_code(3);
     warned(
         &run,
-        "0 of 3 leads and 0 of 5 opportunities and 1 of 6 roles",
+        "0 of 3 leads, 0 of 5 opportunities and 1 of 6 roles",
         "oppsync recheck --roles",
     );
     let status = db.run(&["status", "--json"]);

@@ -64,9 +64,10 @@ pub(crate) fn run(
 /// Every `[marketo] sample_every_hours`, after the push: a random sample of the acknowledged
 /// leads, opportunities and roles looked up in Marketo (`recheck::sample`, a query each), its
 /// calls logged and what it found stored (`marketo_sample`) and said; a warning when Marketo
-/// lacks some, naming `oppsync recheck` (with `--roles` when only roles are missing). Returns whether that is new (the sample before found none
-/// missing), which makes the cycle exit 3. A sample that cannot be looked up is a warning too,
-/// not a failed cycle: the push went through.
+/// lacks some, naming `oppsync recheck` (with `--roles` when only roles are missing). Returns
+/// whether that is new (the sample before found none missing), which makes the cycle exit 3.
+/// A sample that cannot be looked up is a warning too, not a failed cycle: the push went
+/// through.
 fn sample_if_due(ctx: &mut Context, client: &MarketoClient) -> Result<bool> {
     if !recheck::sample_due(&ctx.conn, ctx.config.marketo.sample_every_hours)? {
         return Ok(false);
@@ -89,8 +90,15 @@ fn sample_if_due(ctx: &mut Context, client: &MarketoClient) -> Result<bool> {
     };
     let missing: usize = sampled.iter().map(|s| s.missing).sum();
     ctx.counts["sample"] = json!({"missing": missing, "calls": CallLog::rest_count(&calls)});
+    // "a, b and c".
     let each = |told: &dyn Fn(&recheck::Sampled) -> String| -> String {
-        sampled.iter().map(told).collect::<Vec<_>>().join(" and ")
+        let mut parts: Vec<String> = sampled.iter().map(told).collect();
+        let last = parts.pop().unwrap_or_default();
+        if parts.is_empty() {
+            last
+        } else {
+            format!("{} and {last}", parts.join(", "))
+        }
     };
     if missing > 0 {
         let told = each(&|s| format!("{} of {} {}", s.missing, s.asked, s.object.plural()));

@@ -136,15 +136,8 @@ impl Plan {
         self.fields.remove(&object);
         self.batches.retain(|b| b.object != object || b.deletes);
         if create + update > 0 {
-            self.fields
-                .insert(object, fields(conn, object, since.as_deref())?);
-            let mut batches = Vec::new();
-            push_batches(
-                &mut batches,
-                object,
-                false,
-                &upsert_sizes(conn, object, since.as_deref())?,
-            );
+            let (fields, batches) = fields_and_batches(conn, object, since.as_deref())?;
+            self.fields.insert(object, fields);
             // Upserts go in `Object::ALL` order, before every delete.
             let rank = |o: Object| Object::ALL.iter().position(|x| *x == o);
             let at = self
@@ -357,9 +350,9 @@ fn read(conn: &Connection, config: &Config, sends: bool) -> Result<Plan> {
         plan.held.extend(held);
         plan.deletes.extend(deletes);
         if sends && create + update > 0 {
-            plan.fields.insert(object, fields(conn, object, since)?);
-            let sizes = upsert_sizes(conn, object, since)?;
-            push_batches(&mut plan.batches, object, false, &sizes);
+            let (fields, batches) = fields_and_batches(conn, object, since)?;
+            plan.fields.insert(object, fields);
+            plan.batches.extend(batches);
         }
     }
     // Push order: every upsert by object, then role deletes, then opportunity deletes.
@@ -374,6 +367,22 @@ fn read(conn: &Connection, config: &Config, sends: bool) -> Result<Plan> {
         push_batches(&mut plan.batches, object, true, &sizes);
     }
     Ok(plan)
+}
+
+/// The fields the records of `object` to send carry, and their batches.
+fn fields_and_batches(
+    conn: &Connection,
+    object: Object,
+    since: Option<&str>,
+) -> Result<(BTreeSet<String>, Vec<Batch>)> {
+    let mut batches = Vec::new();
+    push_batches(
+        &mut batches,
+        object,
+        false,
+        &upsert_sizes(conn, object, since)?,
+    );
+    Ok((fields(conn, object, since)?, batches))
 }
 
 /// How many records of `object` there are to send, as (to create, to update): split by

@@ -11,7 +11,6 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::export::client::MarketoClient;
-use crate::object::Object;
 use crate::source::webapi::{Rejected, WebApi};
 use crate::stage;
 
@@ -208,9 +207,7 @@ fn acknowledged_in_marketo(conn: &Connection, client: &MarketoClient) -> Option<
         })
         .collect();
     let detail = format!("{} in Marketo", told.join(", "));
-    let owners_missing = sampled
-        .iter()
-        .any(|s| s.missing > 0 && s.object != Object::OpportunityRole);
+    let owners_missing = crate::export::recheck::owners_missing(&sampled);
     Some(if sampled.iter().any(|s| s.missing > 0) {
         Item::warn(
             NAME,

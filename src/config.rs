@@ -187,8 +187,8 @@ pub struct MarketoConfig {
     /// cycle. 0 sends every refused record again on every push.
     pub retry_refused_hours: u32,
     /// How often `sync` asks Marketo about a random sample of what it acknowledged (a query
-    /// of 300 leads and one of 150 opportunities), to find records deleted or merged there
-    /// since; 0 never does.
+    /// of 300 leads, one of 150 opportunities and one of 150 roles), to find records deleted
+    /// or merged there since; 0 never does.
     pub sample_every_hours: u32,
 }
 

@@ -20,7 +20,6 @@ use crate::exit::Outcome;
 use crate::export::client::{CallLog, MarketoClient};
 use crate::export::push::insert_calls;
 use crate::export::recheck;
-use crate::object::Object;
 
 pub(crate) fn run(
     ctx: &mut Context,
@@ -102,11 +101,7 @@ fn sample_if_due(ctx: &mut Context, client: &MarketoClient) -> Result<bool> {
     };
     if missing > 0 {
         let told = each(&|s| format!("{} of {} {}", s.missing, s.asked, s.object.plural()));
-        let recheck = recheck::recheck_command(
-            sampled
-                .iter()
-                .any(|s| s.missing > 0 && s.object != Object::OpportunityRole),
-        );
+        let recheck = recheck::recheck_command(recheck::owners_missing(sampled));
         errln!(
             "warning: Marketo lacks {told} sampled at random of those it acknowledged (deleted or merged there): run `{recheck}` to find them all, then push"
         );

@@ -348,6 +348,14 @@ pub(crate) fn store_sample(
         && missing_before.unwrap_or(0) == 0)
 }
 
+/// Whether a sample found a lead or an opportunity missing, not only roles: then plain
+/// `recheck` finds all (`recheck_command`).
+pub(crate) fn owners_missing(sampled: &[Sampled]) -> bool {
+    sampled
+        .iter()
+        .any(|s| s.missing > 0 && s.object != Object::OpportunityRole)
+}
+
 /// The command that finds all of what a sample found missing: `recheck` when a lead or an
 /// opportunity is missing (their roles go again with them), `recheck --roles` when only roles
 /// are.

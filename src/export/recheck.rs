@@ -367,8 +367,45 @@ pub(crate) fn recheck_command(leads_or_opportunities_missing: bool) -> &'static 
     }
 }
 
+/// How many rowids `random_acknowledged` draws for each record it is to pick: enough for an
+/// object that holds one acknowledged record in sixty-four or more.
+const DRAWS_PER_PICK: usize = 64;
+
 /// Up to `limit` Marketo ids of acknowledged records of `object`, chosen at random.
+///
+/// Picked by drawing rowids of `mkto_ack` at random and keeping those of `object`, so that a
+/// sample looks up a few thousand rows by rowid, whatever the org's size. Sorting every
+/// acknowledgement of the object by `random()` read each one through the primary key's index,
+/// in key order, which is no order on disk for GUID keys: at 1M opportunities about 10 s for
+/// the roles and 4 s for the opportunities, in each `check` and once a day in `sync`.
+/// When the draws find fewer than `limit` (the object holds fewer records, or is rare among
+/// the acknowledgements), every acknowledgement of the object is sorted as before, which is
+/// then cheap, as they are few.
 fn random_acknowledged(conn: &Connection, object: Object, limit: usize) -> Result<Vec<String>> {
+    // `+object`: SQLite would otherwise walk the object's whole range of the primary key's
+    // index and test each rowid against the draws. The drawn rows are sorted by `random()`
+    // again, as they come out in rowid order and `limit` may be fewer than were found.
+    let drawn: Vec<String> = conn
+        .prepare_cached(
+            "WITH RECURSIVE draw(n, r) AS (
+                 SELECT 0, NULL
+                 UNION ALL
+                 SELECT n + 1, 1 + abs(random() % (SELECT max(rowid) FROM mkto_ack))
+                 FROM draw WHERE n < ?3
+             )
+             SELECT marketo_id FROM mkto_ack
+             WHERE rowid IN (SELECT r FROM draw)
+               AND +object = ?1 AND marketo_id IS NOT NULL AND payload <> ''
+             ORDER BY random() LIMIT ?2",
+        )?
+        .query_map(
+            params![object.name(), limit as i64, (limit * DRAWS_PER_PICK) as i64],
+            |r| r.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    if drawn.len() == limit {
+        return Ok(drawn);
+    }
     let rows = conn
         .prepare_cached(
             "SELECT marketo_id FROM mkto_ack
@@ -441,5 +478,124 @@ mod tests {
         assert!(found(&json!({"success": true}), "id").is_err());
         assert!(found(&json!({"result": {"id": 7}}), "id").is_err());
         assert!(found(&json!({"result": [{"id": 7}], "moreResult": true}), "id").is_err());
+    }
+
+    /// A database with `count` acknowledgements of each object in `objects`, interleaved in
+    /// rowid order; Marketo ids are the object's first letter and a number.
+    fn acknowledged_db(objects: &[(Object, u32)]) -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::db::migrate(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO run (run_id, command, args, started_at, outcome)
+             VALUES (1, 'push', '[]', '2001-01-01T00:00:00Z', 'done')",
+            [],
+        )
+        .unwrap();
+        let most = objects.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        let mut insert = conn
+            .prepare(
+                "INSERT INTO mkto_ack (object, key, payload, marketo_id, run_id, acked_at)
+                 VALUES (?1, ?2, '{}', ?3, 1, '2001-01-01T00:00:00Z')",
+            )
+            .unwrap();
+        for i in 0..most {
+            for (object, _) in objects.iter().filter(|(_, n)| i < *n) {
+                let name = object.name();
+                insert
+                    .execute(params![
+                        name,
+                        format!("{name}-{i:06}"),
+                        format!("{}{i}", &name[..1])
+                    ])
+                    .unwrap();
+            }
+        }
+        drop(insert);
+        conn
+    }
+
+    /// How many thousands of SQLite's steps a random pick of 150 roles takes.
+    fn pick_steps(conn: &Connection) -> u64 {
+        let steps = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = steps.clone();
+        conn.progress_handler(
+            1000,
+            Some(move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                false
+            }),
+        );
+        let picked = random_acknowledged(conn, Object::OpportunityRole, 150).unwrap();
+        conn.progress_handler(1000, None::<fn() -> bool>);
+        assert_eq!(picked.len(), 150);
+        steps.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_random_pick_reads_about_as_much_of_a_large_org_as_of_a_small_one() {
+        let small = pick_steps(&acknowledged_db(&[
+            (Object::Lead, 2_000),
+            (Object::OpportunityRole, 2_000),
+        ]));
+        let large = pick_steps(&acknowledged_db(&[
+            (Object::Lead, 40_000),
+            (Object::OpportunityRole, 40_000),
+        ]));
+        // Sorting every role by random() took about twenty times the steps at twenty times the
+        // records.
+        assert!(
+            large < small * 3 / 2,
+            "{large} thousand steps for 40,000 roles against {small} for 2,000"
+        );
+    }
+
+    #[test]
+    fn a_random_pick_spans_every_acknowledgement_and_takes_all_of_a_rare_object() {
+        let conn = acknowledged_db(&[
+            (Object::Lead, 20_000),
+            (Object::OpportunityRole, 20_000),
+            (Object::Opportunity, 200),
+            (Object::Company, 10),
+        ]);
+        // Neither a role set back for the next push nor one without a Marketo id is asked about.
+        conn.execute_batch(
+            "UPDATE mkto_ack SET payload = '' WHERE object = 'opportunity_role' AND rowid % 4 = 0;
+             UPDATE mkto_ack SET marketo_id = NULL
+             WHERE object = 'opportunity_role' AND rowid % 4 = 1;",
+        )
+        .unwrap();
+        let roles = random_acknowledged(&conn, Object::OpportunityRole, 150).unwrap();
+        let distinct: HashSet<&String> = roles.iter().collect();
+        assert_eq!(distinct.len(), 150, "150 roles, each once: {roles:?}");
+        let numbers: Vec<u32> = roles.iter().map(|id| id[1..].parse().unwrap()).collect();
+        let (first_half, second_half): (Vec<u32>, Vec<u32>) =
+            numbers.iter().partition(|n| **n < 10_000);
+        assert!(
+            !first_half.is_empty() && !second_half.is_empty(),
+            "picked from both halves: {numbers:?}"
+        );
+        let asked: HashSet<String> = roles.iter().cloned().collect();
+        let sendable: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM mkto_ack, json_each(?1) j
+                 WHERE object = 'opportunity_role' AND marketo_id = j.value AND payload <> ''",
+                [serde_json::to_string(&asked.iter().collect::<Vec<_>>()).unwrap()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            sendable, 150,
+            "every role picked has a Marketo id and a payload"
+        );
+        // 200 opportunities among 40,210 acknowledgements are too few for the draws to find
+        // 150 of them; 10 companies are fewer than asked for.
+        let opportunities = random_acknowledged(&conn, Object::Opportunity, 150).unwrap();
+        assert_eq!(opportunities.iter().collect::<HashSet<_>>().len(), 150);
+        assert!(opportunities.iter().all(|id| id.starts_with('o')));
+        let mut companies = random_acknowledged(&conn, Object::Company, 150).unwrap();
+        companies.sort();
+        let mut all: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+        all.sort();
+        assert_eq!(companies, all);
     }
 }

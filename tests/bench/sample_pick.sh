@@ -34,6 +34,7 @@ sim_pid=$!
 for _ in $(seq 50); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
 export MARKETO_BASE_URL=$(head -1 "$work/sim.out" | awk '{print $NF}')
 export MARKETO_CLIENT_ID=oppsync-sim MARKETO_CLIENT_SECRET=oppsync-sim-secret
+export MARKETO_RATE_LIMIT_CALLS=1000 MARKETO_RATE_LIMIT_WINDOW_SECS=1
 "$1" --db "$work/acked.db" -q push
 acked=$(sqlite3 "$work/acked.db" "SELECT group_concat(n || ' ' || object, ', ') FROM (SELECT object, count(*) AS n FROM mkto_ack GROUP BY object)")
 echo "acknowledged: $acked"

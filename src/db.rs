@@ -612,6 +612,29 @@ pub(crate) fn query_plan(conn: &Connection, sql: &str, params: impl rusqlite::Pa
     plan.join("\n")
 }
 
+/// What `f` returns, and how many thousands of SQLite's virtual machine steps it took on
+/// `conn` (counted by the progress handler), for tests that a query reads a bounded part of
+/// the database however large it is.
+#[cfg(test)]
+pub(crate) fn steps_taken<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> T,
+) -> (T, u64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let steps = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = steps.clone();
+    conn.progress_handler(
+        1000,
+        Some(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            false
+        }),
+    );
+    let value = f(conn);
+    conn.progress_handler(1000, None::<fn() -> bool>);
+    (value, steps.load(Ordering::Relaxed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -443,25 +443,16 @@ mod tests {
     }
 
     /// How many thousands of SQLite's steps `last_push` takes for one opportunity.
-    fn last_push_steps(conn: &Connection, id: &str) -> u64 {
-        let steps = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counted = steps.clone();
-        conn.progress_handler(
-            1000,
-            Some(move || {
-                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                false
-            }),
-        );
-        assert_eq!(last_push(conn, id).unwrap().len(), 3);
-        conn.progress_handler(1000, None::<fn() -> bool>);
-        steps.load(std::sync::atomic::Ordering::Relaxed)
+    fn last_push_steps(mut conn: Connection, id: &str) -> u64 {
+        let (found, steps) = crate::db::steps_taken(&mut conn, |conn| last_push(conn, id).unwrap());
+        assert_eq!(found.len(), 3);
+        steps
     }
 
     #[test]
     fn the_last_push_reads_the_opportunitys_outcomes_alone() {
         let many: Vec<String> = (0..20_000).map(|i| format!("opp-{i:05}")).collect();
-        let steps = last_push_steps(&pushed(&many), "opp-12345");
+        let steps = last_push_steps(pushed(&many), "opp-12345");
         // With LIKE, 60,000 role outcomes took about 360 thousand steps.
         assert!(steps < 10, "{steps} thousand steps");
     }

@@ -257,17 +257,7 @@ mod tests {
             [old],
         )
         .unwrap();
-        let steps = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counted = steps.clone();
-        conn.progress_handler(
-            1000,
-            Some(move || {
-                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                false
-            }),
-        );
-        let removed = prune(&mut conn, 30).unwrap();
-        conn.progress_handler(1000, None::<fn() -> bool>);
+        let (removed, steps) = crate::db::steps_taken(&mut conn, |conn| prune(conn, 30).unwrap());
         let checked: bool = conn
             .pragma_query_value(None, "foreign_keys", |r| r.get(0))
             .unwrap();
@@ -278,7 +268,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(dangling, 0, "no row refers to a run pruned");
-        (steps.load(std::sync::atomic::Ordering::Relaxed), removed)
+        (steps, removed)
     }
 
     #[test]

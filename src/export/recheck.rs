@@ -515,29 +515,21 @@ mod tests {
     }
 
     /// How many thousands of SQLite's steps a random pick of 150 roles takes.
-    fn pick_steps(conn: &Connection) -> u64 {
-        let steps = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counted = steps.clone();
-        conn.progress_handler(
-            1000,
-            Some(move || {
-                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                false
-            }),
-        );
-        let picked = random_acknowledged(conn, Object::OpportunityRole, 150).unwrap();
-        conn.progress_handler(1000, None::<fn() -> bool>);
+    fn pick_steps(mut conn: Connection) -> u64 {
+        let (picked, steps) = crate::db::steps_taken(&mut conn, |conn| {
+            random_acknowledged(conn, Object::OpportunityRole, 150).unwrap()
+        });
         assert_eq!(picked.len(), 150);
-        steps.load(std::sync::atomic::Ordering::Relaxed)
+        steps
     }
 
     #[test]
     fn a_random_pick_reads_about_as_much_of_a_large_org_as_of_a_small_one() {
-        let small = pick_steps(&acknowledged_db(&[
+        let small = pick_steps(acknowledged_db(&[
             (Object::Lead, 2_000),
             (Object::OpportunityRole, 2_000),
         ]));
-        let large = pick_steps(&acknowledged_db(&[
+        let large = pick_steps(acknowledged_db(&[
             (Object::Lead, 40_000),
             (Object::OpportunityRole, 40_000),
         ]));

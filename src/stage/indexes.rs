@@ -138,4 +138,51 @@ mod tests {
         assert_eq!(staging_indexes(&conn), before);
         assert_eq!(build_set_aside(&mut conn).unwrap(), 0);
     }
+
+    #[test]
+    fn migration_0018_widens_the_owner_indexes_also_when_a_stopped_pull_set_one_aside() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::db::migrate(&mut conn).unwrap();
+        let after = staging_indexes(&conn);
+        // As migration 0017 left a first pull stopped midway: the opportunities' lookup
+        // indexes aside, with the owner index as 0004 defined it, the accounts' in place.
+        let before_0018 = crate::sql::MIGRATIONS
+            .iter()
+            .position(|m| m.path.contains("0018_"))
+            .unwrap();
+        conn.execute_batch(
+            "DROP INDEX opportunity_by_owner;
+             DROP INDEX opportunity_by_customer;
+             INSERT INTO staging_index_aside (name, sql) VALUES
+                 ('opportunity_by_owner', 'CREATE INDEX opportunity_by_owner ON opportunity (ownerid)'),
+                 ('opportunity_by_customer', 'CREATE INDEX opportunity_by_customer ON opportunity (customerid)');
+             DROP INDEX account_by_owner;
+             CREATE INDEX account_by_owner ON account (ownerid);",
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", before_0018)
+            .unwrap();
+        crate::db::migrate(&mut conn).unwrap();
+        let owner_index = |table: &str| -> String {
+            conn.query_row(
+                "SELECT sql FROM sqlite_master WHERE name = ?1",
+                [format!("{table}_by_owner")],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        for table in ["opportunity", "account", "contact"] {
+            assert!(owner_index(table).ends_with("(ownerid, ownerid_type)"));
+        }
+        let aside: Vec<String> = conn
+            .prepare("SELECT name FROM staging_index_aside")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(aside, ["opportunity_by_customer"]);
+        assert_eq!(build_set_aside(&mut conn).unwrap(), 1);
+        assert_eq!(staging_indexes(&conn), after);
+    }
 }

@@ -304,10 +304,11 @@ pub(crate) fn describe_owner_rule(rule: &str) -> &'static str {
 
 /// The latest outcome per record for the opportunity, its roles and the company it points at.
 fn last_push(conn: &Connection, id: &str) -> Result<Vec<PushOutcome>> {
-    // A role's key is the JSON array of its opportunity's id and its lead's key, so the
-    // opportunity's roles are the keys from `["id",` up to `["id"-` (the character after the
-    // comma): a range of the key index. `LIKE` with a built pattern walked every role's
-    // outcome, over 2.5M at 1M opportunities, and took `_` and `%` in the id for wildcards.
+    // A role's key is the JSON array of its opportunity's id, its lead's key and the role, so
+    // the opportunity's roles are the keys from `["id",` up to `["id"-` (the character after
+    // the comma): a range of the key index. `LIKE` with a built pattern walked every role's
+    // outcome (1.5M after a first push at 1M opportunities) and took `_` and `%` in the id for
+    // wildcards.
     let array = serde_json::to_string(&[id])?;
     let open = &array[..array.len() - 1];
     let (roles_from, roles_to) = (format!("{open},"), format!("{open}-"));

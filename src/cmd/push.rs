@@ -34,15 +34,12 @@ pub(crate) fn send(
     client: &mut MarketoClient,
 ) -> Result<Outcome> {
     let say = |line: String| crate::progress::say(&line);
-    let mut summary = push::push(
-        &mut ctx.conn,
-        ctx.run_id,
-        plan,
-        &ctx.config.mapping,
+    let to = push::Destination {
         client,
-        ctx.config.marketo.max_in_flight as usize,
-        &say,
-    )?;
+        mapping: &ctx.config.mapping,
+        max_in_flight: ctx.config.marketo.max_in_flight as usize,
+    };
+    let mut summary = push::push(&mut ctx.conn, ctx.run_id, plan, &to, &say)?;
     // The push went through the whole plan: what it did not report is fine now. The records
     // held back after a refusal are still refused, with the answer recorded then: their
     // problems stand, without a line in the run's counts each cycle.

@@ -87,6 +87,14 @@ pub(crate) struct Skipped {
     pub reason: String,
 }
 
+/// Where and how a push sends: the instance, the `[mapping.*]` settings the records' fields
+/// are checked with, and how many requests of one object may be in flight at once.
+pub(crate) struct Destination<'a> {
+    pub client: &'a MarketoClient,
+    pub mapping: &'a MappingConfig,
+    pub max_in_flight: usize,
+}
+
 /// One record ready to send, with the operation it serves.
 struct Outgoing {
     op: Operation,
@@ -98,9 +106,7 @@ pub(crate) fn push(
     conn: &mut Connection,
     run_id: i64,
     plan: &mut Plan,
-    mapping: &MappingConfig,
-    client: &MarketoClient,
-    max_in_flight: usize,
+    to: &Destination<'_>,
     say: &dyn Fn(String),
 ) -> Result<Summary> {
     let mut summary = Summary::default();
@@ -108,15 +114,7 @@ pub(crate) fn push(
     // against Marketo's describes: those stored within `describe_max_age_hours`, and fresh ones
     // of the other objects, which are stored in turn.
     let describes = plan.describes().clone();
-    summary.calls += check_fields(
-        conn,
-        run_id,
-        plan,
-        mapping,
-        client,
-        &describes,
-        max_in_flight,
-    )?;
+    summary.calls += check_fields(conn, run_id, plan, to, &describes)?;
     for (object, described_at) in plan.trusted_describes() {
         crate::progress::detail(&format!(
             "{}: fields checked against Marketo's describe of {described_at} (stored; no call)",
@@ -134,15 +132,7 @@ pub(crate) fn push(
                     "roles: {marked} to send again, as their lead or opportunity has a new Marketo id (deleted or merged in Marketo)"
                 ));
                 if plan.upsert_count(object) == 0 {
-                    send_roles_unplanned(
-                        conn,
-                        run_id,
-                        plan,
-                        mapping,
-                        client,
-                        max_in_flight,
-                        &mut summary,
-                    )?;
+                    send_roles_unplanned(conn, run_id, plan, to, &mut summary)?;
                 }
             }
         }
@@ -151,10 +141,10 @@ pub(crate) fn push(
             continue;
         }
         let lane = Lane {
-            client,
+            client: to.client,
             object,
             delete: false,
-            max_in_flight,
+            max_in_flight: to.max_in_flight,
             trusted_describe: plan.trusted_describes().get(&object).cloned(),
         };
         let bar = crate::progress::bar(object.plural(), total as u64);
@@ -188,10 +178,10 @@ pub(crate) fn push(
         }
         let outgoing = delete_records(conn, run_id, object, ops, &mut summary)?;
         let lane = Lane {
-            client,
+            client: to.client,
             object,
             delete: true,
-            max_in_flight,
+            max_in_flight: to.max_in_flight,
             trusted_describe: None,
         };
         let bar = crate::progress::bar(object.plural(), outgoing.len() as u64);
@@ -220,9 +210,7 @@ fn send_roles_unplanned(
     conn: &mut Connection,
     run_id: i64,
     plan: &mut Plan,
-    mapping: &MappingConfig,
-    client: &MarketoClient,
-    max_in_flight: usize,
+    to: &Destination<'_>,
     summary: &mut Summary,
 ) -> Result<()> {
     let object = Object::OpportunityRole;
@@ -230,7 +218,7 @@ fn send_roles_unplanned(
         return Ok(());
     }
     let only = BTreeSet::from([object]);
-    summary.calls += check_fields(conn, run_id, plan, mapping, client, &only, max_in_flight)?;
+    summary.calls += check_fields(conn, run_id, plan, to, &only)?;
     Ok(())
 }
 
@@ -241,22 +229,20 @@ fn check_fields(
     conn: &mut Connection,
     run_id: i64,
     plan: &Plan,
-    mapping: &MappingConfig,
-    client: &MarketoClient,
+    to: &Destination<'_>,
     objects: &BTreeSet<Object>,
-    max_in_flight: usize,
 ) -> Result<usize> {
     let mut calls = Vec::new();
     let checked = describe::check(
-        client,
+        to.client,
         plan,
-        mapping,
+        to.mapping,
         Some(objects),
-        max_in_flight,
+        to.max_in_flight,
         &mut calls,
     );
     record_calls(conn, run_id, &calls)?;
-    describe::store(conn, &client.instance(), run_id, &checked?)?;
+    describe::store(conn, &to.client.instance(), run_id, &checked?)?;
     Ok(CallLog::rest_count(&calls))
 }
 

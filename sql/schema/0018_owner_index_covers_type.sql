@@ -2,8 +2,8 @@
 -- `owner_sales_person`, which gathers every distinct owner with its type, reads the three
 -- indexes alone instead of every staged opportunity, account and contact with its raw record:
 -- `explain` gathered them (2.1 s at 1M opportunities, 0.5 s with these indexes; it now looks
--- up each owner at its id in them), and a full evaluation does (1.9-2.0 s at 1M, 0.5-0.8 s). The partial refresh still finds a user's
--- records by their ownerid, the index's first column.
+-- up each owner at its id in them), and a full evaluation does (1.9-2.0 s at 1M, 0.5-0.8 s).
+-- The partial refresh still finds a user's records by their ownerid, the index's first column.
 -- An index a first pull stopped midway set aside (migration 0009) is built here as well, and
 -- no longer noted: the pull that goes on fills the table with it, slower but whole.
 DELETE FROM staging_index_aside

@@ -908,7 +908,11 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
     add_totals(tx, &targeted, 1)?;
 
     // Sales persons: every user a replaced row named before or names now, or that changed,
-    // evaluated from the stored rows that name those users.
+    // evaluated from the stored rows that name those users. `mkto_sales_person` asks only
+    // whether an unskipped company, lead or opportunity names a user, so one such row per user
+    // and object stands in for the view: copying every row that names a user copied nearly all
+    // of them when a change touched most owners (about 20 s of a 1% pull at 1M opportunities
+    // owned by 1,000 users).
     tx.execute_batch(
         "CREATE TEMP TABLE target_user (id TEXT PRIMARY KEY) WITHOUT ROWID;
          INSERT OR IGNORE INTO target_user
@@ -924,14 +928,21 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
              CROSS JOIN main.export_row e ON e.object = 'company' AND e.root = t.id;
          DROP TABLE temp.mkto_company;
          DROP TABLE temp.mkto_lead;
-         DROP TABLE temp.mkto_opportunity;
-         CREATE TEMP TABLE mkto_company AS SELECT e.* FROM temp.target_user u
-             CROSS JOIN main.export_row e ON e.object = 'company' AND e.sales_person_id = u.id;
-         CREATE TEMP TABLE mkto_lead AS SELECT e.* FROM temp.target_user u
-             CROSS JOIN main.export_row e ON e.object = 'lead' AND e.sales_person_id = u.id;
-         CREATE TEMP TABLE mkto_opportunity AS SELECT e.* FROM temp.target_user u
-             CROSS JOIN main.export_row e ON e.object = 'opportunity' AND e.sales_person_id = u.id;",
+         DROP TABLE temp.mkto_opportunity;",
     )?;
+    for object in [Object::Company, Object::Lead, Object::Opportunity] {
+        tx.execute(
+            &format!(
+                "CREATE TEMP TABLE {} AS SELECT e.* FROM temp.target_user u
+                 CROSS JOIN main.export_row e ON e.rowid = (
+                     SELECT x.rowid FROM main.export_row x
+                     WHERE x.object = ?1 AND x.sales_person_id = u.id AND x.skip_reason IS NULL
+                     LIMIT 1)",
+                object.view()
+            ),
+            [object.name()],
+        )?;
+    }
     materialize_views(tx, std::slice::from_ref(sales_person_view), None)?;
     replace_roots(tx, config, Object::SalesPerson)?;
 

@@ -639,6 +639,68 @@ fn a_full_pull_or_a_change_to_most_opportunities_evaluates_in_full_and_says_so()
     ));
 }
 
+/// How many thousands of SQLite's steps a partial refresh takes for one opportunity changed
+/// among `n` of account 0, all owned by user 1, a staged user.
+fn steps_to_refresh_one_of(n: u32) -> u64 {
+    let mut conn = db();
+    stage(&mut conn, &account_0());
+    stage(&mut conn, &Change::User { n: 1, name: 0 });
+    let owned = |n: u32, named: bool| Change::Opportunity {
+        n,
+        customer: Some((true, 0)),
+        annotate: true,
+        parent_account: None,
+        parent_contact: None,
+        sync: None,
+        named,
+        state: 0,
+        owner: Some((false, 1)),
+    };
+    let text = json!({
+        "@odata.context": "https://org.invalid/api/data/v9.2/$metadata#opportunities",
+        "value": (0..n).map(|n| owned(n, true).record()).collect::<Vec<_>>(),
+    })
+    .to_string();
+    let page = page::parse("test", &text, None).unwrap();
+    crate::stage::stage_page(&mut conn, 1, "test", &page).unwrap();
+    let config = Config::default();
+    refresh(&mut conn, &config).unwrap();
+    let named = count(
+        &conn,
+        &format!(
+            "SELECT count(*) FROM export_row WHERE object = 'opportunity' AND sales_person_id = '{}'",
+            user(1)
+        ),
+    );
+    assert_eq!(named, i64::from(n));
+    stage(&mut conn, &owned(0, false));
+    let (how, steps) =
+        crate::db::steps_taken(&mut conn, |conn| refresh(conn, &config).unwrap().how);
+    assert!(
+        matches!(
+            how,
+            Refresh::Incremental {
+                opportunities: 1,
+                ..
+            }
+        ),
+        "{how:?}"
+    );
+    assert!(verify(&mut conn, &config).unwrap().is_empty());
+    steps
+}
+
+#[test]
+fn a_partial_refresh_reads_one_row_per_user_for_its_sales_persons() {
+    // Copying every stored row that names a user concerned read all 1,000 here.
+    let few = steps_to_refresh_one_of(100);
+    let many = steps_to_refresh_one_of(1000);
+    assert!(
+        many < few * 3 / 2,
+        "{many} thousand steps for 1,000 opportunities, {few} for 100"
+    );
+}
+
 #[test]
 fn verify_names_a_stored_row_that_no_longer_matches() {
     let mut conn = db_with_opportunity_of_account_0(1);

@@ -920,25 +920,24 @@ fn resend_parents(tx: &Transaction<'_>, run_id: i64, op: &Operation, key: &str) 
 /// again (its acknowledged payload emptied, so that it is pending) when it was acknowledged
 /// before this push and is still to export; the record, skipped, goes after it in the next
 /// push (sales persons go first). Without this, the record met 718 in every push, as nothing
-/// sent the sales person again. Returns whether it was marked.
-fn resend_sales_person(tx: &Transaction<'_>, run_id: i64, op: &Operation) -> Result<bool> {
+/// sent the sales person again.
+fn resend_sales_person(tx: &Transaction<'_>, run_id: i64, op: &Operation) -> Result<()> {
     let named = op
         .payload
         .as_deref()
         .and_then(|payload| serde_json::from_str::<Value>(payload).ok())
         .and_then(|record| Some(record.get("externalSalesPersonId")?.as_str()?.to_string()));
     let Some(id) = named else {
-        return Ok(false);
+        return Ok(());
     };
-    let marked = tx
-        .prepare_cached(
-            "UPDATE mkto_ack SET payload = '' WHERE object = 'sales_person' AND key = ?1
+    tx.prepare_cached(
+        "UPDATE mkto_ack SET payload = '' WHERE object = 'sales_person' AND key = ?1
                  AND run_id <> ?2 AND payload <> ''
                  AND EXISTS (SELECT 1 FROM export_row e
                      WHERE e.object = 'sales_person' AND e.key = mkto_ack.key)",
-        )?
-        .execute(params![id, run_id])?;
-    Ok(marked > 0)
+    )?
+    .execute(params![id, run_id])?;
+    Ok(())
 }
 
 /// Marks to send again the acknowledged roles of the leads and opportunities noted in

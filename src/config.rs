@@ -692,12 +692,12 @@ fn warn_if_secrets_shared(path: &Path, config: &Config) {
         return;
     };
     let variables: Vec<String> = held.iter().map(|setting| env_name(setting)).collect();
-    errln!(
+    crate::progress::warn(&format!(
         "warning: config {} holds {} and is readable by other users (mode {mode:o}): chmod 600 {0}, or set {} in the environment instead",
         path.display(),
         held.join(", "),
         variables.join(", ")
-    );
+    ));
 }
 
 /// Parses TOML into a `Config`, turning errors into one line that names file, line and column.

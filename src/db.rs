@@ -343,10 +343,10 @@ fn create_private(path: &Path) -> std::io::Result<()> {
 /// Warns when the database file can be read by users other than its owner.
 fn warn_if_shared(path: &Path) {
     if let Some(mode) = readable_by_others(path) {
-        errln!(
+        crate::progress::warn(&format!(
             "warning: database {} is readable by other users (mode {mode:o}); it holds contact names and emails: chmod 600 {0}",
             path.display()
-        );
+        ));
     }
 }
 

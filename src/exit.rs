@@ -53,6 +53,12 @@ pub fn error_line(err: &anyhow::Error) -> String {
     crate::redact::redact(&format!("{err:#}")).replace(['\n', '\r'], " ")
 }
 
+/// Prints the error a command stopped with, as one line on stderr, stamped with the time off a
+/// terminal like every other line (`progress::warn`).
+pub fn print_error(err: &anyhow::Error) {
+    crate::progress::warn(&format!("error: {}", error_line(err)));
+}
+
 /// The exit code for a failed command: 2 for usage errors, 1 otherwise.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     if is_usage(err) { 2 } else { 1 }

@@ -1,7 +1,6 @@
 //! The `oppsync` binary: parse the command line, run the command, print the error chain on one
 //! line and map the outcome to the exit codes of PRODUCT.md section 4.
 
-use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -11,9 +10,8 @@ fn main() -> ExitCode {
     match oppsync::cmd::run(cli) {
         Ok(outcome) => ExitCode::from(outcome.code()),
         Err(err) => {
-            // A closed stderr must not turn the failure into a panic: the exit code says it.
-            let line = oppsync::exit::error_line(&err);
-            let _ = writeln!(std::io::stderr().lock(), "error: {line}");
+            // A closed stderr does not turn the failure into a panic: the exit code says it.
+            oppsync::exit::print_error(&err);
             ExitCode::from(oppsync::exit::code_for(&err))
         }
     }

@@ -29,6 +29,8 @@ struct Output {
     to_stderr: bool,
     /// Bars and unstamped lines: the stream the lines go to is a terminal.
     terminal: bool,
+    /// Unstamped warnings: stderr is a terminal.
+    stderr_terminal: bool,
     bars: MultiProgress,
 }
 
@@ -50,6 +52,7 @@ pub(crate) fn init(level: Level, to_stderr: bool) {
         level,
         to_stderr,
         terminal,
+        stderr_terminal: std::io::stderr().is_terminal(),
         bars,
     });
 }
@@ -59,6 +62,7 @@ fn output() -> &'static Output {
         level: Level::Normal,
         to_stderr: false,
         terminal: false,
+        stderr_terminal: false,
         bars: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
     })
 }
@@ -108,29 +112,46 @@ fn print(level: Level, line: &str) {
     if out.level < level {
         return;
     }
-    let line = crate::redact::redact(line);
-    let line = if out.terminal {
-        line.into_owned()
-    } else {
-        // Every line of a multi-line step gets its stamp; blank lines stay blank.
-        let stamp = crate::run::now();
-        line.split('\n')
-            .map(|l| {
-                if l.is_empty() {
-                    String::new()
-                } else {
-                    format!("{stamp} {l}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let line = stamped(out.terminal, &crate::redact::redact(line));
     if out.terminal && !out.bars.is_hidden() {
         // Above the bars, which are redrawn below it.
         let _ = out.bars.println(&line);
     } else {
         emit(out, &line);
     }
+}
+
+/// A warning, a listed problem or the error a command stops with: on stderr whatever `-q`
+/// says, with every known secret cut out, and stamped with the time as the step lines are
+/// when stderr is not a terminal (a `sync --every` under systemd or cron logs it among them).
+pub(crate) fn warn(line: &str) {
+    let out = output();
+    let line = stamped(out.stderr_terminal, &crate::redact::redact(line));
+    if out.stderr_terminal && !out.bars.is_hidden() {
+        // The bars are drawn on stderr: above them, as they are redrawn below it.
+        let _ = out.bars.println(&line);
+    } else {
+        errln!("{line}");
+    }
+}
+
+/// `line` as printed: as it is on a terminal; elsewhere each of its lines stamped with the
+/// time, blank lines left blank.
+fn stamped(terminal: bool, line: &str) -> String {
+    if terminal {
+        return line.to_string();
+    }
+    let stamp = crate::run::now();
+    line.split('\n')
+        .map(|l| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{stamp} {l}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Set once stdout or stderr failed a write: nothing more is written to it.

@@ -124,6 +124,13 @@ fn a_bad_config_exits_2_naming_the_setting_and_is_recorded() {
         run.stderr
     );
     assert_eq!(run.stderr.lines().count(), 1, "one line: {}", run.stderr);
+    // Off a terminal the error is stamped with the time, as every other line.
+    let (stamp, said) = run.stderr.split_once(' ').unwrap();
+    assert!(
+        stamp.len() == 20 && stamp.ends_with('Z') && said.starts_with("error: "),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         db.count("SELECT count(*) FROM run WHERE outcome = 'usage_error' AND exit_code = 2"),
         1

@@ -77,6 +77,12 @@ impl Context {
 /// Runs the parsed command line. Commands that write hold the writer lock, open (creating and
 /// migrating) the database and record their run; read-only ones do neither.
 pub fn run(cli: Cli) -> Result<Outcome> {
+    let verbosity = match (cli.quiet, cli.verbose) {
+        (true, _) => Level::Quiet,
+        (false, 0) => Level::Normal,
+        (false, _) => Level::Verbose,
+    };
+    crate::progress::init(verbosity, prints_json(&cli.command));
     // The simulators serve until stopped and touch no database.
     if let Command::Sim { target } = &cli.command {
         return sim::run(target);
@@ -85,12 +91,6 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     let db_path = cli.db_path();
     // Commands that change staged or pushed state hold the writer lock for their whole run.
     let json_result = wants_json(&cli.command);
-    let verbosity = match (cli.quiet, cli.verbose) {
-        (true, _) => Level::Quiet,
-        (false, 0) => Level::Normal,
-        (false, _) => Level::Verbose,
-    };
-    crate::progress::init(verbosity, prints_json(&cli.command));
     let lock = db::check_path(&db_path, writes)
         .and_then(|()| writes.then(|| WriterLock::acquire(&db_path)).transpose())
         .inspect_err(|err| {

@@ -101,11 +101,11 @@ impl Tally {
                 .entity_set
                 .clone()
                 .unwrap_or_else(|| "(none)".to_string());
-            errln!(
+            crate::progress::warn(&format!(
                 "warning: {source}: entity set {set} is not one oppsync stages ({}); {} records skipped",
                 page::KNOWN_ENTITY_SETS.join(", "),
                 c.unknown
-            );
+            ));
             self.unknown_pages.push(
                 json!({"source": source, "entity_set": report.entity_set, "records": c.unknown}),
             );
@@ -122,11 +122,10 @@ impl Tally {
                 reason: rejection.reason.clone(),
             });
             if self.listed < LISTED_REJECTS {
-                errln!(
+                crate::progress::warn(&format!(
                     "rejected: {source} record {}: {}",
-                    rejection.position,
-                    crate::redact::redact(&rejection.reason)
-                );
+                    rejection.position, rejection.reason
+                ));
             }
             self.listed += 1;
         }
@@ -180,12 +179,12 @@ impl Tally {
     /// Reports the pull and records its problems; exits 3 only for problems seen first now.
     fn finish(self, ctx: &mut Context) -> Result<Outcome> {
         if self.listed > LISTED_REJECTS {
-            errln!(
+            crate::progress::warn(&format!(
                 "rejected: {} more; see: sqlite3 {} 'select * from rejected_record where run_id = {}'",
                 self.listed - LISTED_REJECTS,
                 ctx.conn.path().unwrap_or("oppsync.db"),
                 ctx.run_id
-            );
+            ));
         }
         let by_set = self
             .per_set
@@ -220,11 +219,10 @@ impl Tally {
         problem::close_staged(&ctx.conn, ctx.run_id)?;
         ctx.counts["new_problems"] = json!(new);
         if t.rejected > 0 || t.unknown > 0 {
-            errln!(
+            crate::progress::warn(&format!(
                 "pull finished with {} rejected and {} skipped records (listed above), {new} of them new",
-                t.rejected,
-                t.unknown
-            );
+                t.rejected, t.unknown
+            ));
             if new > 0 {
                 return Ok(Outcome::DoneWithRejects);
             }

@@ -120,23 +120,23 @@ fn print_summary(ctx: &Context, summary: &Summary) {
 /// stands, in `status`, and a `sync --every` does not repeat it every cycle.
 fn print_new_skips<'a>(ctx: &Context, skips: impl Iterator<Item = &'a Skipped>, new: usize) {
     for skip in skips.take(LISTED_SKIPS) {
-        errln!(
+        crate::progress::warn(&format!(
             "skipped {} {}: {}",
             skip.object,
             skip.key
                 .as_deref()
                 .or(skip.source_id.as_deref())
                 .unwrap_or("?"),
-            crate::redact::redact(&skip.reason)
-        );
+            skip.reason
+        ));
     }
     if new > LISTED_SKIPS {
-        errln!(
+        crate::progress::warn(&format!(
             "skipped: {} more; see: sqlite3 {} \"select * from push_outcome where run_id = {} and status <> 'created' and status <> 'updated' and status <> 'deleted'\"",
             new - LISTED_SKIPS,
             ctx.conn.path().unwrap_or("oppsync.db"),
             ctx.run_id
-        );
+        ));
     }
 }
 

@@ -80,10 +80,10 @@ fn sample_if_due(ctx: &mut Context, client: &MarketoClient) -> Result<bool> {
     let sampled = match &sampled {
         Ok(sampled) => sampled,
         Err(err) => {
-            errln!(
+            crate::progress::warn(&format!(
                 "warning: the sample of what Marketo holds could not be looked up: {}",
                 crate::exit::error_line(err)
-            );
+            ));
             return Ok(false);
         }
     };
@@ -102,9 +102,9 @@ fn sample_if_due(ctx: &mut Context, client: &MarketoClient) -> Result<bool> {
     if missing > 0 {
         let told = each(&|s| format!("{} of {} {}", s.missing, s.asked, s.object.plural()));
         let recheck = recheck::recheck_command(recheck::owners_missing(sampled));
-        errln!(
+        crate::progress::warn(&format!(
             "warning: Marketo lacks {told} sampled at random of those it acknowledged (deleted or merged there): run `{recheck}` to find them all, then push"
-        );
+        ));
     } else if !sampled.is_empty() {
         let asked = each(&|s| format!("{} {}", s.asked, s.object.plural()));
         ctx.say(format!(

@@ -330,7 +330,7 @@ impl WebApi {
     }
 }
 
-/// A warning on the terminal, with every known secret cut out.
+/// A warning, with every known secret cut out (`progress::warn`).
 fn warn(line: &str) {
-    errln!("warning: {}", crate::redact::redact(line));
+    crate::progress::warn(&format!("warning: {line}"));
 }

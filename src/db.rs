@@ -258,6 +258,12 @@ impl UnlockedRead {
         }
     }
 
+    /// Whether the database file was written since `begin` (or a write in rollback-journal
+    /// mode is under way): what was read may then be half old, half new.
+    pub(crate) fn was_written(&self) -> bool {
+        self.check().is_err()
+    }
+
     /// An error when the database file was written since `begin`, or a write in
     /// rollback-journal mode is under way: what was read may then be half old, half new.
     fn check(&self) -> Result<()> {
@@ -271,6 +277,40 @@ impl UnlockedRead {
              the database before and after that write; run the command again",
             self.path.display()
         )
+    }
+}
+
+/// `err` with what to do about it, when SQLite failed for want of room or found the database
+/// file damaged; any other error as it is.
+///
+/// - No room (SQLITE_FULL) exits 1 as before: SQLite rolled back the statement or transaction
+///   that failed, what was committed before it stays, and a rerun once space is freed goes on
+///   from there (a `sync --every` retries with its backoff).
+/// - A damaged file (SQLITE_CORRUPT, SQLITE_NOTADB) exits 2, as bad setup does: no rerun mends
+///   it, so a `sync --every` stops at once and systemd does not restart it
+///   (`RestartPreventExitStatus=2`). A database started afresh converges, as every push is an
+///   upsert by Marketo's own keys.
+pub(crate) fn with_storage_advice(err: anyhow::Error, path: &Path) -> anyhow::Error {
+    let Some(failure) = sqlite_failure(&err) else {
+        return err;
+    };
+    match failure.code {
+        ErrorCode::DiskFull => anyhow::anyhow!(
+            "no room left on the file system holding database {} or SQLite's temporary files \
+             (SQLITE_TMPDIR, else TMPDIR, else /var/tmp): {}; the step that failed was rolled \
+             back and what was stored before it stays: free space and run again",
+            path.display(),
+            crate::exit::error_line(&err)
+        ),
+        ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => usage(format!(
+            "database {} is damaged ({}); oppsync cannot repair it: stop every oppsync that \
+             uses it, then restore a copy of it, or move it aside with its -wal and -shm files \
+             and run `oppsync sync`, which pulls every record and sends each one again \
+             (records deleted in Dynamics meanwhile stay in Marketo)",
+            path.display(),
+            crate::exit::error_line(&err)
+        )),
+        _ => err,
     }
 }
 
@@ -639,6 +679,66 @@ pub(crate) fn steps_taken<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SQLite's own SQLITE_FULL, from a database capped at a few pages as a full disk caps it.
+    fn disk_full() -> anyhow::Error {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (v TEXT); PRAGMA max_page_count = 3;")
+            .unwrap();
+        let filled = (0..100).try_for_each(|_| {
+            conn.execute("INSERT INTO t (v) VALUES (randomblob(2000))", [])
+                .map(drop)
+        });
+        anyhow::Error::new(filled.unwrap_err()).context("committing pages/accounts-1.json")
+    }
+
+    #[test]
+    fn a_full_disk_says_where_to_free_space_and_exits_1() {
+        let err = with_storage_advice(disk_full(), Path::new("/srv/oppsync.db"));
+        let line = crate::exit::error_line(&err);
+        assert!(
+            line.starts_with(
+                "no room left on the file system holding database /srv/oppsync.db or SQLite's \
+                 temporary files"
+            ),
+            "{line}"
+        );
+        // The step that failed is still named.
+        assert!(line.contains("committing pages/accounts-1.json: database or disk is full"));
+        assert!(line.ends_with("free space and run again"), "{line}");
+        assert_eq!(crate::exit::code_for(&err), 1);
+    }
+
+    #[test]
+    fn a_damaged_file_says_how_to_start_again_and_exits_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oppsync.db");
+        std::fs::write(&path, b"SQLite format 3\0 and nothing a database holds").unwrap();
+        let opened = Connection::open(&path).and_then(|conn| {
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        });
+        let err = anyhow::Error::new(opened.unwrap_err()).context("opening database");
+        let err = with_storage_advice(err, &path);
+        let line = crate::exit::error_line(&err);
+        assert!(
+            line.contains("is damaged (opening database: file is not a database"),
+            "{line}"
+        );
+        assert!(
+            line.contains("move it aside with its -wal and -shm files"),
+            "{line}"
+        );
+        assert_eq!(crate::exit::code_for(&err), 2);
+        // Any other failure of SQLite's is left as it is.
+        let conn = Connection::open_in_memory().unwrap();
+        let other = anyhow::Error::new(conn.execute("SELECT * FROM missing", []).unwrap_err());
+        let said = crate::exit::error_line(&other);
+        let other = with_storage_advice(other, &path);
+        assert_eq!(crate::exit::error_line(&other), said);
+        assert_eq!(crate::exit::code_for(&other), 1);
+    }
 
     #[test]
     fn migrations_reach_the_last_version_and_rerun_is_a_no_op() {

@@ -139,6 +139,47 @@ fn a_bad_config_exits_2_naming_the_setting_and_is_recorded() {
 }
 
 #[test]
+fn a_damaged_database_exits_2_saying_how_to_start_again_and_stops_sync_every() {
+    let db = TestDb::new();
+    let dir = scenario("customer-contact");
+    db.run(&["pull", "--fixtures", &dir]).expect_code(0);
+    // Cut short after a few pages, as a copy taken halfway or a failing disk leaves it: SQLite's
+    // header is intact, the tables it points to are not.
+    let file = OpenOptions::new().write(true).open(db.path()).unwrap();
+    file.set_len(3 * 8192).unwrap();
+    drop(file);
+    let env = [
+        ("MARKETO_BASE_URL", "http://127.0.0.1:9"),
+        ("MARKETO_CLIENT_ID", "oppsync-sim"),
+        ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+    ];
+    let every = [
+        "sync",
+        "--every",
+        "1s",
+        "--max-cycles",
+        "3",
+        "--fixtures",
+        &dir,
+    ];
+    for args in [&["status"][..], &["pull", "--fixtures", &dir], &every] {
+        let run = db.run_with_env(args, &env);
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains("is damaged (")
+                && run
+                    .stderr
+                    .contains("move it aside with its -wal and -shm files"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        // A rerun cannot mend it: `sync --every` stops at its first cycle rather than
+        // retrying, and systemd does not restart it on exit 2.
+        assert!(!run.stdout.contains("cycle 2"), "{}", run.stdout);
+    }
+}
+
+#[test]
 fn sync_checks_the_marketo_settings_before_pulling_anything() {
     let db = TestDb::new();
     let run = db.run(&["sync", "--fixtures", &scenario("customer-contact")]);

@@ -112,7 +112,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         {
             (db::open_scratch()?, None)
         } else {
-            let read = db::open_read_only(&db_path)?;
+            let read = db::open_read_only(&db_path)
+                .map_err(|err| db::with_storage_advice(err, &db_path))?;
             (read.conn, read.unlocked)
         };
         let mut ctx = Context {
@@ -127,9 +128,10 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         let result = rules::install_temporary(&mut ctx.conn, &ctx.config.rules, &ctx.config.export)
             .and_then(|()| dispatch(&mut ctx, &cli.command));
         // Said after what was shown, which cannot be taken back; the exit code says it too.
+        // A file written during an unlocked read reads as damaged when it is not.
         return match unlocked {
-            Some(read) => read.vouch(result),
-            None => result,
+            Some(read) if read.was_written() => read.vouch(result),
+            _ => result.map_err(|err| db::with_storage_advice(err, &db_path)),
         };
     }
     if let Command::Sync {
@@ -167,11 +169,13 @@ fn record_run(
         let run_id = run::start(&conn, name, args).context("recording the run")?;
         Ok((conn, run_id))
     });
-    let (conn, run_id) = opened.inspect_err(|err| {
-        if json_result {
-            print_unstarted(name, err);
-        }
-    })?;
+    let (conn, run_id) = opened
+        .map_err(|err| db::with_storage_advice(err, db_path))
+        .inspect_err(|err| {
+            if json_result {
+                print_unstarted(name, err);
+            }
+        })?;
     let mut ctx = Context {
         conn,
         config: Config::default(),
@@ -179,10 +183,26 @@ fn record_run(
         verbosity,
         counts: json!({}),
     };
-    let result =
-        configure(&mut ctx, cli.config.as_deref()).and_then(|()| dispatch(&mut ctx, &cli.command));
-    let finished = run::finish(&ctx.conn, run_id, &result, &ctx.counts)
-        .context("recording the run's outcome")?;
+    let result = configure(&mut ctx, cli.config.as_deref())
+        .and_then(|()| dispatch(&mut ctx, &cli.command))
+        .map_err(|err| db::with_storage_advice(err, db_path));
+    let finished = match run::finish(&ctx.conn, run_id, &result, &ctx.counts) {
+        Ok(finished) => finished,
+        // The run stays `running` in the table (`status` shows it interrupted); the failure
+        // that stopped the command is what to say, not the one recording it met after it
+        // (a full disk or a damaged file fails both).
+        Err(err) => {
+            let recording = db::with_storage_advice(err, db_path);
+            let failed = match result {
+                Err(failed) => failed,
+                Ok(_) => recording.context("recording the run's outcome"),
+            };
+            if json_result {
+                print_unstarted(name, &failed);
+            }
+            return Err(failed);
+        }
+    };
     run::prune(&mut ctx.conn, ctx.config.history.keep_days)
         .context("pruning history older than history.keep_days")?;
     if json_result {
@@ -216,8 +236,8 @@ fn wants_json(command: &Command) -> bool {
     ) && prints_json(command)
 }
 
-/// The `--json` result of a command that failed before its run could be recorded (the
-/// database is locked by another writer, or cannot be opened).
+/// The `--json` result of a command whose run could not be recorded (the database is locked by
+/// another writer, cannot be opened, or failed as the run's outcome was written).
 fn print_unstarted(command: &str, err: &anyhow::Error) {
     let finished = run::Finished {
         outcome: if crate::exit::is_usage(err) {

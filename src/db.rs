@@ -518,6 +518,8 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
 pub struct WriterLock {
     file: File,
     path: PathBuf,
+    /// The database it guards, whose read bits the lock file follows (`readable_as_database`).
+    db: PathBuf,
 }
 
 impl WriterLock {
@@ -545,7 +547,11 @@ impl WriterLock {
         match file.try_lock() {
             Ok(()) => {
                 // Who holds it, for `status`; the lock, not this text, is what excludes.
-                let lock = WriterLock { file, path };
+                let lock = WriterLock {
+                    file,
+                    path,
+                    db: db.to_path_buf(),
+                };
                 lock.note_waiting(None);
                 Ok(lock)
             }
@@ -575,10 +581,31 @@ impl WriterLock {
         &self.path
     }
 
+    /// Lets whoever may read the database read the lock file too (its read bits, no more), so
+    /// that an auditor's `status` can tell a run in progress from one interrupted, as SQLite
+    /// gives the `-wal` and `-shm` files the database's mode. The note holds a pid and when the
+    /// next cycle starts, nothing the database does not show. Done with each note, so that a
+    /// `sync --every` follows a `chmod` of the database at its next cycle. Best effort: a lock
+    /// file another user owns keeps its mode, and `status` says when it cannot read it.
+    fn readable_as_database(&self) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let Ok(meta) = std::fs::metadata(&self.db) else {
+                return;
+            };
+            let mode = 0o600 | (meta.permissions().mode() & 0o044);
+            let _ = self
+                .file
+                .set_permissions(std::fs::Permissions::from_mode(mode));
+        }
+    }
+
     /// Says in the lock file what the holder waits for between runs (`sync --every`: when the
     /// next cycle starts), for `status` and for a writer turned away; `None` clears it when a
     /// run starts. Best effort: the lock, not this text, is what excludes.
     pub(crate) fn note_waiting(&self, waiting: Option<&str>) {
+        self.readable_as_database();
         let mut text = std::process::id().to_string();
         if let Some(waiting) = waiting {
             text.push('\n');
@@ -602,8 +629,25 @@ pub(crate) struct Writer {
     pub waiting: Option<String>,
 }
 
+/// Why this user cannot tell whether an oppsync process holds the writer lock of `db`: its
+/// lock file is there but may not be opened (the writer made it before the database was
+/// readable by others, or another user's umask). `None` when it can be told.
+pub(crate) fn writer_unknown(db: &Path) -> Option<String> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    match File::open(&path) {
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => Some(format!(
+            "cannot open lock file {} ({err}), so whether a run is in progress is not known: \
+             give this user read access to it, as to the database",
+            path.display()
+        )),
+        _ => None,
+    }
+}
+
 /// The oppsync process writing the database at `db` now, if one is (it holds the writer lock);
-/// `None` when none is, or when the lock file cannot be read.
+/// `None` when none is, or when the lock file cannot be read (`writer_unknown`).
 pub(crate) fn writer(db: &Path) -> Option<Writer> {
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");

@@ -26,6 +26,10 @@ pub(crate) struct Status {
     /// The process holding the writer lock, if one does: a run in progress (see `runs`), or a
     /// `sync --every` between cycles, with when its next cycle starts (`waiting`).
     pub writer: Option<Writer>,
+    /// Why this user cannot tell whether a process holds the writer lock (its lock file may
+    /// not be opened), or null: the newest run still recorded `running` is then shown as such,
+    /// not as interrupted.
+    pub writer_unknown: Option<String>,
     pub runs: Vec<RunRow>,
     pub staged: Vec<StagedCount>,
     pub derived: Derived,
@@ -112,20 +116,23 @@ pub(crate) struct Lag {
 }
 
 /// Reads the status; `writer` is the pid of the process holding the writer lock, if any: its
-/// run (the newest one still `running`) is shown as running.
+/// run (the newest one still `running`) is shown as running. With `writer_unknown` (the lock
+/// file cannot be read) that run is shown as recorded, `running`, without a pid: it may be.
 pub(crate) fn read(
     conn: &mut Connection,
     writer: Option<&Writer>,
+    writer_unknown: Option<String>,
     config: &Config,
 ) -> Result<Status> {
     let schema_version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let current_run: i64 = match writer {
-        Some(_) => conn.query_row(
+    let current_run: i64 = if writer.is_some() || writer_unknown.is_some() {
+        conn.query_row(
             "SELECT coalesce(max(run_id), 0) FROM run WHERE outcome = 'running'",
             [],
             |r| r.get(0),
-        )?,
-        None => 0,
+        )?
+    } else {
+        0
     };
     let mut runs = runs_where(conn, current_run, "1", RECENT_RUNS)?;
     for run in runs.iter_mut().filter(|r| r.run_id == current_run) {
@@ -242,6 +249,7 @@ pub(crate) fn read(
     Ok(Status {
         schema_version,
         writer: writer.cloned(),
+        writer_unknown,
         runs,
         staged,
         derived,

@@ -864,6 +864,63 @@ fn an_auditor_who_can_only_read_the_file_can_run_the_read_only_commands() {
     assert_eq!(std::fs::read(db.path()).unwrap(), before, "nothing written");
 }
 
+// Row 12: an auditor's `status` tells a run in progress from one interrupted: the writer's lock
+// file follows the database's read bits, and one the auditor still cannot read is said so
+// rather than taken as "no writer".
+
+#[cfg(unix)]
+#[test]
+fn an_auditors_status_sees_the_writer_or_says_it_cannot_tell() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(db) = pulled_for_an_auditor() else {
+        return;
+    };
+    readable_by_all(&db);
+    let lock_path = db.dir.path().join("oppsync.db.lock");
+    // As the writer made it, before the database was shared.
+    std::fs::set_permissions(&lock_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A run in progress: its row says `running`, and this process holds the writer lock.
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    conn.execute(
+        "INSERT INTO run (command, args, started_at) VALUES ('pull', '[]', '2026-12-07T10:00:00Z')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let lock = oppsync::db::WriterLock::acquire(&db.path()).unwrap();
+    let status = || {
+        let output = as_nobody(&[
+            "--db".as_ref(),
+            db.path().as_os_str(),
+            "status".as_ref(),
+            "--json".as_ref(),
+        ])
+        .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let seen = status();
+    assert_eq!(seen["writer"]["pid"], std::process::id(), "{seen}");
+    assert_eq!(seen["runs"][0]["outcome"], "running", "{seen}");
+    assert_eq!(seen["writer_unknown"], Value::Null);
+    // A lock file the auditor may not open: said so, and the run is not called interrupted.
+    std::fs::set_permissions(&lock_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let seen = status();
+    assert_eq!(seen["writer"], Value::Null, "{seen}");
+    assert!(
+        seen["writer_unknown"]
+            .as_str()
+            .is_some_and(|why| why.contains("cannot open lock file")),
+        "{seen}"
+    );
+    assert_eq!(seen["runs"][0]["outcome"], "running", "{seen}");
+    // Once the writer is gone, a readable lock file says so.
+    drop(lock);
+    std::fs::set_permissions(&lock_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let seen = status();
+    assert_eq!(seen["runs"][0]["outcome"], "interrupted", "{seen}");
+}
+
 // Row 12: a user who may read the database but not write it, or beside it, is told what a
 // writing command needs, and SQLite leaves no -wal or -shm behind it.
 

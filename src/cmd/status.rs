@@ -7,11 +7,13 @@ use crate::exit::Outcome;
 use crate::status::{self, Status};
 
 pub(crate) fn run(ctx: &mut Context, json: bool) -> Result<Outcome> {
-    let writer = ctx
-        .conn
-        .path()
-        .and_then(|path| crate::db::writer(std::path::Path::new(path)));
-    let status = status::read(&mut ctx.conn, writer.as_ref(), &ctx.config)?;
+    let path = ctx.conn.path().map(std::path::PathBuf::from);
+    let writer = path.as_deref().and_then(crate::db::writer);
+    let unknown = match (&writer, &path) {
+        (None, Some(path)) => crate::db::writer_unknown(path),
+        _ => None,
+    };
+    let status = status::read(&mut ctx.conn, writer.as_ref(), unknown, &ctx.config)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -75,6 +77,9 @@ fn print_human(s: &Status) {
         && let Some(waiting) = &writer.waiting
     {
         outln!("writer: pid {}, {waiting}", writer.pid);
+    }
+    if let Some(unknown) = &s.writer_unknown {
+        outln!("writer: unknown: {unknown}");
     }
     match &s.last_success {
         Some(r) => outln!(

@@ -81,8 +81,8 @@ pub enum Command {
         /// SIGINT, holding the writer lock in between.
         #[arg(long, value_name = "DURATION", value_parser = parse_every)]
         every: Option<std::time::Duration>,
-        /// With --every: stop after N cycles.
-        #[arg(long, value_name = "N", requires = "every")]
+        /// With --every: stop after N cycles (at least 1).
+        #[arg(long, value_name = "N", requires = "every", value_parser = clap::value_parser!(u32).range(1..))]
         max_cycles: Option<u32>,
     },
     /// Check the setup: settings, Dynamics access, tables and columns, change tracking, Marketo
@@ -310,5 +310,16 @@ mod tests {
         ] {
             assert!(parse_every(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn max_cycles_is_at_least_one() {
+        use clap::Parser as _;
+        let sync =
+            |n: &str| Cli::try_parse_from(["oppsync", "sync", "--every", "5m", "--max-cycles", n]);
+        assert!(sync("1").is_ok());
+        // 0 used to run one cycle, as 1 does.
+        let err = sync("0").unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
     }
 }

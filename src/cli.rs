@@ -97,6 +97,10 @@ pub enum Command {
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
+        /// Exit 1 when no push or sync finished within DURATION (`30m`, `2h`; at most 24h),
+        /// saying when the last one did and the newest failure: a check for a monitor.
+        #[arg(long, value_name = "DURATION", value_parser = parse_every)]
+        stale_after: Option<std::time::Duration>,
     },
     /// Check that the stored export rows equal a fresh evaluation of the rule views.
     Verify {

@@ -180,6 +180,73 @@ fn a_damaged_database_exits_2_saying_how_to_start_again_and_stops_sync_every() {
 }
 
 #[test]
+fn status_stale_after_exits_1_when_no_push_finished_within_it() {
+    let db = TestDb::new();
+    db.run(&["pull", "--fixtures", &scenario("customer-contact")])
+        .expect_code(0);
+    let run = db.run(&["status", "--stale-after", "1h"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("stale: none within --stale-after 1h: no push or sync has finished yet"),
+        "{}",
+        run.stderr
+    );
+    // The demo's pushes finished just now.
+    db.run(&["demo"]).expect_code(0);
+    db.run(&["status", "--stale-after", "1h"]).expect_code(0);
+    // Three hours later; a failure from before the demo is not why it is stale.
+    let failed_at = |ago: &str, message: &str| {
+        let conn = rusqlite::Connection::open(db.path()).unwrap();
+        conn.execute(
+            "INSERT INTO run (command, args, started_at, finished_at, outcome, exit_code, message)
+             VALUES ('sync', '[]', strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?1),
+                     strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?1), 'failed', 1, ?2)",
+            [ago, message],
+        )
+        .unwrap();
+    };
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    conn.execute(
+        "UPDATE run SET finished_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-3 hours', '-5 minutes')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    failed_at("-4 hours", "an older failure");
+    let run = db.run(&["status", "--stale-after", "2h"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("(3h05m ago)") && !run.stderr.contains("failure"),
+        "{}",
+        run.stderr
+    );
+    failed_at("-1 hours", "cannot reach Marketo at https://x.invalid");
+    // The demo records one run of its own.
+    let last = db.count("SELECT max(run_id) FROM run WHERE command = 'demo' AND outcome = 'done'");
+    for args in [
+        &["status", "--stale-after", "2h"][..],
+        &["status", "--json", "--stale-after", "2h"],
+    ] {
+        let run = db.run(args);
+        run.expect_code(1);
+        let said = format!("the last push or sync that finished, #{last} demo, did at ");
+        assert!(
+            run.stderr.contains(&said)
+                && run.stderr.contains("(3h05m ago); the newest failure: #")
+                && run
+                    .stderr
+                    .contains("cannot reach Marketo at https://x.invalid"),
+            "{}",
+            run.stderr
+        );
+        // What status shows is shown all the same.
+        assert!(run.stdout.contains("schema_version") || run.stdout.contains("schema version"));
+    }
+    db.run(&["status", "--stale-after", "4h"]).expect_code(0);
+}
+
+#[test]
 fn sync_checks_the_marketo_settings_before_pulling_anything() {
     let db = TestDb::new();
     let run = db.run(&["sync", "--fixtures", &scenario("customer-contact")]);
@@ -956,6 +1023,13 @@ fn the_deployment_files_run_sync_every_and_the_unit_verifies() {
         std::fs::read_to_string(root.join("oppsync.cron"))
             .unwrap()
             .contains("oppsync -q sync")
+    );
+    assert!(
+        std::fs::read_to_string(root.join("oppsync-stale.cron"))
+            .unwrap()
+            .contains(
+                "oppsync --db /var/lib/oppsync/oppsync.db status --stale-after 1h > /dev/null"
+            )
     );
     let Ok(version) = std::process::Command::new("systemd-analyze")
         .arg("--version")

@@ -221,7 +221,7 @@ fn prints_json(command: &Command) -> bool {
         | Command::Recheck { json, .. }
         | Command::Sync { json, .. }
         | Command::Check { json }
-        | Command::Status { json }
+        | Command::Status { json, .. }
         | Command::Verify { json }
         | Command::Explain { json, .. } => *json,
         Command::Init | Command::Demo | Command::Sim { .. } => false,
@@ -314,7 +314,7 @@ fn dispatch(ctx: &mut Context, command: &Command) -> Result<Outcome> {
             full,
             ..
         }) => pull::run_live(ctx, *full),
-        Command::Status { json } => status::run(ctx, *json),
+        Command::Status { json, stale_after } => status::run(ctx, *json, *stale_after),
         Command::Check { json } => check::run(ctx, *json),
         Command::Plan { json } => plan::run(ctx, *json),
         Command::Push { dry_run, .. } => push::run(ctx, *dry_run),

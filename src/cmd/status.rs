@@ -1,12 +1,16 @@
 //! `oppsync status [--json]`: prints `status::Status`.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use super::Context;
 use crate::exit::Outcome;
 use crate::status::{self, Status};
 
-pub(crate) fn run(ctx: &mut Context, json: bool) -> Result<Outcome> {
+pub(crate) fn run(
+    ctx: &mut Context,
+    json: bool,
+    stale_after: Option<std::time::Duration>,
+) -> Result<Outcome> {
     let path = ctx.conn.path().map(std::path::PathBuf::from);
     let writer = path.as_deref().and_then(crate::db::writer);
     let unknown = match (&writer, &path) {
@@ -19,7 +23,67 @@ pub(crate) fn run(ctx: &mut Context, json: bool) -> Result<Outcome> {
     } else {
         print_human(&status);
     }
+    if let Some(limit) = stale_after
+        && let Some(stale) = staleness(&status, limit, chrono::Utc::now())
+    {
+        bail!(stale);
+    }
     Ok(Outcome::Done)
+}
+
+/// Why the synced state is stale: no push or sync finished within `limit` of `now` (the last
+/// successful one, or none, and the newest failure since). `None` when one did.
+fn staleness(
+    s: &Status,
+    limit: std::time::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let finished = s
+        .last_success
+        .as_ref()
+        .and_then(|r| Some((r, r.finished_at.as_deref()?)))
+        .and_then(|(r, at)| Some((r, chrono::DateTime::parse_from_rfc3339(at).ok()?)));
+    let limit_text = duration_text(limit);
+    let last = match finished {
+        Some((r, at)) => {
+            let age = (now - at.with_timezone(&chrono::Utc))
+                .to_std()
+                .unwrap_or_default();
+            if age <= limit {
+                return None;
+            }
+            format!(
+                "the last push or sync that finished, #{} {}, did at {} ({} ago)",
+                r.run_id,
+                r.command,
+                r.finished_at.as_deref().unwrap_or("?"),
+                duration_text(age)
+            )
+        }
+        None => "no push or sync has finished yet".to_string(),
+    };
+    // A failure from before the last success is not why it is stale.
+    let since = s
+        .last_success
+        .as_ref()
+        .and_then(|r| r.finished_at.as_deref());
+    let newest_failure = s
+        .last_errors
+        .first()
+        .filter(|r| since.is_none_or(|since| r.started_at.as_str() > since));
+    let failure = match newest_failure {
+        Some(r) => format!(
+            "; the newest failure: #{} {} at {}: {}",
+            r.run_id,
+            r.command,
+            r.started_at,
+            r.message.as_deref().unwrap_or("")
+        ),
+        None => String::new(),
+    };
+    Some(format!(
+        "stale: none within --stale-after {limit_text}: {last}{failure}"
+    ))
 }
 
 fn print_human(s: &Status) {
@@ -179,5 +243,42 @@ fn print_human(s: &Status) {
             r.entity_set.as_deref().unwrap_or("?"),
             r.reason
         );
+    }
+}
+
+/// A duration as a person reads it at a glance: `45s`, `12m`, `2h`, `2h05m`, `3d04h`.
+fn duration_text(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 if secs % 3600 < 60 => format!("{}h", secs / 3600),
+        3600..86_400 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ if secs % 86_400 < 3600 => format!("{}d", secs / 86_400),
+        _ => format!("{}d{:02}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_text;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        for (secs, text) in [
+            (0, "0s"),
+            (59, "59s"),
+            (60, "1m"),
+            (3599, "59m"),
+            (3600, "1h"),
+            (3659, "1h"),
+            (3660, "1h01m"),
+            (11_100, "3h05m"),
+            (86_400, "1d"),
+            (90_000, "1d01h"),
+        ] {
+            assert_eq!(duration_text(Duration::from_secs(secs)), text, "{secs}");
+        }
     }
 }

@@ -380,14 +380,28 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Warns when the database file can be read by users other than its owner.
+/// Warns when the database file can be read by users other than its owner: once per process
+/// and mode, so that a `sync --every` says it at its first cycle and again only if the mode
+/// changes, rather than every few minutes for a database shared with auditors on purpose.
 fn warn_if_shared(path: &Path) {
-    if let Some(mode) = readable_by_others(path) {
-        crate::progress::warn(&format!(
-            "warning: database {} is readable by other users (mode {mode:o}); it holds contact names and emails: chmod 600 {0}",
-            path.display()
-        ));
+    static WARNED: std::sync::Mutex<Option<(PathBuf, u32)>> = std::sync::Mutex::new(None);
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(mode) = readable_by_others(path) else {
+        // Made private: a later share is said again.
+        *warned = None;
+        return;
+    };
+    let this = (path.to_path_buf(), mode);
+    if warned.as_ref() == Some(&this) {
+        return;
     }
+    *warned = Some(this);
+    crate::progress::warn(&format!(
+        "warning: database {} is readable by other users (mode {mode:o}); it holds contact names and emails: chmod 600 {0}",
+        path.display()
+    ));
 }
 
 /// The permission bits of the file at `path` when users other than its owner may read it

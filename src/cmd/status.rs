@@ -1,4 +1,5 @@
-//! `oppsync status [--json]`: prints `status::Status`.
+//! `oppsync status [--json] [--stale-after DURATION]`: prints `status::Status`, then, with
+//! `--stale-after`, fails when no push or sync finished within DURATION (a monitor's check).
 
 use anyhow::{Result, bail};
 

@@ -95,7 +95,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         .and_then(|()| writes.then(|| WriterLock::acquire(&db_path)).transpose())
         .inspect_err(|err| {
             if json_result {
-                print_unstarted(name, err);
+                print_unrecorded(name, None, err);
             }
         })?;
     if matches!(cli.command, Command::Demo) && cli.db.is_none() {
@@ -173,7 +173,7 @@ fn record_run(
         .map_err(|err| db::with_storage_advice(err, db_path))
         .inspect_err(|err| {
             if json_result {
-                print_unstarted(name, err);
+                print_unrecorded(name, None, err);
             }
         })?;
     let mut ctx = Context {
@@ -198,7 +198,7 @@ fn record_run(
                 Ok(_) => recording.context("recording the run's outcome"),
             };
             if json_result {
-                print_unstarted(name, &failed);
+                print_unrecorded(name, Some(run_id), &failed);
             }
             return Err(failed);
         }
@@ -237,8 +237,9 @@ fn wants_json(command: &Command) -> bool {
 }
 
 /// The `--json` result of a command whose run could not be recorded (the database is locked by
-/// another writer, cannot be opened, or failed as the run's outcome was written).
-fn print_unstarted(command: &str, err: &anyhow::Error) {
+/// another writer, or cannot be opened), or whose outcome could not (`run_id`, the run left
+/// `running`: a full disk or a damaged file fails the recording too).
+fn print_unrecorded(command: &str, run_id: Option<i64>, err: &anyhow::Error) {
     let finished = run::Finished {
         outcome: if crate::exit::is_usage(err) {
             "usage_error"
@@ -248,7 +249,7 @@ fn print_unstarted(command: &str, err: &anyhow::Error) {
         exit_code: crate::exit::code_for(err),
         message: Some(crate::exit::error_line(err)),
     };
-    print_json(None, command, &finished, 0, 0, &json!({}));
+    print_json(run_id, command, &finished, 0, 0, &json!({}));
 }
 
 /// The `--json` result of `pull`, `push` and `sync` (a stable contract, README "JSON output"):

@@ -222,6 +222,23 @@ impl State {
         }
     }
 
+    /// The key of the opportunity whose marketoGUID is `guid` (exactly, as a delete by id
+    /// matches it), through the GUID index.
+    fn opportunity_key(&self, guid: &Value) -> Option<String> {
+        let key = self
+            .opportunity_guids
+            .get(&guid.as_str()?.to_ascii_lowercase())?;
+        let stored = self.opportunities.get(key)?;
+        (stored.get("marketoGUID") == Some(guid)).then(|| key.clone())
+    }
+
+    /// The key of the role whose marketoGUID is `guid`, likewise.
+    fn role_key(&self, guid: &Value) -> Option<(String, i64, String)> {
+        let key = self.role_guids.get(&guid.as_str()?.to_ascii_lowercase())?;
+        let stored = self.roles.get(key)?;
+        (stored.get("marketoGUID") == Some(guid)).then(|| key.clone())
+    }
+
     fn unindex_lead(&mut self, id: i64) {
         if let Some(email) = self.lead_email(id)
             && let Some(ids) = self.lead_emails.get_mut(&email)

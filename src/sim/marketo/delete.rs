@@ -31,7 +31,18 @@ impl Sim {
                     remove_keyed(&mut state.companies, kind, &record, by_id).map(|(_, id)| id)
                 }
                 Kind::Opportunity => {
-                    let removed = remove_keyed(&mut state.opportunities, kind, &record, by_id);
+                    let removed = if by_id {
+                        // By its GUID's index, not a scan of every opportunity per record.
+                        let key = record
+                            .get("marketoGUID")
+                            .and_then(|guid| state.opportunity_key(guid));
+                        key.and_then(|key| {
+                            let stored = state.opportunities.remove(&key)?;
+                            Some((key, stored.get("marketoGUID").cloned().unwrap_or_default()))
+                        })
+                    } else {
+                        remove_keyed(&mut state.opportunities, kind, &record, false)
+                    };
                     if let Some((key, _)) = &removed {
                         // Its roles are the keys that start with it: a range, not a scan of
                         // every role (2.5M at 1M opportunities) per opportunity deleted.
@@ -49,12 +60,9 @@ impl Sim {
                 }
                 Kind::Role => {
                     let key = if by_id {
-                        let id = record.get("marketoGUID").cloned();
-                        state
-                            .roles
-                            .iter()
-                            .find(|(_, r)| r.get("marketoGUID") == id.as_ref())
-                            .map(|(k, _)| k.clone())
+                        record
+                            .get("marketoGUID")
+                            .and_then(|guid| state.role_key(guid))
                     } else {
                         let values: Vec<Value> = kind
                             .dedupe_fields()

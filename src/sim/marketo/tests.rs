@@ -331,6 +331,71 @@ fn more_calls_in_flight_than_allowed_get_615() {
 }
 
 #[test]
+fn deletes_by_id_find_opportunities_and_roles_by_their_guid_and_only_the_current_one() {
+    let client = start(SimConfig::default());
+    let created = client.post(
+        "/rest/v1/opportunities.json",
+        json!({"input": [opportunity("o1"), opportunity("o2")]}),
+    );
+    let guid = |i: usize| created["result"][i]["marketoGUID"].clone();
+    let lead = client.post(
+        "/rest/v1/leads.json",
+        json!({"input": [{"email": "a@example.com"}]}),
+    )["result"][0]["id"]
+        .clone();
+    let roles = client.post(
+        "/rest/v1/opportunities/roles.json",
+        json!({"input": [
+            {"externalOpportunityId": "o1", "leadId": lead, "role": "Buyer"},
+            {"externalOpportunityId": "o1", "leadId": lead, "role": "Payer"},
+            {"externalOpportunityId": "o2", "leadId": lead, "role": "Buyer"},
+        ]}),
+    );
+    let role_guid = |i: usize| roles["result"][i]["marketoGUID"].clone();
+    let statuses = |answer: &Value| -> Vec<String> {
+        answer["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .iter()
+            .map(|r| r["status"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deleted = client.post(
+        "/rest/v1/opportunities/roles/delete.json",
+        json!({"deleteBy": "idField", "input": [{"marketoGUID": role_guid(0)}, {"marketoGUID": "nope"}]}),
+    );
+    assert_eq!(statuses(&deleted), ["deleted", "skipped"], "{deleted}");
+    assert_eq!(deleted["result"][0]["marketoGUID"], role_guid(0));
+    // o2 goes with its role; o1 keeps its other one.
+    let deleted = client.post(
+        "/rest/v1/opportunities/delete.json",
+        json!({"deleteBy": "idField", "input": [{"marketoGUID": guid(1)}]}),
+    );
+    assert_eq!(statuses(&deleted), ["deleted"], "{deleted}");
+    let state = client.get("/sim/state");
+    let left: Vec<&Value> = state["roles"].as_array().unwrap().iter().collect();
+    assert_eq!(left.len(), 1, "{state}");
+    assert_eq!(left[0]["marketoGUID"], role_guid(1));
+    // Created anew, o2 has another GUID: the old one deletes nothing.
+    client.post(
+        "/rest/v1/opportunities.json",
+        json!({"input": [opportunity("o2")]}),
+    );
+    let deleted = client.post(
+        "/rest/v1/opportunities/delete.json",
+        json!({"deleteBy": "idField", "input": [{"marketoGUID": guid(1)}]}),
+    );
+    assert_eq!(statuses(&deleted), ["skipped"], "{deleted}");
+    assert_eq!(
+        client.get("/sim/state")["opportunities"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
 fn opportunities_and_roles_are_found_by_marketo_guid_and_deleted_ones_are_not() {
     let client = start(SimConfig::default());
     let created = client.post(

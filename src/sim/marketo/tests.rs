@@ -86,6 +86,33 @@ fn opportunity(id: &str) -> Value {
     json!({"externalOpportunityId": id, "name": format!("Opp {id}"), "amount": 10.5, "closeDate": "2025-06-30", "isWon": false})
 }
 
+/// The opportunities `ids`, one lead, and its `roles` (opportunity, role): the sync answers for
+/// the opportunities and for the roles, in the order given.
+fn opportunities_with_roles(
+    client: &Client,
+    ids: &[&str],
+    roles: &[(&str, &str)],
+) -> (Value, Value) {
+    let opportunities: Vec<Value> = ids.iter().map(|id| opportunity(id)).collect();
+    let created = client.post(
+        "/rest/v1/opportunities.json",
+        json!({"input": opportunities}),
+    );
+    let lead = client.post(
+        "/rest/v1/leads.json",
+        json!({"input": [{"email": "a@example.com"}]}),
+    )["result"][0]["id"]
+        .clone();
+    let roles: Vec<Value> = roles
+        .iter()
+        .map(|(opportunity, role)| {
+            json!({"externalOpportunityId": opportunity, "leadId": lead, "role": role})
+        })
+        .collect();
+    let roles = client.post("/rest/v1/opportunities/roles.json", json!({"input": roles}));
+    (created, roles)
+}
+
 #[test]
 fn identity_reissues_the_same_token_and_refuses_bad_credentials() {
     let client = start(SimConfig::default());
@@ -333,24 +360,12 @@ fn more_calls_in_flight_than_allowed_get_615() {
 #[test]
 fn deletes_by_id_find_opportunities_and_roles_by_their_guid_and_only_the_current_one() {
     let client = start(SimConfig::default());
-    let created = client.post(
-        "/rest/v1/opportunities.json",
-        json!({"input": [opportunity("o1"), opportunity("o2")]}),
+    let (created, roles) = opportunities_with_roles(
+        &client,
+        &["o1", "o2"],
+        &[("o1", "Buyer"), ("o1", "Payer"), ("o2", "Buyer")],
     );
     let guid = |i: usize| created["result"][i]["marketoGUID"].clone();
-    let lead = client.post(
-        "/rest/v1/leads.json",
-        json!({"input": [{"email": "a@example.com"}]}),
-    )["result"][0]["id"]
-        .clone();
-    let roles = client.post(
-        "/rest/v1/opportunities/roles.json",
-        json!({"input": [
-            {"externalOpportunityId": "o1", "leadId": lead, "role": "Buyer"},
-            {"externalOpportunityId": "o1", "leadId": lead, "role": "Payer"},
-            {"externalOpportunityId": "o2", "leadId": lead, "role": "Buyer"},
-        ]}),
-    );
     let role_guid = |i: usize| roles["result"][i]["marketoGUID"].clone();
     let statuses = |answer: &Value| -> Vec<String> {
         answer["result"]
@@ -398,9 +413,10 @@ fn deletes_by_id_find_opportunities_and_roles_by_their_guid_and_only_the_current
 #[test]
 fn opportunities_and_roles_are_found_by_marketo_guid_and_deleted_ones_are_not() {
     let client = start(SimConfig::default());
-    let created = client.post(
-        "/rest/v1/opportunities.json",
-        json!({"input": [opportunity("o1"), opportunity("o2"), opportunity("o3")]}),
+    let (created, roles) = opportunities_with_roles(
+        &client,
+        &["o1", "o2", "o3"],
+        &[("o1", "Buyer"), ("o2", "Buyer"), ("o2", "Payer")],
     );
     let guid = |i: usize| {
         created["result"][i]["marketoGUID"]
@@ -408,19 +424,6 @@ fn opportunities_and_roles_are_found_by_marketo_guid_and_deleted_ones_are_not() 
             .unwrap()
             .to_string()
     };
-    let lead = client.post(
-        "/rest/v1/leads.json",
-        json!({"input": [{"email": "a@example.com"}]}),
-    )["result"][0]["id"]
-        .clone();
-    let roles = client.post(
-        "/rest/v1/opportunities/roles.json",
-        json!({"input": [
-            {"externalOpportunityId": "o1", "leadId": lead, "role": "Buyer"},
-            {"externalOpportunityId": "o2", "leadId": lead, "role": "Buyer"},
-            {"externalOpportunityId": "o2", "leadId": lead, "role": "Payer"},
-        ]}),
-    );
     let role_guid = |i: usize| {
         roles["result"][i]["marketoGUID"]
             .as_str()

@@ -298,9 +298,22 @@ fn an_expired_delta_link_leads_to_a_full_resync() {
         1
     );
     // Only the links issued before the expiry are refused: the next pull follows the new ones.
+    // A set with no change says so only with -v.
     let run = live_pull(&db, &sim, &[]);
     run.expect_code(0);
     assert!(!run.stdout.contains("was refused"), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains("opportunities: 0 staged"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("staged 0 records from 6 pages"),
+        "{}",
+        run.stdout
+    );
+    let run = live_pull(&db, &sim, &["-v"]);
+    run.expect_code(0);
     assert!(
         run.stdout
             .contains("opportunities: 0 staged, 0 deleted (changes since the last pull)"),

@@ -389,11 +389,21 @@ fn finish_entity_set(
         }
     };
     stage::save_pull_state(&ctx.conn, ctx.run_id, set, &state)?;
-    ctx.say(format!(
-        "{set}: {} staged, {} deleted ({})",
+    let (staged, deleted) = (
         tally.total.upserted - before.upserted,
         tally.total.deleted - before.deleted,
+    );
+    let line = format!(
+        "{set}: {staged} staged, {deleted} deleted ({})",
         start.describe()
-    ));
+    );
+    // An entity set with no change since the last pull says so only with -v: an idle
+    // `sync --every` would log six such lines a cycle, and the pull's closing line counts
+    // every set anyway.
+    if staged == 0 && deleted == 0 && !start.is_complete() {
+        ctx.detail(line);
+    } else {
+        ctx.say(line);
+    }
     Ok(())
 }

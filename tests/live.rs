@@ -197,21 +197,33 @@ fn throttling_and_a_revoked_token_mid_pull_are_survived() {
     );
     let db = TestDb::new();
     quick(&db);
-    let run = live_pull(&db, &sim, &[]);
+    let run = live_pull(&db, &sim, &["-v"]);
     run.expect_code(0);
+    // Each wait is a line with -v, as Marketo's are; the pull's own line counts them.
     assert!(
-        run.stderr
+        run.stdout
             .contains("throttled (429); waiting 1 s as Retry-After asks"),
         "{}",
-        run.stderr
+        run.stdout
     );
     let state = sim.get("/sim/state");
+    let said = format!(
+        "Dynamics throttled {} requests (429; each waited as Retry-After asked)",
+        state["throttled"]
+    );
+    assert!(run.stdout.contains(&said), "{}", run.stdout);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
     assert!(state["throttled"].as_u64().unwrap() >= 1);
     assert_eq!(state["token_requests"], 2, "a 401 renews the token once");
     let throttled: i64 =
         db.count("SELECT json_extract(counts, '$.throttled') FROM run WHERE command = 'pull'");
     assert_eq!(throttled as u64, state["throttled"].as_u64().unwrap());
     assert_eq!(snapshot(&db), snapshot(&fixture_pull(&["demo/1-initial"])));
+    // Without -v, off a terminal, the log keeps the pull's line and not each wait.
+    let run = live_pull(&db, &sim, &[]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("Dynamics throttled "), "{}", run.stdout);
+    assert!(!run.stdout.contains("waiting 1 s"), "{}", run.stdout);
 }
 
 #[test]

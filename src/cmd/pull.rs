@@ -279,8 +279,17 @@ pub(crate) fn run_live(ctx: &mut Context, full: bool) -> Result<Outcome> {
         pull_entity_set(ctx, &mut api, &mut tally, set, full)
             .with_context(|| format!("pulling {set}"))?;
     }
+    // Each wait and retry is a line on a terminal and with -v elsewhere; the log has this one.
+    if api.throttled > 0 || api.retried > 0 {
+        ctx.say(format!(
+            "Dynamics throttled {} requests (429; each waited as Retry-After asked) and {} were \
+             sent again (network errors, 5xx)",
+            api.throttled, api.retried
+        ));
+    }
     let mut counts = tally.counts();
     counts["throttled"] = json!(api.throttled);
+    counts["retried"] = json!(api.retried);
     let outcome = tally.finish(ctx)?;
     counts["new_problems"] = ctx.counts["new_problems"].clone();
     ctx.counts = counts;

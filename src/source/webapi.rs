@@ -56,6 +56,8 @@ pub(crate) struct WebApi {
     timeout: Duration,
     /// Requests answered 429, for the run's counts.
     pub throttled: u64,
+    /// Requests sent again after a network error, a 5xx or a body cut short.
+    pub retried: u64,
 }
 
 impl WebApi {
@@ -82,6 +84,7 @@ impl WebApi {
             max_pages: config.max_pages_per_query,
             timeout,
             throttled: 0,
+            retried: 0,
         })
     }
 
@@ -209,7 +212,8 @@ impl WebApi {
                 Ok(response) => response,
                 Err(err) if attempt < self.max_attempts => {
                     let wait = self.backoff.delay(attempt);
-                    warn(&format!(
+                    self.retried += 1;
+                    crate::progress::wait(&format!(
                         "{entity_set}: network error ({}); retrying in {} ms",
                         net::transport_error(&err, self.timeout),
                         wait.as_millis()
@@ -240,7 +244,8 @@ impl WebApi {
                 Ok(text) => text,
                 Err(why) if attempt < self.max_attempts => {
                     let wait = self.backoff.delay(attempt);
-                    warn(&format!(
+                    self.retried += 1;
+                    crate::progress::wait(&format!(
                         "{entity_set}: HTTP {status}, but {why}; retrying in {} ms",
                         wait.as_millis()
                     ));
@@ -272,7 +277,7 @@ impl WebApi {
                     // Dataverse asks for exactly this long; hammering extends the penalty.
                     let wait = Duration::from_secs(retry_after.unwrap_or(5)).min(MAX_RETRY_AFTER);
                     self.throttled += 1;
-                    warn(&format!(
+                    crate::progress::wait(&format!(
                         "{entity_set}: throttled (429); waiting {} s as Retry-After asks",
                         wait.as_secs()
                     ));
@@ -304,7 +309,8 @@ impl WebApi {
                 }
                 status if status >= 500 && attempt < self.max_attempts => {
                     let wait = self.backoff.delay(attempt);
-                    warn(&format!(
+                    self.retried += 1;
+                    crate::progress::wait(&format!(
                         "{entity_set}: HTTP {status}; retrying in {} ms",
                         wait.as_millis()
                     ));
@@ -328,9 +334,4 @@ impl WebApi {
             }
         }
     }
-}
-
-/// A warning, with every known secret cut out (`progress::warn`).
-fn warn(line: &str) {
-    crate::progress::warn(&format!("warning: {line}"));
 }

@@ -1346,6 +1346,13 @@ fn off_a_terminal_every_line_is_stamped_and_waits_show_with_v() {
         "the retry shows with -v: {}",
         run.stdout
     );
+    // The push's own line counts them, for a log kept without -v.
+    assert!(
+        run.stdout
+            .contains("Marketo answered errors (604 ×1); 1 call was sent again (each call is in table api_call"),
+        "{}",
+        run.stdout
+    );
     assert!(
         !run.stdout.contains('\u{1b}'),
         "no control codes off a terminal"

@@ -81,7 +81,7 @@ pub(crate) fn send(
             source_id: Some(u.source_id),
             reason: u.reason,
         }));
-    print_summary(ctx, &summary);
+    print_summary(ctx, &summary)?;
     let listed = summary.skipped.iter().zip(&is_new).filter(|(_, new)| **new);
     print_new_skips(ctx, listed.map(|(skip, _)| skip), new);
     summary.skipped.truncate(LISTED_IN_COUNTS);
@@ -99,21 +99,47 @@ pub(crate) fn send(
     })
 }
 
-/// Prints the counts.
-fn print_summary(ctx: &Context, summary: &Summary) {
+/// Prints the counts, and what Marketo answered with an error and had sent again.
+fn print_summary(ctx: &Context, summary: &Summary) -> Result<()> {
     let total = |map: &std::collections::BTreeMap<&str, usize>| map.values().sum::<usize>();
     if summary.calls == 0 {
         ctx.say("nothing to push: Marketo already holds every change (no REST call made)");
-    } else {
+        return Ok(());
+    }
+    ctx.say(format!(
+        "pushed with {} REST calls: {} created, {} updated, {} deleted, {} skipped",
+        summary.calls,
+        total(&summary.created),
+        total(&summary.updated),
+        total(&summary.deleted),
+        summary.skipped_total
+    ));
+    // Each wait and retry is a line on a terminal and with -v elsewhere; the log has this one.
+    // A 606 from a lone oppsync means another integration spends the same allowance.
+    let (errors, retries): (Option<String>, i64) = ctx.conn.query_row(
+        "SELECT (SELECT group_concat(code || ' ×' || n, ', ') FROM (
+                     SELECT coalesce(error_code, 'HTTP ' || http_status, 'no answer') AS code,
+                            count(*) AS n
+                     FROM api_call
+                     WHERE run_id = ?1 AND path LIKE '/rest/%'
+                       AND (error_code IS NOT NULL OR http_status IS NULL OR http_status >= 400)
+                     GROUP BY 1 ORDER BY 2 DESC, 1)),
+                (SELECT count(*) FROM api_call
+                 WHERE run_id = ?1 AND path LIKE '/rest/%' AND attempt > 1)",
+        [ctx.run_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if let Some(errors) = errors {
+        let again = match retries {
+            1 => "1 call was".to_string(),
+            n => format!("{n} calls were"),
+        };
         ctx.say(format!(
-            "pushed with {} REST calls: {} created, {} updated, {} deleted, {} skipped",
-            summary.calls,
-            total(&summary.created),
-            total(&summary.updated),
-            total(&summary.deleted),
-            summary.skipped_total
+            "Marketo answered errors ({errors}); {again} sent again (each call is in table \
+             api_call; -v shows each wait and retry)"
         ));
     }
+    Ok(())
 }
 
 /// Lists the first of the `new` records skipped for a new problem: a problem seen before

@@ -539,9 +539,7 @@ pub struct WriterLock {
 impl WriterLock {
     /// Takes the lock beside `db` or fails at once, naming the lock file.
     pub fn acquire(db: &Path) -> Result<WriterLock> {
-        let mut name = db.as_os_str().to_owned();
-        name.push(".lock");
-        let path = PathBuf::from(name);
+        let path = lock_path(db);
         let mut options = OpenOptions::new();
         options.create(true).truncate(false).write(true);
         #[cfg(unix)]
@@ -643,13 +641,18 @@ pub(crate) struct Writer {
     pub waiting: Option<String>,
 }
 
+/// The writer lock's file beside the database `db`: its name with `.lock` added.
+fn lock_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
 /// Why this user cannot tell whether an oppsync process holds the writer lock of `db`: its
 /// lock file is there but may not be opened (the writer made it before the database was
 /// readable by others, or another user's umask). `None` when it can be told.
 pub(crate) fn writer_unknown(db: &Path) -> Option<String> {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".lock");
-    let path = PathBuf::from(name);
+    let path = lock_path(db);
     match File::open(&path) {
         Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => Some(format!(
             "cannot open lock file {} ({err}), so whether a run is in progress is not known: \
@@ -663,9 +666,7 @@ pub(crate) fn writer_unknown(db: &Path) -> Option<String> {
 /// The oppsync process writing the database at `db` now, if one is (it holds the writer lock);
 /// `None` when none is, or when the lock file cannot be read (`writer_unknown`).
 pub(crate) fn writer(db: &Path) -> Option<Writer> {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".lock");
-    let mut file = File::open(PathBuf::from(name)).ok()?;
+    let mut file = File::open(lock_path(db)).ok()?;
     match file.try_lock_shared() {
         // Nobody holds it (the shared lock is released when the file closes).
         Ok(()) => None,

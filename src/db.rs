@@ -258,12 +258,6 @@ impl UnlockedRead {
         }
     }
 
-    /// Whether the database file was written since `begin` (or a write in rollback-journal
-    /// mode is under way): what was read may then be half old, half new.
-    pub(crate) fn was_written(&self) -> bool {
-        self.check().is_err()
-    }
-
     /// An error when the database file was written since `begin`, or a write in
     /// rollback-journal mode is under way: what was read may then be half old, half new.
     fn check(&self) -> Result<()> {

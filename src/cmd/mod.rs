@@ -105,34 +105,10 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
     }
     if !writes {
-        // Read-only commands open the database read-only and record no run, so an auditor
-        // with read access can use them and they leave no trace.
-        // `check` works before the first pull: without a database it checks all but the fields.
-        let (conn, unlocked) = if matches!(cli.command, Command::Check { .. }) && !db_path.is_file()
-        {
-            (db::open_scratch()?, None)
-        } else {
-            let read = db::open_read_only(&db_path)
-                .map_err(|err| db::with_storage_advice(err, &db_path))?;
-            (read.conn, read.unlocked)
-        };
-        let mut ctx = Context {
-            conn,
-            config: Config::default(),
-            run_id: 0,
-            verbosity,
-            counts: json!({}),
-        };
-        let (config, _source) = Config::load(cli.config.as_deref())?;
-        ctx.config = config;
-        let result = rules::install_temporary(&mut ctx.conn, &ctx.config.rules, &ctx.config.export)
-            .and_then(|()| dispatch(&mut ctx, &cli.command));
-        // Said after what was shown, which cannot be taken back; the exit code says it too.
-        // A file written during an unlocked read reads as damaged when it is not.
-        return match unlocked {
-            Some(read) if read.was_written() => read.vouch(result),
-            _ => result.map_err(|err| db::with_storage_advice(err, &db_path)),
-        };
+        // A file written during an unlocked read reads as damaged when it is not: `vouch` says
+        // so in an error of its own, which carries no SQLite error for the advice to act on.
+        return read_only(&cli, &db_path, verbosity)
+            .map_err(|err| db::with_storage_advice(err, &db_path));
     }
     if let Command::Sync {
         every: Some(every),
@@ -152,6 +128,34 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         );
     }
     record_run(&cli, name, &args, &db_path, verbosity, json_result)
+}
+
+/// Runs a read-only command: the database opened read-only and no run recorded, so that an
+/// auditor with read access can use them and they leave no trace. `check` works before the
+/// first pull: without a database it checks all but the fields.
+fn read_only(cli: &Cli, db_path: &Path, verbosity: Level) -> Result<Outcome> {
+    let (conn, unlocked) = if matches!(cli.command, Command::Check { .. }) && !db_path.is_file() {
+        (db::open_scratch()?, None)
+    } else {
+        let read = db::open_read_only(db_path)?;
+        (read.conn, read.unlocked)
+    };
+    let mut ctx = Context {
+        conn,
+        config: Config::default(),
+        run_id: 0,
+        verbosity,
+        counts: json!({}),
+    };
+    let (config, _source) = Config::load(cli.config.as_deref())?;
+    ctx.config = config;
+    let result = rules::install_temporary(&mut ctx.conn, &ctx.config.rules, &ctx.config.export)
+        .and_then(|()| dispatch(&mut ctx, &cli.command));
+    // Said after what was shown, which cannot be taken back; the exit code says it too.
+    match unlocked {
+        Some(read) => read.vouch(result),
+        None => result,
+    }
 }
 
 /// Opens the database, records one run of the command, runs it, and closes the run with its

@@ -39,39 +39,36 @@ fn staleness(
     limit: std::time::Duration,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<String> {
-    let finished = s
+    let last_success = s
         .last_success
         .as_ref()
-        .and_then(|r| Some((r, r.finished_at.as_deref()?)))
-        .and_then(|(r, at)| Some((r, chrono::DateTime::parse_from_rfc3339(at).ok()?)));
-    let limit_text = duration_text(limit);
-    let last = match finished {
-        Some((r, at)) => {
-            let age = (now - at.with_timezone(&chrono::Utc))
-                .to_std()
-                .unwrap_or_default();
-            if age <= limit {
+        .and_then(|r| Some((r, r.finished_at.as_deref()?)));
+    let last = match last_success {
+        Some((r, finished_at)) => {
+            // A time it cannot read counts as long ago, said so rather than taken as fresh; one
+            // ahead of this clock, as just now.
+            let age = chrono::DateTime::parse_from_rfc3339(finished_at)
+                .ok()
+                .map(|at| {
+                    (now - at.with_timezone(&chrono::Utc))
+                        .to_std()
+                        .unwrap_or_default()
+                });
+            if age.is_some_and(|age| age <= limit) {
                 return None;
             }
+            let ago = age.map_or_else(|| "?".to_string(), duration_text);
             format!(
-                "the last push or sync that finished, #{} {}, did at {} ({} ago)",
-                r.run_id,
-                r.command,
-                r.finished_at.as_deref().unwrap_or("?"),
-                duration_text(age)
+                "the last push or sync that finished, #{} {}, did at {finished_at} ({ago} ago)",
+                r.run_id, r.command
             )
         }
         None => "no push or sync has finished yet".to_string(),
     };
     // A failure from before the last success is not why it is stale.
-    let since = s
-        .last_success
-        .as_ref()
-        .and_then(|r| r.finished_at.as_deref());
-    let newest_failure = s
-        .last_errors
-        .first()
-        .filter(|r| since.is_none_or(|since| r.started_at.as_str() > since));
+    let newest_failure = s.last_errors.first().filter(|r| {
+        last_success.is_none_or(|(_, finished_at)| r.started_at.as_str() > finished_at)
+    });
     let failure = match newest_failure {
         Some(r) => format!(
             "; the newest failure: #{} {} at {}: {}",
@@ -83,7 +80,8 @@ fn staleness(
         None => String::new(),
     };
     Some(format!(
-        "stale: none within --stale-after {limit_text}: {last}{failure}"
+        "stale: none within --stale-after {}: {last}{failure}",
+        duration_text(limit)
     ))
 }
 

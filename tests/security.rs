@@ -566,22 +566,7 @@ fn the_database_is_created_private_and_a_shared_one_draws_a_warning() {
     // A `sync --every` says it once, not every cycle: a database shared with auditors on
     // purpose would otherwise fill the log with it.
     let marketo = SimProcess::start(&["sim", "marketo", "--port", "0"]);
-    let run = db.run_with_env(
-        &[
-            "sync",
-            "--every",
-            "1s",
-            "--max-cycles",
-            "3",
-            "--fixtures",
-            dir.to_str().unwrap(),
-        ],
-        &[
-            ("MARKETO_BASE_URL", marketo.url.as_str()),
-            ("MARKETO_CLIENT_ID", "oppsync-sim"),
-            ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
-        ],
-    );
+    let run = db.sync_every_second("3", dir.to_str().unwrap(), &marketo.url);
     assert!(run.stdout.contains("cycle 3: done"), "{}", run.stdout);
     assert_eq!(
         run.stderr.matches("readable by other users").count(),

@@ -27,6 +27,16 @@ pub fn file_names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The Marketo settings for the simulator (or a stand-in) at `url`, with the simulator's own
+/// credentials.
+pub fn marketo_env(url: &str) -> [(&'static str, &str); 3] {
+    [
+        ("MARKETO_BASE_URL", url),
+        ("MARKETO_CLIENT_ID", "oppsync-sim"),
+        ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+    ]
+}
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
@@ -77,6 +87,21 @@ impl TestDb {
     /// Runs in the database's own directory (so no stray oppsync.toml is picked up).
     pub fn run(&self, args: &[&str]) -> Run {
         self.run_in(self.dir.path(), args)
+    }
+
+    /// `sync --every 1s --max-cycles CYCLES --fixtures FIXTURES` against the Marketo at
+    /// `marketo_url` (`marketo_env`).
+    pub fn sync_every_second(&self, cycles: &str, fixtures: &str, marketo_url: &str) -> Run {
+        let args = [
+            "sync",
+            "--every",
+            "1s",
+            "--max-cycles",
+            cycles,
+            "--fixtures",
+            fixtures,
+        ];
+        self.run_with_env(&args, &marketo_env(marketo_url))
     }
 
     /// The rows of `SELECT columns FROM relation`, as text, sorted.

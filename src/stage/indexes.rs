@@ -174,14 +174,14 @@ mod tests {
         for table in ["opportunity", "account", "contact"] {
             assert!(owner_index(table).ends_with("(ownerid, ownerid_type)"));
         }
-        let aside: Vec<String> = conn
-            .prepare("SELECT name FROM staging_index_aside")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(aside, ["opportunity_by_customer"]);
+        let aside = text_pairs(&conn, "SELECT name, sql FROM staging_index_aside", []).unwrap();
+        assert_eq!(
+            aside,
+            [(
+                "opportunity_by_customer".to_string(),
+                "CREATE INDEX opportunity_by_customer ON opportunity (customerid)".to_string()
+            )]
+        );
         assert_eq!(build_set_aside(&mut conn).unwrap(), 1);
         assert_eq!(staging_indexes(&conn), after);
     }

@@ -222,23 +222,6 @@ impl State {
         }
     }
 
-    /// The key of the opportunity whose marketoGUID is `guid` (exactly, as a delete by id
-    /// matches it), through the GUID index.
-    fn opportunity_key(&self, guid: &Value) -> Option<String> {
-        let key = self
-            .opportunity_guids
-            .get(&guid.as_str()?.to_ascii_lowercase())?;
-        let stored = self.opportunities.get(key)?;
-        (stored.get("marketoGUID") == Some(guid)).then(|| key.clone())
-    }
-
-    /// The key of the role whose marketoGUID is `guid`, likewise.
-    fn role_key(&self, guid: &Value) -> Option<(String, i64, String)> {
-        let key = self.role_guids.get(&guid.as_str()?.to_ascii_lowercase())?;
-        let stored = self.roles.get(key)?;
-        (stored.get("marketoGUID") == Some(guid)).then(|| key.clone())
-    }
-
     fn unindex_lead(&mut self, id: i64) {
         if let Some(email) = self.lead_email(id)
             && let Some(ids) = self.lead_emails.get_mut(&email)
@@ -457,6 +440,18 @@ impl Sim {
             _ => failure(rng, "605", "HTTP Method not supported"),
         }
     }
+}
+
+/// The key of the record in `records` whose marketoGUID is `guid`, found through its GUID
+/// `index` (lower-cased GUIDs) and matched exactly, as a delete by id matches it.
+fn key_by_guid<K: Ord + Clone>(
+    index: &HashMap<String, K>,
+    records: &BTreeMap<K, Map<String, Value>>,
+    guid: &Value,
+) -> Option<K> {
+    let key = index.get(&guid.as_str()?.to_ascii_lowercase())?;
+    let stored = records.get(key)?;
+    (stored.get("marketoGUID") == Some(guid)).then(|| key.clone())
 }
 
 fn role_key(values: &[Value]) -> (String, i64, String) {

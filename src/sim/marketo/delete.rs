@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::{Kind, Sim, envelope, role_key, skipped};
+use super::{Kind, Sim, envelope, key_by_guid, role_key, skipped};
 use crate::sim::http::Response;
 
 impl Sim {
@@ -33,9 +33,9 @@ impl Sim {
                 Kind::Opportunity => {
                     let removed = if by_id {
                         // By its GUID's index, not a scan of every opportunity per record.
-                        let key = record
-                            .get("marketoGUID")
-                            .and_then(|guid| state.opportunity_key(guid));
+                        let key = record.get("marketoGUID").and_then(|guid| {
+                            key_by_guid(&state.opportunity_guids, &state.opportunities, guid)
+                        });
                         key.and_then(|key| {
                             let stored = state.opportunities.remove(&key)?;
                             Some((key, stored.get("marketoGUID").cloned().unwrap_or_default()))
@@ -62,7 +62,7 @@ impl Sim {
                     let key = if by_id {
                         record
                             .get("marketoGUID")
-                            .and_then(|guid| state.role_key(guid))
+                            .and_then(|guid| key_by_guid(&state.role_guids, &state.roles, guid))
                     } else {
                         let values: Vec<Value> = kind
                             .dedupe_fields()

@@ -103,8 +103,9 @@ fn prune_unchecked(conn: &mut Connection, keep_days: u32) -> Result<usize> {
     // old runs in the four tables above are gone, the staged records refer only to runs of
     // the commands that stage, kept here unless their counts (written as each page commits,
     // and kept by a failed run) say that they upserted, deleted and swept nothing, and every
-    // other reference is looked up. Counts that are not there (a run from before they were
-    // written, a sync that failed in its pull) keep the run. The last successful run of each
+    // other reference is looked up. A pull's or sync's counts start at nothing staged
+    // (`cmd::counts_before`), and a failed sync keeps its pull's under `pull`; counts that
+    // are not there (a run from before that) keep the run. The last successful run of each
     // command stays too, however old: `status` shows the last successful push or sync.
     let runs = tx.execute(
         "DELETE FROM run WHERE started_at < ?1 AND outcome <> 'running'

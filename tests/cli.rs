@@ -995,6 +995,53 @@ fn history_older_than_keep_days_is_pruned_at_the_end_of_a_writing_run() {
 }
 
 #[test]
+fn old_pulls_and_syncs_that_failed_before_staging_anything_are_pruned() {
+    let db = TestDb::new();
+    let config = db.dir.path().join("oppsync.toml");
+    let quick = "[dynamics]\nretry_base_ms = 5\nmax_attempts = 1\n\
+                 [marketo]\nretry_base_ms = 5\nmax_attempts = 1\n";
+    std::fs::write(&config, quick).unwrap();
+    // Nothing listens on port 1: Dynamics and Marketo are both unreachable.
+    let mut env = marketo_env("http://127.0.0.1:1").to_vec();
+    env.extend([
+        ("DYNAMICS_URL", "http://127.0.0.1:1"),
+        ("DYNAMICS_TOKEN_URL", "http://127.0.0.1:1/token"),
+        ("DYNAMICS_CLIENT_ID", "oppsync-sim"),
+        ("DYNAMICS_CLIENT_SECRET", "oppsync-sim-secret"),
+    ]);
+    db.run_with_env(&["sync"], &env).expect_code(1);
+    db.run_with_env(&["pull"], &env).expect_code(1);
+    let mut bad = env.clone();
+    bad.push(("DYNAMICS_PAGE_SIZE", "0"));
+    db.run_with_env(&["sync"], &bad).expect_code(2);
+    db.run_with_env(&["pull"], &bad).expect_code(2);
+    // This one stages the scenario's records, then cannot reach Marketo.
+    db.run_with_env(&["sync", "--fixtures", &scenario("customer-contact")], &env)
+        .expect_code(1);
+    assert_eq!(
+        db.column("SELECT outcome || ' ' || json_extract(counts, '$.pull.upserted') FROM run WHERE command = 'sync' ORDER BY run_id"),
+        ["failed 0", "usage_error 0", "failed 7"],
+        "a failed sync's counts say what its pull staged, nested as a finished cycle's"
+    );
+    assert_eq!(
+        db.column("SELECT outcome || ' ' || json_extract(counts, '$.upserted') FROM run WHERE command = 'pull' ORDER BY run_id"),
+        ["failed 0", "usage_error 0"]
+    );
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    conn.execute("UPDATE run SET started_at = '2001-01-01T00:00:00Z'", [])
+        .unwrap();
+    drop(conn);
+    std::fs::write(&config, format!("{quick}[history]\nkeep_days = 30\n")).unwrap();
+    db.run(&["init"]).expect_code(0);
+    assert_eq!(
+        db.column("SELECT command || ' ' || outcome FROM run WHERE command <> 'init'"),
+        ["sync failed"],
+        "the old runs that staged nothing go; the sync that staged records stays, as they \
+         refer to it"
+    );
+}
+
+#[test]
 fn the_deployment_files_run_sync_every_and_the_unit_verifies() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     let unit = std::fs::read_to_string(root.join("oppsync.service")).unwrap();

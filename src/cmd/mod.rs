@@ -185,7 +185,7 @@ fn record_run(
         config: Config::default(),
         run_id,
         verbosity,
-        counts: json!({}),
+        counts: counts_before(name),
     };
     let result = configure(&mut ctx, cli.config.as_deref())
         .and_then(|()| dispatch(&mut ctx, &cli.command))
@@ -213,6 +213,17 @@ fn record_run(
         print_result(&ctx, name, &finished, started);
     }
     result
+}
+
+/// A run's counts before its command does anything. A pull or sync says it staged nothing yet,
+/// so that one that fails before staging (bad settings, Dynamics unreachable) is removed by
+/// `run::prune` once old, like a cycle that found no change, rather than kept for good.
+fn counts_before(name: &str) -> Value {
+    match name {
+        "pull" => pull::nothing_staged(),
+        "sync" => json!({"pull": pull::nothing_staged()}),
+        _ => json!({}),
+    }
 }
 
 /// Whether the command prints JSON on stdout (any `--json`), so that its progress lines go to

@@ -232,8 +232,16 @@ impl Tally {
     }
 }
 
+/// The counts of a pull that has staged nothing yet: the run's counts from its start, so that a
+/// pull that fails before its first page says it staged nothing, and `run::prune` may remove it
+/// once it is old (a run without counts may have staged records, and stays).
+pub(crate) fn nothing_staged() -> Value {
+    Tally::default().counts()
+}
+
 /// `pull --fixtures DIR [--full]`.
 pub(crate) fn run(ctx: &mut Context, dir: &Path, full: bool) -> Result<Outcome> {
+    ctx.counts = nothing_staged();
     let files = fixtures::page_files(dir)?;
     // Read lazily: one page in memory at a time.
     let pages = files.iter().map(|file| {
@@ -269,6 +277,7 @@ pub(crate) fn stage_pages(
 
 /// `pull [--full]` from the live Web API.
 pub(crate) fn run_live(ctx: &mut Context, full: bool) -> Result<Outcome> {
+    ctx.counts = nothing_staged();
     let mut api = WebApi::new(&ctx.config.dynamics)?;
     ctx.say(format!("pulling from {}", api.org_url()));
     let mut tally = Tally {

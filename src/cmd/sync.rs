@@ -33,20 +33,30 @@ pub(crate) fn run(
         Some(super::marketo_client(ctx)?)
     };
     let pulled = match fixtures {
-        Some(dir) => super::pull::run(ctx, dir, full)?,
-        None => super::pull::run_live(ctx, full)?,
+        Some(dir) => super::pull::run(ctx, dir, full),
+        None => super::pull::run_live(ctx, full),
     };
     let pull_counts = std::mem::take(&mut ctx.counts);
-    crate::stop::check()?;
-    let mut plan = super::load_plan(ctx)?;
-    let pushed = match &mut client {
-        Some(client) => super::push::send(ctx, &mut plan, client)?,
-        None => {
-            super::push::print_dry_run(&plan);
-            Outcome::Done
-        }
-    };
-    ctx.counts = json!({"pull": pull_counts, "push": std::mem::take(&mut ctx.counts)});
+    let pushed = pulled.and_then(|pulled| {
+        crate::stop::check()?;
+        let mut plan = super::load_plan(ctx)?;
+        let pushed = match &mut client {
+            Some(client) => super::push::send(ctx, &mut plan, client)?,
+            None => {
+                super::push::print_dry_run(&plan);
+                Outcome::Done
+            }
+        };
+        Ok((pulled, pushed))
+    });
+    // Nested as `run::prune` reads them, whichever step failed: what the pull staged (so that
+    // an old cycle that staged nothing can go), and what the push sent once it has.
+    let push_counts = std::mem::take(&mut ctx.counts);
+    ctx.counts = json!({"pull": pull_counts});
+    if pushed.is_ok() || !push_counts.is_null() {
+        ctx.counts["push"] = push_counts;
+    }
+    let (pulled, pushed) = pushed?;
     let sampled_new = match &client {
         Some(client) => sample_if_due(ctx, client)?,
         None => false,

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""The Marketo simulator's deletes by id at scale: N opportunities with a role each, then five
-calls each deleting 300 roles by marketoGUID (`deleteBy: idField`), each timed.
+"""The Marketo simulator's deletes by id at scale: N opportunities with a role each and N
+companies, then five calls each of: 300 leads deleted by id (the N roles standing, held by
+another lead), 300 companies by id, 300 roles by marketoGUID (`deleteBy: idField`); each call
+timed.
 
 usage: tests/bench/sim_delete_by_id.py [N] [BIN...]   (defaults 100000, target/release/oppsync)
 
 Each BIN's simulator is started on a free loopback port with its limits raised, filled, measured
-and stopped in turn; prints the median, minimum and maximum time a call took. oppsync itself
-deletes by dedupe fields; this is the path a third-party client takes (marketorestpython's
-`delete_opportunity_roles` by id). Standard library only; every request goes to 127.0.0.1.
+and stopped in turn; prints the median, minimum and maximum time a call took, for each object. oppsync itself
+deletes by dedupe fields and never deletes leads; these are the paths a third-party client
+takes (marketorestpython's `delete_opportunity_roles`, `delete_lead` and `delete_companies` by
+id). Standard library only; every request goes to 127.0.0.1.
 """
 import json
 import re
@@ -41,6 +44,7 @@ def measure(binary):
         lead = call("/rest/v1/leads.json", {"input": [{"email": "a@example.com"}]},
                     token)["result"][0]["id"]
         guids = []
+        company_ids = []
         for start in range(0, n, 300):
             ids = [f"o{i}" for i in range(start, min(n, start + 300))]
             call("/rest/v1/opportunities.json",
@@ -49,22 +53,44 @@ def measure(binary):
                          {"input": [{"externalOpportunityId": i, "leadId": lead, "role": "Buyer"}
                                     for i in ids]}, token)
             guids += [r["marketoGUID"] for r in roles["result"]]
-        times = []
-        for k in range(5):
-            batch = guids[k * 300:(k + 1) * 300]
-            started = time.perf_counter()
-            answer = call("/rest/v1/opportunities/roles/delete.json",
-                          {"deleteBy": "idField", "input": [{"marketoGUID": g} for g in batch]},
-                          token)
-            times.append(time.perf_counter() - started)
-            if not all(r["status"] == "deleted" for r in answer["result"]):
-                sys.exit(f"{binary}: a role was not deleted: {answer['result'][:2]}")
+            companies = call("/rest/v1/companies.json",
+                             {"action": "createOrUpdate", "dedupeBy": "dedupeFields",
+                              "input": [{"externalCompanyId": f"c{i}", "company": f"c{i}"}
+                                        for i in range(start, min(n, start + 300))]}, token)
+            company_ids += [r["id"] for r in companies["result"]]
+        lead_ids = []
+        for start in range(0, 1500, 300):
+            leads = call("/rest/v1/leads.json",
+                         {"input": [{"email": f"l{i}@example.com"}
+                                    for i in range(start, start + 300)]}, token)
+            lead_ids += [r["id"] for r in leads["result"]]
+        deletes = [
+            ("leads", "/rest/v1/leads/delete.json",
+             lambda batch: {"input": [{"id": i} for i in batch]}, lead_ids),
+            ("companies", "/rest/v1/companies/delete.json",
+             lambda batch: {"deleteBy": "idField", "input": [{"id": i} for i in batch]},
+             company_ids),
+            # Last, so that the leads' deletes meet every role.
+            ("roles", "/rest/v1/opportunities/roles/delete.json",
+             lambda batch: {"deleteBy": "idField",
+                            "input": [{"marketoGUID": g} for g in batch]}, guids),
+        ]
+        for name, path, body, ids in deletes:
+            times = []
+            for k in range(5):
+                batch = ids[k * 300:(k + 1) * 300]
+                started = time.perf_counter()
+                answer = call(path, body(batch), token)
+                times.append(time.perf_counter() - started)
+                if not all(r["status"] == "deleted" for r in answer["result"]):
+                    sys.exit(f"{binary}: one of the {name} was not deleted: {answer['result'][:2]}")
+            times.sort()
+            print(f"{binary}: {n} roles and companies, 300 {name} deleted by id a call: "
+                  f"median {times[2] * 1000:.1f} ms "
+                  f"({times[0] * 1000:.1f}-{times[-1] * 1000:.1f} ms)")
     finally:
         sim.terminate()
         sim.wait()
-    times.sort()
-    print(f"{binary}: {n} roles, 300 deleted by id a call: median {times[2] * 1000:.1f} ms "
-          f"({times[0] * 1000:.1f}-{times[-1] * 1000:.1f} ms)")
 
 
 for binary in binaries:

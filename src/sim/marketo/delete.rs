@@ -1,7 +1,7 @@
 //! Delete of every object, by dedupe fields or by id; deleting an opportunity or a lead takes
 //! its roles with it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
@@ -13,6 +13,12 @@ impl Sim {
         let by_id = body.get("deleteBy").and_then(Value::as_str) == Some("idField");
         let mut state = self.lock();
         let mut results = Vec::with_capacity(input.len());
+        // The leads deleted, whose roles go in one pass over every role once the call's leads
+        // are gone, rather than one pass per lead (2.5M roles at 1M opportunities).
+        let mut leads_deleted = BTreeSet::new();
+        // By id, each record found through one map of the object's ids made for the call,
+        // rather than a scan of every record per record named.
+        let mut keys_by_id: Option<BTreeMap<String, String>> = None;
         for (seq, item) in input.iter().enumerate() {
             let seq_field = (kind != Kind::Lead).then_some(seq);
             let record = item.as_object().cloned().unwrap_or_default();
@@ -21,14 +27,18 @@ impl Sim {
                     let id = record.get("id").and_then(Value::as_i64).unwrap_or_default();
                     state.unindex_lead(id);
                     let removed = state.leads.remove(&id).map(|_| json!(id));
-                    state.roles.retain(|(_, lead, _), _| *lead != id);
+                    if removed.is_some() {
+                        leads_deleted.insert(id);
+                    }
                     removed
                 }
                 Kind::SalesPerson => {
-                    remove_keyed(&mut state.sales_persons, kind, &record, by_id).map(|(_, id)| id)
+                    let records = &mut state.sales_persons;
+                    remove_keyed(records, &mut keys_by_id, kind, &record, by_id).map(|(_, id)| id)
                 }
                 Kind::Company => {
-                    remove_keyed(&mut state.companies, kind, &record, by_id).map(|(_, id)| id)
+                    let records = &mut state.companies;
+                    remove_keyed(records, &mut keys_by_id, kind, &record, by_id).map(|(_, id)| id)
                 }
                 Kind::Opportunity => {
                     let removed = if by_id {
@@ -41,7 +51,7 @@ impl Sim {
                             Some((key, stored.get("marketoGUID").cloned().unwrap_or_default()))
                         })
                     } else {
-                        remove_keyed(&mut state.opportunities, kind, &record, false)
+                        remove_keyed(&mut state.opportunities, &mut None, kind, &record, false)
                     };
                     if let Some((key, _)) = &removed {
                         // Its roles are the keys that start with it: a range, not a scan of
@@ -87,25 +97,36 @@ impl Sim {
                 None => skipped(seq_field, "1013", "Object not found"),
             });
         }
+        if !leads_deleted.is_empty() {
+            state
+                .roles
+                .retain(|(_, lead, _), _| !leads_deleted.contains(lead));
+        }
         envelope(rng, results, None)
     }
 }
 
 /// Removes the record of an object keyed by one dedupe field that `record` names, by its id
-/// (`deleteBy: idField`) or by its dedupe field; returns the removed key and id.
+/// (`deleteBy: idField`) or by its dedupe field; returns the removed key and id. By id, the
+/// record is found in `keys_by_id`, made from `records` at the call's first delete by id (the
+/// id's JSON text to the key: the ids are numbers, and equal numbers have the same text), and
+/// kept as records go, since an id is never given again.
 fn remove_keyed(
     records: &mut BTreeMap<String, Map<String, Value>>,
+    keys_by_id: &mut Option<BTreeMap<String, String>>,
     kind: Kind,
     record: &Map<String, Value>,
     by_id: bool,
 ) -> Option<(String, Value)> {
     let id_field = kind.id_field();
     let key = if by_id {
-        let id = record.get(id_field);
-        records
-            .iter()
-            .find(|(_, stored)| stored.get(id_field) == id)
-            .map(|(k, _)| k.clone())
+        let keys = keys_by_id.get_or_insert_with(|| {
+            records
+                .iter()
+                .filter_map(|(key, stored)| Some((stored.get(id_field)?.to_string(), key.clone())))
+                .collect()
+        });
+        keys.remove(&record.get(id_field)?.to_string())
     } else {
         record
             .get(kind.dedupe_fields()[0])

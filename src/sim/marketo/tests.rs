@@ -411,6 +411,61 @@ fn deletes_by_id_find_opportunities_and_roles_by_their_guid_and_only_the_current
 }
 
 #[test]
+fn deletes_by_id_of_companies_and_leads_remove_what_they_name_and_nothing_else() {
+    let client = start(SimConfig::default());
+    let companies = client.post(
+        "/rest/v1/companies.json",
+        json!({"action": "createOrUpdate", "dedupeBy": "dedupeFields", "input": [
+            {"externalCompanyId": "c1", "company": "One"},
+            {"externalCompanyId": "c2", "company": "Two"}
+        ]}),
+    );
+    let company = |i: usize| companies["result"][i]["id"].clone();
+    let deleted = client.post(
+        "/rest/v1/companies/delete.json",
+        json!({"deleteBy": "idField", "input": [{"id": company(1)}, {"id": company(1)}, {"id": 999_999}, {}]}),
+    );
+    assert_eq!(
+        codes(&deleted),
+        ["deleted", "1013", "1013", "1013"],
+        "{deleted}"
+    );
+    let left = client.get("/sim/state")["companies"].clone();
+    assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
+    assert_eq!(left[0]["id"], company(0));
+    // A deleted lead's roles go with it; the other lead's stay.
+    client.post(
+        "/rest/v1/opportunities.json",
+        json!({"input": [opportunity("o1"), opportunity("o2")]}),
+    );
+    let leads = client.post(
+        "/rest/v1/leads.json",
+        json!({"input": [{"email": "a@example.com"}, {"email": "b@example.com"}]}),
+    );
+    let (a, b) = (
+        leads["result"][0]["id"].clone(),
+        leads["result"][1]["id"].clone(),
+    );
+    let role = |o: &str, lead: &Value, role: &str| json!({"externalOpportunityId": o, "leadId": lead, "role": role});
+    let roles = client.post(
+        "/rest/v1/opportunities/roles.json",
+        json!({"input": [role("o1", &a, "Buyer"), role("o1", &b, "Buyer"), role("o2", &b, "Payer"), role("o2", &a, "Payer")]}),
+    );
+    assert_eq!(codes(&roles), ["created"; 4], "{roles}");
+    let deleted = client.post("/rest/v1/leads/delete.json", json!({"input": [{"id": a}]}));
+    assert_eq!(codes(&deleted), ["deleted"], "{deleted}");
+    let state = client.get("/sim/state");
+    let holders: Vec<&Value> = state["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["leadId"])
+        .collect();
+    assert_eq!(holders, [&b, &b], "{state}");
+    assert_eq!(state["leads"].as_array().unwrap().len(), 1, "{state}");
+}
+
+#[test]
 fn opportunities_and_roles_are_found_by_marketo_guid_and_deleted_ones_are_not() {
     let client = start(SimConfig::default());
     let (created, roles) = opportunities_with_roles(

@@ -184,11 +184,8 @@ pub fn open_read_only(path: &Path) -> Result<ReadOnly> {
         }
     };
     if version > MIGRATIONS.len() {
-        bail!(
-            "the database {} is at schema version {version}, newer than this oppsync knows ({}); use a newer oppsync",
-            path.display(),
-            MIGRATIONS.len()
-        );
+        let database = format!("the database {}", path.display());
+        return Err(written_by_a_newer_oppsync(&database, version));
     }
     if version < MIGRATIONS.len() {
         bail!(
@@ -495,15 +492,22 @@ pub(crate) fn journal_mode(conn: &Connection) -> Result<String> {
     Ok(conn.query_row("PRAGMA main.journal_mode", [], |r| r.get(0))?)
 }
 
+/// `database` at schema `version`, newer than this build's: a usage error (exit 2), since only
+/// a newer oppsync can use it and no rerun helps (a `sync --every` stops rather than retrying,
+/// as after a binary rolled back under a database the newer one migrated).
+fn written_by_a_newer_oppsync(database: &str, version: usize) -> anyhow::Error {
+    crate::exit::usage(format!(
+        "{database} is at schema version {version}, newer than this oppsync knows ({}): it was migrated by \
+         a newer oppsync, so use that one (or a copy of the database from before it ran)",
+        MIGRATIONS.len()
+    ))
+}
+
 /// Applies the migrations the database has not seen, each in its own transaction.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     let current: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if current > MIGRATIONS.len() {
-        bail!(
-            "the database is at schema version {current}, newer than this oppsync knows ({}); \
-             use a newer oppsync",
-            MIGRATIONS.len()
-        );
+        return Err(written_by_a_newer_oppsync("the database", current));
     }
     for (index, file) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -811,6 +815,10 @@ mod tests {
             .unwrap();
         let err = migrate(&mut conn).unwrap_err();
         assert!(format!("{err:#}").contains("newer than this oppsync knows"));
+        assert!(
+            crate::exit::is_usage(&err),
+            "only a newer oppsync helps: exit 2"
+        );
     }
 
     #[test]

@@ -175,6 +175,46 @@ fn a_damaged_database_exits_2_saying_how_to_start_again_and_stops_sync_every() {
 }
 
 #[test]
+fn a_database_migrated_by_a_newer_oppsync_exits_2_and_stops_sync_every() {
+    let db = TestDb::new();
+    let dir = scenario("customer-contact");
+    db.run(&["pull", "--fixtures", &dir]).expect_code(0);
+    // As a newer oppsync leaves it, before its binary is rolled back.
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    let known: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    conn.pragma_update(None, "user_version", known + 1).unwrap();
+    drop(conn);
+    let runs = [
+        ("status", db.run(&["status"])),
+        ("pull", db.run(&["pull", "--fixtures", &dir])),
+        (
+            "sync --every",
+            db.sync_every_second("3", &dir, "http://127.0.0.1:9"),
+        ),
+    ];
+    for (args, run) in runs {
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains(&format!(
+                "is at schema version {}, newer than this oppsync knows ({known}): it was \
+                 migrated by a newer oppsync",
+                known + 1
+            )),
+            "{args}: {}",
+            run.stderr
+        );
+        assert!(!run.stdout.contains("cycle 2"), "{args}: {}", run.stdout);
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM run"),
+        1,
+        "nothing is recorded in a database this oppsync does not know"
+    );
+}
+
+#[test]
 fn status_stale_after_exits_1_when_no_push_finished_within_it() {
     let db = TestDb::new();
     db.run(&["pull", "--fixtures", &scenario("customer-contact")])

@@ -102,7 +102,8 @@ fn prune_unchecked(conn: &mut Connection, keep_days: u32) -> Result<usize> {
     // Without foreign key checks, this query alone keeps the references whole: the rows of
     // old runs in the four tables above are gone, the staged records refer only to runs of
     // the commands that stage, kept here unless their counts (written as each page commits,
-    // and kept by a failed run) say that they upserted, deleted and swept nothing, and every
+    // and kept by a failed run) say that they upserted (but for records staged again
+    // unchanged, which keep the run that staged them), deleted and swept nothing, and every
     // other reference is looked up. A pull's or sync's counts start at nothing staged
     // (`cmd::counts_before`), and a failed sync keeps its pull's under `pull`; counts that
     // are not there (a run from before that) keep the run. The last successful run of each
@@ -111,9 +112,11 @@ fn prune_unchecked(conn: &mut Connection, keep_days: u32) -> Result<usize> {
         "DELETE FROM run WHERE started_at < ?1 AND outcome <> 'running'
            AND (command NOT IN ('pull', 'sync', 'demo', 'init')
                 OR command = 'pull' AND coalesce(json_extract(counts, '$.upserted')
+                    - coalesce(json_extract(counts, '$.unchanged'), 0)
                     + json_extract(counts, '$.deleted')
                     + json_extract(counts, '$.missing_from_full_pull'), 1) = 0
                 OR command = 'sync' AND coalesce(json_extract(counts, '$.pull.upserted')
+                    - coalesce(json_extract(counts, '$.pull.unchanged'), 0)
                     + json_extract(counts, '$.pull.deleted')
                     + json_extract(counts, '$.pull.missing_from_full_pull'), 1) = 0)
            AND NOT EXISTS (SELECT 1 FROM mkto_ack a WHERE a.run_id = run.run_id)

@@ -312,9 +312,21 @@ impl EntitySpec {
                 table = self.table
             );
         }
-        sql.push_str(
-            "raw = excluded.raw, source_file = excluded.source_file, staged_run = excluded.staged_run, \
-             seen_run = excluded.seen_run, deleted_run = NULL, deleted_reason = NULL",
+        // A live record staged again as it was keeps the run and page that staged that version:
+        // a run that changed nothing is then referred to by no record, and `run::prune` may
+        // remove it once old (a watermark pull re-reads its last seconds every time).
+        let _ = write!(
+            sql,
+            "raw = excluded.raw, \
+             source_file = CASE WHEN {unchanged} THEN {table}.source_file ELSE excluded.source_file END, \
+             staged_run = CASE WHEN {unchanged} THEN {table}.staged_run ELSE excluded.staged_run END, \
+             seen_run = excluded.seen_run, deleted_run = NULL, deleted_reason = NULL \
+             RETURNING staged_run",
+            unchanged = format_args!(
+                "{table}.raw IS excluded.raw AND {table}.deleted_run IS NULL",
+                table = self.table
+            ),
+            table = self.table
         );
         sql
     }
@@ -493,6 +505,9 @@ pub(crate) struct PageCounts {
     /// Connections that touch no opportunity (and deletes of connections never staged): change
     /// tracking allows no `$filter`, so they arrive and are left out here.
     pub filtered: u64,
+    /// Of the upserted, records staged again as they were (same raw, live): they keep the run
+    /// that staged them, so a run whose upserts were all unchanged staged nothing.
+    pub unchanged: u64,
 }
 
 /// A rejected record, as reported to the user.
@@ -674,9 +689,13 @@ fn stage_in(
                 bound.push(SqlValue::Text(raw.to_string()));
                 bound.push(SqlValue::Text(source.to_string()));
                 bound.push(SqlValue::Integer(run_id));
-                tx.prepare_cached(&spec.statements().0)?
-                    .execute(params_from_iter(bound))?;
+                let staged_run: i64 = tx
+                    .prepare_cached(&spec.statements().0)?
+                    .query_row(params_from_iter(bound), |r| r.get(0))?;
                 counts.upserted += 1;
+                if staged_run != run_id {
+                    counts.unchanged += 1;
+                }
             }
             Err(reason) => {
                 reject(position, Some(spec.entity_set), reason, raw)?;

@@ -383,6 +383,38 @@ fn without_change_tracking_later_pulls_go_by_modifiedon() {
         "no modifiedon: full each time: {}",
         run.stdout
     );
+    // Staged again as they were, the records keep the run that staged them, and the counts
+    // say so: once old, a pull that changed nothing goes with the history, like one that
+    // found no change.
+    live_pull(&db, &sim, &[]).expect_code(0);
+    assert_eq!(
+        db.column(
+            "SELECT json_extract(counts, '$.upserted') || ' ' || json_extract(counts, '$.unchanged')
+             FROM run ORDER BY run_id"
+        ),
+        ["34 0", "9 9", "9 9"]
+    );
+    assert_eq!(
+        db.column(
+            "SELECT DISTINCT staged_run FROM contact
+             UNION SELECT DISTINCT staged_run FROM connectionrole"
+        ),
+        ["1"]
+    );
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    conn.execute("UPDATE run SET started_at = '2001-01-01T00:00:00Z'", [])
+        .unwrap();
+    drop(conn);
+    let config = db.dir.path().join("oppsync.toml");
+    let mut settings = std::fs::read_to_string(&config).unwrap();
+    settings.push_str("[history]\nkeep_days = 30\n");
+    std::fs::write(&config, settings).unwrap();
+    db.run(&["init"]).expect_code(0);
+    assert_eq!(
+        db.column("SELECT run_id FROM run WHERE command = 'pull'"),
+        ["1", "3"],
+        "the first pull staged the records; the last is the last successful one"
+    );
 }
 
 #[test]

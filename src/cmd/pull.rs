@@ -137,6 +137,7 @@ impl Tally {
         self.total.rejected += c.rejected;
         self.total.unknown += c.unknown;
         self.total.filtered += c.filtered;
+        self.total.unchanged += c.unchanged;
         if let Some(bar) = &self.bar {
             bar.set_message(format!(
                 "{} pages, {} records staged so far",
@@ -150,6 +151,7 @@ impl Tally {
         let mut counts = json!({
             "pages": self.pages,
             "upserted": self.total.upserted,
+            "unchanged": self.total.unchanged,
             "deleted": self.total.deleted,
             "rejected": self.total.rejected,
             "unknown_entity_set_records": self.total.unknown,

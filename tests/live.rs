@@ -344,7 +344,7 @@ fn pull_full_forces_a_full_pull_over_a_delta_link() {
     run.expect_code(0);
     assert!(
         run.stdout
-            .contains("opportunities: 6 staged, 0 deleted (full)"),
+            .contains("opportunities: 6 staged (6 of them unchanged), 0 deleted (full)"),
         "{}",
         run.stdout
     );
@@ -370,23 +370,38 @@ fn without_change_tracking_later_pulls_go_by_modifiedon() {
     let run = live_pull(&db, &sim, &[]);
     run.expect_code(0);
     // The watermark (16:10:02) minus the overlap re-reads the five contacts modified that
-    // minute; the sixth was modified a month before.
+    // minute; the sixth was modified a month before. Read again as they were, they are no
+    // change: the line is left to -v, and the closing line says so.
+    assert!(!run.stdout.contains("contacts: "), "{}", run.stdout);
     assert!(
         run.stdout
-            .contains("contacts: 5 staged, 0 deleted (modified since the last pull)"),
+            .contains("staged 9 records (9 of them unchanged) from 6 pages"),
         "{}",
         run.stdout
     );
     assert!(
-        run.stdout
-            .contains("connectionroles: 4 staged, 0 deleted (full)"),
-        "no modifiedon: full each time: {}",
+        run.stdout.lines().count() == 2,
+        "an idle pull says where it pulls from and what it staged: {}",
         run.stdout
     );
     // Staged again as they were, the records keep the run that staged them, and the counts
     // say so: once old, a pull that changed nothing goes with the history, like one that
     // found no change.
-    live_pull(&db, &sim, &[]).expect_code(0);
+    let run = live_pull(&db, &sim, &["-v"]);
+    run.expect_code(0);
+    for line in [
+        "contacts: the org has no new_synctomkto column; every contacts record is in scope",
+        "contacts: 5 staged (5 of them unchanged), 0 deleted (modified since the last pull)",
+        "connectionroles: change tracking is off for this table (no delta link), and it has no \
+         modifiedon: every pull reads it in full",
+        "connectionroles: 4 staged (4 of them unchanged), 0 deleted (full)",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "no modifiedon: full each time: {}",
+            run.stdout
+        );
+    }
     assert_eq!(
         db.column(
             "SELECT json_extract(counts, '$.upserted') || ' ' || json_extract(counts, '$.unchanged')

@@ -196,8 +196,9 @@ impl Tally {
             .join(", ");
         let t = &self.total;
         ctx.say(format!(
-            "staged {} records from {} pages ({}); {} deleted, {} rejected",
+            "staged {} records{} from {} pages ({}); {} deleted, {} rejected",
             t.upserted,
+            of_them_unchanged(t.unchanged),
             self.pages,
             if by_set.is_empty() { "none" } else { &by_set },
             t.deleted + self.swept,
@@ -231,6 +232,16 @@ impl Tally {
             ctx.say("no new problem: the rest stand since earlier runs (see `oppsync status`)");
         }
         Ok(Outcome::Done)
+    }
+}
+
+/// What a count of staged records adds about those staged again as they were: nothing when
+/// none were.
+fn of_them_unchanged(unchanged: u64) -> String {
+    if unchanged == 0 {
+        String::new()
+    } else {
+        format!(" ({unchanged} of them unchanged)")
     }
 }
 
@@ -360,9 +371,17 @@ fn fetch_entity_set(
                 "{set}: the stored delta link was refused ({rejected}); pulling {set} in full"
             )),
             Fallback::WithoutColumn(column) => {
-                ctx.say(format!(
+                let line = format!(
                     "{set}: the org has no {column} column; every {set} record is in scope"
-                ));
+                );
+                // A pull by modifiedon asks with the column each time (a delta link keeps the
+                // columns it was made with, so it asks once): the first pull of the set said
+                // so, and `check` does; an idle `sync --every` cycle would log it every time.
+                if matches!(start, Start::Since(_)) {
+                    ctx.detail(line);
+                } else {
+                    ctx.say(line);
+                }
                 columns.retain(|c| c != column);
             }
             Fallback::Watermark => ctx.say(format!(
@@ -388,6 +407,9 @@ fn finish_entity_set(
     if complete {
         tally.sweep(ctx, &BTreeSet::from([set]))?;
     }
+    // Whether an earlier pull found change tracking off for this set, and said so: a set read
+    // in full every time (no modifiedon) is then no news when nothing in it changed.
+    let known_untracked = stage::pull_state(&ctx.conn, set)?.is_some_and(|s| s.mode == "watermark");
     let state = match delta_link {
         Some(link) => PullState {
             mode: "change_tracking".into(),
@@ -396,10 +418,22 @@ fn finish_entity_set(
         },
         None => {
             if matches!(start, Start::Full) {
-                ctx.say(format!(
-                    "{set}: change tracking is off for this table (no delta link); later pulls ask for records by modifiedon, \
-                     and deletes in Dynamics then need `pull --full`"
-                ));
+                let line = if spec.has_modifiedon() {
+                    format!(
+                        "{set}: change tracking is off for this table (no delta link); later pulls ask for records by \
+                         modifiedon, and deletes in Dynamics then need `pull --full`"
+                    )
+                } else {
+                    format!(
+                        "{set}: change tracking is off for this table (no delta link), and it has no modifiedon: \
+                         every pull reads it in full"
+                    )
+                };
+                if known_untracked {
+                    ctx.detail(line);
+                } else {
+                    ctx.say(line);
+                }
             }
             PullState {
                 mode: "watermark".into(),
@@ -409,18 +443,22 @@ fn finish_entity_set(
         }
     };
     stage::save_pull_state(&ctx.conn, ctx.run_id, set, &state)?;
-    let (staged, deleted) = (
+    let (staged, unchanged, deleted) = (
         tally.total.upserted - before.upserted,
+        tally.total.unchanged - before.unchanged,
         tally.total.deleted - before.deleted,
     );
     let line = format!(
-        "{set}: {staged} staged, {deleted} deleted ({})",
+        "{set}: {staged} staged{}, {deleted} deleted ({})",
+        of_them_unchanged(unchanged),
         start.describe()
     );
     // An entity set with no change since the last pull says so only with -v: an idle
     // `sync --every` would log six such lines a cycle, and the pull's closing line counts
-    // every set anyway.
-    if staged == 0 && deleted == 0 && !start.is_complete() {
+    // every set anyway. Records read again as they were are no change (a pull by modifiedon
+    // reads its last seconds again each time). A pull in full says what it read, unless the
+    // set is read in full every time (change tracking off, no modifiedon).
+    if staged == unchanged && deleted == 0 && (!complete || known_untracked) {
         ctx.detail(line);
     } else {
         ctx.say(line);

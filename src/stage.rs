@@ -267,14 +267,18 @@ impl EntitySpec {
         self.columns.iter().any(|c| c.column == "modifiedon")
     }
 
-    /// The upsert and tombstone statements, built once per process: the statement cache is
-    /// keyed by their text, so every record of every page reuses the same prepared statements.
-    fn statements(&self) -> &'static (String, String) {
-        static BUILT: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    /// The upsert, seen and tombstone statements, built once per process: the statement cache
+    /// is keyed by their text, so every record of every page reuses the same prepared statements.
+    fn statements(&self) -> &'static Statements {
+        static BUILT: OnceLock<Vec<Statements>> = OnceLock::new();
         let built = BUILT.get_or_init(|| {
             SPECS
                 .iter()
-                .map(|spec| (spec.upsert_sql(), spec.delete_sql()))
+                .map(|spec| Statements {
+                    upsert: spec.upsert_sql(),
+                    seen: spec.seen_sql(),
+                    delete: spec.delete_sql(),
+                })
                 .collect()
         });
         let index = SPECS
@@ -312,23 +316,29 @@ impl EntitySpec {
                 table = self.table
             );
         }
-        // A live record staged again as it was keeps the run and page that staged that version:
-        // a run that changed nothing is then referred to by no record, and `run::prune` may
-        // remove it once old (a watermark pull re-reads its last seconds every time).
+        // A live record staged again as it was is left as it is (it changes no row, and `seen`
+        // then notes that this run saw it): it keeps the run and page that staged that version,
+        // so a run that changed nothing is referred to by no record and `run::prune` may remove
+        // it once old (a watermark pull reads its last seconds again every time), and staging
+        // it again rewrites neither the row nor its index entries.
         let _ = write!(
             sql,
-            "raw = excluded.raw, \
-             source_file = CASE WHEN {unchanged} THEN {table}.source_file ELSE excluded.source_file END, \
-             staged_run = CASE WHEN {unchanged} THEN {table}.staged_run ELSE excluded.staged_run END, \
+            "raw = excluded.raw, source_file = excluded.source_file, staged_run = excluded.staged_run, \
              seen_run = excluded.seen_run, deleted_run = NULL, deleted_reason = NULL \
-             RETURNING staged_run",
-            unchanged = format_args!(
-                "{table}.raw IS excluded.raw AND {table}.deleted_run IS NULL",
-                table = self.table
-            ),
+             WHERE {table}.raw IS NOT excluded.raw OR {table}.deleted_run IS NOT NULL",
             table = self.table
         );
         sql
+    }
+
+    /// Notes that run ?2 saw the record keyed ?1 (which `upsert` left as it was): a full pull
+    /// tombstones the records it did not see (`sweep_missing`).
+    fn seen_sql(&self) -> String {
+        format!(
+            "UPDATE {table} SET seen_run = ?2 WHERE {key} = ?1",
+            table = self.table,
+            key = self.key
+        )
     }
 
     /// Tombstone: a record already staged keeps its last version in `raw`; an unknown one is
@@ -510,6 +520,17 @@ pub(crate) struct PageCounts {
     pub unchanged: u64,
 }
 
+/// The statements that stage one entity set's records.
+struct Statements {
+    /// Inserts a record, or writes a new version of it (every typed column bound twice, its
+    /// value and whether the record carried it); changes no row for a live record as it was.
+    upsert: String,
+    /// Notes that a run saw a record `upsert` left as it was.
+    seen: String,
+    /// Tombstones a record.
+    delete: String,
+}
+
 /// A rejected record, as reported to the user.
 #[derive(Debug, Clone)]
 pub(crate) struct Rejection {
@@ -643,7 +664,7 @@ fn stage_in(
             match record.get("id").and_then(Value::as_str).and_then(guid) {
                 Some(id) => {
                     let changed = tx
-                        .prepare_cached(&spec.statements().1)?
+                        .prepare_cached(&spec.statements().delete)?
                         .execute(params![id, raw, source, run_id])?;
                     if changed == 0 {
                         counts.filtered += 1;
@@ -689,11 +710,14 @@ fn stage_in(
                 bound.push(SqlValue::Text(raw.to_string()));
                 bound.push(SqlValue::Text(source.to_string()));
                 bound.push(SqlValue::Integer(run_id));
-                let staged_run: i64 = tx
-                    .prepare_cached(&spec.statements().0)?
-                    .query_row(params_from_iter(bound), |r| r.get(0))?;
+                let statements = spec.statements();
+                let written = tx
+                    .prepare_cached(&statements.upsert)?
+                    .execute(params_from_iter(&bound))?;
                 counts.upserted += 1;
-                if staged_run != run_id {
+                if written == 0 {
+                    tx.prepare_cached(&statements.seen)?
+                        .execute(params![&bound[0], run_id])?;
                     counts.unchanged += 1;
                 }
             }

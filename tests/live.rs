@@ -348,6 +348,20 @@ fn pull_full_forces_a_full_pull_over_a_delta_link() {
         "{}",
         run.stdout
     );
+    // Left as they were, the records are still noted as seen by this pull: none of them is
+    // missing from the snapshot.
+    assert!(
+        run.stdout.contains("; 0 deleted, 0 rejected"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        db.count(
+            "SELECT (SELECT count(*) FROM opportunity WHERE deleted_run IS NOT NULL)
+                  + (SELECT count(*) FROM contact WHERE deleted_run IS NOT NULL)"
+        ),
+        0
+    );
 }
 
 #[test]

@@ -3,10 +3,8 @@
 --
 -- Every staged table has the same bookkeeping columns:
 --   raw             the record exactly as last received (annotations included), JSON text
---   source_file     the fixture file or URL of the page its current version came from
---   staged_run      the run that staged its current version (a record staged again as it
---                   was, live, is not rewritten and keeps both; a tombstone or a revival is a
---                   new version); so a migration adding a typed column fills it from `raw`
+--   source_file     the fixture file or URL of the page it last came from
+--   staged_run      the run that last wrote the record
 --   seen_run        the run that last saw the record in a page (used by `pull --full`)
 --   deleted_run     NULL while the record exists in Dynamics; the run that saw it deleted
 --   deleted_reason  why it is a tombstone: 'deleted' (a $deletedEntity item) or 'missing from full pull'

@@ -316,11 +316,11 @@ impl EntitySpec {
                 table = self.table
             );
         }
-        // A live record staged again as it was is left as it is (it changes no row, and `seen`
-        // then notes that this run saw it): it keeps the run and page that staged that version,
+        // A live record staged again as it was is left as it is (no row changes, and `seen`
+        // then only moves its seen_run): it keeps the run and page that staged that version,
         // so a run that changed nothing is referred to by no record and `run::prune` may remove
         // it once old (a watermark pull reads its last seconds again every time), and staging
-        // it again rewrites neither the row nor its index entries.
+        // it again rewrites none of its index entries.
         let _ = write!(
             sql,
             "raw = excluded.raw, source_file = excluded.source_file, staged_run = excluded.staged_run, \

@@ -7,10 +7,10 @@ timed.
 usage: tests/bench/sim_delete_by_id.py [N] [BIN...]   (defaults 100000, target/release/oppsync)
 
 Each BIN's simulator is started on a free loopback port with its limits raised, filled, measured
-and stopped in turn; prints the median, minimum and maximum time a call took, for each object. oppsync itself
-deletes by dedupe fields and never deletes leads; these are the paths a third-party client
-takes (marketorestpython's `delete_opportunity_roles`, `delete_lead` and `delete_companies` by
-id). Standard library only; every request goes to 127.0.0.1.
+and stopped in turn; prints the median, minimum and maximum time a call took, for each object.
+oppsync itself deletes by dedupe fields and never deletes leads; these are the paths a
+third-party client takes (marketorestpython's `delete_opportunity_roles`, `delete_lead` and
+`delete_companies` by id). Standard library only; every request goes to 127.0.0.1.
 """
 import json
 import re

@@ -393,8 +393,9 @@ fn without_change_tracking_later_pulls_go_by_modifiedon() {
         "{}",
         run.stdout
     );
-    assert!(
-        run.stdout.lines().count() == 2,
+    assert_eq!(
+        run.stdout.lines().count(),
+        2,
         "an idle pull says where it pulls from and what it staged: {}",
         run.stdout
     );
@@ -412,7 +413,7 @@ fn without_change_tracking_later_pulls_go_by_modifiedon() {
     ] {
         assert!(
             run.stdout.contains(line),
-            "no modifiedon: full each time: {}",
+            "-v shows every set's line: {}",
             run.stdout
         );
     }

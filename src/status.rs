@@ -91,6 +91,13 @@ pub(crate) struct StagedCount {
     pub entity_set: String,
     pub live: i64,
     pub deleted: i64,
+    /// How the next live pull reads the set: `change_tracking` (from the stored delta link) or
+    /// `watermark` (change tracking off: by modifiedon, or in full without it); null before
+    /// the first live pull.
+    pub pull_mode: Option<String>,
+    /// Whether the set has `modifiedon`: without change tracking and without it, every pull
+    /// reads the set in full.
+    pub has_modifiedon: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -192,6 +199,8 @@ pub(crate) fn read(
             entity_set: spec.entity_set.to_string(),
             live,
             deleted,
+            pull_mode: crate::stage::pull_state(conn, spec.entity_set)?.map(|state| state.mode),
+            has_modifiedon: spec.has_modifiedon(),
         });
     }
     // The export rows (and with them derived_opportunity) are brought up to date first.

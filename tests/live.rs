@@ -431,6 +431,35 @@ fn without_change_tracking_later_pulls_go_by_modifiedon() {
         ),
         ["1"]
     );
+    // status says which sets go without change tracking, and how they are read instead.
+    let status = db.run(&["status"]);
+    status.expect_code(0);
+    let marked: Vec<&str> = status
+        .stdout
+        .lines()
+        .filter(|line| line.contains("change tracking off"))
+        .collect();
+    assert_eq!(marked.len(), 2, "{}", status.stdout);
+    assert!(
+        marked[0].trim_start().starts_with("contacts")
+            && marked[0].ends_with("pulled by modifiedon; deletes need `pull --full`)")
+            && marked[1].trim_start().starts_with("connectionroles")
+            && marked[1].ends_with("every pull reads it in full)"),
+        "{marked:?}"
+    );
+    let status = db.run(&["status", "--json"]);
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    let modes: Vec<String> = status["staged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{} {}", c["entity_set"], c["pull_mode"]))
+        .collect();
+    assert!(
+        modes.contains(&r#""contacts" "watermark""#.to_string())
+            && modes.contains(&r#""opportunities" "change_tracking""#.to_string()),
+        "{modes:?}"
+    );
     let conn = rusqlite::Connection::open(db.path()).unwrap();
     conn.execute("UPDATE run SET started_at = '2001-01-01T00:00:00Z'", [])
         .unwrap();

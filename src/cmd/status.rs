@@ -89,7 +89,16 @@ fn print_human(s: &Status) {
     outln!("schema version {}", s.schema_version);
     outln!("staged (live / deleted):");
     for c in &s.staged {
-        outln!("  {:<16} {:>8} / {}", c.entity_set, c.live, c.deleted);
+        // Change tracking off for a table is what an operator must act on (`check` says how):
+        // its deletes reach oppsync only through `pull --full`.
+        let how = match (c.pull_mode.as_deref(), c.has_modifiedon) {
+            (Some("watermark"), true) => {
+                "  (change tracking off: pulled by modifiedon; deletes need `pull --full`)"
+            }
+            (Some("watermark"), false) => "  (change tracking off: every pull reads it in full)",
+            _ => "",
+        };
+        outln!("  {:<16} {:>8} / {}{how}", c.entity_set, c.live, c.deleted);
     }
     let d = &s.derived;
     outln!(

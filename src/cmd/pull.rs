@@ -330,12 +330,15 @@ fn pull_entity_set(
     };
     let state = stage::pull_state(&ctx.conn, set)?;
     let start = Start::from_state(state.as_ref(), full, spec.has_modifiedon());
+    // Whether an earlier pull found change tracking off for this set, and said so: a set read
+    // in full every time (no modifiedon) is then no news when nothing in it changed.
+    let known_untracked = state.is_some_and(|s| s.mode == "watermark");
     // A copy: the pull below needs the context mutably while the columns borrow the mapping.
     let mapping = ctx.config.mapping.clone();
     let mut columns = spec.select_columns_mapped(&mapping);
     let bar = crate::progress::spinner(set);
     tally.bar = Some(bar.clone());
-    let pulled = fetch_entity_set(ctx, api, tally, spec, &mut columns, start);
+    let pulled = fetch_entity_set(ctx, api, tally, spec, &mut columns, start, known_untracked);
     tally.bar = None;
     bar.finish_and_clear();
     pulled
@@ -349,6 +352,7 @@ fn fetch_entity_set(
     spec: &'static stage::EntitySpec,
     columns: &mut Vec<&str>,
     mut start: Start,
+    known_untracked: bool,
 ) -> Result<()> {
     let set = spec.entity_set;
     loop {
@@ -358,7 +362,15 @@ fn fetch_entity_set(
         });
         let rejected = match result {
             Ok(delta_link) => {
-                return finish_entity_set(ctx, tally, spec, &start, delta_link, &before);
+                return finish_entity_set(
+                    ctx,
+                    tally,
+                    spec,
+                    &start,
+                    delta_link,
+                    &before,
+                    known_untracked,
+                );
             }
             Err(err) => err.downcast::<Rejected>()?,
         };
@@ -394,6 +406,7 @@ fn fetch_entity_set(
 
 /// After the last page: a full pull (or a watermark pull from the beginning) was a complete
 /// snapshot, so what it lacks is deleted; then record where the next pull starts.
+/// `known_untracked`: the pull state this pull started from already said change tracking off.
 fn finish_entity_set(
     ctx: &mut Context,
     tally: &mut Tally,
@@ -401,15 +414,13 @@ fn finish_entity_set(
     start: &Start,
     delta_link: Option<String>,
     before: &PageCounts,
+    known_untracked: bool,
 ) -> Result<()> {
     let set = spec.entity_set;
     let complete = start.is_complete();
     if complete {
         tally.sweep(ctx, &BTreeSet::from([set]))?;
     }
-    // Whether an earlier pull found change tracking off for this set, and said so: a set read
-    // in full every time (no modifiedon) is then no news when nothing in it changed.
-    let known_untracked = stage::pull_state(&ctx.conn, set)?.is_some_and(|s| s.mode == "watermark");
     let state = match delta_link {
         Some(link) => PullState {
             mode: "change_tracking".into(),

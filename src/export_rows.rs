@@ -215,7 +215,10 @@ pub(crate) fn refresh(conn: &mut Connection, config: &Config) -> Result<Refreshe
         if !dirty {
             Refresh::Current
         } else {
-            incremental(&tx, config)?.unwrap_or(Refresh::Full(FullBecause::LargeChange))
+            crate::stop::interruptible(&tx, "refreshing the export rows", || {
+                incremental(&tx, config)
+            })?
+            .unwrap_or(Refresh::Full(FullBecause::LargeChange))
         }
     };
     let refreshed = |how| Refreshed {
@@ -273,7 +276,9 @@ fn evaluate_in_full(
     let tx = conn.transaction_with_behavior(behavior)?;
     let checkpoints = Checkpoints::start(&tx)?;
     tx.execute("UPDATE export_state SET built = 0 WHERE id = 1", [])?;
-    let evaluated = full(&tx, config, "main", checkpoints.as_ref());
+    let evaluated = crate::stop::interruptible(&tx, "evaluating every export row", || {
+        full(&tx, config, "main", checkpoints.as_ref())
+    });
     let finished = checkpoints.map_or(Ok(()), |checkpoints| checkpoints.finish(&tx));
     if let Err(err) = evaluated {
         // The step in progress is rolled back, but the temp tables the steps before it

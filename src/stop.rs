@@ -3,16 +3,31 @@
 //! answered and recorded first); a second one ends the process at once, which SQLite's journal
 //! makes safe (the database stays consistent, and the next run resumes).
 //!
+//! A step of SQL that can take minutes on a large org (building the indexes a first pull set
+//! aside, refreshing or evaluating the export rows: over a minute at 1M opportunities) has no
+//! safe point inside it, so it is run `interruptible`: a stop request interrupts it, SQLite
+//! rolls back what it had not committed, and the next run does it again, rather than the stop
+//! waiting for its end (or for systemd's SIGKILL).
+//!
 //! The flag is process-wide because the signal arrives in a handler that can reach nothing
-//! else; the pull, the push and `sync --every` read it.
+//! else; the pull, the push, `sync --every` and SQLite's progress handler read it.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use rusqlite::Connection;
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether `install` ran: without its handlers a signal ends the process at once, and nothing
+/// needs interrupting.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// How many of SQLite's virtual machine steps an `interruptible` step runs between two looks at
+/// the flag: well under a millisecond, and a negligible cost.
+const STEPS_BETWEEN_LOOKS: std::ffi::c_int = 10_000;
 
 /// Installs the handlers: the first signal sets the flag, a second one exits with code 1.
 pub(crate) fn install() -> Result<()> {
@@ -22,6 +37,7 @@ pub(crate) fn install() -> Result<()> {
         signal_hook::flag::register_conditional_shutdown(signal, 1, &REQUESTED)?;
         signal_hook::flag::register(signal, &REQUESTED)?;
     }
+    INSTALLED.store(true, Ordering::SeqCst);
     Ok(())
 }
 
@@ -33,7 +49,7 @@ pub(crate) fn requested() -> bool {
 /// Fails with `Stopped` when a stop was asked for.
 pub(crate) fn check() -> Result<()> {
     if requested() {
-        return Err(Stopped.into());
+        return Err(Stopped { during: None }.into());
     }
     Ok(())
 }
@@ -51,15 +67,62 @@ pub(crate) fn sleep(duration: Duration) -> bool {
     false
 }
 
-/// The command stopped at a safe point because a stop was asked for.
+/// Runs `step`, SQL on `conn` that may take minutes, so that a stop request interrupts it:
+/// SQLite abandons the statement it is running, which fails with SQLITE_INTERRUPT and rolls back
+/// the transaction it is in, and the failure becomes `Stopped` saying it was `what` that
+/// stopped. The caller's cleanup after a failed step runs after this returns, so it is not
+/// interrupted. Without `install`'s handlers it only runs `step`.
+pub(crate) fn interruptible<T>(
+    conn: &Connection,
+    what: &'static str,
+    step: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    if !INSTALLED.load(Ordering::SeqCst) {
+        return step();
+    }
+    conn.progress_handler(STEPS_BETWEEN_LOOKS, Some(requested));
+    let result = step();
+    conn.progress_handler(0, None::<fn() -> bool>);
+    result.map_err(|err| {
+        if requested() && interrupted(&err) {
+            Stopped { during: Some(what) }.into()
+        } else {
+            err
+        }
+    })
+}
+
+/// Whether SQLite failed `err` because the statement was interrupted.
+fn interrupted(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == rusqlite::ErrorCode::OperationInterrupted
+        )
+    })
+}
+
+/// The command stopped because a stop was asked for: at a safe point, or `during` a long step
+/// of SQL, left undone (its transaction rolled back; a full evaluation in WAL mode keeps the
+/// views it committed, but not `built`, so the next run evaluates in full again).
 #[derive(Debug)]
-pub(crate) struct Stopped;
+pub(crate) struct Stopped {
+    pub during: Option<&'static str>,
+}
 
 impl fmt::Display for Stopped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "stopped on request (SIGTERM or SIGINT): what was answered is recorded; the next run resumes",
-        )
+        match self.during {
+            None => f.write_str(
+                "stopped on request (SIGTERM or SIGINT): what was answered is recorded; the next run resumes",
+            ),
+            Some(what) => write!(
+                f,
+                "stopped on request (SIGTERM or SIGINT) while {what}, left undone: the next run \
+                 does it again"
+            ),
+        }
     }
 }
 

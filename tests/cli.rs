@@ -1392,3 +1392,103 @@ fn a_first_pull_killed_while_it_holds_the_database_is_rolled_back_by_the_next_pu
         .unwrap();
     assert_eq!(mode, "wal");
 }
+
+/// Runs `sync --every 1h --dry-run` over `pages`, sends SIGTERM at the first progress line
+/// containing `at`, and returns its exit code and every line it printed.
+fn sync_stopped_at(db: &TestDb, pages: &std::path::Path, at: &str) -> (Option<i32>, Vec<String>) {
+    use std::io::BufRead;
+    let args = [
+        "-v",
+        "sync",
+        "--every",
+        "1h",
+        "--dry-run",
+        "--fixtures",
+        pages.to_str().unwrap(),
+    ];
+    let mut child = db
+        .command(db.dir.path(), &args, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let reached = line.contains(at);
+        seen.push(line);
+        if reached {
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(sent.success());
+            break;
+        }
+    }
+    seen.extend(lines.map(Result::unwrap));
+    (child.wait().unwrap().code(), seen)
+}
+
+#[test]
+fn a_stop_during_a_full_evaluation_interrupts_it_and_the_next_run_does_it_again() {
+    let db = TestDb::new();
+    let pages = db.dir.path().join("org");
+    generated_org(&pages, 10_000);
+    let stopped = |seen: &[String]| {
+        seen.iter().any(|l| {
+            l.contains("cycle 1: ")
+                && l.contains("stopped on request (SIGTERM or SIGINT) while evaluating every export row, left undone")
+        })
+    };
+
+    // The first evaluation, held in rollback-journal mode, is rolled back whole.
+    let (code, seen) = sync_stopped_at(&db, &pages, "rollback-journal mode");
+    assert_eq!(code, Some(0), "{seen:#?}");
+    assert!(stopped(&seen), "the evaluation ran to its end: {seen:#?}");
+    assert_eq!(db.count("SELECT built FROM export_state"), 0);
+    assert_eq!(db.count("SELECT count(*) FROM export_row"), 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM opportunity"),
+        10_000,
+        "what was staged before the stop stays"
+    );
+    let message = db.column("SELECT message FROM run ORDER BY run_id DESC LIMIT 1");
+    assert!(message[0].contains("left undone"), "{message:?}");
+
+    let fixtures = ["--fixtures", pages.to_str().unwrap()];
+    let again = |db: &TestDb| {
+        let run = db.run(
+            &[
+                &["sync", "--every", "1s", "--max-cycles", "1", "--dry-run"][..],
+                &fixtures[..],
+            ]
+            .concat(),
+        );
+        run.expect_code(0);
+        assert!(
+            run.stdout.contains("no complete evaluation is stored yet"),
+            "{}",
+            run.stdout
+        );
+        assert_eq!(db.count("SELECT built FROM export_state"), 1);
+        db.run(&["verify"]).expect_code(0);
+    };
+    again(&db);
+
+    // Any later one commits after each export view, in WAL mode: what it committed stays, but
+    // not `built`, and the indexes it set aside are built by the next one.
+    std::fs::write(
+        db.dir.path().join("oppsync.toml"),
+        "[rules]\ncustomer_contact_role = \"Buyer\"\n",
+    )
+    .unwrap();
+    let (code, seen) = sync_stopped_at(&db, &pages, "evaluated and stored mkto_company");
+    assert_eq!(code, Some(0), "{seen:#?}");
+    assert!(stopped(&seen), "the evaluation ran to its end: {seen:#?}");
+    assert_eq!(db.count("SELECT built FROM export_state"), 0);
+    assert!(db.count("SELECT count(*) FROM export_index_aside") > 0);
+    again(&db);
+    assert_eq!(db.count("SELECT count(*) FROM export_index_aside"), 0);
+}

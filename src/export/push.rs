@@ -492,7 +492,7 @@ fn send_parts(
         loop {
             // A requested stop sends nothing new; what is in flight is answered and recorded.
             if failed.is_none() && crate::stop::requested() {
-                failed = Some(crate::stop::Stopped.into());
+                failed = Some(crate::stop::Stopped { during: None }.into());
             }
             while failed.is_none() && more && queue.len() < lane.max_in_flight {
                 match next_chunk(conn, summary) {

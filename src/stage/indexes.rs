@@ -65,10 +65,13 @@ pub(crate) fn build_set_aside(conn: &mut Connection) -> Result<usize> {
     if aside.is_empty() {
         return Ok(0);
     }
-    for (name, sql) in &aside {
-        tx.execute_batch(sql)
-            .with_context(|| format!("building the staging index {name} set aside"))?;
-    }
+    crate::stop::interruptible(&tx, "building the staging indexes set aside", || {
+        for (name, sql) in &aside {
+            tx.execute_batch(sql)
+                .with_context(|| format!("building the staging index {name} set aside"))?;
+        }
+        Ok(())
+    })?;
     tx.execute("DELETE FROM main.staging_index_aside", [])?;
     tx.commit()
         .context("storing the staging indexes set aside")?;

@@ -215,7 +215,7 @@ pub(crate) fn refresh(conn: &mut Connection, config: &Config) -> Result<Refreshe
         if !dirty {
             Refresh::Current
         } else {
-            crate::stop::interruptible(&tx, "refreshing the export rows", || {
+            crate::stop::interruptible(&tx, "re-evaluating the rows of what changed", || {
                 incremental(&tx, config)
             })?
             .unwrap_or(Refresh::Full(FullBecause::LargeChange))

@@ -201,6 +201,10 @@ pub(crate) fn every(
             }
         };
         if crate::stop::requested() || last {
+            if crate::stop::requested() && result.is_ok() {
+                // The stop came as the cycle ended: said, or the log would end at its last line.
+                log(&format!("stopped on request after cycle {number}"));
+            }
             return result.or_else(|err| {
                 if crate::stop::is_stopped(&err) {
                     Ok(Outcome::Done)

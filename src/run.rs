@@ -65,7 +65,9 @@ fn prune_unchecked(conn: &mut Connection, keep_days: u32) -> Result<usize> {
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
     let tx = conn.transaction()?;
-    let old = "SELECT run_id FROM run WHERE started_at < ?1 AND outcome <> 'running'";
+    // A run still `running` here was interrupted: prune runs at the end of a writing command,
+    // after its own run is recorded, and holds the writer lock, so no other run is under way.
+    let old = "SELECT run_id FROM run WHERE started_at < ?1";
     tx.execute(
         &format!("DELETE FROM api_call WHERE run_id IN ({old})"),
         [&cutoff],
@@ -106,10 +108,11 @@ fn prune_unchecked(conn: &mut Connection, keep_days: u32) -> Result<usize> {
     // unchanged, which keep the run that staged them), deleted and swept nothing, and every
     // other reference is looked up. A pull's or sync's counts start at nothing staged
     // (`cmd::counts_before`), and a failed sync keeps its pull's under `pull`; counts that
-    // are not there (a run from before that) keep the run. The last successful run of each
-    // command stays too, however old: `status` shows the last successful push or sync.
+    // are not there (a run from before that, or one interrupted, whose counts were never
+    // written) keep the run. The last successful run of each command stays too, however old:
+    // `status` shows the last successful push or sync.
     let runs = tx.execute(
-        "DELETE FROM run WHERE started_at < ?1 AND outcome <> 'running'
+        "DELETE FROM run WHERE started_at < ?1
            AND (command NOT IN ('pull', 'sync', 'demo', 'init')
                 OR command = 'pull' AND coalesce(json_extract(counts, '$.upserted')
                     - coalesce(json_extract(counts, '$.unchanged'), 0)
@@ -313,6 +316,44 @@ mod tests {
             })
             .unwrap();
         assert_eq!(dangling, 0);
+    }
+
+    #[test]
+    fn old_interrupted_runs_go_unless_they_may_have_staged_or_something_refers_to_them() {
+        let mut conn = db();
+        conn.execute_batch(RECENT_PUSH).unwrap();
+        // Killed runs: their outcome stays `running`, and their counts were never written.
+        conn.execute_batch(
+            "INSERT INTO run (run_id, command, args, started_at) VALUES
+                 (20, 'push', '[]', '2001-01-01T00:00:00Z'),
+                 (21, 'push', '[]', '2001-01-01T00:00:00Z'),
+                 (22, 'recheck', '[]', '2001-01-01T00:00:00Z'),
+                 (23, 'pull', '[]', '2001-01-01T00:00:00Z'),
+                 (24, 'sync', '[]', '2001-01-01T00:00:00Z'),
+                 (25, 'push', '[]', strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));
+             INSERT INTO mkto_ack (object, key, payload, marketo_id, run_id, acked_at)
+                 VALUES ('lead', 'a@example.com', '{}', '1', 21, '2001-01-01T00:00:00Z');
+             INSERT INTO api_call (run_id, method, path, attempt, duration_ms, at)
+                 VALUES (20, 'POST', '/rest/v1/leads.json', 1, 5, '2001-01-01T00:00:00Z');",
+        )
+        .unwrap();
+        assert_eq!(prune(&mut conn, 30).unwrap(), 2);
+        let left: Vec<i64> = conn
+            .prepare("SELECT run_id FROM run WHERE run_id < 9999 ORDER BY run_id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            left,
+            [21, 23, 24, 25],
+            "the push with an acknowledgement, the pull and sync that may have staged, and the recent one stay"
+        );
+        let calls: i64 = conn
+            .query_row("SELECT count(*) FROM api_call", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(calls, 0, "the old interrupted push's calls went with it");
     }
 
     #[test]

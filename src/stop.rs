@@ -1,4 +1,5 @@
-//! Stopping on request: the first SIGTERM or SIGINT asks the running command to stop at the
+//! Stopping on request: for the commands that pull, push or recheck (one run, or `sync
+//! --every`), the first SIGTERM or SIGINT asks the running command to stop at the
 //! next safe point (between pages of a pull, between requests of a push: what is in flight is
 //! answered and recorded first); a second one ends the process at once, which SQLite's journal
 //! makes safe (the database stays consistent, and the next run resumes).
@@ -29,15 +30,19 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// the flag: well under a millisecond, and a negligible cost.
 const STEPS_BETWEEN_LOOKS: std::ffi::c_int = 10_000;
 
-/// Installs the handlers: the first signal sets the flag, a second one exits with code 1.
+/// Installs the handlers, once: the first signal sets the flag, a second one exits with code 1.
 pub(crate) fn install() -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
+    // Twice installed, the first signal would meet the second pair's shutdown with the flag
+    // already set by the first pair, and exit at once.
+    if INSTALLED.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
     for signal in [SIGTERM, SIGINT] {
         // Registered first, so that it sees the flag as the earlier signal left it.
         signal_hook::flag::register_conditional_shutdown(signal, 1, &REQUESTED)?;
         signal_hook::flag::register(signal, &REQUESTED)?;
     }
-    INSTALLED.store(true, Ordering::SeqCst);
     Ok(())
 }
 
@@ -65,6 +70,16 @@ pub(crate) fn sleep(duration: Duration) -> bool {
         std::thread::sleep(left.min(Duration::from_millis(200)));
     }
     false
+}
+
+/// Waits `duration` before a retry, or fails with `Stopped` as soon as a stop is asked for
+/// (Dataverse's Retry-After asks for up to five minutes).
+pub(crate) fn pause(duration: Duration) -> Result<()> {
+    if sleep(duration) {
+        Ok(())
+    } else {
+        Err(Stopped { during: None }.into())
+    }
 }
 
 /// Runs `step`, SQL on `conn` that may take minutes, so that a stop request interrupts it:

@@ -920,3 +920,55 @@ fn check_passes_on_a_good_setup_and_names_each_misconfiguration() {
     let (run, _) = check(&base("http://127.0.0.1:9", "oppsync-sim-secret"));
     run.expect_code(1);
 }
+
+#[test]
+fn a_pull_asked_to_stop_while_dynamics_throttles_it_stops_without_waiting_out_retry_after() {
+    use std::io::BufRead;
+    let sim = dynamics("demo/1-initial", &[]);
+    sim.post(
+        "/sim/faults",
+        &json!({"status": 429, "retry_after": 120, "path": "opportunities", "count": 1}),
+    );
+    let db = TestDb::new();
+    quick(&db);
+    let env = env(&sim);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut child = db
+        .command(db.dir.path(), &["-v", "pull"], &pairs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let waiting = line.contains("throttled (429); waiting 120 s");
+        seen.push(line);
+        if waiting {
+            break;
+        }
+    }
+    let requests = sim.get("/sim/state")["requests"].clone();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut said = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut said).unwrap();
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(1), "{seen:#?}\n{said}");
+    assert!(said.contains("stopped on request"), "{said}");
+    assert_eq!(
+        sim.get("/sim/state")["requests"],
+        requests,
+        "stopped in the wait, not after asking again"
+    );
+    assert_eq!(
+        db.column("SELECT outcome FROM run WHERE command = 'pull'"),
+        ["failed"]
+    );
+    // Nothing of the set it was pulling is half-staged, and the next pull gets it all.
+    live_pull(&db, &sim, &[]).expect_code(0);
+    assert_eq!(snapshot(&db), snapshot(&fixture_pull(&["demo/1-initial"])));
+}

@@ -2070,3 +2070,98 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
             .contains("1 of 6 roles asked about: run `oppsync recheck --roles`, then push")
     );
 }
+
+/// `oppsync ARGS` against the simulator in the background, its stderr kept to read.
+fn spawn_against(db: &TestDb, sim: &Sim, args: &[&str]) -> std::process::Child {
+    db.command(
+        db.dir.path(),
+        args,
+        &[
+            ("MARKETO_BASE_URL", &sim.url),
+            ("MARKETO_CLIENT_ID", "oppsync-sim"),
+            ("MARKETO_CLIENT_SECRET", "oppsync-sim-secret"),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap()
+}
+
+/// Sends `signal` to `child`, and returns its exit code and what it said on stderr.
+fn signalled(mut child: std::process::Child, signal: &str) -> (Option<i32>, String) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut said = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut said).unwrap();
+    (child.wait().unwrap().code(), said)
+}
+
+#[test]
+fn a_single_push_or_recheck_asked_to_stop_ends_at_a_safe_point_and_the_next_run_converges() {
+    let db = pulled("1-initial");
+    let sim = Sim::start(&["--latency-ms", "300"]);
+    let child = spawn_against(&db, &sim, &["push"]);
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let status: Value = serde_json::from_str(&db.run(&["status", "--json"]).stdout).unwrap();
+        if status["runs"][0]["progress"]["rest_calls"]
+            .as_i64()
+            .unwrap_or(0)
+            > 0
+        {
+            break;
+        }
+    }
+    let (code, said) = signalled(child, "-TERM");
+    assert_eq!(code, Some(1), "a stopped push exits 1, not killed: {said}");
+    assert!(said.contains("stopped on request"), "{said}");
+    let last = "(SELECT max(run_id) FROM run)";
+    assert_eq!(
+        db.column(&format!("SELECT outcome FROM run WHERE run_id = {last}")),
+        ["failed"],
+        "the run is closed, not left running"
+    );
+    assert!(
+        db.count(&format!(
+            "SELECT count(*) FROM api_call WHERE run_id = {last}"
+        )) > 0,
+        "the calls answered are recorded"
+    );
+    let run = push(&db, &sim);
+    assert!(matches!(run.code, 0 | 3), "{}", run.stderr);
+    push(&db, &sim).expect_code(0);
+    let state = sim.state();
+    let leads = state["leads"].as_array().unwrap();
+    assert_eq!(
+        leads.len() as i64,
+        db.count("SELECT count(*) FROM mkto_lead WHERE skip_reason IS NULL"),
+        "no lead twice"
+    );
+
+    // Once its run is recorded (its handlers are installed by then), the recheck has a query
+    // of leads and one of opportunities to make, 300 ms each.
+    let child = spawn_against(&db, &sim, &["recheck"]);
+    for _ in 0..100 {
+        if db.try_count("SELECT count(*) FROM run WHERE command = 'recheck'") == Some(1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (code, said) = signalled(child, "-INT");
+    assert_eq!(
+        code,
+        Some(1),
+        "a stopped recheck exits 1, not killed: {said}"
+    );
+    assert!(said.contains("stopped on request"), "{said}");
+    assert_eq!(
+        db.column(&format!(
+            "SELECT command || ' ' || outcome FROM run WHERE run_id = {last}"
+        )),
+        ["recheck failed"]
+    );
+}

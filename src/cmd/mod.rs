@@ -110,6 +110,14 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         return read_only(&cli, &db_path, verbosity)
             .map_err(|err| db::with_storage_advice(err, &db_path));
     }
+    if matches!(
+        cli.command,
+        Command::Pull(_) | Command::Push { .. } | Command::Sync { .. } | Command::Recheck { .. }
+    ) {
+        // A stop then lands at a safe point: what is in flight answered and recorded, the run
+        // closed as stopped (exit 1, or 0 ending a `sync --every`), rather than killed.
+        crate::stop::install()?;
+    }
     if let Command::Sync {
         every: Some(every),
         max_cycles,

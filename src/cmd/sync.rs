@@ -130,17 +130,17 @@ const LAST: &str = "that was the last of --max-cycles";
 /// The longest wait after failing cycles.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
-/// Runs `cycle` every `interval` (plus up to 5% of jitter) until a stop is asked for or
-/// `max_cycles` have run; returns the last cycle's outcome, or `Done` when stopped. Between
-/// cycles `waiting` is told how the last one went and when the next starts (the writer lock's
-/// note, which `status` shows), and `None` when a cycle starts.
+/// Runs `cycle` every `interval` (plus up to 5% of jitter) until a stop is asked for (through
+/// the handlers the caller `stop::install`ed) or `max_cycles` have run; returns the last
+/// cycle's outcome, or `Done` when stopped. Between cycles `waiting` is told how the last one
+/// went and when the next starts (the writer lock's note, which `status` shows), and `None`
+/// when a cycle starts.
 pub(crate) fn every(
     interval: Duration,
     max_cycles: Option<u32>,
     mut cycle: impl FnMut(u32) -> Result<Outcome>,
     waiting: impl Fn(Option<&str>),
 ) -> Result<Outcome> {
-    crate::stop::install()?;
     let mut jitter = crate::net::Backoff::new(interval);
     let mut failures = 0u32;
     let mut number = 0u32;

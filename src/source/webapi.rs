@@ -218,7 +218,7 @@ impl WebApi {
                         net::transport_error(&err, self.timeout),
                         wait.as_millis()
                     ));
-                    std::thread::sleep(wait);
+                    crate::stop::pause(wait)?;
                     continue;
                 }
                 Err(err) => {
@@ -249,7 +249,7 @@ impl WebApi {
                         "{entity_set}: HTTP {status}, but {why}; retrying in {} ms",
                         wait.as_millis()
                     ));
-                    std::thread::sleep(wait);
+                    crate::stop::pause(wait)?;
                     continue;
                 }
                 Err(why) => {
@@ -281,7 +281,7 @@ impl WebApi {
                         "{entity_set}: throttled (429); waiting {} s as Retry-After asks",
                         wait.as_secs()
                     ));
-                    std::thread::sleep(wait);
+                    crate::stop::pause(wait)?;
                 }
                 401 if !renewed => {
                     renewed = true;
@@ -314,7 +314,7 @@ impl WebApi {
                         "{entity_set}: HTTP {status}; retrying in {} ms",
                         wait.as_millis()
                     ));
-                    std::thread::sleep(wait);
+                    crate::stop::pause(wait)?;
                 }
                 status if (400..500).contains(&status) => {
                     let (code, message) = error();

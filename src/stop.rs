@@ -1,8 +1,8 @@
-//! Stopping on request: for the commands that pull, push or recheck (one run, or `sync
-//! --every`), the first SIGTERM or SIGINT asks the running command to stop at the
-//! next safe point (between pages of a pull, between requests of a push: what is in flight is
-//! answered and recorded first); a second one ends the process at once, which SQLite's journal
-//! makes safe (the database stays consistent, and the next run resumes).
+//! Stopping on request: in `pull`, `push`, `sync` (once or `--every`) and `recheck`, the first
+//! SIGTERM or SIGINT asks the command to stop at the next safe point (between pages of a pull,
+//! between requests of a push or recheck: what is in flight is answered and recorded first; a
+//! wait before a retry of Dynamics ends at once); a second one ends the process at once, which
+//! SQLite's journal makes safe (the database stays consistent, and the next run resumes).
 //!
 //! A step of SQL that can take minutes on a large org (building the indexes a first pull set
 //! aside, refreshing or evaluating the export rows: over a minute at 1M opportunities) has no
@@ -11,7 +11,7 @@
 //! waiting for its end (or for systemd's SIGKILL).
 //!
 //! The flag is process-wide because the signal arrives in a handler that can reach nothing
-//! else; the pull, the push, `sync --every` and SQLite's progress handler read it.
+//! else; the pull, the push, `recheck`, `sync --every` and SQLite's progress handler read it.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -113,7 +113,7 @@ fn prune_unchecked(conn: &mut Connection, keep_days: u32) -> Result<usize> {
     // `status` shows the last successful push or sync.
     let runs = tx.execute(
         "DELETE FROM run WHERE started_at < ?1
-           AND (command NOT IN ('pull', 'sync', 'demo', 'init')
+           AND (command NOT IN ('pull', 'sync', 'demo')
                 OR command = 'pull' AND coalesce(json_extract(counts, '$.upserted')
                     - coalesce(json_extract(counts, '$.unchanged'), 0)
                     + json_extract(counts, '$.deleted')
@@ -319,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn old_interrupted_runs_go_unless_they_may_have_staged_or_something_refers_to_them() {
+    fn old_interrupted_and_init_runs_go_unless_they_may_have_staged_or_something_refers_to_them() {
         let mut conn = db();
         conn.execute_batch(RECENT_PUSH).unwrap();
         // Killed runs: their outcome stays `running`, and their counts were never written.
@@ -331,13 +331,17 @@ mod tests {
                  (23, 'pull', '[]', '2001-01-01T00:00:00Z'),
                  (24, 'sync', '[]', '2001-01-01T00:00:00Z'),
                  (25, 'push', '[]', strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));
+             -- `init` stages nothing: an old one goes, but for the last that succeeded.
+             INSERT INTO run (run_id, command, args, started_at, outcome) VALUES
+                 (26, 'init', '[]', '2001-01-01T00:00:00Z', 'done'),
+                 (27, 'init', '[]', '2001-01-02T00:00:00Z', 'done');
              INSERT INTO mkto_ack (object, key, payload, marketo_id, run_id, acked_at)
                  VALUES ('lead', 'a@example.com', '{}', '1', 21, '2001-01-01T00:00:00Z');
              INSERT INTO api_call (run_id, method, path, attempt, duration_ms, at)
                  VALUES (20, 'POST', '/rest/v1/leads.json', 1, 5, '2001-01-01T00:00:00Z');",
         )
         .unwrap();
-        assert_eq!(prune(&mut conn, 30).unwrap(), 2);
+        assert_eq!(prune(&mut conn, 30).unwrap(), 3);
         let left: Vec<i64> = conn
             .prepare("SELECT run_id FROM run WHERE run_id < 9999 ORDER BY run_id")
             .unwrap()
@@ -347,8 +351,9 @@ mod tests {
             .unwrap();
         assert_eq!(
             left,
-            [21, 23, 24, 25],
-            "the push with an acknowledgement, the pull and sync that may have staged, and the recent one stay"
+            [21, 23, 24, 25, 27],
+            "the push with an acknowledgement, the pull and sync that may have staged, the recent \
+             one and the last init stay"
         );
         let calls: i64 = conn
             .query_row("SELECT count(*) FROM api_call", [], |r| r.get(0))

@@ -8,6 +8,10 @@
 # makes no REST call, `oppsync verify` passes, and the simulator holds exactly the sendable
 # export rows, field by field (every field of each payload as the simulator stored it), with
 # no lead twice. Prints one line per round and per check, and exits 1 when a check fails.
+# With LIVE=1 it pulls from the Dynamics simulator instead (change tracking, every ninth request
+# throttled with a 429 of 1 s), which serves the first version and, from the middle round on,
+# the second; one more check then compares the export rows with those of a pull of both
+# versions' pages from their folders.
 #
 # usage: tests/bench/kill_and_converge.sh [OPPORTUNITIES] [ROUNDS] [SEED]
 #   defaults: 3000 opportunities, 16 rounds, seed 1 (the kill moments, signals and faults)
@@ -26,6 +30,9 @@ if [ -z "${OPPSYNC_BIN:-}" ]; then
     cargo build --release --quiet
 fi
 bin=${OPPSYNC_BIN:-$PWD/target/release/oppsync}
+if ! command -v sqlite3 >/dev/null || ! command -v curl >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq sqlite3 curl >/dev/null
+fi
 python3 tests/bench/gen_pages.py "$work/v1" "$n" 500 > /dev/null
 python3 tests/bench/gen_pages.py "$work/v2" "$n" 500 --change 0.2 > /dev/null
 
@@ -36,15 +43,39 @@ for _ in $(seq 50); do grep -q listening "$work/sim.out" 2>/dev/null && break; s
 url=$(head -1 "$work/sim.out" | awk '{print $NF}')
 export MARKETO_BASE_URL=$url MARKETO_CLIENT_ID=oppsync-sim MARKETO_CLIENT_SECRET=oppsync-sim-secret
 db=$work/oppsync.db
+live=${LIVE:-0}
+dynamics_pid=
+if [ "$live" != 0 ]; then
+    "$bin" sim dynamics --port 0 --fixtures "$work/v1" --next "$work/v2" --throttle-every 9 \
+        --retry-after 1 > "$work/dynamics.out" &
+    dynamics_pid=$!
+    trap '[ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; kill "$dynamics_pid" 2>/dev/null; rm -rf "$work"' EXIT
+    for _ in $(seq 50); do grep -q listening "$work/dynamics.out" 2>/dev/null && break; sleep 0.1; done
+    dynamics=$(head -1 "$work/dynamics.out" | awk '{print $NF}')
+    export DYNAMICS_URL=$dynamics DYNAMICS_TOKEN_URL=$dynamics/oppsync-sim/oauth2/v2.0/token \
+        DYNAMICS_CLIENT_ID=oppsync-sim DYNAMICS_CLIENT_SECRET=oppsync-sim-secret
+fi
+# What a cycle pulls: a fixture folder, or (LIVE=1) the Dynamics simulator.
+source_of() {
+    if [ "$live" != 0 ]; then echo; else echo "--fixtures $work/$1"; fi
+}
 
 RANDOM=$seed
 for round in $(seq "$rounds"); do
     pages=v1
     [ $((round % 3)) = 0 ] && pages=v2
+    if [ "$live" != 0 ]; then
+        pages=live
+        if [ "$round" = $((rounds / 2 + 1)) ]; then
+            curl -s -X POST "$dynamics/sim/advance" -d '{}' > /dev/null
+            echo "the Dynamics simulator now serves the second version"
+        fi
+    fi
     signal=TERM
     [ $((RANDOM % 2)) = 0 ] && signal=KILL
     after_ms=$((300 + RANDOM % 6000))
-    "$bin" --db "$db" sync --every 1s --fixtures "$work/$pages" > "$work/round.out" 2>&1 &
+    # shellcheck disable=SC2046 # the source's arguments, or none
+    "$bin" --db "$db" sync --every 1s $(source_of "$pages") > "$work/round.out" 2>&1 &
     pid=$!
     sleep "$(printf '%d.%03d' $((after_ms / 1000)) $((after_ms % 1000)))"
     kill "-$signal" "$pid" 2>/dev/null || true
@@ -60,8 +91,10 @@ check() { # NAME COMMAND...: runs COMMAND, and says whether it passed
     shift
     if "$@"; then echo "ok: $name"; else echo "FAILED: $name"; failed=1; fi
 }
-"$bin" --db "$db" -q sync --fixtures "$work/v2" > "$work/final.out" 2>&1 || true
-"$bin" --db "$db" sync --fixtures "$work/v2" > "$work/again.out" 2>&1 || true
+# shellcheck disable=SC2046
+"$bin" --db "$db" -q sync $(source_of v2) > "$work/final.out" 2>&1 || true
+# shellcheck disable=SC2046
+"$bin" --db "$db" sync $(source_of v2) > "$work/again.out" 2>&1 || true
 check "a second sync makes no REST call" grep -q "no REST call made" "$work/again.out"
 check "the stored export rows equal the views" "$bin" --db "$db" -q verify
 curl -s "$url/sim/state" > "$work/state.json"
@@ -102,4 +135,11 @@ sys.exit(1 if failed else 0)
 PY
 check "the simulator holds exactly the sendable rows" \
     python3 "$work/compare.py" "$db" "$work/state.json"
+if [ "$live" != 0 ]; then
+    "$bin" --db "$work/pages.db" -q pull --fixtures "$work/v1"
+    "$bin" --db "$work/pages.db" -q pull --fixtures "$work/v2"
+    rows="SELECT object, key, payload, skip_reason FROM export_row ORDER BY 1, 2, 3"
+    check "the export rows equal those of both versions pulled from their folders" \
+        test "$(sqlite3 "$db" "$rows" | md5sum)" = "$(sqlite3 "$work/pages.db" "$rows" | md5sum)"
+fi
 exit $failed

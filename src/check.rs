@@ -213,9 +213,9 @@ fn acknowledged_in_marketo(conn: &Connection, client: &MarketoClient) -> Option<
             NAME,
             format!("{detail}: deleted or merged there since"),
             if owners_missing {
-                "run `oppsync recheck` (a query call per 300 leads and per 150 opportunities), then push: they go again, with their roles"
+                "run `oppsync recheck` (a query call per 300 leads or companies and per 150 opportunities), then push: they go again, with their roles"
             } else {
-                "run `oppsync recheck --roles` (a query call per 300 leads and per 150 opportunities or roles), then push: the roles go again"
+                "run `oppsync recheck --roles` (a query call per 300 leads or companies and per 150 opportunities or roles), then push: the roles go again"
             },
         )
     } else {

@@ -50,8 +50,8 @@ pub enum Command {
         #[arg(long, conflicts_with = "dry_run")]
         json: bool,
     },
-    /// Ask Marketo whether it still holds every lead and opportunity it acknowledged, and send
-    /// again (with the next push) those deleted or merged there since.
+    /// Ask Marketo whether it still holds every company, lead and opportunity it acknowledged,
+    /// and send again (with the next push) those deleted or merged there since.
     Recheck {
         /// Ask about every acknowledged opportunity role too, by its marketoGUID: a role
         /// deleted in Marketo while its lead and opportunity stay (150 roles a call; at 1M

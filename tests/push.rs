@@ -1575,7 +1575,7 @@ fn recheck_finds_what_marketo_lost_and_the_pushes_after_send_it_again() {
     let checked = check(&db);
     assert!(
         checked.contains("! Marketo holds what it acknowledged: 1 of 3 leads sampled are not, 1 of 5 opportunities sampled are not, 4 of 6 roles sampled are not in Marketo: deleted or merged there since")
-            && checked.contains("fix: run `oppsync recheck` (a query call per 300 leads and per 150 opportunities)"),
+            && checked.contains("fix: run `oppsync recheck` (a query call per 300 leads or companies and per 150 opportunities)"),
         "{checked}"
     );
     let run = against(&db, &sim, &["recheck", "--json"], &[]);
@@ -1583,15 +1583,16 @@ fn recheck_finds_what_marketo_lost_and_the_pushes_after_send_it_again() {
     let result: Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(
         result["counts"]["missing"],
-        json!({"lead": 1, "opportunity": 1}),
+        json!({"company": 0, "lead": 1, "opportunity": 1}),
         "{result}"
     );
-    assert_eq!(result["rest_calls"], 2);
+    assert_eq!(result["rest_calls"], 3);
     assert_eq!(
         db.column("SELECT path FROM api_call WHERE run_id = (SELECT max(run_id) FROM run) AND path LIKE '/rest%' ORDER BY call_id"),
         [
             "/rest/v1/leads.json?filterType=id&filterValues=(3 values)&fields=id",
-            "/rest/v1/opportunities.json?filterType=marketoGUID&filterValues=(5 values)&fields=marketoGUID"
+            "/rest/v1/opportunities.json?filterType=marketoGUID&filterValues=(5 values)&fields=marketoGUID",
+            "/rest/v1/companies.json?filterType=id&filterValues=(2 values)&fields=id"
         ],
         "logged without the values"
     );
@@ -1619,6 +1620,65 @@ fn recheck_finds_what_marketo_lost_and_the_pushes_after_send_it_again() {
         recheck(&db)
             .stdout
             .contains("leads: 3 checked, all in Marketo")
+    );
+}
+
+#[test]
+fn recheck_finds_a_company_marketo_lost_and_the_push_after_sends_it_then_what_names_it() {
+    let (db, sim) = pushed();
+    let id: i64 = db.column(&format!(
+        "SELECT marketo_id FROM mkto_ack WHERE object = 'company' AND key = '{FABRIKAM}'"
+    ))[0]
+        .parse()
+        .unwrap();
+    sim.delete(
+        "companies/delete.json",
+        json!({"deleteBy": "idField", "input": [{"id": id}]}),
+    );
+    let naming = |object: &str| {
+        db.count(&format!(
+            "SELECT count(*) FROM mkto_ack WHERE object = '{object}'
+               AND json_extract(payload, '$.externalCompanyId') = '{FABRIKAM}'"
+        ))
+    };
+    let (leads, opportunities) = (naming("lead"), naming("opportunity"));
+    assert!(
+        leads > 0 && opportunities > 0,
+        "the demo's Fabrikam has both"
+    );
+    let run = against(&db, &sim, &["recheck"], &[]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "companies: 2 checked, 1 no longer in Marketo (the next push sends them again, then \
+             the {} leads and opportunities that name them)",
+            leads + opportunities
+        )),
+        "{}",
+        run.stdout
+    );
+    // The push creates the company anew, then sends again what names it, linking it again.
+    let run = push(&db, &sim);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("companies: 1 created, 0 updated")
+            && run
+                .stdout
+                .contains(&format!("leads: 0 created, {leads} updated"))
+            && run.stdout.contains(&format!(
+                "opportunities: 0 created, {opportunities} updated"
+            )),
+        "{}",
+        run.stdout
+    );
+    let state = sim.state();
+    let company = Sim::find(&state, "companies", "externalCompanyId", FABRIKAM).unwrap();
+    assert_ne!(company["id"], id, "created anew: {company}");
+    assert!(push(&db, &sim).stdout.contains("no REST call made"));
+    assert!(
+        against(&db, &sim, &["recheck"], &[])
+            .stdout
+            .contains("companies: 2 checked, all in Marketo")
     );
 }
 
@@ -1653,7 +1713,7 @@ fn recheck_with_roles_finds_a_role_marketo_lost_alone_and_the_push_after_sends_i
     run.expect_code(0);
     assert!(
         run.stdout
-            .contains("Marketo holds every lead and opportunity it acknowledged"),
+            .contains("Marketo holds every company, lead and opportunity it acknowledged"),
         "{}",
         run.stdout
     );
@@ -1663,7 +1723,7 @@ fn recheck_with_roles_finds_a_role_marketo_lost_alone_and_the_push_after_sends_i
     let result: Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(
         result["counts"]["missing"],
-        json!({"lead": 0, "opportunity": 0, "opportunity_role": 1}),
+        json!({"company": 0, "lead": 0, "opportunity": 0, "opportunity_role": 1}),
         "{result}"
     );
     assert_eq!(
@@ -1676,9 +1736,9 @@ fn recheck_with_roles_finds_a_role_marketo_lost_alone_and_the_push_after_sends_i
         "{}",
         run.stderr
     );
-    assert_eq!(result["rest_calls"], 3);
+    assert_eq!(result["rest_calls"], 4);
     assert_eq!(
-        db.column("SELECT path FROM api_call WHERE run_id = (SELECT max(run_id) FROM run) AND path LIKE '/rest%' ORDER BY call_id")[2],
+        db.column("SELECT path FROM api_call WHERE run_id = (SELECT max(run_id) FROM run) AND path LIKE '/rest%' ORDER BY call_id")[3],
         "/rest/v1/opportunities/roles.json?filterType=marketoGUID&filterValues=(6 values)&fields=marketoGUID"
     );
     assert_eq!(
@@ -1704,7 +1764,7 @@ fn recheck_with_roles_finds_a_role_marketo_lost_alone_and_the_push_after_sends_i
     run.expect_code(0);
     assert!(
         run.stdout
-            .contains("Marketo holds every lead, opportunity and role it acknowledged"),
+            .contains("Marketo holds every company, lead, opportunity and role it acknowledged"),
         "{}",
         run.stdout
     );

@@ -19,9 +19,9 @@ pub(crate) fn run(ctx: &mut Context, roles: bool) -> Result<Outcome> {
     ctx.counts = json!(rechecked);
     if missing == 0 {
         ctx.say(if roles {
-            "Marketo holds every lead, opportunity and role it acknowledged"
+            "Marketo holds every company, lead, opportunity and role it acknowledged"
         } else {
-            "Marketo holds every lead and opportunity it acknowledged"
+            "Marketo holds every company, lead and opportunity it acknowledged"
         });
     } else {
         // A lead or opportunity sent again gets a new id, so push sends its roles too.

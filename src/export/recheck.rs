@@ -1,11 +1,13 @@
 //! Asks Marketo whether it still holds what it acknowledged (`oppsync recheck`): each
-//! acknowledged lead by its id, each opportunity by its marketoGUID (and with `--roles`, each
-//! role by its marketoGUID), with one query call per 300 leads and per 150 opportunities or
-//! roles (so that their GUIDs keep the query under Marketo's 8 KB URI limit),
+//! acknowledged company and lead by its id, each opportunity by its marketoGUID (and with
+//! `--roles`, each role by its marketoGUID), with one query call per 300 companies or leads and
+//! per 150 opportunities or roles (so that their GUIDs keep the query under Marketo's 8 KB URI
+//! limit),
 //! `[marketo] max_in_flight` of them at a time, as push sends. Those Marketo no longer has
 //! (deleted there by hand, or a lead merged into another) are set back, their acknowledged
 //! payload emptied, so that the next push sends them again; Marketo gives them a new id, and
-//! push sends their roles after them (`mkto_moved`). Roles are asked about only when asked
+//! push sends their roles after them (`mkto_moved`); a company's leads and opportunities are
+//! sent again after it (`SET_BACK_NAMING_MISSING_COMPANIES`). Roles are asked about only when asked
 //! for: Marketo deletes a lead's or an opportunity's roles with it, which the two lookups
 //! before find, and at 1M opportunities the roles alone would take about 17,000 calls.
 //!
@@ -38,6 +40,21 @@ const LOOKUPS: [(Object, &str, usize); 2] = [
 /// The roles' lookup, after the others when `recheck --roles` asks for it, and in every sample.
 const ROLE_LOOKUP: (Object, &str, usize) = (Object::OpportunityRole, "marketoGUID", 150);
 
+/// The companies' lookup, after the leads' and opportunities' in every recheck (not in the
+/// daily sample, which looks for what Marketo loses most: leads, merged, and what goes with
+/// them): by Marketo's id, one of Companies' searchable fields. The leads and opportunities
+/// naming a company it finds missing were looked up already, and are set back with it.
+const COMPANY_LOOKUP: (Object, &str, usize) = (Object::Company, "id", 300);
+
+/// Sets back, with the companies in `temp.recheck_missing`, the leads and opportunities whose
+/// acknowledged payload names one of them. What Marketo does to the records linked to a
+/// company deleted there is UNCONFIRMED (the reference is silent: a lead "can only leave a
+/// company by being moved to another one"), so they are sent again once the company is,
+/// which links them to it again whatever Marketo did; it costs their calls, once.
+const SET_BACK_NAMING_MISSING_COMPANIES: &str = "UPDATE mkto_ack SET payload = ''
+    WHERE object IN ('lead', 'opportunity') AND payload <> ''
+      AND json_extract(payload, '$.externalCompanyId') IN (SELECT key FROM temp.recheck_missing)";
+
 /// Records set back whatever share of their object they are: resending them costs a call.
 const FEW: usize = 10;
 
@@ -49,8 +66,8 @@ pub(crate) struct Rechecked {
     pub calls: usize,
 }
 
-/// Looks every acknowledged lead and opportunity (and with `roles`, role) up in Marketo, and
-/// sets back those it lacks.
+/// Looks every acknowledged company, lead and opportunity (and with `roles`, role) up in
+/// Marketo, and sets back those it lacks (and for a company, what names it).
 pub(crate) fn recheck(
     conn: &mut Connection,
     run_id: i64,
@@ -64,7 +81,10 @@ pub(crate) fn recheck(
         "CREATE TEMP TABLE IF NOT EXISTS recheck_missing (key TEXT PRIMARY KEY, marketo_id TEXT NOT NULL);
          DELETE FROM temp.recheck_missing;",
     )?;
-    let lookups = LOOKUPS.into_iter().chain(roles.then_some(ROLE_LOOKUP));
+    let lookups = LOOKUPS
+        .into_iter()
+        .chain([COMPANY_LOOKUP])
+        .chain(roles.then_some(ROLE_LOOKUP));
     for (object, field, per_call) in lookups {
         let checked = note_missing(
             conn,
@@ -92,12 +112,22 @@ pub(crate) fn recheck(
                  AND (key, marketo_id) IN (SELECT key, marketo_id FROM temp.recheck_missing)",
             [object.name()],
         )?;
+        let naming = if object == Object::Company && missing > 0 {
+            tx.execute(SET_BACK_NAMING_MISSING_COMPANIES, [])?
+        } else {
+            0
+        };
         tx.execute("DELETE FROM temp.recheck_missing", [])?;
         tx.commit()?;
-        say(match missing {
-            0 => format!("{}: {checked} checked, all in Marketo", object.plural()),
-            _ => format!(
+        say(match (missing, naming) {
+            (0, _) => format!("{}: {checked} checked, all in Marketo", object.plural()),
+            (_, 0) => format!(
                 "{}: {checked} checked, {missing} no longer in Marketo (the next push sends them again)",
+                object.plural()
+            ),
+            _ => format!(
+                "{}: {checked} checked, {missing} no longer in Marketo (the next push sends them again, \
+                 then the {naming} leads and opportunities that name them)",
                 object.plural()
             ),
         });

@@ -278,6 +278,16 @@ mod tests {
         (steps, removed)
     }
 
+    /// The runs left, but for `RECENT_PUSH`.
+    fn runs_left(conn: &Connection) -> Vec<i64> {
+        conn.prepare("SELECT run_id FROM run WHERE run_id < 9999 ORDER BY run_id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
     #[test]
     fn prune_keeps_every_old_run_something_refers_to() {
         let mut conn = db();
@@ -298,15 +308,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(prune(&mut conn, 30).unwrap(), 1);
-        let left: Vec<i64> = conn
-            .prepare("SELECT run_id FROM run WHERE run_id < 9999 ORDER BY run_id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
         assert_eq!(
-            left,
+            runs_left(&conn),
             [10, 11, 12, 13, 14, 15],
             "only the run nothing refers to went"
         );
@@ -342,15 +345,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(prune(&mut conn, 30).unwrap(), 3);
-        let left: Vec<i64> = conn
-            .prepare("SELECT run_id FROM run WHERE run_id < 9999 ORDER BY run_id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
         assert_eq!(
-            left,
+            runs_left(&conn),
             [21, 23, 24, 25, 27],
             "the push with an acknowledgement, the pull and sync that may have staged, the recent \
              one and the last init stay"

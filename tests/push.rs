@@ -1645,6 +1645,13 @@ fn recheck_finds_a_company_marketo_lost_and_the_push_after_sends_it_then_what_na
         "{}",
         run.stdout
     );
+    // Their roles keep their lead and opportunity, so they do not go again.
+    assert!(
+        run.stdout
+            .contains("1 no longer in Marketo: `oppsync push` sends them again\n"),
+        "{}",
+        run.stdout
+    );
     // The push creates the company anew, then sends again what names it, linking it again.
     let run = push(&db, &sim);
     run.expect_code(0);

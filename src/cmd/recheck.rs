@@ -24,9 +24,12 @@ pub(crate) fn run(ctx: &mut Context, roles: bool) -> Result<Outcome> {
             "Marketo holds every company, lead and opportunity it acknowledged"
         });
     } else {
-        // A lead or opportunity sent again gets a new id, so push sends its roles too.
-        let roles_lost = rechecked.missing.get(Object::OpportunityRole.name());
-        let lost_owners = missing - roles_lost.unwrap_or(&0);
+        // A lead or opportunity sent again gets a new id, so push sends its roles too (a
+        // company's leads and opportunities keep theirs).
+        let lost_owners: usize = [Object::Lead, Object::Opportunity]
+            .iter()
+            .filter_map(|object| rechecked.missing.get(object.name()))
+            .sum();
         ctx.say(format!(
             "{missing} no longer in Marketo: `oppsync push` sends them again{}",
             if lost_owners > 0 {

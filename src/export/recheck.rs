@@ -1,15 +1,15 @@
 //! Asks Marketo whether it still holds what it acknowledged (`oppsync recheck`): each
-//! acknowledged company and lead by its id, each opportunity by its marketoGUID (and with
-//! `--roles`, each role by its marketoGUID), with one query call per 300 companies or leads and
-//! per 150 opportunities or roles (so that their GUIDs keep the query under Marketo's 8 KB URI
-//! limit),
-//! `[marketo] max_in_flight` of them at a time, as push sends. Those Marketo no longer has
-//! (deleted there by hand, or a lead merged into another) are set back, their acknowledged
-//! payload emptied, so that the next push sends them again; Marketo gives them a new id, and
-//! push sends their roles after them (`mkto_moved`); a company's leads and opportunities are
-//! sent again after it (`SET_BACK_NAMING_MISSING_COMPANIES`). Roles are asked about only when asked
-//! for: Marketo deletes a lead's or an opportunity's roles with it, which the two lookups
-//! before find, and at 1M opportunities the roles alone would take about 17,000 calls.
+//! acknowledged lead and company by its id, each opportunity by its marketoGUID (and with
+//! `--roles`, each role by its marketoGUID), with one query call per 300 leads or companies
+//! and per 150 opportunities or roles (so that their GUIDs keep the query under Marketo's 8 KB
+//! URI limit), `[marketo] max_in_flight` of them at a time, as push sends. Those Marketo no
+//! longer has (deleted there by hand, or a lead merged into another) are set back, their
+//! acknowledged payload emptied, so that the next push sends them again; Marketo gives them a
+//! new id, and push sends their roles after them (`mkto_moved`); a company's leads and
+//! opportunities are sent again after it (`SET_BACK_NAMING_MISSING_COMPANIES`). Roles are
+//! asked about only when asked for: Marketo deletes a lead's or an opportunity's roles with
+//! it, which the lookups before find, and at 1M opportunities the roles alone would take
+//! about 17,000 calls.
 //!
 //! A record is only set back on an answer that lists the records found: an answer without a
 //! result list fails the run, and sets back nothing of its object (an object before it is

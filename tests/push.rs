@@ -1954,8 +1954,10 @@ fn recheck_keeps_queries_in_flight_and_stops_at_an_answer_without_its_records() 
         .iter()
         .filter(|r| r.path() == "/rest/v1/opportunities.json")
         .count();
-    // At most the four in flight when the third was answered, and two sent after the first two.
-    assert!((3..=6).contains(&sent), "{sent} queries sent");
+    // The server fails the third query to reach it, one of the four sent at once, which may
+    // be the fourth in key order when they arrive out of order: the answers are judged in key
+    // order, so the three before it may be judged first, each letting one more go (at most 7).
+    assert!((3..=7).contains(&sent), "{sent} queries sent");
     let recheck_run = "(SELECT max(run_id) FROM run WHERE command = 'recheck')";
     assert_eq!(
         db.count(&format!(

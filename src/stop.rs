@@ -75,11 +75,8 @@ pub(crate) fn sleep(duration: Duration) -> bool {
 /// Waits `duration` before a retry, or fails with `Stopped` as soon as a stop is asked for
 /// (Dataverse's Retry-After asks for up to five minutes).
 pub(crate) fn pause(duration: Duration) -> Result<()> {
-    if sleep(duration) {
-        Ok(())
-    } else {
-        Err(Stopped { during: None }.into())
-    }
+    sleep(duration);
+    check()
 }
 
 /// Runs `step`, SQL on `conn` that may take minutes, so that a stop request interrupts it:
@@ -123,7 +120,7 @@ fn interrupted(err: &anyhow::Error) -> bool {
 /// views it committed, but not `built`, so the next run evaluates in full again).
 #[derive(Debug)]
 pub(crate) struct Stopped {
-    pub during: Option<&'static str>,
+    during: Option<&'static str>,
 }
 
 impl fmt::Display for Stopped {

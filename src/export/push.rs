@@ -491,8 +491,8 @@ fn send_parts(
         let mut in_flight = 0;
         loop {
             // A requested stop sends nothing new; what is in flight is answered and recorded.
-            if failed.is_none() && crate::stop::requested() {
-                failed = Some(crate::stop::Stopped { during: None }.into());
+            if failed.is_none() {
+                failed = crate::stop::check().err();
             }
             while failed.is_none() && more && queue.len() < lane.max_in_flight {
                 match next_chunk(conn, summary) {

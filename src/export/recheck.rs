@@ -187,9 +187,10 @@ fn note_missing(
         // Answers that came before one sent earlier, waiting for their turn.
         let mut early = std::collections::BTreeMap::new();
         loop {
-            if failed.is_none() && crate::stop::requested() {
-                // No query more: those in flight are answered and logged, then the run ends.
-                failed = Some(crate::stop::Stopped { during: None }.into());
+            if failed.is_none() {
+                // On a stop no query more: those in flight are answered and logged, then the
+                // run ends.
+                failed = crate::stop::check().err();
             }
             while more && failed.is_none() && sent - judged < max_in_flight.max(1) {
                 let batch = acknowledged(conn, object, &after, per_call)?;

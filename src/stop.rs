@@ -1,8 +1,9 @@
 //! Stopping on request: in `pull`, `push`, `sync` (once or `--every`) and `recheck`, the first
 //! SIGTERM or SIGINT asks the command to stop at the next safe point (between pages of a pull,
 //! between requests of a push or recheck: what is in flight is answered and recorded first; a
-//! wait before a retry of Dynamics ends at once); a second one ends the process at once, which
-//! SQLite's journal makes safe (the database stays consistent, and the next run resumes).
+//! wait before a retry, or for Marketo's rate window, ends at once, the call not made); a second
+//! one ends the process at once, which SQLite's journal makes safe (the database stays
+//! consistent, and the next run resumes).
 //!
 //! A step of SQL that can take minutes on a large org (building the indexes a first pull set
 //! aside, refreshing or evaluating the export rows: over a minute at 1M opportunities) has no
@@ -73,7 +74,7 @@ pub(crate) fn sleep(duration: Duration) -> bool {
 }
 
 /// Waits `duration` before a retry, or fails with `Stopped` as soon as a stop is asked for
-/// (Dataverse's Retry-After asks for up to five minutes).
+/// (Dataverse's Retry-After asks for up to five minutes; Marketo's rate window is 20 s).
 pub(crate) fn pause(duration: Duration) -> Result<()> {
     sleep(duration);
     check()

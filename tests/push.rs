@@ -2223,3 +2223,79 @@ fn a_single_push_or_recheck_asked_to_stop_ends_at_a_safe_point_and_the_next_run_
         ["recheck failed"]
     );
 }
+
+/// Waits until the simulator has answered `calls` REST calls and then a second more with none
+/// after them (the push is waiting), and returns how many it has answered.
+fn calls_settled_at_least(sim: &Sim, calls: u64) -> u64 {
+    let rest_calls = || sim.state()["rest_calls"].as_u64().unwrap();
+    for _ in 0..200 {
+        if rest_calls() >= calls {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seen = rest_calls();
+    assert!(seen >= calls, "the push made {seen} calls, not {calls}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(rest_calls(), seen, "the push is waiting, not calling");
+    seen
+}
+
+#[test]
+fn a_stop_ends_the_waits_before_a_marketo_retry_and_for_the_rate_window() {
+    let db = pulled("1-initial");
+    let config = db.dir.path().join("oppsync.toml");
+    let sim = Sim::start(&[]);
+
+    // The first call to sync companies fails transiently; its retry is a minute away.
+    std::fs::write(&config, "[marketo]\nretry_base_ms = 60000\n").unwrap();
+    sim.fault(json!({"code": "604", "path": "companies.json"}));
+    let child = spawn_push(&db, &sim);
+    for _ in 0..200 {
+        if sim.state()["queued_faults"] == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sim.state()["queued_faults"], 0, "the fault was met");
+    let before = calls_settled_at_least(&sim, 1);
+    let (code, said) = signalled(child, "-TERM");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("stopped on request"), "{said}");
+    assert_eq!(
+        sim.state()["rest_calls"].as_u64().unwrap(),
+        before,
+        "the retry is not sent after the stop"
+    );
+    assert!(
+        sim.state()["companies"].as_array().unwrap().is_empty(),
+        "{said}"
+    );
+
+    // Two calls a minute: the calls of the push before count, so the limiter holds the first
+    // call for most of a minute.
+    std::fs::write(
+        &config,
+        "[marketo]\nrate_limit_calls = 2\nrate_limit_window_secs = 60\n",
+    )
+    .unwrap();
+    let child = spawn_push(&db, &sim);
+    let before = calls_settled_at_least(&sim, 0);
+    let (code, said) = signalled(child, "-INT");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("stopped on request"), "{said}");
+    assert_eq!(
+        sim.state()["rest_calls"].as_u64().unwrap(),
+        before,
+        "the call held by the limiter is not sent after the stop"
+    );
+
+    // Nothing was lost: an unhindered push converges.
+    std::fs::write(&config, "[marketo]\nretry_base_ms = 5\n").unwrap();
+    push(&db, &sim).expect_code(3); // two records without an email are skipped
+    push(&db, &sim).expect_code(0);
+    assert_eq!(
+        sim.state()["leads"].as_array().unwrap().len() as i64,
+        db.count("SELECT count(*) FROM mkto_lead WHERE skip_reason IS NULL"),
+    );
+}

@@ -207,12 +207,13 @@ impl MarketoClient {
         lock(&self.backoff).delay(attempt)
     }
 
-    /// Blocks until the limiter lets a call go, and counts it.
-    fn acquire(&self) {
+    /// Blocks until the limiter lets a call go, and counts it; fails with `Stopped`, the call
+    /// not made, as soon as a stop is asked for during the wait (up to a window, 20 s).
+    fn acquire(&self) -> Result<()> {
         loop {
             let wait = lock(&self.limiter).try_acquire(Instant::now());
             if wait.is_zero() {
-                return;
+                return Ok(());
             }
             if wait >= Duration::from_secs(1) {
                 crate::progress::wait(&format!(
@@ -220,7 +221,7 @@ impl MarketoClient {
                     wait.as_secs_f64()
                 ));
             }
-            std::thread::sleep(wait);
+            crate::stop::pause(wait)?;
         }
     }
 
@@ -269,7 +270,7 @@ impl MarketoClient {
         loop {
             attempt += 1;
             let token = self.ensure_token(calls)?;
-            self.acquire();
+            self.acquire()?;
             let outcome = self.attempt(method, path, body, records, attempt, &token, calls);
             match outcome {
                 Attempt::Done(value) => return Ok(value),
@@ -320,7 +321,9 @@ impl MarketoClient {
                         wait.as_secs_f64(),
                         attempt + 1
                     ));
-                    std::thread::sleep(wait);
+                    // A stop ends the wait and the call: its records stay unacknowledged, and
+                    // the next push sends them, as after any failed call.
+                    crate::stop::pause(wait)?;
                 }
             }
         }

@@ -178,10 +178,10 @@ fn dynamics(config: &Config, items: &mut Vec<Item>) {
     }
 }
 
-/// Whether Marketo still holds a sample of the leads, opportunities and roles it acknowledged
-/// (one query call each): one deleted or merged there since is sent again only after a change,
-/// or by `oppsync recheck` (`--roles` for a role lost on its own). Nothing when nothing was
-/// acknowledged yet.
+/// Whether Marketo still holds a sample of the leads, opportunities, companies and roles it
+/// acknowledged (one query call each): one deleted or merged there since is sent again only
+/// after a change, or by `oppsync recheck` (`--roles` for a role lost on its own). Nothing when
+/// nothing was acknowledged yet.
 fn acknowledged_in_marketo(conn: &Connection, client: &MarketoClient) -> Option<Item> {
     const NAME: &str = "Marketo holds what it acknowledged";
     // `check` records no run: the calls are not logged.
@@ -195,7 +195,7 @@ fn acknowledged_in_marketo(conn: &Connection, client: &MarketoClient) -> Option<
                     "the sample could not be looked up: {}",
                     crate::exit::error_line(&err)
                 ),
-                "give the API user the Read-Only Lead and Read-Only Opportunity permissions (its role in Admin > Users & Roles), so that this check and `oppsync recheck` work",
+                "give the API user the Read-Only Lead, Read-Only Company and Read-Only Opportunity permissions (its role in Admin > Users & Roles), so that this check and `oppsync recheck` work",
             ));
         }
     };
@@ -207,12 +207,12 @@ fn acknowledged_in_marketo(conn: &Connection, client: &MarketoClient) -> Option<
         })
         .collect();
     let detail = format!("{} in Marketo", told.join(", "));
-    let owners_missing = crate::export::recheck::owners_missing(&sampled);
+    let more_than_roles_missing = crate::export::recheck::more_than_roles_missing(&sampled);
     Some(if sampled.iter().any(|s| s.missing > 0) {
         Item::warn(
             NAME,
             format!("{detail}: deleted or merged there since"),
-            if owners_missing {
+            if more_than_roles_missing {
                 "run `oppsync recheck` (a query call per 300 leads or companies and per 150 opportunities), then push: they go again, with their roles"
             } else {
                 "run `oppsync recheck --roles` (a query call per 300 leads or companies and per 150 opportunities or roles), then push: the roles go again"

@@ -61,6 +61,8 @@ pub(crate) struct Sample {
     pub leads_missing: i64,
     pub opportunities_asked: i64,
     pub opportunities_missing: i64,
+    pub companies_asked: i64,
+    pub companies_missing: i64,
     pub roles_asked: i64,
     pub roles_missing: i64,
     /// Why it could not be looked up.
@@ -237,7 +239,8 @@ pub(crate) fn read(
     let marketo_sample = conn
         .query_row(
             "SELECT run_id, sampled_at, leads_asked, leads_missing, opportunities_asked,
-                 opportunities_missing, roles_asked, roles_missing, error
+                 opportunities_missing, companies_asked, companies_missing, roles_asked,
+                 roles_missing, error
              FROM marketo_sample ORDER BY sample_id DESC LIMIT 1",
             [],
             |r| {
@@ -248,9 +251,11 @@ pub(crate) fn read(
                     leads_missing: r.get(3)?,
                     opportunities_asked: r.get(4)?,
                     opportunities_missing: r.get(5)?,
-                    roles_asked: r.get(6)?,
-                    roles_missing: r.get(7)?,
-                    error: r.get(8)?,
+                    companies_asked: r.get(6)?,
+                    companies_missing: r.get(7)?,
+                    roles_asked: r.get(8)?,
+                    roles_missing: r.get(9)?,
+                    error: r.get(10)?,
                 })
             },
         )

@@ -80,6 +80,21 @@ impl Sim {
         role
     }
 
+    /// Deletes the company with this externalCompanyId in Marketo, by the id Marketo gave it
+    /// (as acknowledged in `db`); returns that id.
+    fn delete_company(&self, db: &TestDb, key: &str) -> i64 {
+        let id: i64 = db.column(&format!(
+            "SELECT marketo_id FROM mkto_ack WHERE object = 'company' AND key = '{key}'"
+        ))[0]
+            .parse()
+            .unwrap();
+        self.delete(
+            "companies/delete.json",
+            json!({"deleteBy": "idField", "input": [{"id": id}]}),
+        );
+        id
+    }
+
     /// Deletes the opportunity with this externalOpportunityId in Marketo.
     fn delete_opportunity(&self, id: &str) {
         self.delete(
@@ -1542,7 +1557,7 @@ fn recheck_finds_what_marketo_lost_and_the_pushes_after_send_it_again() {
     let recheck = |db: &TestDb| against(db, &sim, &["recheck"], &[]);
     let check = |db: &TestDb| against(db, &sim, &["check"], &[]).stdout;
     assert!(
-        check(&db).contains("✓ Marketo holds what it acknowledged: all 3 leads sampled, all 5 opportunities sampled, all 6 roles sampled in Marketo"),
+        check(&db).contains("✓ Marketo holds what it acknowledged: all 3 leads sampled, all 5 opportunities sampled, all 2 companies sampled, all 6 roles sampled in Marketo"),
         "{}",
         check(&db)
     );
@@ -1562,7 +1577,7 @@ fn recheck_finds_what_marketo_lost_and_the_pushes_after_send_it_again() {
     sim.delete_opportunity(opportunity);
     let checked = check(&db);
     assert!(
-        checked.contains("! Marketo holds what it acknowledged: 1 of 3 leads sampled are not, 1 of 5 opportunities sampled are not, 4 of 6 roles sampled are not in Marketo: deleted or merged there since")
+        checked.contains("! Marketo holds what it acknowledged: 1 of 3 leads sampled are not, 1 of 5 opportunities sampled are not, all 2 companies sampled, 4 of 6 roles sampled are not in Marketo: deleted or merged there since")
             && checked.contains("fix: run `oppsync recheck` (a query call per 300 leads or companies and per 150 opportunities)"),
         "{checked}"
     );
@@ -1614,15 +1629,7 @@ fn recheck_finds_what_marketo_lost_and_the_pushes_after_send_it_again() {
 #[test]
 fn recheck_finds_a_company_marketo_lost_and_the_push_after_sends_it_then_what_names_it() {
     let (db, sim) = pushed();
-    let id: i64 = db.column(&format!(
-        "SELECT marketo_id FROM mkto_ack WHERE object = 'company' AND key = '{FABRIKAM}'"
-    ))[0]
-        .parse()
-        .unwrap();
-    sim.delete(
-        "companies/delete.json",
-        json!({"deleteBy": "idField", "input": [{"id": id}]}),
-    );
+    let id = sim.delete_company(&db, FABRIKAM);
     let naming = |object: &str| {
         db.count(&format!(
             "SELECT count(*) FROM mkto_ack WHERE object = '{object}'
@@ -1699,7 +1706,7 @@ fn recheck_with_roles_finds_a_role_marketo_lost_alone_and_the_push_after_sends_i
     assert!(!held(&sim));
     let checked = against(&db, &sim, &["check"], &[]).stdout;
     assert!(
-        checked.contains("all 5 opportunities sampled, 1 of 6 roles sampled are not in Marketo")
+        checked.contains("all 5 opportunities sampled, all 2 companies sampled, 1 of 6 roles sampled are not in Marketo")
             && checked.contains("fix: run `oppsync recheck --roles`"),
         "{checked}"
     );
@@ -2040,7 +2047,7 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
     run.expect_code(3); // the contact without an email
     assert!(
         run.stdout.contains(
-            "sampled what Marketo holds: all 3 leads, 5 opportunities and 6 roles asked about are there"
+            "sampled what Marketo holds: all 3 leads, 5 opportunities, 2 companies and 6 roles asked about are there"
         ),
         "{}",
         run.stdout
@@ -2050,8 +2057,8 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
             "SELECT count(*) FROM api_call WHERE path LIKE '/rest/v1/%.json?filterType=%'
                  AND run_id = (SELECT max(run_id) FROM run)"
         ),
-        3,
-        "a query each of leads, opportunities and roles, logged"
+        4,
+        "a query each of leads, opportunities, companies and roles, logged"
     );
     // Not again within the day.
     sync(&[]).expect_code(0);
@@ -2070,13 +2077,13 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
     run.expect_code(3);
     warned(
         &run,
-        "1 of 3 leads, 0 of 5 opportunities and 3 of 6 roles",
+        "1 of 3 leads, 0 of 5 opportunities, 0 of 2 companies and 3 of 6 roles",
         "oppsync recheck",
     );
     let status = db.run(&["status"]);
     assert!(
         status.stdout.contains(
-            "Marketo lacks 1 of 3 leads, 0 of 5 opportunities and 3 of 6 roles asked about: run `oppsync recheck`, then push"
+            "Marketo lacks 1 of 3 leads, 0 of 5 opportunities, 0 of 2 companies and 3 of 6 roles asked about: run `oppsync recheck`, then push"
         ),
         "{}",
         status.stdout
@@ -2093,8 +2100,9 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
     let run = sync(&[]);
     run.expect_code(0);
     assert!(
-        run.stdout
-            .contains("all 3 leads, 5 opportunities and 6 roles asked about are there"),
+        run.stdout.contains(
+            "all 3 leads, 5 opportunities, 2 companies and 6 roles asked about are there"
+        ),
         "{}",
         run.stdout
     );
@@ -2114,7 +2122,7 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
     run.expect_code(3);
     warned(
         &run,
-        "0 of 3 leads, 0 of 5 opportunities and 1 of 6 roles",
+        "0 of 3 leads, 0 of 5 opportunities, 0 of 2 companies and 1 of 6 roles",
         "oppsync recheck --roles",
     );
     let status = db.run(&["status", "--json"]);
@@ -2126,6 +2134,33 @@ fn sync_samples_what_marketo_holds_once_a_day_and_warns_of_what_it_lacks() {
             .stdout
             .contains("1 of 6 roles asked about: run `oppsync recheck --roles`, then push")
     );
+    against(&db, &sim, &["recheck", "--roles"], &[]).expect_code(0);
+    push(&db, &sim).expect_code(0);
+    day_over();
+    let run = sync(&[]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("are there"), "{}", run.stdout);
+
+    // A company deleted in Marketo: the sample finds it, and names plain `recheck`, which
+    // looks companies up.
+    sim.delete_company(&db, FABRIKAM);
+    day_over();
+    let run = sync(&[]);
+    run.expect_code(3);
+    warned(
+        &run,
+        "0 of 3 leads, 0 of 5 opportunities, 1 of 2 companies and 0 of 6 roles",
+        "oppsync recheck",
+    );
+    let status: Value = serde_json::from_str(&db.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["marketo_sample"]["companies_missing"], 1, "{status}");
+    assert_eq!(status["marketo_sample"]["companies_asked"], 2, "{status}");
+    assert!(db.run(&["status"]).stdout.contains(
+        "1 of 2 companies and 0 of 6 roles asked about: run `oppsync recheck`, then push"
+    ));
+    against(&db, &sim, &["recheck"], &[]).expect_code(0);
+    push(&db, &sim).expect_code(0);
+    assert_eq!(sim.state()["companies"].as_array().unwrap().len(), 2);
 }
 
 /// `oppsync ARGS` against the simulator in the background, its stdout discarded and its stderr

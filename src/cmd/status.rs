@@ -166,25 +166,36 @@ fn print_human(s: &Status) {
     if let Some(sample) = &s.marketo_sample {
         let found = match &sample.error {
             Some(error) => format!("could not be looked up: {error}"),
-            None if sample.leads_missing + sample.opportunities_missing + sample.roles_missing
+            None if sample.leads_missing
+                + sample.opportunities_missing
+                + sample.companies_missing
+                + sample.roles_missing
                 > 0 =>
             {
                 format!(
-                    "Marketo lacks {} of {} leads, {} of {} opportunities and {} of {} roles asked about: run `{}`, then push",
+                    "Marketo lacks {} of {} leads, {} of {} opportunities, {} of {} companies and {} of {} roles asked about: run `{}`, then push",
                     sample.leads_missing,
                     sample.leads_asked,
                     sample.opportunities_missing,
                     sample.opportunities_asked,
+                    sample.companies_missing,
+                    sample.companies_asked,
                     sample.roles_missing,
                     sample.roles_asked,
                     crate::export::recheck::recheck_command(
-                        sample.leads_missing + sample.opportunities_missing > 0
+                        sample.leads_missing
+                            + sample.opportunities_missing
+                            + sample.companies_missing
+                            > 0
                     )
                 )
             }
             None => format!(
-                "all {} leads, {} opportunities and {} roles asked about are in Marketo",
-                sample.leads_asked, sample.opportunities_asked, sample.roles_asked
+                "all {} leads, {} opportunities, {} companies and {} roles asked about are in Marketo",
+                sample.leads_asked,
+                sample.opportunities_asked,
+                sample.companies_asked,
+                sample.roles_asked
             ),
         };
         outln!(

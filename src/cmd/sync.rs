@@ -71,9 +71,9 @@ pub(crate) fn run(
 }
 
 /// Every `[marketo] sample_every_hours`, after the push: a random sample of the acknowledged
-/// leads, opportunities and roles looked up in Marketo (`recheck::sample`, a query each), its
-/// calls logged and what it found stored (`marketo_sample`) and said; a warning when Marketo
-/// lacks some, naming `oppsync recheck` (with `--roles` when only roles are missing). Returns
+/// leads, opportunities, companies and roles looked up in Marketo (`recheck::sample`, a query
+/// each), its calls logged and what it found stored (`marketo_sample`) and said; a warning when
+/// Marketo lacks some, naming `oppsync recheck` (with `--roles` when only roles are missing). Returns
 /// whether that is new (the sample before found none missing), which makes the cycle exit 3.
 /// A sample that cannot be looked up is a warning too, not a failed cycle: the push went
 /// through.
@@ -111,7 +111,7 @@ fn sample_if_due(ctx: &mut Context, client: &MarketoClient) -> Result<bool> {
     };
     if missing > 0 {
         let told = each(&|s| format!("{} of {} {}", s.missing, s.asked, s.object.plural()));
-        let recheck = recheck::recheck_command(recheck::owners_missing(sampled));
+        let recheck = recheck::recheck_command(recheck::more_than_roles_missing(sampled));
         crate::progress::warn(&format!(
             "warning: Marketo lacks {told} sampled at random of those it acknowledged (deleted or merged there): run `{recheck}` to find them all, then push"
         ));

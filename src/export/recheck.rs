@@ -40,9 +40,8 @@ const LOOKUPS: [(Object, &str, usize); 2] = [
 /// The roles' lookup, after the others when `recheck --roles` asks for it, and in every sample.
 const ROLE_LOOKUP: (Object, &str, usize) = (Object::OpportunityRole, "marketoGUID", 150);
 
-/// The companies' lookup, after the leads' and opportunities' in every recheck (not in the
-/// daily sample, which looks for what Marketo loses most: leads, merged, and what goes with
-/// them): by Marketo's id, one of Companies' searchable fields. The leads and opportunities
+/// The companies' lookup, after the leads' and opportunities' in every recheck, and in every
+/// sample: by Marketo's id, one of Companies' searchable fields. The leads and opportunities
 /// naming a company it finds missing were looked up already, and are set back with it.
 const COMPANY_LOOKUP: (Object, &str, usize) = (Object::Company, "id", 300);
 
@@ -285,16 +284,16 @@ pub(crate) struct Sampled {
 }
 
 /// For `check`, and for `sync` every `[marketo] sample_every_hours`: a sample of the
-/// acknowledged leads, opportunities and roles (as many as one query asks about, chosen at
-/// random) looked up in Marketo; objects with none acknowledged are left out. The calls made
-/// are added to `calls`, for a command that records a run to log.
+/// acknowledged leads, opportunities, companies and roles (as many as one query asks about,
+/// chosen at random) looked up in Marketo; objects with none acknowledged are left out. The
+/// calls made are added to `calls`, for a command that records a run to log.
 pub(crate) fn sample(
     conn: &Connection,
     client: &MarketoClient,
     calls: &mut Vec<CallLog>,
 ) -> Result<Vec<Sampled>> {
     let mut sampled = Vec::new();
-    for (object, field, per_call) in LOOKUPS.into_iter().chain([ROLE_LOOKUP]) {
+    for (object, field, per_call) in LOOKUPS.into_iter().chain([COMPANY_LOOKUP, ROLE_LOOKUP]) {
         let batch = random_acknowledged(conn, object, per_call)?;
         if batch.is_empty() {
             continue;
@@ -342,8 +341,8 @@ pub(crate) fn store_sample(
 ) -> Result<bool> {
     let missing_before: Option<i64> = conn
         .query_row(
-            "SELECT leads_missing + opportunities_missing + roles_missing FROM marketo_sample
-             WHERE error IS NULL ORDER BY sample_id DESC LIMIT 1",
+            "SELECT leads_missing + opportunities_missing + companies_missing + roles_missing
+             FROM marketo_sample WHERE error IS NULL ORDER BY sample_id DESC LIMIT 1",
             [],
             |r| r.get(0),
         )
@@ -358,6 +357,7 @@ pub(crate) fn store_sample(
     };
     let (leads_asked, leads_missing) = of(Object::Lead);
     let (opportunities_asked, opportunities_missing) = of(Object::Opportunity);
+    let (companies_asked, companies_missing) = of(Object::Company);
     let (roles_asked, roles_missing) = of(Object::OpportunityRole);
     let error = sampled
         .as_ref()
@@ -365,8 +365,9 @@ pub(crate) fn store_sample(
         .map(|err| crate::redact::redact(&crate::exit::error_line(err)).to_string());
     conn.execute(
         "INSERT INTO marketo_sample (run_id, sampled_at, leads_asked, leads_missing,
-             opportunities_asked, opportunities_missing, roles_asked, roles_missing, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             opportunities_asked, opportunities_missing, companies_asked, companies_missing,
+             roles_asked, roles_missing, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             run_id,
             crate::run::now(),
@@ -374,28 +375,32 @@ pub(crate) fn store_sample(
             leads_missing as i64,
             opportunities_asked as i64,
             opportunities_missing as i64,
+            companies_asked as i64,
+            companies_missing as i64,
             roles_asked as i64,
             roles_missing as i64,
             error
         ],
     )?;
-    Ok(leads_missing + opportunities_missing + roles_missing > 0
-        && missing_before.unwrap_or(0) == 0)
+    Ok(
+        leads_missing + opportunities_missing + companies_missing + roles_missing > 0
+            && missing_before.unwrap_or(0) == 0,
+    )
 }
 
-/// Whether a sample found a lead or an opportunity missing, not only roles: then plain
-/// `recheck` finds all (`recheck_command`).
-pub(crate) fn owners_missing(sampled: &[Sampled]) -> bool {
+/// Whether a sample found a lead, an opportunity or a company missing, not only roles: then
+/// plain `recheck` finds all (`recheck_command`).
+pub(crate) fn more_than_roles_missing(sampled: &[Sampled]) -> bool {
     sampled
         .iter()
         .any(|s| s.missing > 0 && s.object != Object::OpportunityRole)
 }
 
-/// The command that finds all of what a sample found missing: `recheck` when a lead or an
-/// opportunity is missing (their roles go again with them), `recheck --roles` when only roles
-/// are.
-pub(crate) fn recheck_command(leads_or_opportunities_missing: bool) -> &'static str {
-    if leads_or_opportunities_missing {
+/// The command that finds all of what a sample found missing: `recheck` when a lead, an
+/// opportunity or a company is missing (their roles, or what names the company, go again with
+/// them), `recheck --roles` when only roles are.
+pub(crate) fn recheck_command(more_than_roles_missing: bool) -> &'static str {
+    if more_than_roles_missing {
         "oppsync recheck"
     } else {
         "oppsync recheck --roles"

@@ -2293,15 +2293,20 @@ fn a_stop_ends_the_waits_before_a_marketo_retry_and_for_the_rate_window() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(sim.state()["queued_faults"], 0, "the fault was met");
-    let before = calls_settled_at_least(&sim, 1);
-    let (code, said) = signalled(child, "-TERM");
-    assert_eq!(code, Some(1), "{said}");
-    assert!(said.contains("stopped on request"), "{said}");
-    assert_eq!(
-        sim.state()["rest_calls"].as_u64().unwrap(),
-        before,
-        "the retry is not sent after the stop"
-    );
+    // Signals the waiting push, which stops without another call.
+    let stopped = |child, signal, waiting_for| {
+        let before = calls_settled_at_least(&sim, 1);
+        let (code, said) = signalled(child, signal);
+        assert_eq!(code, Some(1), "{said}");
+        assert!(said.contains("stopped on request"), "{said}");
+        assert_eq!(
+            sim.state()["rest_calls"].as_u64().unwrap(),
+            before,
+            "the call {waiting_for} is not sent after the stop"
+        );
+        said
+    };
+    let said = stopped(child, "-TERM", "to retry");
     assert!(
         sim.state()["companies"].as_array().unwrap().is_empty(),
         "{said}"
@@ -2314,16 +2319,7 @@ fn a_stop_ends_the_waits_before_a_marketo_retry_and_for_the_rate_window() {
         "[marketo]\nrate_limit_calls = 2\nrate_limit_window_secs = 60\n",
     )
     .unwrap();
-    let child = spawn_push(&db, &sim);
-    let before = calls_settled_at_least(&sim, 0);
-    let (code, said) = signalled(child, "-INT");
-    assert_eq!(code, Some(1), "{said}");
-    assert!(said.contains("stopped on request"), "{said}");
-    assert_eq!(
-        sim.state()["rest_calls"].as_u64().unwrap(),
-        before,
-        "the call held by the limiter is not sent after the stop"
-    );
+    stopped(spawn_push(&db, &sim), "-INT", "held by the limiter");
 
     // Nothing was lost: an unhindered push converges.
     std::fs::write(&config, "[marketo]\nretry_base_ms = 5\n").unwrap();

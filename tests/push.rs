@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{Run, SimProcess, TestDb, fixtures};
+use crate::util::{Run, SimProcess, TestDb, fixtures, marketo_env};
 
 /// `oppsync sim marketo` as a child process; killed when dropped.
 struct Sim(SimProcess);
@@ -2328,5 +2328,47 @@ fn a_stop_ends_the_waits_before_a_marketo_retry_and_for_the_rate_window() {
     assert_eq!(
         sim.state()["leads"].as_array().unwrap().len() as i64,
         db.count("SELECT count(*) FROM mkto_lead WHERE skip_reason IS NULL"),
+    );
+
+    // A sync whose push has nothing to send, stopped while its sample of what Marketo holds
+    // (due: there is none yet) waits for the rate window: the sample is not stored as one
+    // that could not be looked up, and the next sync makes it.
+    std::fs::write(
+        &config,
+        "[marketo]\nrate_limit_calls = 2\nrate_limit_window_secs = 60\n",
+    )
+    .unwrap();
+    let dir = fixtures().join("demo").join("1-initial");
+    let sync = ["-v", "sync", "--fixtures", dir.to_str().unwrap()];
+    let mut child = db
+        .command(db.dir.path(), &sync, &marketo_env(&sim.url))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("rate limit: waiting") {
+        let read = std::io::BufRead::read_line(&mut out, &mut said).unwrap();
+        assert!(read > 0, "the sync ended without waiting: {said}");
+    }
+    assert!(said.contains("nothing to push"), "{said}");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    std::io::Read::read_to_string(&mut out, &mut said).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{said}");
+    assert!(
+        said.contains("the sample of what Marketo holds is left to the next sync"),
+        "{said}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM marketo_sample"), 0);
+    std::fs::write(&config, "[marketo]\nretry_base_ms = 5\n").unwrap();
+    against(&db, &sim, &sync[1..], &[]).expect_code(0);
+    assert_eq!(
+        db.column("SELECT error IS NULL AND leads_asked > 0 FROM marketo_sample"),
+        ["1"]
     );
 }

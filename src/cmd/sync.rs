@@ -76,17 +76,23 @@ pub(crate) fn run(
 /// Marketo lacks some, naming `oppsync recheck` (with `--roles` when only roles are missing). Returns
 /// whether that is new (the sample before found none missing), which makes the cycle exit 3.
 /// A sample that cannot be looked up is a warning too, not a failed cycle: the push went
-/// through.
+/// through. One a stop cut short (in a wait for Marketo's rate window) is not stored, so that
+/// the next cycle makes it, rather than a day later.
 fn sample_if_due(ctx: &mut Context, client: &MarketoClient) -> Result<bool> {
     if !recheck::sample_due(&ctx.conn, ctx.config.marketo.sample_every_hours)? {
         return Ok(false);
     }
     let mut calls = Vec::new();
     let sampled = recheck::sample(&ctx.conn, client, &mut calls);
+    let stopped = sampled.as_ref().is_err_and(crate::stop::is_stopped);
     let tx = ctx.conn.transaction()?;
     insert_calls(&tx, ctx.run_id, &calls)?;
-    let new = recheck::store_sample(&tx, ctx.run_id, &sampled)?;
+    let new = !stopped && recheck::store_sample(&tx, ctx.run_id, &sampled)?;
     tx.commit()?;
+    if stopped {
+        ctx.say("the sample of what Marketo holds is left to the next sync: stopped on request");
+        return Ok(false);
+    }
     let sampled = match &sampled {
         Ok(sampled) => sampled,
         Err(err) => {

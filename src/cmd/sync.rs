@@ -73,8 +73,9 @@ pub(crate) fn run(
 /// Every `[marketo] sample_every_hours`, after the push: a random sample of the acknowledged
 /// leads, opportunities, companies and roles looked up in Marketo (`recheck::sample`, a query
 /// each), its calls logged and what it found stored (`marketo_sample`) and said; a warning when
-/// Marketo lacks some, naming `oppsync recheck` (with `--roles` when only roles are missing). Returns
-/// whether that is new (the sample before found none missing), which makes the cycle exit 3.
+/// Marketo lacks some, naming `oppsync recheck` (with `--roles` when only roles are missing).
+/// Returns whether that is new (the sample before found none missing), which makes the cycle
+/// exit 3.
 /// A sample that cannot be looked up is a warning too, not a failed cycle: the push went
 /// through. One a stop cut short (in a wait for Marketo's rate window) is not stored, so that
 /// the next cycle makes it, rather than a day later.

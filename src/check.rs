@@ -213,7 +213,7 @@ fn acknowledged_in_marketo(conn: &Connection, client: &MarketoClient) -> Option<
             NAME,
             format!("{detail}: deleted or merged there since"),
             if more_than_roles_missing {
-                "run `oppsync recheck` (a query call per 300 leads or companies and per 150 opportunities), then push: they go again, with their roles"
+                "run `oppsync recheck` (a query call per 300 leads or companies and per 150 opportunities), then push: they go again, leads and opportunities with their roles, companies with the leads and opportunities naming them"
             } else {
                 "run `oppsync recheck --roles` (a query call per 300 leads or companies and per 150 opportunities or roles), then push: the roles go again"
             },

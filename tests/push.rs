@@ -1641,6 +1641,14 @@ fn recheck_finds_a_company_marketo_lost_and_the_push_after_sends_it_then_what_na
         leads > 0 && opportunities > 0,
         "the demo's Fabrikam has both"
     );
+    // `check`'s sample finds it, and names plain `recheck`.
+    let checked = against(&db, &sim, &["check"], &[]).stdout;
+    assert!(
+        checked.contains("all 5 opportunities sampled, 1 of 2 companies sampled are not, all 6 roles sampled in Marketo")
+            && checked.contains("fix: run `oppsync recheck` (")
+            && checked.contains("companies with the leads and opportunities naming them"),
+        "{checked}"
+    );
     let run = against(&db, &sim, &["recheck"], &[]);
     run.expect_code(0);
     assert!(

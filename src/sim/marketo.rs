@@ -171,6 +171,10 @@ struct State {
     /// that the record it finds still has that GUID.
     opportunity_guids: HashMap<String, String>,
     role_guids: HashMap<String, (String, i64, String)>,
+    /// Company keys by Marketo id, for queries by it (`recheck`, the daily sample): a scan of
+    /// every company took 81 ms a query at 100k companies (334 queries at 1M opportunities).
+    /// Written and checked as the GUID indexes are.
+    company_ids: HashMap<i64, String>,
     sales_persons: BTreeMap<String, Map<String, Value>>,
 }
 
@@ -231,6 +235,14 @@ impl State {
                 self.lead_emails.remove(&email);
             }
         }
+    }
+
+    /// The key of the company whose Marketo id is `id`, found through `company_ids` (whose
+    /// entries may outlive their company: the key's company now may have another id).
+    fn company_key(&self, id: i64) -> Option<&String> {
+        let key = self.company_ids.get(&id)?;
+        let stored = self.companies.get(key)?;
+        (stored.get("id").and_then(Value::as_i64) == Some(id)).then_some(key)
     }
 
     fn next_random(&mut self) -> u64 {

@@ -36,9 +36,16 @@ impl Sim {
                     let records = &mut state.sales_persons;
                     remove_keyed(records, &mut keys_by_id, kind, &record, by_id).map(|(_, id)| id)
                 }
+                Kind::Company if by_id => {
+                    // By the id index, not a map of every company made for the call.
+                    let id = record.get("id").and_then(Value::as_i64);
+                    let key = id.and_then(|id| state.company_key(id).cloned());
+                    key.and_then(|key| state.companies.remove(&key))
+                        .map(|stored| stored.get("id").cloned().unwrap_or(Value::Null))
+                }
                 Kind::Company => {
                     let records = &mut state.companies;
-                    remove_keyed(records, &mut keys_by_id, kind, &record, by_id).map(|(_, id)| id)
+                    remove_keyed(records, &mut keys_by_id, kind, &record, false).map(|(_, id)| id)
                 }
                 Kind::Opportunity => {
                     let removed = if by_id {

@@ -193,7 +193,8 @@ fn loose_eq(stored: Option<&Value>, wanted: Option<&Value>) -> bool {
 
 impl State {
     /// The records of `kind` whose `field` is one of `values`, each once, in the order of the
-    /// values, when an index finds them: leads by id, opportunities and roles by marketoGUID.
+    /// values, when an index finds them: leads and companies by id, opportunities and roles by
+    /// marketoGUID.
     /// `None` for any other field, to be scanned for.
     fn indexed(
         &self,
@@ -217,6 +218,10 @@ impl State {
             (Kind::Lead, "id") => values
                 .filter_map(|v| v.parse::<i64>().ok())
                 .filter_map(|id| self.leads.get(&id))
+                .collect(),
+            (Kind::Company, "id") => values
+                .filter_map(|v| v.parse::<i64>().ok())
+                .filter_map(|id| self.companies.get(self.company_key(id)?))
                 .collect(),
             (Kind::Opportunity, "marketoGUID") => values
                 .filter_map(|v| {

@@ -250,6 +250,10 @@ impl Sim {
                 }
                 stored.insert("updatedAt".into(), json!(now));
                 let id = stored.get(id_field).cloned().unwrap_or(Value::Null);
+                if let (false, Kind::Company, Some(number)) = (exists, kind, id.as_i64()) {
+                    let key = key_values[0].as_str().unwrap_or_default().to_string();
+                    state.company_ids.insert(number, key);
+                }
                 if let (false, Some(guid)) = (exists, id.as_str()) {
                     let guid = guid.to_ascii_lowercase();
                     match kind {

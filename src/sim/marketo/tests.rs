@@ -466,6 +466,64 @@ fn deletes_by_id_of_companies_and_leads_remove_what_they_name_and_nothing_else()
 }
 
 #[test]
+fn companies_are_found_by_id_and_a_deleted_one_is_not_even_when_created_anew() {
+    let client = start(SimConfig::default());
+    let sync = |ids: &[&str]| -> Vec<i64> {
+        let input: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"externalCompanyId": id, "company": format!("Company {id}")}))
+            .collect();
+        let answer = client.post(
+            "/rest/v1/companies.json",
+            json!({"action": "createOrUpdate", "dedupeBy": "dedupeFields", "input": input}),
+        );
+        let ids = answer["result"].as_array().unwrap().iter();
+        ids.map(|r| r["id"].as_i64().unwrap()).collect()
+    };
+    let found = |ids: &[String]| -> Vec<i64> {
+        let answer = client.get(&format!(
+            "/rest/v1/companies.json?filterType=id&filterValues={}&fields=id",
+            ids.join(",")
+        ));
+        let mut found: Vec<i64> = answer["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect();
+        found.sort_unstable();
+        found
+    };
+    let ids = sync(&["c1", "c2", "c3"]);
+    let text = |id: i64| id.to_string();
+    // Each once however often asked; nothing for an unknown id or one that is not a number.
+    assert_eq!(
+        found(&[
+            text(ids[0]),
+            text(ids[2]),
+            text(ids[2]),
+            "999999".into(),
+            "x".into()
+        ]),
+        [ids[0], ids[2]]
+    );
+    // Deleted, then created anew with the same externalCompanyId: a new id, the old one gone.
+    client.post(
+        "/rest/v1/companies/delete.json",
+        json!({"deleteBy": "dedupeFields", "input": [{"externalCompanyId": "c2"}]}),
+    );
+    let again = sync(&["c2"]);
+    assert_ne!(again[0], ids[1]);
+    assert_eq!(
+        found(&[text(ids[0]), text(ids[1]), text(again[0])]),
+        [ids[0], again[0]]
+    );
+    // An update keeps the id, and the company is still found by it.
+    assert_eq!(sync(&["c1"]), [ids[0]]);
+    assert_eq!(found(&[text(ids[0])]), [ids[0]]);
+}
+
+#[test]
 fn opportunities_and_roles_are_found_by_marketo_guid_and_deleted_ones_are_not() {
     let client = start(SimConfig::default());
     let (created, roles) = opportunities_with_roles(

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""The Marketo simulator's deletes by id at scale: N opportunities with a role each and N
-companies, then five calls each of: 300 leads deleted by id (the N roles standing, held by
-another lead), 300 companies by id, 300 roles by marketoGUID (`deleteBy: idField`); each call
-timed.
+"""The Marketo simulator's calls by id at scale: N opportunities with a role each and N
+companies, then five calls each of: queries of 300 companies and of 300 leads by id (as
+`oppsync recheck` and the daily sample ask), then 300 leads deleted by id (the N roles
+standing, held by another lead), 300 companies by id, 300 roles by marketoGUID
+(`deleteBy: idField`); each call timed.
 
-usage: tests/bench/sim_delete_by_id.py [N] [BIN...]   (defaults 100000, target/release/oppsync)
+usage: tests/bench/sim_by_id.py [N] [BIN...]   (defaults 100000, target/release/oppsync)
 
 Each BIN's simulator is started on a free loopback port with its limits raised, filled, measured
-and stopped in turn; prints the median, minimum and maximum time a call took, for each object.
-oppsync itself deletes by dedupe fields and never deletes leads; these are the paths a
+and stopped in turn; prints the median, minimum and maximum time a call took, for each kind.
+oppsync itself deletes by dedupe fields and never deletes leads; the deletes are the paths a
 third-party client takes (marketorestpython's `delete_opportunity_roles`, `delete_lead` and
 `delete_companies` by id). Standard library only; every request goes to 127.0.0.1.
 """
@@ -64,6 +65,27 @@ def measure(binary):
                          {"input": [{"email": f"l{i}@example.com"}
                                     for i in range(start, start + 300)]}, token)
             lead_ids += [r["id"] for r in leads["result"]]
+
+        def timed(name, what, make_call, ids, check):
+            times = []
+            for k in range(5):
+                batch = ids[k * 300:(k + 1) * 300]
+                started = time.perf_counter()
+                answer = make_call(batch)
+                times.append(time.perf_counter() - started)
+                if not check(answer, batch):
+                    sys.exit(f"{binary}: {name}: {answer.get('result', answer)!s:.200}")
+            times.sort()
+            print(f"{binary}: {n} roles and companies, 300 {name} {what} a call: "
+                  f"median {times[2] * 1000:.1f} ms "
+                  f"({times[0] * 1000:.1f}-{times[-1] * 1000:.1f} ms)")
+
+        for name, ids in [("companies", company_ids), ("leads", lead_ids)]:
+            timed(name, "queried by id",
+                  lambda batch, name=name: call(
+                      f"/rest/v1/{name}.json?filterType=id&fields=id&filterValues="
+                      + ",".join(map(str, batch)), token=token),
+                  ids, lambda answer, batch: len(answer["result"]) == len(batch))
         deletes = [
             ("leads", "/rest/v1/leads/delete.json",
              lambda batch: {"input": [{"id": i} for i in batch]}, lead_ids),
@@ -76,18 +98,9 @@ def measure(binary):
                             "input": [{"marketoGUID": g} for g in batch]}, guids),
         ]
         for name, path, body, ids in deletes:
-            times = []
-            for k in range(5):
-                batch = ids[k * 300:(k + 1) * 300]
-                started = time.perf_counter()
-                answer = call(path, body(batch), token)
-                times.append(time.perf_counter() - started)
-                if not all(r["status"] == "deleted" for r in answer["result"]):
-                    sys.exit(f"{binary}: one of the {name} was not deleted: {answer['result'][:2]}")
-            times.sort()
-            print(f"{binary}: {n} roles and companies, 300 {name} deleted by id a call: "
-                  f"median {times[2] * 1000:.1f} ms "
-                  f"({times[0] * 1000:.1f}-{times[-1] * 1000:.1f} ms)")
+            timed(name, "deleted by id",
+                  lambda batch, path=path, body=body: call(path, body(batch), token), ids,
+                  lambda answer, batch: all(r["status"] == "deleted" for r in answer["result"]))
     finally:
         sim.terminate()
         sim.wait()

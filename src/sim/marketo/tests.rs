@@ -67,6 +67,26 @@ impl Client {
             .unwrap();
         serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
     }
+
+    /// The `field` of each record a query of `path` (under /rest/v1) by `field` finds among
+    /// `values`, as text, sorted.
+    fn found_by(&self, path: &str, field: &str, values: &[String]) -> Vec<String> {
+        let answer = self.get(&format!(
+            "/rest/v1/{path}?filterType={field}&filterValues={}&fields={field}",
+            values.join(",")
+        ));
+        let mut found: Vec<String> = answer["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .iter()
+            .map(|r| match &r[field] {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        found.sort();
+        found
+    }
 }
 
 fn codes(body: &Value) -> Vec<String> {
@@ -481,16 +501,8 @@ fn companies_are_found_by_id_and_a_deleted_one_is_not_even_when_created_anew() {
         ids.map(|r| r["id"].as_i64().unwrap()).collect()
     };
     let found = |ids: &[String]| -> Vec<i64> {
-        let answer = client.get(&format!(
-            "/rest/v1/companies.json?filterType=id&filterValues={}&fields=id",
-            ids.join(",")
-        ));
-        let mut found: Vec<i64> = answer["result"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{answer}"))
-            .iter()
-            .map(|r| r["id"].as_i64().unwrap())
-            .collect();
+        let found = client.found_by("companies.json", "id", ids);
+        let mut found: Vec<i64> = found.iter().map(|id| id.parse().unwrap()).collect();
         found.sort_unstable();
         found
     };
@@ -543,20 +555,7 @@ fn opportunities_and_roles_are_found_by_marketo_guid_and_deleted_ones_are_not() 
             .unwrap()
             .to_string()
     };
-    let found = |path: &str, values: &[String]| -> Vec<String> {
-        let answer = client.get(&format!(
-            "/rest/v1/{path}?filterType=marketoGUID&filterValues={}&fields=marketoGUID",
-            values.join(",")
-        ));
-        let mut guids: Vec<String> = answer["result"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{answer}"))
-            .iter()
-            .map(|r| r["marketoGUID"].as_str().unwrap().to_string())
-            .collect();
-        guids.sort();
-        guids
-    };
+    let found = |path: &str, values: &[String]| client.found_by(path, "marketoGUID", values);
     let sorted = |mut v: Vec<String>| {
         v.sort();
         v

@@ -22,9 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-100000}
-work=$(mktemp -d)
-sim_pid=
-trap '[ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$work"' EXIT
+source tests/bench/lib.sh
 
 if [ ! -x /usr/bin/time ] || ! command -v sqlite3 >/dev/null; then
     apt-get update -qq && apt-get install -y -qq time sqlite3 >/dev/null
@@ -38,11 +36,7 @@ python3 tests/bench/gen_pages.py "$work/delta-1" "$n" --change 0.01
 python3 tests/bench/gen_pages.py "$work/delta-0.01" "$n" --change 0.0001
 printf '[marketo]\nrate_limit_calls = 1000\nrate_limit_window_secs = 1\n' > "$work/oppsync.toml"
 
-"$bin" sim marketo --port 0 --rate-limit-calls 1000000 --daily-quota 100000000 > "$work/sim.out" &
-sim_pid=$!
-for _ in $(seq 50); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
-export MARKETO_BASE_URL=$(head -1 "$work/sim.out" | awk '{print $NF}')
-export MARKETO_CLIENT_ID=oppsync-sim MARKETO_CLIENT_SECRET=oppsync-sim-secret
+start_marketo_sim "$bin" --rate-limit-calls 1000000 --daily-quota 100000000
 
 db=$work/cycle.db
 calls() {

@@ -22,9 +22,7 @@ cd "$(dirname "$0")/../.."
 n=${1:-3000}
 rounds=${2:-16}
 seed=${3:-1}
-work=$(mktemp -d)
-sim_pid=
-trap '[ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$work"' EXIT
+source tests/bench/lib.sh
 
 if [ -z "${OPPSYNC_BIN:-}" ]; then
     cargo build --release --quiet
@@ -36,12 +34,8 @@ fi
 python3 tests/bench/gen_pages.py "$work/v1" "$n" 500 > /dev/null
 python3 tests/bench/gen_pages.py "$work/v2" "$n" 500 --change 0.2 > /dev/null
 
-"$bin" sim marketo --port 0 --transient-rate 0.03 --latency-ms 10 --latency-jitter-ms 40 \
-    --rate-limit-calls 1000 --seed "$seed" > "$work/sim.out" &
-sim_pid=$!
-for _ in $(seq 50); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
-url=$(head -1 "$work/sim.out" | awk '{print $NF}')
-export MARKETO_BASE_URL=$url MARKETO_CLIENT_ID=oppsync-sim MARKETO_CLIENT_SECRET=oppsync-sim-secret
+start_marketo_sim "$bin" --transient-rate 0.03 --latency-ms 10 --latency-jitter-ms 40 \
+    --rate-limit-calls 1000 --seed "$seed"
 db=$work/oppsync.db
 live=${LIVE:-0}
 dynamics_pid=

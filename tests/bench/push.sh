@@ -12,9 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-20000}
 runs=${2:-3}
-work=$(mktemp -d)
-sim_pid=
-trap '[ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$work"' EXIT
+source tests/bench/lib.sh
 
 if [ -z "${OPPSYNC_BIN:-}" ]; then
     cargo build --release --quiet
@@ -29,15 +27,11 @@ printf '[marketo]\nrate_limit_calls = 1000\nrate_limit_window_secs = 1\n' > "$wo
 
 for run in $(seq "$runs"); do
     cp "$work/pulled.db" "$work/push.db"
-    "$bin" sim marketo --port 0 --rate-limit-calls 100000 --daily-quota 10000000 > "$work/sim.out" &
-    sim_pid=$!
-    for _ in $(seq 50); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
-    url=$(head -1 "$work/sim.out" | awk '{print $NF}')
-    export MARKETO_BASE_URL=$url MARKETO_CLIENT_ID=oppsync-sim MARKETO_CLIENT_SECRET=oppsync-sim-secret
+    start_marketo_sim "$bin" --rate-limit-calls 100000 --daily-quota 10000000
     /usr/bin/time -f "run $run: first push: %e s, peak RSS %M KiB" \
         "$bin" --db "$work/push.db" --config "$work/oppsync.toml" -q push || true
     /usr/bin/time -f "run $run: second push (nothing to send): %e s, peak RSS %M KiB" \
         "$bin" --db "$work/push.db" --config "$work/oppsync.toml" -q push || true
     echo "run $run: $(sqlite3 "$work/push.db" "select count(*) from api_call where path like '/rest%'") REST calls"
-    kill "$sim_pid"; wait "$sim_pid" 2>/dev/null || true; sim_pid=
+    stop_marketo_sim
 done

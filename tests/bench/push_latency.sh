@@ -12,9 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-5000}
-work=$(mktemp -d)
-sim_pid=
-trap '[ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$work"' EXIT
+source tests/bench/lib.sh
 
 if [ -z "${OPPSYNC_BIN:-}" ]; then
     cargo build --release --quiet
@@ -26,11 +24,7 @@ python3 tests/bench/gen_pages.py "$work/pages" "$n"
 for in_flight in ${IN_FLIGHT:-1 4}; do
     cp "$work/pulled.db" "$work/push.db"
     printf '[marketo]\nmax_in_flight = %s\n' "$in_flight" > "$work/oppsync.toml"
-    "$bin" sim marketo --port 0 --latency-ms 500 --latency-jitter-ms 200 --seed 9 > "$work/sim.out" &
-    sim_pid=$!
-    for _ in $(seq 50); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
-    url=$(head -1 "$work/sim.out" | awk '{print $NF}')
-    export MARKETO_BASE_URL=$url MARKETO_CLIENT_ID=oppsync-sim MARKETO_CLIENT_SECRET=oppsync-sim-secret
+    start_marketo_sim "$bin" --latency-ms 500 --latency-jitter-ms 200 --seed 9
     plan_start=$(date +%s.%N)
     "$bin" --db "$work/push.db" --config "$work/oppsync.toml" push --dry-run > /dev/null
     plan_end=$(date +%s.%N)
@@ -44,5 +38,5 @@ for in_flight in ${IN_FLIGHT:-1 4}; do
 plan = float(sys.argv[5]) - float(sys.argv[4]); secs = whole - plan; \
 print(f'max_in_flight $in_flight: {calls} REST calls; push {whole:.1f} s, of which planning {plan:.1f} s; sending {secs:.1f} s = {calls / secs:.2f} calls/s ({100 * calls / secs / 5:.0f}% of 5/s); 606: $r606, 615: $r615, peak in flight: $peak')" \
         "$calls" "$start" "$end" "$plan_start" "$plan_end"
-    kill "$sim_pid"; wait "$sim_pid" 2>/dev/null || true; sim_pid=
+    stop_marketo_sim
 done

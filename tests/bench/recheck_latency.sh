@@ -14,9 +14,7 @@ cd "$(dirname "$0")/../.."
 n=${1:-5000}
 runs=${2:-2}
 shift $(( $# < 2 ? $# : 2 ))
-work=$(mktemp -d)
-sim_pid=
-trap '[ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$work"' EXIT
+source tests/bench/lib.sh
 
 if ! command -v sqlite3 >/dev/null || ! command -v curl >/dev/null; then
     apt-get update -qq && apt-get install -y -qq sqlite3 curl >/dev/null
@@ -29,11 +27,7 @@ bin=$1
 python3 tests/bench/gen_pages.py "$work/pages" "$n"
 "$bin" --db "$work/pushed.db" -q pull --fixtures "$work/pages"
 
-"$bin" sim marketo --port 0 --latency-ms 500 --latency-jitter-ms 200 --seed 9 > "$work/sim.out" &
-sim_pid=$!
-for _ in $(seq 50); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
-url=$(head -1 "$work/sim.out" | awk '{print $NF}')
-export MARKETO_BASE_URL=$url MARKETO_CLIENT_ID=oppsync-sim MARKETO_CLIENT_SECRET=oppsync-sim-secret
+start_marketo_sim "$bin" --latency-ms 500 --latency-jitter-ms 200 --seed 9
 "$bin" --db "$work/pushed.db" -q push || true
 refused() {
     curl -s "$url/sim/state" | python3 -c \

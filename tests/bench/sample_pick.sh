@@ -22,18 +22,12 @@ fi
 if [ ! -x /usr/bin/time ] || ! command -v sqlite3 >/dev/null; then
     apt-get update -qq && apt-get install -y -qq time sqlite3 >/dev/null
 fi
-work=$(mktemp -d)
-sim_pid=
-trap '[ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$work"' EXIT
+source tests/bench/lib.sh
 
 python3 tests/bench/gen_pages.py "$work/full" "$n" --scattered-ids > /dev/null
 "$1" --db "$work/acked.db" -q pull --fixtures "$work/full"
 rm -rf "$work/full"
-"$1" sim marketo --port 0 --rate-limit-calls 1000000 --daily-quota 100000000 > "$work/sim.out" &
-sim_pid=$!
-for _ in $(seq 50); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
-export MARKETO_BASE_URL=$(head -1 "$work/sim.out" | awk '{print $NF}')
-export MARKETO_CLIENT_ID=oppsync-sim MARKETO_CLIENT_SECRET=oppsync-sim-secret
+start_marketo_sim "$1" --rate-limit-calls 1000000 --daily-quota 100000000
 export MARKETO_RATE_LIMIT_CALLS=1000 MARKETO_RATE_LIMIT_WINDOW_SECS=1
 "$1" --db "$work/acked.db" -q push
 acked=$(sqlite3 "$work/acked.db" "SELECT group_concat(n || ' ' || object, ', ') FROM (SELECT object, count(*) AS n FROM mkto_ack GROUP BY object)")

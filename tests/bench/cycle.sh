@@ -27,10 +27,7 @@ source tests/bench/lib.sh
 if [ ! -x /usr/bin/time ] || ! command -v sqlite3 >/dev/null; then
     apt-get update -qq && apt-get install -y -qq time sqlite3 >/dev/null
 fi
-if [ -z "${OPPSYNC_BIN:-}" ]; then
-    cargo build --release --quiet
-fi
-bin=${OPPSYNC_BIN:-$PWD/target/release/oppsync}
+bin=$(oppsync_bin)
 python3 tests/bench/gen_pages.py "$work/full" "$n"
 python3 tests/bench/gen_pages.py "$work/delta-1" "$n" --change 0.01
 python3 tests/bench/gen_pages.py "$work/delta-0.01" "$n" --change 0.0001

@@ -24,10 +24,7 @@ rounds=${2:-16}
 seed=${3:-1}
 source tests/bench/lib.sh
 
-if [ -z "${OPPSYNC_BIN:-}" ]; then
-    cargo build --release --quiet
-fi
-bin=${OPPSYNC_BIN:-$PWD/target/release/oppsync}
+bin=$(oppsync_bin)
 if ! command -v sqlite3 >/dev/null || ! command -v curl >/dev/null; then
     apt-get update -qq && apt-get install -y -qq sqlite3 curl >/dev/null
 fi

@@ -1,10 +1,18 @@
 # Sourced by the bench scripts that push to the Marketo simulator, from the project root: the
-# folder they work in, and the simulator.
+# folder they work in, the build they measure, and the simulator.
 
 # `work`: a temporary folder, removed on exit, with the simulator `start_marketo_sim` started.
 work=$(mktemp -d)
 sim_pid=
 trap '[ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$work"' EXIT
+
+# The oppsync to measure: OPPSYNC_BIN, else this checkout's release build, built now.
+oppsync_bin() {
+    if [ -z "${OPPSYNC_BIN:-}" ]; then
+        cargo build --release --quiet
+    fi
+    echo "${OPPSYNC_BIN:-$PWD/target/release/oppsync}"
+}
 
 # Starts `BIN sim marketo` on a free loopback port with the other arguments, waits until it
 # listens, and points oppsync at it: sets `url`, and exports MARKETO_BASE_URL with the

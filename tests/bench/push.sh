@@ -14,10 +14,7 @@ n=${1:-20000}
 runs=${2:-3}
 source tests/bench/lib.sh
 
-if [ -z "${OPPSYNC_BIN:-}" ]; then
-    cargo build --release --quiet
-fi
-bin=${OPPSYNC_BIN:-$PWD/target/release/oppsync}
+bin=$(oppsync_bin)
 python3 tests/bench/gen_pages.py "$work/pages" "$n"
 "$bin" --db "$work/pulled.db" -q pull --fixtures "$work/pages"
 printf '[marketo]\nrate_limit_calls = 1000\nrate_limit_window_secs = 1\n' > "$work/oppsync.toml"

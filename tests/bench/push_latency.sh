@@ -14,10 +14,7 @@ cd "$(dirname "$0")/../.."
 n=${1:-5000}
 source tests/bench/lib.sh
 
-if [ -z "${OPPSYNC_BIN:-}" ]; then
-    cargo build --release --quiet
-fi
-bin=${OPPSYNC_BIN:-$PWD/target/release/oppsync}
+bin=$(oppsync_bin)
 python3 tests/bench/gen_pages.py "$work/pages" "$n"
 "$bin" --db "$work/pulled.db" -q pull --fixtures "$work/pages"
 

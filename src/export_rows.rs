@@ -864,8 +864,10 @@ fn insert_rows(
 /// are too many for that to pay (the caller then evaluates in full).
 fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>> {
     let [targets, subset] = REFRESH;
+    let step = Step::start();
     tx.execute_batch(targets.text)
         .with_context(|| format!("running {}", targets.path))?;
+    step.done("found the roots the changes touch");
     let count = |sql: &str| -> Result<usize> {
         Ok(tx.query_row(sql, [], |r| r.get::<_, i64>(0))? as usize)
     };
@@ -879,8 +881,10 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
     }
     let leads = count("SELECT count(*) FROM temp.target_lead")?;
     let companies = count("SELECT count(*) FROM temp.target_account")?;
+    let step = Step::start();
     tx.execute_batch(subset.text)
         .with_context(|| format!("running {}", subset.path))?;
+    step.done("copied the staged records those roots depend on");
     let (sales_person_view, rule_views) = VIEWS.split_last().expect("VIEWS is not empty");
     materialize_views(tx, rule_views, None)?;
 
@@ -895,8 +899,11 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
         .into_iter()
         .filter(|o| *o != Object::SalesPerson)
     {
+        let step = Step::start();
         replace_roots(tx, config, object)?;
+        step.done(&format!("replaced the changed rows of {}", object.view()));
     }
+    let step = Step::start();
 
     let targeted = derived_totals(
         "(SELECT * FROM main.derived_opportunity
@@ -911,7 +918,9 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
         derived("WHERE oa.opportunityid IN (SELECT id FROM temp.target_opportunity)")
     ))?;
     add_totals(tx, &targeted, 1)?;
+    step.done("counted the target opportunities again");
 
+    let step = Step::start();
     // Sales persons: every user a replaced row named before or names now, or that changed,
     // evaluated from the stored rows that name those users. `mkto_sales_person` asks only
     // whether an unskipped company, lead or opportunity names a user, so one such row per user
@@ -950,7 +959,9 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
     }
     materialize_views(tx, std::slice::from_ref(sales_person_view), None)?;
     replace_roots(tx, config, Object::SalesPerson)?;
+    step.done("evaluated the sales persons of the users concerned");
 
+    let step = Step::start();
     // Keys Marketo holds that the views no longer give; keys given again are no longer removed.
     tx.execute_batch(
         "INSERT OR IGNORE INTO main.export_removed (object, key)
@@ -963,11 +974,25 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
                        WHERE e.object = export_removed.object AND e.key = export_removed.key);",
     )?;
     drop_materialized(tx)?;
+    step.done("noted the keys Marketo holds that no row gives now");
     Ok(Some(Refresh::Incremental {
         opportunities,
         leads,
         companies,
     }))
+}
+
+/// A step of a refresh, timed for `-v`.
+struct Step(Instant);
+
+impl Step {
+    fn start() -> Step {
+        Step(Instant::now())
+    }
+
+    fn done(self, what: &str) {
+        crate::progress::detail(&format!("{what} in {} ms", self.0.elapsed().as_millis()));
+    }
 }
 
 /// Replaces the stored rows of `object` whose root is a target with the freshly evaluated ones,

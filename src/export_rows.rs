@@ -998,7 +998,8 @@ impl Step {
 /// Replaces the stored rows of `object` whose root is a target with the freshly evaluated ones,
 /// noting the replaced keys in `temp.replaced`. A stored row the evaluation gives again as it
 /// is stays as it is: rewriting it would only churn `export_row`'s five indexes (a 1% change
-/// targets the roles and leads of every opportunity it touches, most of them unchanged).
+/// targets the roles and leads of every opportunity it touches, most of them unchanged); one
+/// given again with the same root and key but other columns is updated in place.
 fn replace_roots(tx: &Transaction<'_>, config: &Config, object: Object) -> Result<()> {
     let (table, column) = target_table(object);
     let from = format!("temp.{}", object.view());
@@ -1019,11 +1020,14 @@ fn replace_roots(tx: &Transaction<'_>, config: &Config, object: Object) -> Resul
         .map(|column| format!("f.{column} IS e.{column}"))
         .collect::<Vec<_>>()
         .join(" AND ");
+    // `kept`: the fresh rows give the stale row's root and key again, with other columns.
     tx.execute(
         &format!(
             "CREATE TEMP TABLE stale AS
              SELECT e.rowid AS id, e.object, e.key, e.sales_person_id, e.root,
-                 {} AS unsendable
+                 {} AS unsendable,
+                 EXISTS (SELECT 1 FROM temp.fresh_row f
+                         WHERE f.object = e.object AND f.root = e.root AND f.key = e.key) AS kept
              FROM main.export_row e
              WHERE e.object = ?1 AND e.root IN (SELECT {column} FROM temp.{table})
                AND NOT EXISTS (SELECT 1 FROM temp.fresh_row f WHERE {same})",
@@ -1041,8 +1045,28 @@ fn replace_roots(tx: &Transaction<'_>, config: &Config, object: Object) -> Resul
          WHERE {} AND NOT EXISTS (SELECT 1 FROM main.export_row e WHERE {same});",
         unsendable("f")
     ))?;
+    // A kept row is updated in place: its rowid stays, and so do its entries in the indexes on
+    // the columns that are not set (the root and the key, which it has again). A 1% change
+    // gives most of the opportunities and leads it touches a new payload and nothing else, and
+    // deleting and inserting each of them rewrote a leaf of every index of `export_row`.
+    // Whatever it updates then equals a fresh row, so the insert below leaves that row out.
+    let changed = ROW_COLUMNS
+        .split(", ")
+        .filter(|column| !["object", "root", "key"].contains(column))
+        .map(|column| format!("{column} = f.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tx.execute(
+        &format!(
+            "UPDATE main.export_row AS e SET {changed}
+             FROM temp.stale s
+             JOIN temp.fresh_row f ON f.object = s.object AND f.root = s.root AND f.key = s.key
+             WHERE s.kept AND e.rowid = s.id"
+        ),
+        [],
+    )?;
     let deleted = tx.execute(
-        "DELETE FROM main.export_row WHERE rowid IN (SELECT id FROM temp.stale)",
+        "DELETE FROM main.export_row WHERE rowid IN (SELECT id FROM temp.stale WHERE NOT kept)",
         [],
     )?;
     tx.execute_batch("DROP TABLE temp.stale;")?;

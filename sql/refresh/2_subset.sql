@@ -9,8 +9,35 @@
 -- each stored record is read once (the references come from the copies, not from the stored
 -- records again), a connection is copied by the rowid its index gives, and the copies leave out
 -- `raw`, which no view reads (the [mapping.*] fields are read from the stored records), so that
--- they and their indexes stay small. A column the views read must be copied here: a view that
--- names one left out fails with "no such column" (a test compares the columns).
+-- they and their indexes stay small.
+
+-- The staged records as the copies hold them, without `raw` (the connections' copy names its
+-- columns below). A column the views read must be named here: a view that names one left out
+-- fails with "no such column" (a unit test compares the copies' columns with the staged
+-- tables').
+CREATE TEMP VIEW copied_opportunity AS
+SELECT
+    o.opportunityid, o.name, o.description, o.estimatedvalue, o.actualvalue, o.estimatedclosedate,
+    o.actualclosedate, o.closeprobability, o.statecode, o.statuscode, o.stepname, o.createdon,
+    o.modifiedon, o.customerid, o.customerid_type, o.parentaccountid, o.parentcontactid,
+    o.new_synctomkto, o.source_file, o.staged_run, o.seen_run, o.deleted_run, o.deleted_reason,
+    o.ownerid, o.ownerid_type, o.estimatedvalue_base, o.actualvalue_base
+FROM main.opportunity o;
+CREATE TEMP VIEW copied_contact AS
+SELECT
+    c.contactid, c.firstname, c.lastname, c.fullname, c.emailaddress1, c.jobtitle, c.telephone1,
+    c.parentcustomerid, c.parentcustomerid_type, c.statecode, c.modifiedon, c.new_synctomkto,
+    c.source_file, c.staged_run, c.seen_run, c.deleted_run, c.deleted_reason, c.ownerid,
+    c.ownerid_type, c.email_key
+FROM main.contact c;
+CREATE TEMP VIEW copied_account AS
+SELECT
+    a.accountid, a.name, a.websiteurl, a.numberofemployees, a.revenue, a.industrycode,
+    a.industrycode_label, a.telephone1, a.address1_line1, a.address1_line2, a.address1_line3,
+    a.address1_city, a.address1_stateorprovince, a.address1_postalcode, a.address1_country,
+    a.statecode, a.modifiedon, a.new_synctomkto, a.source_file, a.staged_run, a.seen_run,
+    a.deleted_run, a.deleted_reason, a.ownerid, a.ownerid_type, a.revenue_base
+FROM main.account a;
 
 -- Contacts whose role, lead or account reference is decided here.
 CREATE TEMP TABLE subset_lead_contact (id TEXT PRIMARY KEY) WITHOUT ROWID;
@@ -43,13 +70,7 @@ FROM main.connection x WHERE x.rowid IN (
 );
 
 CREATE TEMP TABLE opportunity AS
-SELECT
-    o.opportunityid, o.name, o.description, o.estimatedvalue, o.actualvalue, o.estimatedclosedate,
-    o.actualclosedate, o.closeprobability, o.statecode, o.statuscode, o.stepname, o.createdon,
-    o.modifiedon, o.customerid, o.customerid_type, o.parentaccountid, o.parentcontactid,
-    o.new_synctomkto, o.source_file, o.staged_run, o.seen_run, o.deleted_run, o.deleted_reason,
-    o.ownerid, o.ownerid_type, o.estimatedvalue_base, o.actualvalue_base
-FROM subset_opportunity s CROSS JOIN main.opportunity o ON o.opportunityid = s.id;
+SELECT o.* FROM subset_opportunity s CROSS JOIN copied_opportunity o ON o.opportunityid = s.id;
 
 -- Every id the subset's opportunities, contacts and connections point at, for typing lookups.
 CREATE TEMP TABLE subset_reference (id TEXT PRIMARY KEY) WITHOUT ROWID;
@@ -66,48 +87,26 @@ SELECT v FROM (
 ) WHERE v IS NOT NULL;
 
 CREATE TEMP TABLE contact AS
-SELECT
-    c.contactid, c.firstname, c.lastname, c.fullname, c.emailaddress1, c.jobtitle, c.telephone1,
-    c.parentcustomerid, c.parentcustomerid_type, c.statecode, c.modifiedon, c.new_synctomkto,
-    c.source_file, c.staged_run, c.seen_run, c.deleted_run, c.deleted_reason, c.ownerid,
-    c.ownerid_type, c.email_key
-FROM subset_reference r CROSS JOIN main.contact c ON c.contactid = r.id;
+SELECT c.* FROM subset_reference r CROSS JOIN copied_contact c ON c.contactid = r.id;
 
 -- Contacts' parents (account or contact) are typed by staged membership too: one level, the
 -- parents of the contacts copied above, and the parents that are contacts copied as well.
 INSERT OR IGNORE INTO subset_reference
 SELECT parentcustomerid FROM temp.contact WHERE parentcustomerid IS NOT NULL;
 INSERT INTO temp.contact
-SELECT
-    c.contactid, c.firstname, c.lastname, c.fullname, c.emailaddress1, c.jobtitle, c.telephone1,
-    c.parentcustomerid, c.parentcustomerid_type, c.statecode, c.modifiedon, c.new_synctomkto,
-    c.source_file, c.staged_run, c.seen_run, c.deleted_run, c.deleted_reason, c.ownerid,
-    c.ownerid_type, c.email_key
-FROM (
+SELECT c.* FROM (
     SELECT DISTINCT parentcustomerid AS id FROM temp.contact
     WHERE parentcustomerid IS NOT NULL
       AND parentcustomerid NOT IN (SELECT contactid FROM temp.contact)
-) p CROSS JOIN main.contact c ON c.contactid = p.id;
+) p CROSS JOIN copied_contact c ON c.contactid = p.id;
 
 -- Opportunities named by a reference other than the subset's own (the other side of a
 -- connection), and the accounts.
 INSERT INTO temp.opportunity
-SELECT
-    o.opportunityid, o.name, o.description, o.estimatedvalue, o.actualvalue, o.estimatedclosedate,
-    o.actualclosedate, o.closeprobability, o.statecode, o.statuscode, o.stepname, o.createdon,
-    o.modifiedon, o.customerid, o.customerid_type, o.parentaccountid, o.parentcontactid,
-    o.new_synctomkto, o.source_file, o.staged_run, o.seen_run, o.deleted_run, o.deleted_reason,
-    o.ownerid, o.ownerid_type, o.estimatedvalue_base, o.actualvalue_base
-FROM subset_reference r CROSS JOIN main.opportunity o ON o.opportunityid = r.id
+SELECT o.* FROM subset_reference r CROSS JOIN copied_opportunity o ON o.opportunityid = r.id
 WHERE r.id NOT IN (SELECT id FROM subset_opportunity);
 CREATE TEMP TABLE account AS
-SELECT
-    a.accountid, a.name, a.websiteurl, a.numberofemployees, a.revenue, a.industrycode,
-    a.industrycode_label, a.telephone1, a.address1_line1, a.address1_line2, a.address1_line3,
-    a.address1_city, a.address1_stateorprovince, a.address1_postalcode, a.address1_country,
-    a.statecode, a.modifiedon, a.new_synctomkto, a.source_file, a.staged_run, a.seen_run,
-    a.deleted_run, a.deleted_reason, a.ownerid, a.ownerid_type, a.revenue_base
-FROM subset_reference r CROSS JOIN main.account a ON a.accountid = r.id;
+SELECT a.* FROM subset_reference r CROSS JOIN copied_account a ON a.accountid = r.id;
 
 CREATE INDEX temp.subset_opportunity_key ON opportunity (opportunityid);
 CREATE INDEX temp.subset_opportunity_customer ON opportunity (customerid);

@@ -915,17 +915,24 @@ fn a_view_is_read_later_only_when_named_as_a_whole_identifier() {
     }
 }
 
+/// A transaction on `conn` after a full evaluation, with the refresh scripts run as a partial
+/// refresh runs them: the target roots, and the copies of the records they depend on.
+fn with_refresh_scripts_run(conn: &mut Connection) -> Transaction<'_> {
+    refresh(conn, &Config::default()).unwrap();
+    let tx = conn.transaction().unwrap();
+    for script in REFRESH {
+        tx.execute_batch(script.text).unwrap();
+    }
+    tx
+}
+
 #[test]
 fn a_partial_refresh_finds_the_contacts_of_a_leads_email_through_an_index() {
     // mkto_lead's contactids is a subquery per lead over the contacts of its email. Over the
     // contacts a partial refresh copies, without an index it scanned every copy once per lead
     // (3.6 s instead of 20 ms for a 1% change at 100k opportunities).
     let mut conn = db_with_opportunity_of_account_0(0);
-    refresh(&mut conn, &Config::default()).unwrap();
-    let tx = conn.transaction().unwrap();
-    for script in REFRESH {
-        tx.execute_batch(script.text).unwrap();
-    }
+    let tx = with_refresh_scripts_run(&mut conn);
     let lead = VIEWS
         .iter()
         .find(|file| file.view_name() == "mkto_lead")
@@ -944,11 +951,7 @@ fn a_partial_refresh_copies_every_staged_column_but_raw() {
     // to a staging table has to be added there too, or the views evaluated over the copies
     // lose it.
     let mut conn = db_with_opportunity_of_account_0(0);
-    refresh(&mut conn, &Config::default()).unwrap();
-    let tx = conn.transaction().unwrap();
-    for script in REFRESH {
-        tx.execute_batch(script.text).unwrap();
-    }
+    let tx = with_refresh_scripts_run(&mut conn);
     let columns = |schema: &str, table: &str| -> Vec<String> {
         let mut stmt = tx
             .prepare("SELECT name FROM pragma_table_xinfo(?1, ?2) ORDER BY name")

@@ -578,10 +578,10 @@ pub(crate) struct PageReport {
 /// upsert (which the `export_dirty` triggers make a statement that may fail after a first
 /// write) journals every page it changes, a table page and one of each index, about 64 KiB,
 /// just past the size at which SQLite moves a statement journal to a temp file. Written to temp
-/// files, two writes a page, a 1% delta pull at 1M opportunities wrote 1.45 GB for 20,000
-/// records, and staged them in 1.9 s instead of 1.45 s. In memory, a journal is dropped at the
-/// end of its statement. The setting is put back after the page: sorts and temp tables (the
-/// evaluation of the export rows) go to temp files, as before.
+/// files, two writes a page, a 1% delta pull at 1M opportunities wrote 1.45 GB for its 20,000
+/// records (353k of the pull's 855k pwrite calls, and 0.3-0.6 s of kernel time). In memory, a
+/// journal is dropped at the end of its statement. The setting is put back after the page:
+/// sorts and temp tables (the evaluation of the export rows) go to temp files, as before.
 pub(crate) fn stage_page(
     conn: &mut Connection,
     run_id: i64,

@@ -69,6 +69,19 @@ pub(crate) struct Sample {
     pub error: Option<String>,
 }
 
+impl Sample {
+    /// The leads, opportunities and companies it found missing: what plain `oppsync recheck`
+    /// looks for (`recheck::recheck_command`).
+    pub(crate) fn more_than_roles_missing(&self) -> i64 {
+        self.leads_missing + self.opportunities_missing + self.companies_missing
+    }
+
+    /// Every record it found missing.
+    pub(crate) fn missing(&self) -> i64 {
+        self.more_than_roles_missing() + self.roles_missing
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct RunRow {
     pub run_id: i64,

@@ -166,12 +166,7 @@ fn print_human(s: &Status) {
     if let Some(sample) = &s.marketo_sample {
         let found = match &sample.error {
             Some(error) => format!("could not be looked up: {error}"),
-            None if sample.leads_missing
-                + sample.opportunities_missing
-                + sample.companies_missing
-                + sample.roles_missing
-                > 0 =>
-            {
+            None if sample.missing() > 0 => {
                 format!(
                     "Marketo lacks {} of {} leads, {} of {} opportunities, {} of {} companies and {} of {} roles asked about: run `{}`, then push",
                     sample.leads_missing,
@@ -182,12 +177,7 @@ fn print_human(s: &Status) {
                     sample.companies_asked,
                     sample.roles_missing,
                     sample.roles_asked,
-                    crate::export::recheck::recheck_command(
-                        sample.leads_missing
-                            + sample.opportunities_missing
-                            + sample.companies_missing
-                            > 0
-                    )
+                    crate::export::recheck::recheck_command(sample.more_than_roles_missing() > 0)
                 )
             }
             None => format!(

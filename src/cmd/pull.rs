@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
@@ -48,6 +49,8 @@ struct Tally {
     full: bool,
     /// The staging tables this pull has staged a page into (`stage::indexes`).
     filling: BTreeSet<&'static str>,
+    /// The time spent writing pages into the staging tables (not fetching or parsing them).
+    staging: Duration,
 }
 
 impl Tally {
@@ -74,7 +77,9 @@ impl Tally {
                 ));
             }
         }
+        let started = Instant::now();
         let report = stage::stage_page(&mut ctx.conn, ctx.run_id, source, page)?;
+        self.staging += started.elapsed();
         self.record(ctx, source, &report, page.records.is_empty());
         Ok(())
     }
@@ -203,6 +208,10 @@ impl Tally {
             if by_set.is_empty() { "none" } else { &by_set },
             t.deleted + self.swept,
             t.rejected
+        ));
+        ctx.detail(format!(
+            "wrote the staged records in {} ms",
+            self.staging.as_millis()
         ));
         if t.filtered > 0 {
             ctx.detail(format!(

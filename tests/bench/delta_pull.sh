@@ -5,8 +5,9 @@
 # holds what Marketo acknowledged, as after a real first sync; each run then copies that
 # database and pulls the pages of a CHANGE share of the org changed (gen_pages.py --change:
 # opportunities with a new amount and stage, as many contacts with a new job title). Prints each
-# run's wall time, CPU time in oppsync and in the kernel, peak RSS, the time of the refresh of
-# the export rows (`pull -v`), and its page reads and writes (`pread64` and `pwrite64` calls,
+# run's wall time, CPU time in oppsync and in the kernel, peak RSS, the time spent writing the
+# staged records and that of the refresh of the export rows (`pull -v`; 0 for a build that does
+# not print it), and its page reads and writes (`pread64` and `pwrite64` calls,
 # counted by `perf stat`: they do not vary with the machine's load), then the medians.
 #
 # usage: tests/bench/delta_pull.sh [OPPORTUNITIES] [RUNS] [BIN...]
@@ -47,12 +48,13 @@ for run in $(seq "$runs"); do
             "$bin" --db "$work/run.db" -v pull --fixtures "$work/delta" > "$work/log" 2>&1 ||
             { echo "$bin failed:"; tail -5 "$work/log"; exit 1; }
         read -r wall user kernel rss < <(tail -1 "$work/time")
+        staging=$(grep -o 'wrote the staged records in [0-9]* ms' "$work/log" | grep -o '[0-9]*' || echo 0)
         refresh=$(grep -o 'companies in [0-9]* ms' "$work/log" | grep -o '[0-9]*' || echo 0)
         reads=$(grep pread64 "$work/io" | cut -d, -f1)
         writes=$(grep pwrite64 "$work/io" | cut -d, -f1)
-        echo "$bin $wall $user $kernel $rss $refresh $reads $writes"
+        echo "$bin $wall $user $kernel $rss $staging $refresh $reads $writes"
     done
-done | tee "$work/runs" | awk '{printf "%s: %.2f s (user %.2f s, kernel %.2f s, %d KiB), refresh %d ms, %d page reads, %d writes\n", $1, $2, $3, $4, $5, $6, $7, $8}'
+done | tee "$work/runs" | awk '{printf "%s: %.2f s (user %.2f s, kernel %.2f s, %d KiB), staging %d ms, refresh %d ms, %d page reads, %d writes\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}'
 echo "== medians of $runs runs, a $change change at $n opportunities"
 python3 - "$work/runs" <<'PY'
 import statistics, sys
@@ -61,7 +63,7 @@ for line in open(sys.argv[1]):
     bin, *figures = line.split()
     runs.setdefault(bin, []).append([float(f) for f in figures])
 for bin, rows in runs.items():
-    m = [statistics.median(r[i] for r in rows) for i in range(7)]
+    m = [statistics.median(r[i] for r in rows) for i in range(8)]
     print(f"{bin}: {m[0]:.2f} s (user {m[1]:.2f} s, kernel {m[2]:.2f} s, {m[3]:.0f} KiB), "
-          f"refresh {m[4]:.0f} ms, {m[5]:.0f} page reads, {m[6]:.0f} writes")
+          f"staging {m[4]:.0f} ms, refresh {m[5]:.0f} ms, {m[6]:.0f} page reads, {m[7]:.0f} writes")
 PY

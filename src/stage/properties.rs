@@ -251,3 +251,158 @@ proptest! {
         }
     }
 }
+
+/// Ids that versions of the same few records share, so that they update each other.
+const IDS: &[&str] = &[
+    "a7d3c2b1-2c44-ef11-a316-000d3a5c0001",
+    "a7d3c2b1-2c44-ef11-a316-000d3a5c0002",
+    "A7D3C2B1-2C44-EF11-A316-000D3A5C0003",
+];
+
+/// Members of a version of an opportunity or a contact: indexed columns (references, owners,
+/// `modifiedon`, the email) among the others, each present or not, values repeating.
+fn version_member(set: &'static str) -> impl Strategy<Value = (String, Value)> {
+    let id = prop::sample::select(IDS).prop_map(Value::from);
+    let members: &'static [&'static str] = if set == "opportunities" {
+        &[
+            "name",
+            "estimatedvalue",
+            "modifiedon",
+            "_customerid_value",
+            "_parentaccountid_value",
+            "_parentcontactid_value",
+            "_ownerid_value",
+            "new_synctomkto",
+        ]
+    } else {
+        &[
+            "jobtitle",
+            "emailaddress1",
+            "modifiedon",
+            "_parentcustomerid_value",
+            "_ownerid_value",
+            "new_synctomkto",
+        ]
+    };
+    (
+        prop::sample::select(members),
+        prop_oneof![
+            Just(Value::Null),
+            id,
+            prop::sample::select(&["a", "A@x.invalid", "a@x.invalid", " a@x.invalid"][..])
+                .prop_map(Value::from),
+            prop::sample::select(&["2025-06-30T10:00:00Z", "2025-07-01T10:00:00Z"][..])
+                .prop_map(Value::from),
+            prop::sample::select(&[1.0, 2.5][..]).prop_map(Value::from),
+            prop::sample::select(&[1_i64, 2][..]).prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+        ],
+        prop::sample::select(&["account", "contact", "systemuser", "team"][..]),
+    )
+        .prop_map(|(name, value, logical)| (name.to_string(), value, logical))
+        .prop_flat_map(|(name, value, logical)| {
+            let annotated = name.starts_with('_') && !value.is_null();
+            Just(if annotated {
+                // A lookup with its type, as the Web API sends it, in one member's slot.
+                (format!("{name}\u{0}{logical}"), value)
+            } else {
+                (name, value)
+            })
+        })
+}
+
+/// A page of versions (and deletes) of the records keyed by `IDS` of one entity set.
+fn versions_page(set: &'static str) -> impl Strategy<Value = String> {
+    let key = if set == "opportunities" {
+        "opportunityid"
+    } else {
+        "contactid"
+    };
+    let version = (
+        prop::sample::select(IDS),
+        prop::collection::vec(version_member(set), 0..6),
+        prop::bool::weighted(0.15),
+    )
+        .prop_map(move |(id, members, delete)| {
+            if delete {
+                let context =
+                    format!("https://x.invalid/api/data/v9.2/$metadata#{set}/$deletedEntity");
+                return object_text(&[
+                    ("@odata.context".into(), Value::from(context)),
+                    ("id".into(), Value::from(id)),
+                ]);
+            }
+            let mut all = vec![(key.to_string(), Value::from(id))];
+            for (name, value) in members {
+                match name.split_once('\u{0}') {
+                    Some((base, logical)) => {
+                        all.push((base.to_string(), value));
+                        all.push((
+                            format!("{base}@Microsoft.Dynamics.CRM.lookuplogicalname"),
+                            Value::from(logical),
+                        ));
+                    }
+                    None => all.push((name, value)),
+                }
+            }
+            object_text(&all)
+        });
+    prop::collection::vec(version, 1..5).prop_map(move |records| {
+        format!(
+            "{{\"@odata.context\": \"https://x.invalid/api/data/v9.2/$metadata#{set}\", \"value\": [{}]}}",
+            records.join(", ")
+        )
+    })
+}
+
+/// Every row of `table` and the change-tracking marks, as text.
+fn stored(conn: &Connection, table: &str, key: &str) -> Vec<String> {
+    let mut rows: Vec<String> = Vec::new();
+    for sql in [
+        format!("SELECT * FROM {table} ORDER BY {key}"),
+        "SELECT * FROM export_dirty ORDER BY kind, value".to_string(),
+    ] {
+        let mut statement = conn.prepare(&sql).unwrap();
+        let width = statement.column_count();
+        let mut result = statement.query([]).unwrap();
+        while let Some(row) = result.next().unwrap() {
+            let values: Vec<String> = (0..width)
+                .map(|i| format!("{:?}", row.get::<_, rusqlite::types::Value>(i).unwrap()))
+                .collect();
+            rows.push(values.join("|"));
+        }
+    }
+    rows
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// A new version of a stored record skips the indexed columns that keep their value
+    /// (`stage_version`); a table whose lookup indexes are set aside takes the upsert. Both must
+    /// store the same rows and mark the same changes, version after version.
+    #[test]
+    fn versions_staged_with_the_indexes_in_place_store_what_the_upsert_stores(
+        (set, pages) in prop::sample::select(&["opportunities", "contacts"][..])
+            .prop_flat_map(|set| (Just(set), prop::collection::vec(versions_page(set), 1..6))),
+    ) {
+        let spec = spec_for(set).unwrap();
+        let mut in_place = db();
+        let mut aside = db();
+        for conn in [&mut in_place, &mut aside] {
+            conn.execute("UPDATE export_state SET built = 1", []).unwrap();
+        }
+        prop_assert!(indexes::set_aside_if_empty(&mut aside, spec.table).unwrap() > 0);
+        for (n, text) in pages.iter().enumerate() {
+            let page = page::parse(SOURCE, text, None).unwrap();
+            let a = stage_page(&mut in_place, 1, SOURCE, &page).unwrap();
+            let b = stage_page(&mut aside, 1, SOURCE, &page).unwrap();
+            prop_assert_eq!(&a.counts, &b.counts, "page {}: {}", n, text);
+            prop_assert_eq!(
+                stored(&in_place, spec.table, spec.key),
+                stored(&aside, spec.table, spec.key),
+                "after page {}: {}", n, text
+            );
+        }
+    }
+}

@@ -297,3 +297,64 @@ fn a_record_with_a_duplicate_key_is_rejected_naming_the_key() {
     assert!(reason.contains("`name` appears twice"), "{reason}");
     assert_eq!(one(&conn, "SELECT name FROM account").unwrap(), "Fine");
 }
+
+/// The first column of every row `sql` gives, as text.
+fn names(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
+    let mut statement = conn.prepare(sql).unwrap();
+    let rows = statement.query_map(params, |r| r.get(0)).unwrap();
+    rows.collect::<rusqlite::Result<_>>().unwrap()
+}
+
+/// Generated columns an index reads, with the typed column each is computed from.
+const GENERATED: &[(&str, &str, &str)] = &[("contact", "email_key", "emailaddress1")];
+
+#[test]
+fn each_specs_indexed_columns_are_the_ones_its_tables_indexes_read() {
+    let conn = db();
+    for spec in SPECS {
+        let generated = names(
+            &conn,
+            "SELECT name FROM pragma_table_xinfo(?1) WHERE hidden IN (2, 3)",
+            [spec.table],
+        );
+        for name in &generated {
+            assert!(
+                GENERATED
+                    .iter()
+                    .any(|(t, g, _)| *t == spec.table && g == name),
+                "{}.{name} is generated: say what it is computed from in GENERATED",
+                spec.table
+            );
+        }
+        let mut read = BTreeSet::new();
+        let indexes = names(
+            &conn,
+            "SELECT name FROM pragma_index_list(?1)",
+            [spec.table],
+        );
+        for index in &indexes {
+            let sql = names(
+                &conn,
+                "SELECT sql FROM sqlite_master WHERE name = ?1 AND sql IS NOT NULL",
+                [index],
+            );
+            if let Some((_, filter)) = sql.first().and_then(|sql| sql.split_once(" WHERE ")) {
+                // Only a tombstone moves a record in or out of a partial index, and a new
+                // version of a live record never assigns `deleted_run`.
+                assert_eq!(filter, "deleted_run IS NOT NULL", "{index}");
+            }
+            for column in names(&conn, "SELECT name FROM pragma_index_info(?1)", [index]) {
+                let column = GENERATED
+                    .iter()
+                    .find(|(t, g, _)| *t == spec.table && *g == column)
+                    .map_or(column.as_str(), |(_, _, from)| from)
+                    .to_string();
+                if column != spec.key && column != "deleted_run" {
+                    read.insert(column);
+                }
+            }
+        }
+        let listed: BTreeSet<String> = spec.indexed.iter().map(|c| c.to_string()).collect();
+        assert_eq!(listed, read, "the indexed columns of {}", spec.table);
+    }
+}

@@ -905,19 +905,47 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
     }
     let step = Step::start();
 
-    let targeted = derived_totals(
-        "(SELECT * FROM main.derived_opportunity
-          WHERE opportunityid IN (SELECT id FROM temp.target_opportunity))",
-    );
-    add_totals(tx, &targeted, -1)?;
+    // Only the target opportunities whose counts moved are written: a change of amount or stage
+    // leaves most as they were, and rewriting them all dirtied a leaf of the table for each.
     tx.execute_batch(&format!(
-        "DELETE FROM main.derived_opportunity
-         WHERE opportunityid IN (SELECT id FROM temp.target_opportunity);
-         INSERT INTO main.derived_opportunity (opportunityid, accountid, contact_roles)
-         {};",
+        "CREATE TEMP TABLE derived_fresh (opportunityid TEXT PRIMARY KEY, accountid TEXT,
+             contact_roles INTEGER NOT NULL) WITHOUT ROWID;
+         INSERT INTO derived_fresh {};
+         CREATE TEMP TABLE derived_moved AS
+         SELECT t.id AS opportunityid, d.opportunityid IS NOT NULL AS stored,
+                f.opportunityid IS NOT NULL AS fresh,
+                d.accountid AS stored_accountid, d.contact_roles AS stored_contact_roles,
+                f.accountid, f.contact_roles
+         FROM temp.target_opportunity t
+         LEFT JOIN main.derived_opportunity d ON d.opportunityid = t.id
+         LEFT JOIN derived_fresh f ON f.opportunityid = t.id
+         WHERE d.opportunityid IS NULL OR f.opportunityid IS NULL
+            OR d.accountid IS NOT f.accountid OR d.contact_roles IS NOT f.contact_roles;",
         derived("WHERE oa.opportunityid IN (SELECT id FROM temp.target_opportunity)")
     ))?;
-    add_totals(tx, &targeted, 1)?;
+    add_totals(
+        tx,
+        &derived_totals(
+            "(SELECT opportunityid, stored_accountid AS accountid,
+                     stored_contact_roles AS contact_roles
+              FROM temp.derived_moved WHERE stored)",
+        ),
+        -1,
+    )?;
+    add_totals(
+        tx,
+        &derived_totals("(SELECT * FROM temp.derived_moved WHERE fresh)"),
+        1,
+    )?;
+    tx.execute_batch(
+        "DELETE FROM main.derived_opportunity
+         WHERE opportunityid IN (SELECT opportunityid FROM temp.derived_moved WHERE stored AND NOT fresh);
+         INSERT INTO main.derived_opportunity (opportunityid, accountid, contact_roles)
+         SELECT opportunityid, accountid, contact_roles FROM temp.derived_moved WHERE fresh
+         ORDER BY opportunityid
+         ON CONFLICT (opportunityid) DO UPDATE SET
+             accountid = excluded.accountid, contact_roles = excluded.contact_roles;",
+    )?;
     step.done("counted the target opportunities again");
 
     let step = Step::start();

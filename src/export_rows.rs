@@ -919,8 +919,9 @@ fn incremental(tx: &Transaction<'_>, config: &Config) -> Result<Option<Refresh>>
          FROM temp.target_opportunity t
          LEFT JOIN main.derived_opportunity d ON d.opportunityid = t.id
          LEFT JOIN derived_fresh f ON f.opportunityid = t.id
-         WHERE d.opportunityid IS NULL OR f.opportunityid IS NULL
-            OR d.accountid IS NOT f.accountid OR d.contact_roles IS NOT f.contact_roles;",
+         WHERE coalesce(d.opportunityid, f.opportunityid) IS NOT NULL
+           AND (d.opportunityid IS NULL OR f.opportunityid IS NULL
+                OR d.accountid IS NOT f.accountid OR d.contact_roles IS NOT f.contact_roles);",
         derived("WHERE oa.opportunityid IN (SELECT id FROM temp.target_opportunity)")
     ))?;
     add_totals(

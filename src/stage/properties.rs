@@ -259,9 +259,10 @@ const IDS: &[&str] = &[
     "A7D3C2B1-2C44-EF11-A316-000D3A5C0003",
 ];
 
-/// Members of a version of an opportunity or a contact: indexed columns (references, owners,
-/// `modifiedon`, the email) among the others, each present or not, values repeating.
-fn version_member(set: &'static str) -> impl Strategy<Value = (String, Value)> {
+/// A member of a version of an opportunity or a contact, with the logical name a lookup
+/// (`_..._value`) carries: indexed columns (references, owners, `modifiedon`, the email) among
+/// the others, values repeating.
+fn version_member(set: &'static str) -> impl Strategy<Value = (&'static str, Value, &'static str)> {
     let id = prop::sample::select(IDS).prop_map(Value::from);
     let members: &'static [&'static str] = if set == "opportunities" {
         &[
@@ -299,16 +300,6 @@ fn version_member(set: &'static str) -> impl Strategy<Value = (String, Value)> {
         ],
         prop::sample::select(&["account", "contact", "systemuser", "team"][..]),
     )
-        .prop_map(|(name, value, logical)| (name.to_string(), value, logical))
-        .prop_flat_map(|(name, value, logical)| {
-            let annotated = name.starts_with('_') && !value.is_null();
-            Just(if annotated {
-                // A lookup with its type, as the Web API sends it, in one member's slot.
-                (format!("{name}\u{0}{logical}"), value)
-            } else {
-                (name, value)
-            })
-        })
 }
 
 /// A page of versions (and deletes) of the records keyed by `IDS` of one entity set.
@@ -333,17 +324,15 @@ fn versions_page(set: &'static str) -> impl Strategy<Value = String> {
                 ]);
             }
             let mut all = vec![(key.to_string(), Value::from(id))];
-            for (name, value) in members {
-                match name.split_once('\u{0}') {
-                    Some((base, logical)) => {
-                        all.push((base.to_string(), value));
-                        all.push((
-                            format!("{base}@Microsoft.Dynamics.CRM.lookuplogicalname"),
-                            Value::from(logical),
-                        ));
-                    }
-                    None => all.push((name, value)),
+            for (name, value, logical) in members {
+                if name.starts_with('_') && !value.is_null() {
+                    // A lookup with its type, as the Web API sends it.
+                    all.push((
+                        format!("{name}@Microsoft.Dynamics.CRM.lookuplogicalname"),
+                        Value::from(logical),
+                    ));
                 }
+                all.push((name.to_string(), value));
             }
             object_text(&all)
         });

@@ -696,6 +696,17 @@ pub(crate) fn text_pairs(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// The first column of every row `sql` gives with `params`, as text, for tests.
+#[cfg(test)]
+pub(crate) fn texts(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
+    conn.prepare(sql)
+        .unwrap()
+        .query_map(params, |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
 /// SQLite's query plan for `sql`, one step a line, for tests that a query is served by an index.
 #[cfg(test)]
 pub(crate) fn query_plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> String {

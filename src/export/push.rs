@@ -1188,13 +1188,11 @@ mod tests {
             }
         }
         assert_eq!(resend_roles_of_moved(&mut conn).unwrap(), 2);
-        let pending: Vec<String> = conn
-            .prepare("SELECT key FROM export_row WHERE pending = 1 ORDER BY key")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let pending = crate::db::texts(
+            &conn,
+            "SELECT key FROM export_row WHERE pending = 1 ORDER BY key",
+            [],
+        );
         assert_eq!(pending, [roles[0], roles[3]]);
         assert_eq!(
             conn.query_row("SELECT count(*) FROM mkto_moved", [], |r| r

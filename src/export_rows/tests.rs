@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 use crate::config::Config;
+use crate::db::texts;
 use crate::source::page;
 
 const ACCOUNTS: u32 = 5;
@@ -510,6 +511,7 @@ fn derived_not_from_views(conn: &Connection) -> Vec<String> {
             "SELECT 'stored only: ' || opportunityid FROM ({stored} EXCEPT {views})
              UNION ALL SELECT 'views only: ' || opportunityid FROM ({views} EXCEPT {stored})"
         ),
+        [],
     )
 }
 
@@ -525,7 +527,7 @@ fn contact_roles_not_candidates(conn: &Connection) -> Vec<String> {
         "SELECT 'role only: ' || source_id FROM ({roles} EXCEPT {kept})
          UNION ALL SELECT 'candidate only: ' || source_id FROM ({kept} EXCEPT {roles})"
     );
-    texts(conn, &sql)
+    texts(conn, &sql, [])
 }
 
 proptest! {
@@ -732,22 +734,13 @@ fn export_row_indexes(conn: &Connection) -> Vec<String> {
         conn,
         "SELECT name FROM main.sqlite_master
          WHERE type = 'index' AND tbl_name = 'export_row' AND sql IS NOT NULL ORDER BY name",
+        [],
     )
 }
 
 /// The one integer `sql` gives.
 fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
-/// The one text column of every row `sql` gives.
-fn texts(conn: &Connection, sql: &str) -> Vec<String> {
-    conn.prepare(sql)
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
 }
 
 #[test]
@@ -770,7 +763,11 @@ fn a_full_evaluation_stopped_after_a_commit_is_done_again_and_builds_every_index
     assert_eq!(count(&conn, &format!("{stored} 'opportunity'")), 0);
     let kept: Vec<String> = KEPT_WHILE_FILLING.iter().map(|n| n.to_string()).collect();
     assert_eq!(export_row_indexes(&conn), kept, "the others were dropped");
-    let aside = texts(&conn, "SELECT name FROM export_index_aside ORDER BY name");
+    let aside = texts(
+        &conn,
+        "SELECT name FROM export_index_aside ORDER BY name",
+        [],
+    );
     let dropped: Vec<String> = indexes
         .iter()
         .filter(|n| !kept.contains(n))
@@ -871,6 +868,7 @@ fn temp_objects(conn: &Connection) -> Vec<String> {
         conn,
         "SELECT type || ' ' || name FROM temp.sqlite_master
          WHERE type IN ('table', 'view') ORDER BY type, name",
+        [],
     )
 }
 
@@ -953,13 +951,11 @@ fn a_partial_refresh_copies_every_staged_column_but_raw() {
     let mut conn = db_with_opportunity_of_account_0(0);
     let tx = with_refresh_scripts_run(&mut conn);
     let columns = |schema: &str, table: &str| -> Vec<String> {
-        let mut stmt = tx
-            .prepare("SELECT name FROM pragma_table_xinfo(?1, ?2) ORDER BY name")
-            .unwrap();
-        stmt.query_map([table, schema], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
+        texts(
+            &tx,
+            "SELECT name FROM pragma_table_xinfo(?1, ?2) ORDER BY name",
+            [table, schema],
+        )
     };
     for table in ["opportunity", "contact", "account", "connection"] {
         let mut staged = columns("main", table);

@@ -220,17 +220,11 @@ fn full_sweep_tombstones_only_unseen_records_of_pulled_sets() {
 fn every_spec_column_exists_in_its_table() {
     let conn = db();
     for spec in SPECS {
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT name FROM pragma_table_info('{}')",
-                spec.table
-            ))
-            .unwrap();
-        let columns: Vec<String> = stmt
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let columns = crate::db::texts(
+            &conn,
+            "SELECT name FROM pragma_table_info(?1)",
+            [spec.table],
+        );
         for column in spec.columns.iter().map(|c| c.column).chain([spec.key]) {
             assert!(
                 columns.iter().any(|c| c == column),
@@ -298,13 +292,6 @@ fn a_record_with_a_duplicate_key_is_rejected_naming_the_key() {
     assert_eq!(one(&conn, "SELECT name FROM account").unwrap(), "Fine");
 }
 
-/// The first column of every row `sql` gives, as text.
-fn names(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
-    let mut statement = conn.prepare(sql).unwrap();
-    let rows = statement.query_map(params, |r| r.get(0)).unwrap();
-    rows.collect::<rusqlite::Result<_>>().unwrap()
-}
-
 /// Generated columns an index reads, with the typed column each is computed from.
 const GENERATED: &[(&str, &str, &str)] = &[("contact", "email_key", "emailaddress1")];
 
@@ -312,7 +299,7 @@ const GENERATED: &[(&str, &str, &str)] = &[("contact", "email_key", "emailaddres
 fn each_specs_indexed_columns_are_the_ones_its_tables_indexes_read() {
     let conn = db();
     for spec in SPECS {
-        let generated = names(
+        let generated = crate::db::texts(
             &conn,
             "SELECT name FROM pragma_table_xinfo(?1) WHERE hidden IN (2, 3)",
             [spec.table],
@@ -327,13 +314,13 @@ fn each_specs_indexed_columns_are_the_ones_its_tables_indexes_read() {
             );
         }
         let mut read = BTreeSet::new();
-        let indexes = names(
+        let indexes = crate::db::texts(
             &conn,
             "SELECT name FROM pragma_index_list(?1)",
             [spec.table],
         );
         for index in &indexes {
-            let sql = names(
+            let sql = crate::db::texts(
                 &conn,
                 "SELECT sql FROM sqlite_master WHERE name = ?1 AND sql IS NOT NULL",
                 [index],
@@ -343,7 +330,8 @@ fn each_specs_indexed_columns_are_the_ones_its_tables_indexes_read() {
                 // version of a live record never assigns `deleted_run`.
                 assert_eq!(filter, "deleted_run IS NOT NULL", "{index}");
             }
-            for column in names(&conn, "SELECT name FROM pragma_index_info(?1)", [index]) {
+            for column in crate::db::texts(&conn, "SELECT name FROM pragma_index_info(?1)", [index])
+            {
                 let column = GENERATED
                     .iter()
                     .find(|(t, g, _)| *t == spec.table && *g == column)

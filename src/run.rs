@@ -1,6 +1,7 @@
 //! The `run` table: one row per command run, opened when it starts and closed with its outcome.
 //!
-//! A run left `running` was interrupted (killed, or the machine stopped); `status` shows it so.
+//! A run whose process stopped before recording its outcome (killed, or the machine stopped) is
+//! closed as `interrupted` by the next writing command (`start`); until then `status` shows it so.
 
 use anyhow::Result;
 use rusqlite::{Connection, params};
@@ -14,13 +15,27 @@ pub(crate) fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// Inserts a `running` row for `command` and returns its id.
+/// What an interrupted run's `message` says, unless the run had written one.
+const INTERRUPTED: &str = "its process stopped before recording an outcome (killed, out of memory, \
+                           the machine stopped, or the recording failed)";
+
+/// Closes as `interrupted` the runs still `running`, then inserts a `running` row for `command`
+/// and returns its id. Only a writing command calls it, holding the writer lock (which the OS
+/// lets go when its holder dies), so a run still `running` here has no process any more.
 pub(crate) fn start(conn: &Connection, command: &str, args: &[String]) -> Result<i64> {
-    conn.execute(
+    let tx = conn.unchecked_transaction()?;
+    tx.execute(
+        "UPDATE run SET outcome = 'interrupted', message = coalesce(message, ?1)
+         WHERE outcome = 'running'",
+        [INTERRUPTED],
+    )?;
+    tx.execute(
         "INSERT INTO run (command, args, started_at) VALUES (?1, ?2, ?3)",
         params![command, serde_json::to_string(args)?, now()],
     )?;
-    Ok(conn.last_insert_rowid())
+    let run_id = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(run_id)
 }
 
 /// Removes what is older than `keep_days` days: the API calls and per-record outcomes of old
@@ -37,22 +52,7 @@ pub(crate) fn start(conn: &Connection, command: &str, args: &[String]) -> Result
 /// stage, which it keeps unless their counts say they staged nothing, and it looks up each
 /// other reference (a test holds this to the schema: `tests::REFERRING_TO_RUNS`).
 pub(crate) fn prune(conn: &mut Connection, keep_days: u32) -> Result<usize> {
-    without_foreign_key_checks(conn, |conn| prune_unchecked(conn, keep_days))
-}
-
-/// Runs `f` with SQLite's foreign key checks off on `conn`, then puts them back as they were,
-/// whatever `f` returned. Outside a transaction only: SQLite ignores the pragma inside one.
-fn without_foreign_key_checks<T>(
-    conn: &mut Connection,
-    f: impl FnOnce(&mut Connection) -> Result<T>,
-) -> Result<T> {
-    let checked: bool = conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
-    conn.pragma_update(None, "foreign_keys", false)?;
-    let result = f(conn);
-    let restored = conn.pragma_update(None, "foreign_keys", checked);
-    let value = result?;
-    restored?;
-    Ok(value)
+    crate::db::without_foreign_key_checks(conn, |conn| prune_unchecked(conn, keep_days))
 }
 
 /// Problems resolved before the cutoff (last seen before it); standing ones stay however old.
@@ -65,7 +65,8 @@ fn prune_unchecked(conn: &mut Connection, keep_days: u32) -> Result<usize> {
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
     let tx = conn.transaction()?;
-    // A run still `running` here was interrupted: prune runs at the end of a writing command,
+    // A run `interrupted`, or still `running` (closed as interrupted by no writing command
+    // since this build), is pruned as any other: prune runs at the end of a writing command,
     // after its own run is recorded, and holds the writer lock, so no other run is under way.
     let old = "SELECT run_id FROM run WHERE started_at < ?1";
     tx.execute(
@@ -289,6 +290,41 @@ mod tests {
     }
 
     #[test]
+    fn a_run_starting_closes_the_runs_left_running_as_interrupted() {
+        let conn = db();
+        conn.execute_batch(
+            "INSERT INTO run (run_id, command, args, started_at, outcome, exit_code, message)
+             VALUES (1, 'pull', '[]', '2026-01-01T00:00:00Z', 'done', 0, NULL),
+                    (2, 'push', '[]', '2026-01-02T00:00:00Z', 'failed', 1, 'Marketo down');
+             -- Killed: never finished. The second wrote a message before it stopped.
+             INSERT INTO run (run_id, command, args, started_at)
+             VALUES (3, 'sync', '[]', '2026-01-03T00:00:00Z'), (4, 'push', '[]', '2026-01-04T00:00:00Z');
+             UPDATE run SET message = 'said before' WHERE run_id = 4;",
+        )
+        .unwrap();
+        let id = start(&conn, "pull", &["--full".to_string()]).unwrap();
+        assert_eq!(id, 5);
+        let runs = crate::db::texts(
+            &conn,
+            "SELECT json_array(run_id, outcome, exit_code, finished_at, message) FROM run
+             ORDER BY run_id",
+            [],
+        );
+        let interrupted = format!(r#"[3,"interrupted",null,null,"{INTERRUPTED}"]"#);
+        assert_eq!(
+            runs,
+            [
+                r#"[1,"done",0,null,null]"#,
+                r#"[2,"failed",1,null,"Marketo down"]"#,
+                &interrupted,
+                r#"[4,"interrupted",null,null,"said before"]"#,
+                r#"[5,"running",null,null,null]"#,
+            ],
+            "when a killed run stopped is not known: no finished_at, no exit code"
+        );
+    }
+
+    #[test]
     fn prune_keeps_every_old_run_something_refers_to() {
         let mut conn = db();
         conn.execute_batch(RECENT_PUSH).unwrap();
@@ -325,7 +361,8 @@ mod tests {
     fn old_interrupted_and_init_runs_go_unless_they_may_have_staged_or_something_refers_to_them() {
         let mut conn = db();
         conn.execute_batch(RECENT_PUSH).unwrap();
-        // Killed runs: their outcome stays `running`, and their counts were never written.
+        // Killed runs: their counts were never written, and their outcome is `running` until
+        // the next writing command closes them as `interrupted` (both are pruned alike).
         conn.execute_batch(
             "INSERT INTO run (run_id, command, args, started_at) VALUES
                  (20, 'push', '[]', '2001-01-01T00:00:00Z'),
@@ -334,6 +371,7 @@ mod tests {
                  (23, 'pull', '[]', '2001-01-01T00:00:00Z'),
                  (24, 'sync', '[]', '2001-01-01T00:00:00Z'),
                  (25, 'push', '[]', strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));
+             UPDATE run SET outcome = 'interrupted' WHERE run_id IN (20, 23);
              -- `init` stages nothing: an old one goes, but for the last that succeeded.
              INSERT INTO run (run_id, command, args, started_at, outcome) VALUES
                  (26, 'init', '[]', '2001-01-01T00:00:00Z', 'done'),

@@ -42,6 +42,7 @@ pub(crate) const MIGRATIONS: &[SqlFile] = &[
     sql_file!("sql/schema/0017_sample_roles.sql"),
     sql_file!("sql/schema/0018_owner_index_covers_type.sql"),
     sql_file!("sql/schema/0019_sample_companies.sql"),
+    sql_file!("sql/schema/0020_interrupted_runs.sql"),
 ];
 
 /// Rule views in creation order; each file creates the view its name ends with.

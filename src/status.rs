@@ -317,7 +317,8 @@ fn runs_where(
                 args: parse(r.get(2)?),
                 started_at: r.get(3)?,
                 finished_at: r.get(4)?,
-                // A run left `running` by another process was killed or lost its machine.
+                // A run left `running` by a process that is gone, in a database no writing
+                // command opened since (`run::start` closes those as interrupted).
                 outcome: if outcome == "running" && run_id != current_run {
                     "interrupted".into()
                 } else {

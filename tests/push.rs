@@ -796,7 +796,19 @@ fn a_push_killed_midway_converges_on_rerun_without_duplicate_leads() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        let running = "SELECT count(*) FROM run WHERE command = 'push' AND outcome = 'running'";
+        assert_eq!(db.count(running), 1, "the killed push recorded its run");
         push(&db, &sim).expect_code(3);
+        // The rerun closed the killed run's row, so that sqlite3 reads what happened too.
+        assert_eq!(db.count(running), 0);
+        assert_eq!(
+            db.count(
+                "SELECT count(*) FROM run WHERE command = 'push' AND outcome = 'interrupted'
+                   AND finished_at IS NULL AND exit_code IS NULL
+                   AND message LIKE 'its process stopped before recording an outcome%'"
+            ),
+            1
+        );
         let state = sim.state();
         assert_eq!(
             state["leads"].as_array().unwrap().len(),

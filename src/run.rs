@@ -16,7 +16,7 @@ pub(crate) fn now() -> String {
 }
 
 /// What an interrupted run's `message` says, unless the run had written one.
-const INTERRUPTED: &str = "its process stopped before recording an outcome (killed, out of memory, \
+pub(crate) const INTERRUPTED: &str = "its process stopped before recording an outcome (killed, out of memory, \
                            the machine stopped, or the recording failed)";
 
 /// Closes as `interrupted` the runs still `running`, then inserts a `running` row for `command`

@@ -247,7 +247,17 @@ pub(crate) fn read(
         .iter()
         .map(|o| (o.name(), plan.counts(*o)))
         .collect();
-    let last_errors = runs_where(conn, current_run, "outcome IN ('failed', 'usage_error')", 3)?;
+    // A run interrupted is a failure too (SIGKILL, out of memory, the machine stopped), whether
+    // a writing command closed it so since or it is still recorded `running` without a writer.
+    let last_errors = runs_where(
+        conn,
+        current_run,
+        &format!(
+            "outcome IN ('failed', 'usage_error', 'interrupted')
+             OR (outcome = 'running' AND run_id <> {current_run})"
+        ),
+        3,
+    )?;
     let (problems, problems_total) = crate::problem::open(conn, RECENT_REJECTS)?;
     let marketo_sample = conn
         .query_row(
@@ -292,7 +302,7 @@ pub(crate) fn read(
     })
 }
 
-/// The newest `limit` runs matching `filter` (a constant condition, never user input).
+/// The newest `limit` runs matching `filter` (a condition built here, never from user input).
 fn runs_where(
     conn: &Connection,
     current_run: i64,
@@ -311,15 +321,17 @@ fn runs_where(
         .query_map([limit as i64], |r| {
             let run_id: i64 = r.get(0)?;
             let outcome: String = r.get(5)?;
+            // A run left `running` by a process that is gone, in a database no writing
+            // command opened since (`run::start` closes those as interrupted).
+            let interrupted = outcome == "running" && run_id != current_run;
+            let message: Option<String> = r.get(8)?;
             Ok(RunRow {
                 run_id,
                 command: r.get(1)?,
                 args: parse(r.get(2)?),
                 started_at: r.get(3)?,
                 finished_at: r.get(4)?,
-                // A run left `running` by a process that is gone, in a database no writing
-                // command opened since (`run::start` closes those as interrupted).
-                outcome: if outcome == "running" && run_id != current_run {
+                outcome: if interrupted {
                     "interrupted".into()
                 } else {
                     outcome
@@ -328,7 +340,10 @@ fn runs_where(
                 progress: None,
                 exit_code: r.get(6)?,
                 counts: parse(r.get(7)?),
-                message: r.get(8)?,
+                message: match (interrupted, message) {
+                    (true, None) => Some(crate::run::INTERRUPTED.to_string()),
+                    (_, message) => message,
+                },
             })
         })?
         .collect::<rusqlite::Result<_>>()?;

@@ -278,6 +278,39 @@ fn status_stale_after_exits_1_when_no_push_finished_within_it() {
         // What status shows is shown all the same.
         assert!(run.stdout.contains("schema_version") || run.stdout.contains("schema version"));
     }
+    // A sync killed half an hour ago is the newest failure: recorded `running` with no writer
+    // left, then closed as interrupted in the table by the next writing command.
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    conn.execute(
+        "INSERT INTO run (command, args, started_at)
+         VALUES ('sync', '[]', strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-30 minutes'))",
+        [],
+    )
+    .unwrap();
+    let killed = conn.last_insert_rowid();
+    drop(conn);
+    for writer_since in [false, true] {
+        if writer_since {
+            db.run(&["init"]).expect_code(0);
+        }
+        let run = db.run(&["status", "--stale-after", "2h"]);
+        run.expect_code(1);
+        let said = format!(
+            "the newest failure: #{killed} sync at {}: its process stopped before recording an \
+             outcome",
+            db.column(&format!(
+                "SELECT started_at FROM run WHERE run_id = {killed}"
+            ))[0]
+        );
+        assert!(run.stderr.contains(&said), "{}", run.stderr);
+        let json: Value = serde_json::from_str(&db.run(&["status", "--json"]).stdout).unwrap();
+        assert_eq!(json["last_errors"][0]["run_id"], killed, "{json}");
+        assert_eq!(json["last_errors"][0]["outcome"], "interrupted", "{json}");
+    }
+    assert_eq!(
+        db.column(&format!("SELECT outcome FROM run WHERE run_id = {killed}")),
+        ["interrupted"]
+    );
     db.run(&["status", "--stale-after", "4h"]).expect_code(0);
 }
 

@@ -5,7 +5,8 @@
 # 10-50 ms late. Each round pulls the org's first version or, every third round, its delta
 # (a fifth of the opportunities and contacts changed), so the kills land in first loads,
 # deltas and idle cycles alike. Then one `sync` to the end, and the checks: a second `sync`
-# makes no REST call, `oppsync verify` passes, and the simulator holds exactly the sendable
+# makes no REST call, `oppsync verify` passes, no run is left `running` (the killed ones are
+# closed as interrupted), and the simulator holds exactly the sendable
 # export rows, field by field (every field of each payload as the simulator stored it), with
 # no lead twice. Prints one line per round and per check, and exits 1 when a check fails.
 # With LIVE=1 it pulls from the Dynamics simulator instead (change tracking, every ninth request
@@ -52,6 +53,7 @@ source_of() {
 }
 
 RANDOM=$seed
+killed=0
 for round in $(seq "$rounds"); do
     pages=v1
     [ $((round % 3)) = 0 ] && pages=v2
@@ -74,6 +76,7 @@ for round in $(seq "$rounds"); do
     wait "$pid" 2>/dev/null || code=$?
     last=$(grep -E 'cycle [0-9]+: |stopped on request' "$work/round.out" | tail -1 | cut -c22- || true)
     echo "round $round: $pages, SIG$signal after $after_ms ms, exit $code: $last"
+    if [ "$signal" = KILL ]; then killed=$((killed + 1)); fi
 done
 
 failed=0
@@ -88,6 +91,12 @@ check() { # NAME COMMAND...: runs COMMAND, and says whether it passed
 "$bin" --db "$db" sync $(source_of v2) > "$work/again.out" 2>&1 || true
 check "a second sync makes no REST call" grep -q "no REST call made" "$work/again.out"
 check "the stored export rows equal the views" "$bin" --db "$db" -q verify
+# A SIGKILL mid-cycle leaves its run `running`; the next writing command closes it as
+# interrupted (one killed between cycles, or before its run was recorded, leaves none).
+interrupted=$(sqlite3 "$db" "SELECT count(*) FROM run WHERE outcome = 'interrupted'")
+check "no run is left running, and $interrupted are interrupted, of $killed SIGKILLs" \
+    test "$(sqlite3 "$db" "SELECT count(*) FROM run WHERE outcome = 'running'")" = 0 \
+    -a "$interrupted" -le "$killed"
 curl -s "$url/sim/state" > "$work/state.json"
 cat > "$work/compare.py" <<'PY'
 import json, sqlite3, sys

@@ -886,6 +886,11 @@ mod tests {
         assert_eq!(version, MIGRATIONS.len());
     }
 
+    fn foreign_keys_checked(conn: &Connection) -> bool {
+        conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap()
+    }
+
     /// Migration 0020 rebuilds `run`, which seventeen tables refer to.
     #[test]
     fn the_run_table_rebuilt_keeps_every_run_and_every_reference_to_it_checked() {
@@ -918,25 +923,21 @@ mod tests {
         let kept = runs(&conn);
         migrate(&mut conn).unwrap();
         assert_eq!(runs(&conn), kept);
-        let on: bool = conn
-            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
-            .unwrap();
-        assert!(on, "foreign key checks are back on after the migrations");
+        assert!(
+            foreign_keys_checked(&conn),
+            "foreign key checks are back on after the migrations"
+        );
         // The references bind to the rebuilt table, and are checked.
-        let err = conn
-            .execute("DELETE FROM run WHERE run_id = 2", [])
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("FOREIGN KEY constraint failed"),
-            "{err}"
-        );
-        let err = conn
-            .execute("UPDATE opportunity SET staged_run = 3", [])
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("FOREIGN KEY constraint failed"),
-            "{err}"
-        );
+        for sql in [
+            "DELETE FROM run WHERE run_id = 2",
+            "UPDATE opportunity SET staged_run = 3",
+        ] {
+            let err = conn.execute(sql, []).unwrap_err();
+            assert!(
+                err.to_string().contains("FOREIGN KEY constraint failed"),
+                "{sql}: {err}"
+            );
+        }
         conn.execute(
             "UPDATE run SET outcome = 'interrupted' WHERE run_id = 2",
             [],
@@ -996,11 +997,8 @@ mod tests {
         assert_eq!(version, MIGRATIONS.len() + 1);
         assert_eq!(texts(&conn, "SELECT command FROM run", []), ["push"]);
         assert_eq!(table(&conn, "lost"), 0, "rolled back");
-        let on: bool = conn
-            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
-            .unwrap();
         assert!(
-            on,
+            foreign_keys_checked(&conn),
             "foreign key checks are back on after a failed migration too"
         );
     }

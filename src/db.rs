@@ -25,6 +25,7 @@ pub fn open(path: &Path) -> Result<Connection> {
         Connection::open(path).with_context(|| format!("opening database {}", path.display()))?;
     configure(&conn).with_context(|| format!("configuring database {}", path.display()))?;
     migrate(&mut conn).with_context(|| format!("migrating database {}", path.display()))?;
+    crate::stop::watch(&mut conn)?;
     Ok(conn)
 }
 
@@ -805,9 +806,10 @@ pub(crate) fn steps_taken<T>(
             counted.fetch_add(1, Ordering::Relaxed);
             false
         }),
-    );
+    )
+    .unwrap();
     let value = f(conn);
-    conn.progress_handler(1, None::<fn() -> bool>);
+    conn.progress_handler(1, None::<fn() -> bool>).unwrap();
     (value, steps.load(Ordering::Relaxed) / 1000)
 }
 

@@ -215,7 +215,7 @@ pub(crate) fn refresh(conn: &mut Connection, config: &Config) -> Result<Refreshe
         if !dirty {
             Refresh::Current
         } else {
-            crate::stop::interruptible(&tx, "re-evaluating the rows of what changed", || {
+            crate::stop::interruptible("re-evaluating the rows of what changed", || {
                 incremental(&tx, config)
             })?
             .unwrap_or(Refresh::Full(FullBecause::LargeChange))
@@ -276,7 +276,7 @@ fn evaluate_in_full(
     let tx = conn.transaction_with_behavior(behavior)?;
     let checkpoints = Checkpoints::start(&tx)?;
     tx.execute("UPDATE export_state SET built = 0 WHERE id = 1", [])?;
-    let evaluated = crate::stop::interruptible(&tx, "evaluating every export row", || {
+    let evaluated = crate::stop::interruptible("evaluating every export row", || {
         full(&tx, config, "main", checkpoints.as_ref())
     });
     let finished = checkpoints.map_or(Ok(()), |checkpoints| checkpoints.finish(&tx));

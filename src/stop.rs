@@ -14,6 +14,7 @@
 //! The flag is process-wide because the signal arrives in a handler that can reach nothing
 //! else; the pull, the push, `recheck`, `sync --every` and SQLite's progress handler read it.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -27,9 +28,14 @@ static REQUESTED: AtomicBool = AtomicBool::new(false);
 /// needs interrupting.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-/// How many of SQLite's virtual machine steps an `interruptible` step runs between two looks at
-/// the flag: well under a millisecond, and a negligible cost.
+/// How many of SQLite's virtual machine steps a statement runs between two looks at the flag:
+/// well under a millisecond, and a negligible cost.
 const STEPS_BETWEEN_LOOKS: std::ffi::c_int = 10_000;
+
+thread_local! {
+    /// Whether this thread is running an `interruptible` step.
+    static IN_STEP: Cell<bool> = const { Cell::new(false) };
+}
 
 /// Installs the handlers, once: the first signal sets the flag, a second one exits with code 1.
 pub(crate) fn install() -> Result<()> {
@@ -80,22 +86,39 @@ pub(crate) fn pause(duration: Duration) -> Result<()> {
     check()
 }
 
-/// Runs `step`, SQL on `conn` that may take minutes, so that a stop request interrupts it:
-/// SQLite abandons the statement it is running, which fails with SQLITE_INTERRUPT and rolls back
-/// the transaction it is in, and the failure becomes `Stopped` saying it was `what` that
-/// stopped. The caller's cleanup after a failed step runs after this returns, so it is not
-/// interrupted. Without `install`'s handlers it only runs `step`.
-pub(crate) fn interruptible<T>(
-    conn: &Connection,
-    what: &'static str,
-    step: impl FnOnce() -> Result<T>,
-) -> Result<T> {
+/// Gives a connection that writes (`db::open`) the progress handler through which a stop
+/// request interrupts an `interruptible` step: every `STEPS_BETWEEN_LOOKS` steps of a
+/// statement, it interrupts the statement when a stop was asked for and the thread running it
+/// is inside such a step. Set once, as rusqlite sets it only through a connection borrowed
+/// mutably, which a step's transaction holds.
+pub(crate) fn watch(conn: &mut Connection) -> Result<()> {
+    conn.progress_handler(
+        STEPS_BETWEEN_LOOKS,
+        Some(|| IN_STEP.with(Cell::get) && requested()),
+    )?;
+    Ok(())
+}
+
+/// Runs `step`, SQL that may take minutes on a connection `watch` was given, so that a stop
+/// request interrupts it: SQLite abandons the statement it is running, which fails with
+/// SQLITE_INTERRUPT and rolls back the transaction it is in, and the failure becomes `Stopped`
+/// saying it was `what` that stopped. The caller's cleanup after a failed step runs after this
+/// returns, so it is not interrupted. Without `install`'s handlers it only runs `step`.
+pub(crate) fn interruptible<T>(what: &'static str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// Leaves the step when dropped, also when `step` panics.
+    struct InStep;
+    impl Drop for InStep {
+        fn drop(&mut self) {
+            IN_STEP.with(|in_step| in_step.set(false));
+        }
+    }
     if !INSTALLED.load(Ordering::SeqCst) {
         return step();
     }
-    conn.progress_handler(STEPS_BETWEEN_LOOKS, Some(requested));
+    IN_STEP.with(|in_step| in_step.set(true));
+    let in_step = InStep;
     let result = step();
-    conn.progress_handler(0, None::<fn() -> bool>);
+    drop(in_step);
     result.map_err(|err| {
         if requested() && interrupted(&err) {
             Stopped { during: Some(what) }.into()

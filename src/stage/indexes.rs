@@ -65,7 +65,7 @@ pub(crate) fn build_set_aside(conn: &mut Connection) -> Result<usize> {
     if aside.is_empty() {
         return Ok(0);
     }
-    crate::stop::interruptible(&tx, "building the staging indexes set aside", || {
+    crate::stop::interruptible("building the staging indexes set aside", || {
         for (name, sql) in &aside {
             tx.execute_batch(sql)
                 .with_context(|| format!("building the staging index {name} set aside"))?;

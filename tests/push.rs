@@ -789,6 +789,7 @@ fn record_level_skips_are_listed_stored_held_back_and_exit_3() {
 
 #[test]
 fn a_push_killed_midway_converges_on_rerun_without_duplicate_leads() {
+    let mut closed = 0;
     for delay_ms in [150, 450] {
         let db = pulled("1-initial");
         let sim = Sim::start(&["--latency-ms", "200"]);
@@ -796,8 +797,10 @@ fn a_push_killed_midway_converges_on_rerun_without_duplicate_leads() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        // Killed after recording its run (it has at once, but on a machine slow enough to
+        // start it late, nothing is left to close).
         let running = "SELECT count(*) FROM run WHERE command = 'push' AND outcome = 'running'";
-        assert_eq!(db.count(running), 1, "the killed push recorded its run");
+        let killed = db.count(running);
         push(&db, &sim).expect_code(3);
         // The rerun closed the killed run's row, so that sqlite3 reads what happened too.
         assert_eq!(db.count(running), 0);
@@ -807,8 +810,9 @@ fn a_push_killed_midway_converges_on_rerun_without_duplicate_leads() {
                    AND finished_at IS NULL AND exit_code IS NULL
                    AND message LIKE 'its process stopped before recording an outcome%'"
             ),
-            1
+            killed
         );
+        closed += killed;
         let state = sim.state();
         assert_eq!(
             state["leads"].as_array().unwrap().len(),
@@ -821,6 +825,7 @@ fn a_push_killed_midway_converges_on_rerun_without_duplicate_leads() {
         assert!(push(&db, &sim).stdout.contains("no REST call made"));
         assert_eq!(sim.state()["rest_calls"].as_u64().unwrap(), calls);
     }
+    assert!(closed > 0, "no killed push had recorded its run yet");
 }
 
 /// `plan --json` with the Marketo settings of `sim` (whose describes push stored are counted).

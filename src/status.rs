@@ -249,15 +249,11 @@ pub(crate) fn read(
         .iter()
         .map(|o| (o.name(), plan.counts(*o)))
         .collect();
-    // A run interrupted is a failure too (SIGKILL, out of memory, the machine stopped), whether
-    // a writing command closed it so since or it is still recorded `running` without a writer.
+    // A run interrupted is a failure too (SIGKILL, out of memory, the machine stopped).
     let last_errors = runs_where(
         conn,
         current_run,
-        &format!(
-            "outcome IN ('failed', 'usage_error', 'interrupted')
-             OR (outcome = 'running' AND run_id <> {current_run})"
-        ),
+        "outcome IN ('failed', 'usage_error', 'interrupted')",
         3,
     )?;
     let (problems, problems_total) = crate::problem::open(conn, RECENT_REJECTS)?;
@@ -304,7 +300,10 @@ pub(crate) fn read(
     })
 }
 
-/// The newest `limit` runs matching `filter` (a condition built here, never from user input).
+/// The newest `limit` runs matching `filter` (a constant condition, never user input), which
+/// reads their outcome as shown: a run still recorded `running` that is not `current_run` was
+/// left so by a process that is gone, in a database no writing command opened since
+/// (`run::start` closes those as interrupted), and is `interrupted`.
 fn runs_where(
     conn: &Connection,
     current_run: i64,
@@ -313,39 +312,38 @@ fn runs_where(
 ) -> Result<Vec<RunRow>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT run_id, command, args, started_at, finished_at, outcome, exit_code, counts, message
-         FROM run WHERE {filter} ORDER BY run_id DESC LIMIT ?1"
+         FROM (SELECT run_id, command, args, started_at, finished_at,
+                      CASE WHEN outcome = 'running' AND run_id <> ?2 THEN 'interrupted'
+                           ELSE outcome END AS outcome,
+                      exit_code, counts, message
+               FROM run)
+         WHERE {filter} ORDER BY run_id DESC LIMIT ?1"
     ))?;
     let parse = |text: Option<String>| {
         text.and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(Value::Null)
     };
     let runs = stmt
-        .query_map([limit as i64], |r| {
-            let run_id: i64 = r.get(0)?;
+        .query_map([limit as i64, current_run], |r| {
             let outcome: String = r.get(5)?;
-            // A run left `running` by a process that is gone, in a database no writing
-            // command opened since (`run::start` closes those as interrupted).
-            let interrupted = outcome == "running" && run_id != current_run;
             let message: Option<String> = r.get(8)?;
+            // Said for a run not closed yet as `run::start` would say it.
+            let message = match outcome.as_str() {
+                "interrupted" => message.or_else(|| Some(crate::run::INTERRUPTED.to_string())),
+                _ => message,
+            };
             Ok(RunRow {
-                run_id,
+                run_id: r.get(0)?,
                 command: r.get(1)?,
                 args: parse(r.get(2)?),
                 started_at: r.get(3)?,
                 finished_at: r.get(4)?,
-                outcome: if interrupted {
-                    "interrupted".into()
-                } else {
-                    outcome
-                },
+                outcome,
                 pid: None,
                 progress: None,
                 exit_code: r.get(6)?,
                 counts: parse(r.get(7)?),
-                message: match (interrupted, message) {
-                    (true, None) => Some(crate::run::INTERRUPTED.to_string()),
-                    (_, message) => message,
-                },
+                message,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;

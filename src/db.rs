@@ -791,7 +791,8 @@ pub(crate) fn query_plan(conn: &Connection, sql: &str, params: impl rusqlite::Pa
 /// What `f` returns, and how many thousands of SQLite's virtual machine steps it took on
 /// `conn` (counted one by one by the progress handler: SQLite counts each statement's steps
 /// on their own, so a coarser count would leave out every short statement), for tests that a
-/// query reads a bounded part of the database however large it is.
+/// query reads a bounded part of the database however large it is. The handler is shared: the
+/// stop handler every writing connection has (`stop::watch`) is put back afterwards.
 #[cfg(test)]
 pub(crate) fn steps_taken<T>(
     conn: &mut Connection,
@@ -809,7 +810,7 @@ pub(crate) fn steps_taken<T>(
     )
     .unwrap();
     let value = f(conn);
-    conn.progress_handler(1, None::<fn() -> bool>).unwrap();
+    crate::stop::watch(conn).unwrap();
     (value, steps.load(Ordering::Relaxed) / 1000)
 }
 

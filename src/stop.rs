@@ -105,18 +105,18 @@ pub(crate) fn watch(conn: &mut Connection) -> Result<()> {
 /// saying it was `what` that stopped. The caller's cleanup after a failed step runs after this
 /// returns, so it is not interrupted. Without `install`'s handlers it only runs `step`.
 pub(crate) fn interruptible<T>(what: &'static str, step: impl FnOnce() -> Result<T>) -> Result<T> {
-    /// Leaves the step when dropped, also when `step` panics.
-    struct InStep;
+    /// Puts back whether the thread was in a step when dropped, also when `step` panics: a step
+    /// inside another leaves the outer one interruptible.
+    struct InStep(bool);
     impl Drop for InStep {
         fn drop(&mut self) {
-            IN_STEP.with(|in_step| in_step.set(false));
+            IN_STEP.with(|in_step| in_step.set(self.0));
         }
     }
     if !INSTALLED.load(Ordering::SeqCst) {
         return step();
     }
-    IN_STEP.with(|in_step| in_step.set(true));
-    let in_step = InStep;
+    let in_step = InStep(IN_STEP.with(|in_step| in_step.replace(true)));
     let result = step();
     drop(in_step);
     result.map_err(|err| {

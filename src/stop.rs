@@ -168,3 +168,42 @@ impl std::error::Error for Stopped {}
 pub(crate) fn is_stopped(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| cause.is::<Stopped>())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_step() -> bool {
+        IN_STEP.with(Cell::get)
+    }
+
+    /// A step inside another, ending in an error or a panic, leaves the outer step
+    /// interruptible, and the thread outside any step once the outer one ends. The handlers are
+    /// installed for the guard to run; no stop is asked for, so no other test is interrupted.
+    #[test]
+    fn a_nested_step_puts_back_the_state_it_found() {
+        install().unwrap();
+        assert!(!in_step());
+        let outer = interruptible("the outer step", || {
+            let failed: Result<()> = interruptible("a failing step", || {
+                assert!(in_step());
+                anyhow::bail!("the inner step failed")
+            });
+            assert!(failed.is_err());
+            let after_failure = in_step();
+            let panicked = std::panic::catch_unwind(|| {
+                interruptible("a panicking step", || -> Result<()> {
+                    panic!("inner panic")
+                })
+            });
+            assert!(panicked.is_err());
+            Ok((after_failure, in_step()))
+        });
+        assert_eq!(
+            outer.unwrap(),
+            (true, true),
+            "the outer step after the inner ones"
+        );
+        assert!(!in_step(), "no step is running once the outer one ends");
+    }
+}

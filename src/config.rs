@@ -439,6 +439,22 @@ impl Config {
                 }
             }
         }
+        for (setting, secret) in self.secrets() {
+            let Some(secret) = secret else { continue };
+            if crate::redact::too_short(secret.expose()) {
+                return bad(
+                    setting,
+                    &format!(
+                        "has {}, too few for a real secret (Marketo's client \
+                         secrets have 32, Entra ID's 40, its passwords at least {}): oppsync \
+                         cuts every secret out of what it prints and stores, and one this short \
+                         would cut ordinary text; check the value",
+                        crate::redact::characters(secret.expose()),
+                        crate::redact::SHORTEST_SECRET
+                    ),
+                );
+            }
+        }
         let m = &self.marketo;
         let d = &self.dynamics;
         // Every number that becomes a duration or a count is bounded here, so that no setting
@@ -778,7 +794,7 @@ mod tests {
             "[marketo]\nbase_url = \"https://file.example\"\nclient_secret = \"from-file\"\n",
             &[
                 ("MARKETO_BASE_URL", "http://127.0.0.1:1"),
-                ("MARKETO_CLIENT_SECRET", "s3cret"),
+                ("MARKETO_CLIENT_SECRET", "s3cret-from-env"),
             ],
         )
         .unwrap();
@@ -788,7 +804,7 @@ mod tests {
         );
         assert_eq!(
             config.marketo.client_secret.as_ref().unwrap().expose(),
-            "s3cret"
+            "s3cret-from-env"
         );
         assert!(
             !format!("{config:?}").contains("s3cret"),
@@ -972,6 +988,44 @@ mod tests {
         assert!(format!("{err:#}").contains("rules.stakeholder_categories"));
         let err = load_text("[marketo]\non_opportunity_delete = \"archive\"\n", &[]).unwrap_err();
         assert!(format!("{err:#}").contains("archive"));
+    }
+
+    /// A secret too short to be real would be cut out of ordinary text wherever oppsync prints
+    /// or stores it: refused, naming the setting and where it came from but not its value.
+    #[test]
+    fn a_secret_too_short_to_be_real_is_refused_without_showing_it() {
+        for (text, env, expected, value) in [
+            (
+                "[marketo]\nclient_secret = \"y\"\n",
+                &[][..],
+                "oppsync.toml: marketo.client_secret has 1 character,",
+                "\"y\"",
+            ),
+            (
+                "[dynamics]\npassword = \" hunter2 \"\n",
+                &[][..],
+                "oppsync.toml: dynamics.password has 7 characters,",
+                "hunter2",
+            ),
+            (
+                "",
+                &[("DYNAMICS_CLIENT_SECRET", "abc")][..],
+                "environment DYNAMICS_CLIENT_SECRET: dynamics.client_secret has 3 characters,",
+                "abc",
+            ),
+        ] {
+            let err = load_text(text, env).unwrap_err();
+            let message = format!("{err:#}");
+            assert!(crate::exit::is_usage(&err), "{message}");
+            assert!(message.contains(expected), "{message}");
+            assert!(
+                !message.contains(value),
+                "the value is not shown: {message}"
+            );
+        }
+        // Eight characters, as the shortest Entra ID password, are a secret.
+        let config = load_text("[dynamics]\npassword = \"8-chars!\"\n", &[]).unwrap();
+        assert_eq!(config.dynamics.password.unwrap().expose(), "8-chars!");
     }
 
     #[test]

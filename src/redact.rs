@@ -29,6 +29,28 @@ struct Form {
     until: Option<Instant>,
 }
 
+/// The fewest characters a secret may have. Every secret is cut out of all that is printed and
+/// stored, so a shorter one would cut ordinary text too: a client secret `y` turns "every" into
+/// "ever<redacted>", and cut out of a run's counts it breaks their JSON. No real secret is this
+/// short (Marketo's client secrets have 32 characters, Entra ID's 40 and its passwords at least
+/// 8; access tokens have dozens), so the configuration refuses a shorter one as a bad setting
+/// and the clients refuse a shorter token as a server's garbage, before either is registered.
+pub(crate) const SHORTEST_SECRET: usize = 8;
+
+/// Whether `secret` is too short to be one (`SHORTEST_SECRET`), spaces around it not counted.
+pub(crate) fn too_short(secret: &str) -> bool {
+    secret.trim().chars().count() < SHORTEST_SECRET
+}
+
+/// How many characters `secret` has, spaces around it not counted, for an error that refuses
+/// it without showing it: "1 character", "7 characters".
+pub(crate) fn characters(secret: &str) -> String {
+    match secret.trim().chars().count() {
+        1 => "1 character".to_string(),
+        n => format!("{n} characters"),
+    }
+}
+
 /// The forms of every registered secret that text may contain, longest first.
 static SECRETS: RwLock<Vec<Form>> = RwLock::new(Vec::new());
 

@@ -382,6 +382,60 @@ fn a_page_that_quotes_the_token_is_staged_without_it() {
     assert_nowhere(&db, &run, &[DYNAMICS_TOKEN, DYNAMICS_SECRET]);
 }
 
+/// A token of a character or two would be cut out of every word that holds it ("every" read
+/// "ever<redacted>" with a token `y`), and out of the JSON of each run's counts: a server's
+/// garbage, refused before it is registered or sent, from Marketo and from Entra ID alike.
+#[test]
+fn a_token_too_short_to_be_one_is_refused_not_cut_out_of_every_line() {
+    let marketo = BrokenServer::start("127.0.0.1", |_r: &Request, _url: &str| {
+        Reply::json(json!({"access_token": "y", "token_type": "bearer", "expires_in": 3599}))
+    });
+    let db = pulled();
+    let run = push_to(&db, &marketo.url);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("answered an access_token of 1 character, too few characters"),
+        "{}",
+        run.stderr
+    );
+    let paths: Vec<String> = marketo
+        .requests()
+        .iter()
+        .map(|r| r.path().to_string())
+        .collect();
+    assert!(
+        !paths.is_empty() && paths.iter().all(|path| path == "/identity/oauth/token"),
+        "no call carries the token: {paths:?}"
+    );
+    let org = dataverse_with_token(
+        json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "ey"}).to_string(),
+        |_r, url| roles_page(url, "Stakeholder", json!({})),
+    );
+    let run = pull_from(&db, &org.url, &format!("{}/token", org.url));
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("answered an access_token of 2 characters, too few characters"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        data_requests(&org),
+        0,
+        "no page is asked for with the token"
+    );
+    for run in [&run, &db.run(&["status"])] {
+        let output = format!("{}{}", run.stdout, run.stderr);
+        assert!(!output.contains("<redacted>"), "nothing is cut: {output}");
+    }
+    let counts = db.column("SELECT counts FROM run WHERE counts IS NOT NULL");
+    assert!(!counts.is_empty());
+    for text in counts {
+        assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text}");
+    }
+}
+
 // Row 5: one record cannot block the rest.
 
 /// The demo's first snapshot with one opportunity's description made `bytes` long.

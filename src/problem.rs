@@ -11,7 +11,6 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::object::Object;
-use crate::redact::redact;
 use crate::run::now;
 use crate::stage::SPECS;
 
@@ -226,8 +225,8 @@ pub(crate) fn check_unsendable(
             let object: String = row.get(0)?;
             let problem_key: String = row.get(1)?;
             let reason: String = row.get(4)?;
-            let reasons = serde_json::json!([{ "message": reason }]).to_string();
-            outcome.execute(params![run_id, object, problem_key, redact(&reasons), at])?;
+            let reasons = crate::redact::json(&serde_json::json!([{ "message": reason }]));
+            outcome.execute(params![run_id, object, problem_key, reasons, at])?;
             if first.len() < listed {
                 first.push(Unsendable {
                     object: Object::from_name(&object).map_or("?", Object::name),

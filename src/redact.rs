@@ -132,6 +132,35 @@ pub(crate) fn redact(text: &str) -> Cow<'_, str> {
     Cow::Owned(text)
 }
 
+/// `value` as JSON text with every registered secret cut out of its strings and keys. Cut out
+/// of the text instead, a secret that spells JSON (a server may hand out the token `"calls":`)
+/// would leave it broken: `run.counts` unreadable to `json_extract`, a `--json` result no
+/// parser takes. Only the strings are cut, so the text stays JSON; what a secret might still
+/// match between them is this process's own punctuation, key names and numbers, none of which
+/// a server wrote.
+pub(crate) fn json(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if !holds_secret(&text) {
+        return text;
+    }
+    cut_strings(value).to_string()
+}
+
+fn cut_strings(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => Value::String(redact(text).into_owned()),
+        Value::Array(items) => Value::Array(items.iter().map(cut_strings).collect()),
+        Value::Object(members) => Value::Object(
+            members
+                .iter()
+                .map(|(key, member)| (redact(key).into_owned(), cut_strings(member)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// Whether `text` holds a registered secret.
 pub(crate) fn holds_secret(text: &str) -> bool {
     let known = SECRETS.read().unwrap_or_else(|e| e.into_inner());
@@ -163,6 +192,34 @@ mod tests {
         let redacted = redact(text);
         assert!(!redacted.contains("s3cr"), "{redacted}");
         assert_eq!(redacted.matches(MARK).count(), 3, "{redacted}");
+    }
+
+    /// A secret that spells JSON is cut out of the strings and keys a server may have written,
+    /// and the text stays JSON; cut out of the text, it would have taken the key's quotes.
+    #[test]
+    fn a_secret_that_spells_json_is_cut_from_strings_and_leaves_json() {
+        register("\"spelled-key\":");
+        let value = serde_json::json!({
+            "spelled-key": 3,
+            "message": "Marketo quoted \"spelled-key\": here",
+            "\"spelled-key\":field": [true, "\"spelled-key\":"],
+        });
+        assert!(
+            redact(&value.to_string())
+                .parse::<serde_json::Value>()
+                .is_err()
+        );
+        let cut: serde_json::Value = json(&value).parse().unwrap();
+        assert_eq!(
+            cut,
+            serde_json::json!({
+                "spelled-key": 3,
+                "message": "Marketo quoted <redacted> here",
+                "<redacted>field": [true, "<redacted>"],
+            })
+        );
+        let plain = serde_json::json!({"calls": 2});
+        assert_eq!(json(&plain), plain.to_string());
     }
 
     #[test]

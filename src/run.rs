@@ -8,7 +8,6 @@ use rusqlite::{Connection, params};
 use serde_json::Value;
 
 use crate::exit::{self, Outcome};
-use crate::redact::redact;
 
 /// Current UTC time as ISO 8601 with seconds, the format of every timestamp oppsync writes.
 pub(crate) fn now() -> String {
@@ -110,19 +109,24 @@ fn prune_unchecked(conn: &mut Connection, keep_days: u32) -> Result<usize> {
     // other reference is looked up. A pull's or sync's counts start at nothing staged
     // (`cmd::counts_before`), and a failed sync keeps its pull's under `pull`; counts that
     // are not there (a run from before that, or one interrupted, whose counts were never
-    // written) keep the run. The last successful run of each command stays too, however old:
+    // written) keep the run, as do counts that are not JSON (stored by a build that cut a
+    // server's token out of them as text, which `redact::json` no longer does), which
+    // `json_extract` would fail on, failing every writing run from then on. The last
+    // successful run of each command stays too, however old:
     // `status` shows the last successful push or sync.
     let runs = tx.execute(
         "DELETE FROM run WHERE started_at < ?1
            AND (command NOT IN ('pull', 'sync', 'demo')
-                OR command = 'pull' AND coalesce(json_extract(counts, '$.upserted')
+                OR command = 'pull' AND CASE WHEN json_valid(counts) THEN
+                    coalesce(json_extract(counts, '$.upserted')
                     - coalesce(json_extract(counts, '$.unchanged'), 0)
                     + json_extract(counts, '$.deleted')
-                    + json_extract(counts, '$.missing_from_full_pull'), 1) = 0
-                OR command = 'sync' AND coalesce(json_extract(counts, '$.pull.upserted')
+                    + json_extract(counts, '$.missing_from_full_pull'), 1) = 0 END
+                OR command = 'sync' AND CASE WHEN json_valid(counts) THEN
+                    coalesce(json_extract(counts, '$.pull.upserted')
                     - coalesce(json_extract(counts, '$.pull.unchanged'), 0)
                     + json_extract(counts, '$.pull.deleted')
-                    + json_extract(counts, '$.pull.missing_from_full_pull'), 1) = 0)
+                    + json_extract(counts, '$.pull.missing_from_full_pull'), 1) = 0 END)
            AND NOT EXISTS (SELECT 1 FROM mkto_ack a WHERE a.run_id = run.run_id)
            AND NOT EXISTS (SELECT 1 FROM problem p WHERE p.first_run = run.run_id)
            AND NOT EXISTS (SELECT 1 FROM problem p WHERE p.last_run = run.run_id)
@@ -166,7 +170,7 @@ pub(crate) fn finish(
             now(),
             outcome,
             code,
-            redact(&counts.to_string()),
+            crate::redact::json(counts),
             message
         ],
     )?;
@@ -393,6 +397,34 @@ mod tests {
             .query_row("SELECT count(*) FROM api_call", [], |r| r.get(0))
             .unwrap();
         assert_eq!(calls, 0, "the old interrupted push's calls went with it");
+    }
+
+    /// Counts that are not JSON (cut as text by an earlier build, a server's token spelling
+    /// JSON) keep their run, where `json_extract` failed the prune, and every writing run with
+    /// it; a pull or sync whose counts say it staged nothing still goes.
+    #[test]
+    fn old_runs_whose_counts_are_not_json_stay_and_the_prune_goes_on() {
+        let mut conn = db();
+        conn.execute_batch(RECENT_PUSH).unwrap();
+        let staged_nothing =
+            r#"{"upserted":0,"unchanged":0,"deleted":0,"missing_from_full_pull":0}"#;
+        conn.execute(
+            "INSERT INTO run (run_id, command, args, started_at, outcome, counts) VALUES
+                 (30, 'pull', '[]', '2001-01-01T00:00:00Z', 'done', '{<redacted>0,\"deleted\":0}'),
+                 (31, 'sync', '[]', '2001-01-01T00:00:00Z', 'done', '{\"pull\":{<redacted>1}}'),
+                 (32, 'pull', '[]', '2001-01-01T00:00:00Z', 'done', ?1),
+                 (33, 'sync', '[]', '2001-01-01T00:00:00Z', 'done', json_object('pull', json(?1))),
+                 (34, 'pull', '[]', '2001-01-02T00:00:00Z', 'done', ?1),
+                 (35, 'sync', '[]', '2001-01-02T00:00:00Z', 'done', json_object('pull', json(?1)))",
+            [staged_nothing],
+        )
+        .unwrap();
+        assert_eq!(prune(&mut conn, 30).unwrap(), 2);
+        assert_eq!(
+            runs_left(&conn),
+            [30, 31, 34, 35],
+            "the unreadable ones stay, and the last successful pull and sync"
+        );
     }
 
     #[test]

@@ -436,6 +436,55 @@ fn a_token_too_short_to_be_one_is_refused_not_cut_out_of_every_line() {
     }
 }
 
+/// A token long enough to be one may still spell what oppsync's own JSON holds: `"calls":`
+/// cut out of a run's counts as text would leave them broken, and every later writing run
+/// fails where it prunes old runs by reading them. Secrets are cut out of the JSON's strings
+/// instead, so what is stored and printed stays JSON.
+#[test]
+fn a_token_that_spells_json_leaves_the_stored_and_printed_json_whole() {
+    let honest = marketo(MarketoFaults::default());
+    let server = BrokenServer::start("127.0.0.1", move |request: &Request, url: &str| {
+        if request.path() == "/identity/oauth/token" {
+            return Reply::json(json!({"access_token": "\"calls\":", "expires_in": 3599}));
+        }
+        honest(request, url)
+    });
+    let db = TestDb::new();
+    quick(&db, "");
+    let dir = fixtures().join("demo").join("1-initial");
+    let env = [
+        ("MARKETO_BASE_URL", server.url.as_str()),
+        ("MARKETO_CLIENT_ID", "oppsync-test"),
+        ("MARKETO_CLIENT_SECRET", MARKETO_SECRET),
+    ];
+    let run = db.run_with_env(
+        &["sync", "--json", "--fixtures", dir.to_str().unwrap()],
+        &env,
+    );
+    assert!(matches!(run.code, 0 | 3), "{}", run.stderr);
+    let result: Value = serde_json::from_str(run.stdout.trim()).expect("--json prints JSON");
+    assert!(
+        result["counts"]["push"]["calls"].as_u64() > Some(0),
+        "{result}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM run WHERE counts IS NOT NULL AND NOT json_valid(counts)"),
+        0
+    );
+    // Once the sync is past keep_days, the next writing run prunes it, reading its counts.
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    conn.execute("UPDATE run SET started_at = '2001-01-01T00:00:00Z'", [])
+        .unwrap();
+    drop(conn);
+    quick(&db, "[history]\nkeep_days = 30\n");
+    let run = db.run_with_env(&["push"], &env);
+    run.expect_code(0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM run WHERE command = 'push'"),
+        1
+    );
+}
+
 // Row 5: one record cannot block the rest.
 
 /// The demo's first snapshot with one opportunity's description made `bytes` long.

@@ -315,7 +315,7 @@ fn print_json(
         "rest_calls": rest_calls,
         "counts": counts,
     });
-    outln!("{}", crate::redact::redact(&result.to_string()));
+    outln!("{}", crate::redact::json(&result));
 }
 
 fn configure(ctx: &mut Context, explicit: Option<&Path>) -> Result<()> {

@@ -149,7 +149,7 @@ pub(crate) fn store(
             instance.1,
             object.name(),
             // A field name quoting a secret or the token is stored without it.
-            crate::redact::redact(&serde_json::to_string(&fields)?),
+            crate::redact::json(&serde_json::to_value(&fields)?),
             stored.described_at,
             run_id
         ])

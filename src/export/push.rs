@@ -756,7 +756,7 @@ fn apply_result(
             },
             "failed",
             None,
-            &json!([{"message": reason}]).to_string(),
+            &json!([{"message": reason}]),
         )?;
         summary.skipped.push(Skipped {
             object: object.name(),
@@ -786,7 +786,7 @@ fn apply_result(
         action,
         status,
         marketo_id.as_deref(),
-        &reasons.to_string(),
+        &reasons,
     )?;
     let key = op.key.clone().unwrap_or_default();
     match (delete, status) {
@@ -1000,7 +1000,7 @@ fn not_sent(
         action,
         "not_sent",
         None,
-        &json!([{"message": reason}]).to_string(),
+        &json!([{"message": reason}]),
     )?;
     summary.skipped.push(Skipped {
         object: op.object.name(),
@@ -1018,9 +1018,9 @@ fn outcome(
     action: &str,
     status: &str,
     marketo_id: Option<&str>,
-    reasons: &str,
+    reasons: &Value,
 ) -> Result<()> {
-    tx.prepare_cached("INSERT INTO push_outcome (run_id, object, key, action, status, marketo_id, reasons, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![run_id, op.object.name(), op.key.as_deref().or(op.source_id.as_deref()), action, status, marketo_id, redact(reasons), now()],
+    tx.prepare_cached("INSERT INTO push_outcome (run_id, object, key, action, status, marketo_id, reasons, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![run_id, op.object.name(), op.key.as_deref().or(op.source_id.as_deref()), action, status, marketo_id, crate::redact::json(reasons), now()],
     )?;
     Ok(())
 }

@@ -31,8 +31,8 @@ struct Form {
 
 /// The fewest characters a secret may have. Every secret is cut out of all that is printed and
 /// stored, so a shorter one would cut ordinary text too: a client secret `y` turns "every" into
-/// "ever<redacted>", and cut out of a run's counts it breaks their JSON. No real secret is this
-/// short (Marketo's client secrets have 32 characters, Entra ID's 40 and its passwords at least
+/// "ever<redacted>" in every line and every reason stored, and the strings of every JSON
+/// (`json`) likewise. No real secret is this short (Marketo's client secrets have 32 characters, Entra ID's 40 and its passwords at least
 /// 8; access tokens have dozens), so the configuration refuses a shorter one as a bad setting
 /// and the clients refuse a shorter token as a server's garbage, before either is registered.
 pub(crate) const SHORTEST_SECRET: usize = 8;

@@ -383,8 +383,8 @@ fn a_page_that_quotes_the_token_is_staged_without_it() {
 }
 
 /// A token of a character or two would be cut out of every word that holds it ("every" read
-/// "ever<redacted>" with a token `y`), and out of the JSON of each run's counts: a server's
-/// garbage, refused before it is registered or sent, from Marketo and from Entra ID alike.
+/// "ever<redacted>" with a token `y`), in what is printed and stored alike: a server's garbage,
+/// refused before it is registered or sent, from Marketo and from Entra ID alike.
 #[test]
 fn a_token_too_short_to_be_one_is_refused_not_cut_out_of_every_line() {
     let marketo = BrokenServer::start("127.0.0.1", |_r: &Request, _url: &str| {

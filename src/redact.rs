@@ -31,10 +31,11 @@ struct Form {
 
 /// The fewest characters a secret may have. Every secret is cut out of all that is printed and
 /// stored, so a shorter one would cut ordinary text too: a client secret `y` turns "every" into
-/// "ever<redacted>" in every line and every reason stored, and the strings of every JSON
-/// (`json`) likewise. No real secret is this short (Marketo's client secrets have 32 characters, Entra ID's 40 and its passwords at least
-/// 8; access tokens have dozens), so the configuration refuses a shorter one as a bad setting
-/// and the clients refuse a shorter token as a server's garbage, before either is registered.
+/// "ever<redacted>" in every line and every reason stored, and in the strings of every JSON
+/// (`json`). No real secret is this short (Marketo's client secrets have 32 characters, Entra
+/// ID's 40 and its passwords at least 8; access tokens have dozens), so the configuration
+/// refuses a shorter one as a bad setting and the clients refuse a shorter token as a server's
+/// garbage, before either is registered.
 pub(crate) const SHORTEST_SECRET: usize = 8;
 
 /// Whether `secret` is too short to be one (`SHORTEST_SECRET`), spaces around it not counted.

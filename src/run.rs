@@ -109,9 +109,9 @@ fn prune_unchecked(conn: &mut Connection, keep_days: u32) -> Result<usize> {
     // other reference is looked up. A pull's or sync's counts start at nothing staged
     // (`cmd::counts_before`), and a failed sync keeps its pull's under `pull`; counts that
     // are not there (a run from before that, or one interrupted, whose counts were never
-    // written) keep the run, as do counts that are not JSON (stored by a build that cut a
-    // server's token out of them as text, which `redact::json` no longer does), which
-    // `json_extract` would fail on, failing every writing run from then on. The last
+    // written) keep the run. So do counts that are not JSON, which `json_extract` would fail
+    // on, failing every writing run from then on: an earlier build cut a server's token out
+    // of them as text, where `redact::json` now cuts only their strings. The last
     // successful run of each command stays too, however old:
     // `status` shows the last successful push or sync.
     let runs = tx.execute(

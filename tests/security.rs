@@ -404,9 +404,10 @@ fn a_token_too_short_to_be_one_is_refused_not_cut_out_of_every_line() {
         .iter()
         .map(|r| r.path().to_string())
         .collect();
-    assert!(
-        !paths.is_empty() && paths.iter().all(|path| path == "/identity/oauth/token"),
-        "no call carries the token: {paths:?}"
+    assert_eq!(
+        paths,
+        ["/identity/oauth/token"],
+        "no call carries the token, and the endpoint is asked once"
     );
     let org = dataverse_with_token(
         json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "ey"}).to_string(),
@@ -434,6 +435,33 @@ fn a_token_too_short_to_be_one_is_refused_not_cut_out_of_every_line() {
     for text in counts {
         assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text}");
     }
+}
+
+/// An identity endpoint that refuses the credentials is asked once a push, however many
+/// requests wait for the token (the first describes go four at a time): each fails as the
+/// first did, exit 2 for the credentials.
+#[test]
+fn an_identity_endpoint_that_refuses_is_asked_once() {
+    let refusing = BrokenServer::start("127.0.0.1", |_r: &Request, _url: &str| {
+        Reply::Body(
+            401,
+            json!({"error": "unauthorized", "error_description": "Bad client credentials"})
+                .to_string(),
+        )
+    });
+    let db = pulled();
+    let run = push_to(&db, &refusing.url);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("Bad client credentials"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(refusing.requests().len(), 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM api_call WHERE path = '/identity/oauth/token'"),
+        1
+    );
 }
 
 /// A token long enough to be one may still spell what oppsync's own JSON holds: `"calls":`

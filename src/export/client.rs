@@ -96,6 +96,30 @@ struct Token {
     renew_at: Instant,
 }
 
+/// Why the identity endpoint gave this client no token: its error line, and whether it was the
+/// credentials (a usage error, exit 2).
+struct NoToken {
+    message: String,
+    usage: bool,
+}
+
+impl NoToken {
+    fn of(err: &anyhow::Error) -> NoToken {
+        NoToken {
+            message: format!("{err:#}"),
+            usage: crate::exit::is_usage(err),
+        }
+    }
+
+    fn error(&self) -> anyhow::Error {
+        if self.usage {
+            usage(self.message.clone())
+        } else {
+            Failure::Fatal(self.message.clone()).into()
+        }
+    }
+}
+
 /// What one attempt came to.
 enum Attempt {
     Done(Value),
@@ -128,6 +152,11 @@ pub(crate) struct MarketoClient {
     client_id: String,
     client_secret: String,
     token: Mutex<Option<Token>>,
+    /// Set when fetching a token failed, which ends the call that met it and the command with
+    /// it: the requests waiting beside it for the token fail the same way without asking
+    /// again (a refusing endpoint got five identity calls from a push's first describes, four
+    /// in flight and one after). Guarded after `token`, by `ensure_token` alone.
+    no_token: Mutex<Option<NoToken>>,
     limiter: Mutex<Limiter>,
     backoff: Mutex<Backoff>,
     max_attempts: u32,
@@ -182,6 +211,7 @@ impl MarketoClient {
                 .map(|s| s.expose().to_string())
                 .unwrap_or_default(),
             token: Mutex::new(None),
+            no_token: Mutex::new(None),
             limiter: Mutex::new(Limiter::new(
                 config.rate_limit_calls,
                 Duration::from_secs(config.rate_limit_window_secs),
@@ -513,6 +543,9 @@ impl MarketoClient {
         if let Some(token) = slot.as_ref().filter(|t| Instant::now() < t.renew_at) {
             return Ok(token.value.clone());
         }
+        if let Some(failed) = lock(&self.no_token).as_ref() {
+            return Err(failed.error());
+        }
         let url = format!("{}/identity/oauth/token", self.base);
         let started = Instant::now();
         let response = self
@@ -551,6 +584,9 @@ impl MarketoClient {
         };
         log.duration = started.elapsed();
         calls.push(log);
+        if let Err(err) = &outcome {
+            *lock(&self.no_token) = Some(NoToken::of(err));
+        }
         outcome
     }
 

@@ -34,8 +34,8 @@ struct Form {
 /// "ever<redacted>" in every line and every reason stored, and in the strings of every JSON
 /// (`json`). No real secret is this short (Marketo's client secrets have 32 characters, Entra
 /// ID's 40 and its passwords at least 8; access tokens have dozens), so the configuration
-/// refuses a shorter one as a bad setting and the clients refuse a shorter token as a server's
-/// garbage, before either is registered.
+/// refuses a shorter one as a bad setting and `register_token` a shorter token, which the
+/// clients take as a server's garbage, before sending anything with it.
 pub(crate) const SHORTEST_SECRET: usize = 8;
 
 /// Whether `secret` is too short to be one (`SHORTEST_SECRET`), spaces around it not counted.
@@ -64,8 +64,17 @@ pub(crate) fn register(secret: &str) {
 /// Remembers an access token for as long as it is valid (`lifetime`, or a day when the server
 /// did not say), and a margin. Expired tokens are forgotten as new ones come: a `sync --every`
 /// process fetches a token or two per cycle, and kept for good they would make every `redact`
-/// (every staged page, every line) slower day after day.
-pub(crate) fn register_token(token: &str, lifetime: Duration) {
+/// (every staged page, every line) slower day after day. A token too short to be one
+/// (`SHORTEST_SECRET`) is not remembered: the error says what the server answered, for the
+/// client to refuse it with, naming the server.
+pub(crate) fn register_token(token: &str, lifetime: Duration) -> Result<(), String> {
+    if too_short(token) {
+        return Err(format!(
+            "an access_token of {}, too few characters to be one: a token is cut out of all that \
+             oppsync prints and stores, and one this short would cut ordinary text",
+            characters(token)
+        ));
+    }
     let now = Instant::now();
     let lifetime = if lifetime.is_zero() {
         UNKNOWN_TOKEN_LIFETIME
@@ -78,6 +87,7 @@ pub(crate) fn register_token(token: &str, lifetime: Duration) {
         now.checked_add(lifetime + TOKEN_GRACE),
         now,
     );
+    Ok(())
 }
 
 fn known_mut() -> std::sync::RwLockWriteGuard<'static, Vec<Form>> {

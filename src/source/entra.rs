@@ -170,17 +170,9 @@ impl Entra {
                 anyhow!(message)
             });
         };
-        if crate::redact::too_short(token) {
-            return Err(anyhow!(
-                "the token endpoint {} answered an access_token of {}, too few characters to be \
-                 one: a token is cut out of all that oppsync prints and stores, and one this \
-                 short would cut ordinary text",
-                self.token_url,
-                crate::redact::characters(token)
-            ));
-        }
         let lifetime = crate::net::token_lifetime(&body, MAX_LIFETIME);
-        crate::redact::register_token(token, lifetime);
+        crate::redact::register_token(token, lifetime)
+            .map_err(|why| anyhow!("the token endpoint {} answered {why}", self.token_url))?;
         let renew_at = started
             .checked_add(lifetime - MARGIN.min(lifetime / 2))
             .unwrap_or_else(Instant::now);

@@ -1100,10 +1100,7 @@ fn old_pulls_and_syncs_that_failed_before_staging_anything_are_pruned() {
         db.column("SELECT outcome || ' ' || json_extract(counts, '$.upserted') FROM run WHERE command = 'pull' ORDER BY run_id"),
         ["failed 0", "usage_error 0"]
     );
-    let conn = rusqlite::Connection::open(db.path()).unwrap();
-    conn.execute("UPDATE run SET started_at = '2001-01-01T00:00:00Z'", [])
-        .unwrap();
-    drop(conn);
+    db.age_runs();
     std::fs::write(&config, format!("{quick}[history]\nkeep_days = 30\n")).unwrap();
     db.run(&["init"]).expect_code(0);
     assert_eq!(

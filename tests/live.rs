@@ -460,10 +460,7 @@ fn without_change_tracking_later_pulls_go_by_modifiedon() {
             && modes.contains(&r#""opportunities" "change_tracking""#.to_string()),
         "{modes:?}"
     );
-    let conn = rusqlite::Connection::open(db.path()).unwrap();
-    conn.execute("UPDATE run SET started_at = '2001-01-01T00:00:00Z'", [])
-        .unwrap();
-    drop(conn);
+    db.age_runs();
     let config = db.dir.path().join("oppsync.toml");
     let mut settings = std::fs::read_to_string(&config).unwrap();
     settings.push_str("[history]\nkeep_days = 30\n");

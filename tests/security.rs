@@ -500,13 +500,9 @@ fn a_token_that_spells_json_leaves_the_stored_and_printed_json_whole() {
         0
     );
     // Once the sync is past keep_days, the next writing run prunes it, reading its counts.
-    let conn = rusqlite::Connection::open(db.path()).unwrap();
-    conn.execute("UPDATE run SET started_at = '2001-01-01T00:00:00Z'", [])
-        .unwrap();
-    drop(conn);
+    db.age_runs();
     quick(&db, "[history]\nkeep_days = 30\n");
-    let run = db.run_with_env(&["push"], &env);
-    run.expect_code(0);
+    push_to(&db, &server.url).expect_code(0);
     assert_eq!(
         db.count("SELECT count(*) FROM run WHERE command = 'push'"),
         1

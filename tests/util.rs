@@ -136,6 +136,14 @@ impl TestDb {
         conn.query_row(sql, [], |r| r.get(0)).ok()
     }
 
+    /// Dates every run back to 2001, older than any `[history] keep_days`, so that the next
+    /// writing run prunes them.
+    pub fn age_runs(&self) {
+        let conn = rusqlite::Connection::open(self.path()).unwrap();
+        conn.execute("UPDATE run SET started_at = '2001-01-01T00:00:00Z'", [])
+            .unwrap();
+    }
+
     pub fn count(&self, sql: &str) -> i64 {
         let conn = rusqlite::Connection::open(self.path()).unwrap();
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
